@@ -1,0 +1,427 @@
+"""The `coursestack` command: typed subcommands, clients of the daemon's HTTP API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from coursestack import __version__
+from coursestack.errors import UserError
+
+app = typer.Typer(
+    name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Run a course's data-science environment from one course.toml.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+errors = Console(stderr=True)
+
+InstanceOption = Annotated[str | None, typer.Option(
+    "--instance", "-i", help="Instance name (default: the only running one, else 'sample').")]
+StateOption = Annotated[Path | None, typer.Option(
+    "--state", help="State folder of the instance (overrides --instance).")]
+
+STATE_STYLES = {"ready": "green", "starting": "yellow", "backoff": "yellow",
+                "unhealthy": "dark_orange", "failed": "bold red", "stopping": "yellow",
+                "stopped": "dim"}
+EXIT_NOT_RUNNING = 3
+
+
+def print_error(message: str) -> None:
+    """Print an error for a person (no markup: messages may hold [brackets])."""
+    errors.print("error:", style="bold red", end=" ")
+    errors.print(message, markup=False, highlight=False)
+
+
+def _instance(instance: str | None, state: Path | None) -> Any:
+    from coursestack.instances import resolve_instance
+
+    return resolve_instance(instance, state)
+
+
+def _services_table(services: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("SERVICE", "KIND", "STATE", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY",
+                   "NOTE"):
+        table.add_column(column, no_wrap=column != "NOTE", overflow="fold")
+    for service in services:
+        state = service["state"]
+        note = service["reason"] if state in ("failed", "backoff") else service["detail"]
+        if state == "backoff" and service["detail"]:
+            note = f"{service['detail']}: {service['reason']}"
+        table.add_row(service["name"], service["kind"],
+                      f"[{STATE_STYLES.get(state, '')}]{state}[/]",
+                      str(service["port"] or "-"), str(service["pid"] or "-"),
+                      _duration(service["uptime"]), str(service["restarts"]),
+                      _size(service["memory"]), note.splitlines()[0] if note else "")
+    return table
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _size(count: int | None) -> str:
+    if not count:
+        return "-"
+    return f"{count / 1024 / 1024:.0f} MB"
+
+
+@app.command()
+def up(
+    spec: Annotated[Path | None, typer.Argument(
+        help="Path of a course.toml (or its folder). Without it: the embedded sample course.",
+        show_default=False)] = None,
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Start only these services (and what they depend on).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 300.0,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the dashboard.")] = False,
+) -> None:
+    """Start the instance's daemon and wait until its services are ready."""
+    from coursestack.instances import check_binaries, set_up_instance, start_daemon
+
+    chosen, course = set_up_instance(spec, instance, state, list(only or []))
+    if chosen.daemon_alive():
+        client = chosen.client()
+        console.print(f"[bold]{chosen.name}[/] is already running "
+                      f"(dashboard {client.url}); nothing changed.")
+        console.print(_services_table(client.get("/api/services")))
+        console.print("Start one service with `coursestack start NAME`.")
+        return
+    from coursestack.spec import StartPolicy
+
+    wanted = list(only or [n for n, s in course.services.items()
+                           if s.start is StartPolicy.ALWAYS])
+    wanted_all = sorted(course.with_dependencies(wanted))
+    missing = check_binaries(course, wanted_all)
+    if missing:
+        for problem in missing:
+            print_error(problem.render())
+        raise typer.Exit(1)
+    console.print(f"Starting [bold]{course.course.title or course.course.name}[/] "
+                  f"(instance {chosen.name}, state in {chosen.state.root})")
+    start_daemon(chosen)
+    client = chosen.client()
+    failed = _wait_for_services(client, wanted_all, timeout)
+    url = client.url
+    console.print(f"Dashboard: {url}login?token={client.record['token']}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(f"{url}login?token={client.record['token']}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _wait_for_services(client: Any, names: list[str], timeout: float) -> bool:
+    """Show progress until the named services are ready; True if one failed or timed out."""
+    deadline = time.monotonic() + timeout
+    services: list[dict[str, Any]] = []
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            services = client.get("/api/services")
+            chosen = [s for s in services if s["name"] in names]
+            live.update(_services_table(chosen), refresh=True)
+            states = {s["name"]: s["state"] for s in chosen}
+            if all(state == "ready" for state in states.values()):
+                break
+            if any(state == "failed" for state in states.values()):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    problem = False
+    for service in services:
+        if service["name"] not in names:
+            continue
+        if service["state"] == "failed":
+            problem = True
+            print_error(f"{service['name']} failed: {service['reason']}")
+            for line in service["last_log"][-8:]:
+                print(f"    {line}", file=sys.stderr)
+        elif service["state"] != "ready":
+            problem = True
+            waiting = service["detail"] if service["detail"].startswith("waiting for") else ""
+            print_error(f"{service['name']} not started: {waiting}, which failed" if waiting
+                        else f"{service['name']} not ready after {timeout:g} s "
+                        f"({service['state']}: {service['detail']})")
+    if problem:
+        errors.print("hint: `coursestack logs NAME` shows what the service said")
+    return problem
+
+
+@app.command()
+def down(instance: InstanceOption = None, state: StateOption = None,
+         timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 120.0) -> None:
+    """Stop every service and the daemon (data is kept)."""
+    from coursestack.instances import stop_leftovers, wait_for_exit
+
+    chosen = _instance(instance, state)
+    if not chosen.daemon_alive():
+        cleaned = stop_leftovers(chosen) if chosen.state.root.exists() else []
+        if cleaned:
+            console.print(f"Stopped processes a crashed daemon left: {', '.join(cleaned)}")
+        console.print(f"{chosen.name} is not running.")
+        return
+    client = chosen.client()
+    pid = int(client.record["pid"])
+    client.post("/api/shutdown")
+    with console.status(f"Stopping {chosen.name}…"):
+        if not wait_for_exit(pid, timeout):
+            raise UserError(f"the daemon did not stop within {timeout:g} s",
+                            hint=f"kill it with `kill {pid}`; the next up cleans up")
+    console.print(f"{chosen.name} stopped; data kept in {chosen.state.root}")
+
+
+@app.command()
+def status(instance: InstanceOption = None, state: StateOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+           ) -> None:
+    """Show each service's state (exit status 3 if the instance is not running)."""
+    chosen = _instance(instance, state)
+    if not chosen.daemon_alive():
+        if as_json:
+            print(json.dumps({"name": chosen.name, "running": False}))
+        else:
+            console.print(f"{chosen.name} is not running (start it with `coursestack up`).")
+        raise typer.Exit(EXIT_NOT_RUNNING)
+    data = chosen.client().get("/api/instance")
+    if as_json:
+        print(json.dumps({**data, "running": True}, indent=2))
+        return
+    console.print(f"[bold]{data['title'] or data['course']}[/] — instance {data['name']}, "
+                  f"dashboard {data['url']}")
+    console.print(_services_table(data["services"]))
+
+
+def _action(verb: str, name: str, instance: str | None, state: Path | None) -> None:
+    chosen = _instance(instance, state)
+    client = chosen.client()
+    result = client.post(f"/api/services/{name}/{verb}")
+    if verb == "stop":
+        console.print(f"{name}: {result['state']}")
+        return
+    deadline = time.monotonic() + 300
+    with console.status(f"{verb} {name}…"):
+        while time.monotonic() < deadline:
+            service = client.get(f"/api/services/{name}")
+            if service["state"] in ("ready", "failed"):
+                break
+            time.sleep(0.1)
+    style = STATE_STYLES.get(service["state"], "")
+    console.print(f"{name}: [{style}]{service['state']}[/]"
+                  + (f" — {service['reason']}" if service["state"] == "failed" else ""))
+    if service["state"] != "ready":
+        raise typer.Exit(1)
+
+
+ServiceArgument = Annotated[str, typer.Argument(help="Service name.", show_default=False)]
+
+
+@app.command()
+def start(name: ServiceArgument, instance: InstanceOption = None,
+          state: StateOption = None) -> None:
+    """Start one service (and what it depends on)."""
+    _action("start", name, instance, state)
+
+
+@app.command()
+def stop(name: ServiceArgument, instance: InstanceOption = None,
+         state: StateOption = None) -> None:
+    """Stop one service."""
+    _action("stop", name, instance, state)
+
+
+@app.command()
+def restart(name: ServiceArgument, instance: InstanceOption = None,
+            state: StateOption = None) -> None:
+    """Restart one service."""
+    _action("restart", name, instance, state)
+
+
+@app.command()
+def logs(name: ServiceArgument, instance: InstanceOption = None, state: StateOption = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+         lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
+         ) -> None:
+    """Print a service's log (works when the instance is down too)."""
+    from coursestack.logs import tail_lines
+
+    chosen = _instance(instance, state)
+    known = set(chosen.spec().services) | {"daemon", "events"}
+    if name not in known:
+        raise UserError(f"no service named {name!r}",
+                        hint=f"services: {', '.join(sorted(known))}")
+    path = chosen.state.logs / ("events.jsonl" if name == "events" else f"{name}.log")
+    for line in tail_lines(path, lines):
+        print(line)
+    if follow:
+        _follow(path)
+
+
+def _follow(path: Path) -> None:
+    position = path.stat().st_size if path.exists() else 0
+    try:
+        while True:
+            size = path.stat().st_size if path.exists() else 0
+            if size < position:  # truncated or rotated
+                position = 0
+            if size > position:
+                with open(path, "rb") as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+                    position += len(chunk)
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+
+
+def _connections(chosen: Any) -> dict[str, Any]:
+    from coursestack.state import read_json
+
+    document = read_json(chosen.state.connections_file)
+    if not document:
+        raise UserError(f"instance {chosen.name!r} has no connection info yet",
+                        hint="run `coursestack up` first")
+    result: dict[str, Any] = document
+    return result
+
+
+@app.command()
+def env(instance: InstanceOption = None, state: StateOption = None) -> None:
+    """Print the environment variables notebooks see, as `export` lines for a shell."""
+    import shlex
+
+    chosen = _instance(instance, state)
+    document = _connections(chosen)
+    values: dict[str, str] = {"COURSESTACK_CONNECTIONS": str(chosen.state.connections_file),
+                              "COURSESTACK_INSTANCE": chosen.name}
+    for service in document["services"].values():
+        for key, value in service["env"].items():
+            values.setdefault(key, value)
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(str(value))}")
+
+
+@app.command()
+def connections(instance: InstanceOption = None, state: StateOption = None,
+                reveal: Annotated[bool, typer.Option(help="Show passwords and tokens.")] = False,
+                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+                ) -> None:
+    """Show where each service is, as notebooks see it (connections.json)."""
+    from coursestack.connections import masked
+
+    chosen = _instance(instance, state)
+    document = _connections(chosen)
+    shown = document if reveal else masked(document)
+    if as_json:
+        print(json.dumps(shown, indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("SERVICE", "KIND", "URL", "USER", "PASSWORD/TOKEN"):
+        table.add_column(column)
+    for service in shown["services"].values():
+        table.add_row(service["service"], service["kind"], service["url"],
+                      service.get("user") or "-", service.get("password") or "-")
+    console.print(table)
+    if not reveal:
+        console.print("[dim]Secrets are masked; --reveal shows them.[/]")
+
+
+@app.command("list")
+def list_instances(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Every instance on this host for this user: course, spec, state, dashboard."""
+    from coursestack.instances import Instance
+    from coursestack.state import registered_instances
+
+    rows = []
+    for name, folder in registered_instances():
+        record = folder.instance()
+        found = Instance(name, folder)
+        alive = found.daemon_alive()
+        daemon = folder.daemon() if alive else None
+        ready = total = 0
+        if alive:
+            try:
+                services = found.client().get("/api/services")
+                total = len(services)
+                ready = sum(1 for s in services if s["state"] == "ready")
+            except UserError:
+                pass
+        rows.append({"name": name, "course": record.get("course", ""),
+                     "spec": record.get("spec", ""), "state_folder": str(folder.root),
+                     "running": alive, "ready": ready, "services": total,
+                     "dashboard": daemon["url"] if daemon else None})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print("No instances yet; `coursestack up` starts the sample course.")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("INSTANCE", "COURSE", "STATE", "DASHBOARD", "SPEC", "STATE FOLDER"):
+        table.add_column(column)
+    for row in rows:
+        state_text = (f"[green]running[/] ({row['ready']}/{row['services']} ready)"
+                      if row["running"] else "[dim]stopped[/]")
+        table.add_row(row["name"], row["course"], state_text, row["dashboard"] or "-",
+                      row["spec"], row["state_folder"])
+    console.print(table)
+
+
+@app.command(hidden=True)
+def daemon(state: Annotated[Path, typer.Option("--state", help="State folder.")]) -> None:
+    """Run an instance's daemon in the foreground (`up` starts it in the background)."""
+    from coursestack.daemon import run_daemon
+
+    raise typer.Exit(run_daemon(state))
+
+
+@app.command()
+def version() -> None:
+    """Print coursestack's version."""
+    print(__version__)
+
+
+def _register_author() -> None:
+    try:
+        from coursestack.authoring.cli import author_app
+    except ImportError:  # the authoring tools are optional at runtime
+        return
+    app.add_typer(author_app, name="author",
+                  help="Course production tools: draft progress and OU-XML export.")
+
+
+_register_author()
+
+
+def main() -> None:
+    """Console entry point: user errors are printed without a traceback."""
+    try:
+        app()
+    except UserError as error:
+        print_error(error.render())
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

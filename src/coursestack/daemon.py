@@ -1,0 +1,216 @@
+"""The daemon of one instance: supervisor + web API, one per state folder (a lock).
+
+It is the one owner of the instance's processes. On start it stops whatever a previous
+daemon that died (kill -9, power loss) left running, using the pids it recorded, so no
+service runs unmanaged and PostgreSQL never sees two postmasters on one cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import filelock
+import uvicorn
+
+from coursestack import __version__
+from coursestack.connections import environment_for, write_connections
+from coursestack.errors import UserError
+from coursestack.kinds import Context, Kind, build_unit
+from coursestack.ports import choose_port
+from coursestack.privileges import RunAs, ensure_reachable, hand_over, service_account
+from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_recorded_processes
+from coursestack.spec import CourseSpec, StartPolicy, load_spec
+from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_json, read_json
+from coursestack.supervisor import Event, Supervisor
+
+log = logging.getLogger("coursestack.daemon")
+
+EXIT_ALREADY_RUNNING = 3
+
+
+class AlreadyRunning(UserError):
+    """Another daemon holds this instance's lock."""
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon stops services first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Daemon:
+    """Wires the supervisor and the web API for one instance."""
+
+    def __init__(self, state: StateFolder) -> None:
+        self.state = state
+        self.instance = state.instance()
+        self.name: str = self.instance.get("name", state.root.name)
+        self.spec: CourseSpec = load_spec(self.instance["spec"])
+        self.secrets = Secrets(state)
+        self.token = self.secrets.get("daemon.token", 32)
+        self.run_as: RunAs | None = None
+        self.units: dict[str, Kind] = {}  # type: ignore[type-arg]
+        self.supervisor: Supervisor | None = None
+        self.shutdown_requested = asyncio.Event()
+        self.started = time.time()
+        self.url = ""
+        self._pids: dict[str, Any] = {}
+        self._lock: filelock.BaseFileLock | None = None
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def acquire_lock(self) -> None:
+        """Take the instance lock, or raise AlreadyRunning."""
+        self.state.create()
+        lock = filelock.FileLock(str(self.state.lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise AlreadyRunning("this instance already has a running daemon",
+                                 where=str(self.state.root),
+                                 hint="use `coursestack status`, or `coursestack down` first"
+                                 ) from None
+        self._lock = lock
+
+    def clean_up_leftovers(self) -> list[str]:
+        """Stop processes a dead daemon left behind; return the services that had some."""
+        cleaned = stop_recorded_processes(self.state.run / "pids.json")
+        atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+        return cleaned
+
+    def build(self) -> None:
+        """Choose ports, make secrets and connection info, bind every service to its kind."""
+        self.run_as = service_account()
+        previous_ports = read_json(self.state.run / "ports.json", {}) or {}
+        ports: dict[str, int] = {}
+        context = Context(self.state, self.spec, self.secrets, ports, self.run_as,
+                          instance_name=self.name)
+        for name, service in self.spec.services.items():
+            unit = build_unit(name, service, context)
+            self.units[name] = unit
+            preferred = service.port or previous_ports.get(name) or unit.default_port
+            if preferred is not None:
+                ports[name] = choose_port(preferred, avoid=ports.values())
+        atomic_write_json(self.state.run / "ports.json", ports, OWNER_ONLY)
+        connections = [unit.connection() for unit in self.units.values()]
+        context.shared_env.update(environment_for(connections, self.state, self.name))
+        write_connections(connections, self.state, self.run_as)
+        if self.run_as is not None:
+            needed: list[Path] = [self.state.root]
+            for unit in self.units.values():
+                with contextlib.suppress(UserError):
+                    needed += unit.needed_paths()
+            changed = ensure_reachable(needed, self.run_as)
+            for folder in changed:
+                log.warning("gave user %s traverse-only access (ACL) to %s",
+                            self.run_as.name, folder)
+            hand_over([self.state.data], self.run_as)
+        self.supervisor = Supervisor(self.units.values(), OSLauncher())
+        self.supervisor.add_listener(self._record_event)
+        self.supervisor.on_spawn(self._record_pid)
+
+    def _record_event(self, event: Event) -> None:
+        with contextlib.suppress(OSError), open(self.state.events_file, "a",
+                                                encoding="utf-8") as events:
+            events.write(json.dumps(event.as_dict()) + "\n")
+
+    def _record_pid(self, name: str, pid: int, spec: LaunchSpec) -> None:
+        unit = self.units[name]
+        self._pids[name] = {"pid": pid, "created": process_identity(pid),
+                            "signal": int(spec.stop_signal), "grace": unit.stop_timeout}
+        atomic_write_json(self.state.run / "pids.json", self._pids, OWNER_ONLY)
+
+    def autostart(self) -> list[str]:
+        """Services `up` starts: `--only` if given, else every `start = "always"` one."""
+        only = self.instance.get("only") or []
+        if only:
+            return list(only)
+        return [n for n, s in self.spec.services.items() if s.start is StartPolicy.ALWAYS]
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run until asked to stop: API up, services started, then an orderly stop."""
+        from coursestack.web.app import create_app
+
+        assert self.supervisor is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, self.shutdown_requested.set)
+        listener = self._listen_socket()
+        host, port = listener.getsockname()[:2]
+        self.url = f"http://{host}:{port}/"
+        config = uvicorn.Config(create_app(self), log_level="warning", access_log=False,
+                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2)
+        server = _QuietServer(config)
+        server_task = asyncio.create_task(server.serve(sockets=[listener]))
+        while not server.started and not server_task.done():
+            await asyncio.sleep(0.01)
+        atomic_write_json(self.state.daemon_file,
+                          {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
+                           "token": self.token, "started": self.started,
+                           "version": __version__, "course": self.spec.course.name,
+                           "spec": str(self.spec.path)}, OWNER_ONLY)
+        self.supervisor.start(self.autostart())
+        try:
+            await self.shutdown_requested.wait()
+        finally:
+            await self.supervisor.stop_all()
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await server_task
+            self.state.daemon_file.unlink(missing_ok=True)
+            atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    def _listen_socket(self) -> socket.socket:
+        settings = self.spec.dashboard
+        port = choose_port(settings.port, avoid=self.units_ports(), host=settings.host)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((settings.host, port))
+        listener.listen(128)
+        listener.setblocking(False)
+        return listener
+
+    def units_ports(self) -> list[int]:
+        return [port for unit in self.units.values() if (port := unit.port) is not None]
+
+
+def run_daemon(state_root: Path) -> int:
+    """Entry point of `coursestack daemon` (started in the background by `up`)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = StateFolder(state_root)
+    try:
+        daemon = Daemon(state)
+        daemon.acquire_lock()
+    except AlreadyRunning as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    except UserError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    try:
+        cleaned = daemon.clean_up_leftovers()
+        if cleaned:
+            log.warning("stopped processes left by a daemon that died: %s", ", ".join(cleaned))
+        daemon.build()
+        asyncio.run(daemon.serve())
+    except UserError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    return 0

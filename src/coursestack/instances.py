@@ -1,0 +1,249 @@
+"""Finding an instance, setting it up, starting its daemon, and talking to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import filelock
+import httpx
+import psutil
+
+from coursestack.errors import DaemonError, UsageError, UserError
+from coursestack.spec import CourseSpec, load_spec
+from coursestack.state import (
+    StateFolder,
+    atomic_write_json,
+    default_state_folder,
+    register_instance,
+    registered_instances,
+)
+
+SAMPLE_INSTANCE = "sample"
+
+
+def sample_course_source() -> Path:
+    """The embedded sample course inside the installed package."""
+    return Path(str(resources.files("coursestack") / "courses" / "sample"))
+
+
+@dataclass
+class Instance:
+    """One instance: its name and state folder."""
+
+    name: str
+    state: StateFolder
+
+    def spec(self) -> CourseSpec:
+        """The instance's course spec (as recorded by `up`)."""
+        record = self.state.instance()
+        if "spec" not in record:
+            raise UsageError(f"instance {self.name!r} has never been set up",
+                             where=str(self.state.root), hint="run `coursestack up` first")
+        return load_spec(record["spec"])
+
+    def client(self) -> DaemonClient:
+        """An API client for the running daemon (DaemonError if it is not running)."""
+        return DaemonClient(self)
+
+    def daemon_alive(self) -> bool:
+        """True if the daemon file names a live process holding the lock."""
+        record = self.state.daemon()
+        if not record:
+            return False
+        try:
+            return psutil.pid_exists(int(record["pid"])) and self._lock_is_held()
+        except (KeyError, ValueError):
+            return False
+
+    def _lock_is_held(self) -> bool:
+        lock = filelock.FileLock(str(self.state.lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return True
+        lock.release()
+        return False
+
+
+def resolve_instance(instance: str | None = None, state: Path | None = None) -> Instance:
+    """The instance a command means: --state, --instance, $COURSESTACK_INSTANCE, or the
+    only running one, else the sample course's."""
+    if state is not None:
+        folder = StateFolder(state.expanduser().resolve())
+        return Instance(folder.instance().get("name", folder.root.name), folder)
+    name = instance or os.environ.get("COURSESTACK_INSTANCE")
+    if name:
+        return _named(name)
+    known = [Instance(n, s) for n, s in registered_instances()]
+    running = [i for i in known if i.daemon_alive()]
+    if len(running) == 1:
+        return running[0]
+    if len(running) > 1:
+        names = ", ".join(sorted(i.name for i in running))
+        raise UsageError(f"several instances are running: {names}",
+                         hint="say which with --instance NAME (see `coursestack list`)")
+    if len(known) == 1:
+        return known[0]
+    return _named(SAMPLE_INSTANCE)
+
+
+def _named(name: str) -> Instance:
+    for known_name, folder in registered_instances():
+        if known_name == name:
+            return Instance(name, folder)
+    return Instance(name, default_state_folder(name))
+
+
+def set_up_instance(spec_path: Path | None, instance: str | None, state: Path | None,
+                    only: list[str]) -> tuple[Instance, CourseSpec]:
+    """Validate the spec and record it in the instance's state folder (for `up`)."""
+    if spec_path is None:
+        name = instance or SAMPLE_INSTANCE
+        folder = StateFolder(state.expanduser().resolve()) if state else (
+            _named(name).state)
+        folder.create()
+        if not (folder.course / "course.toml").exists():
+            # The student's own copy: notebooks they edit survive upgrades of coursestack.
+            shutil.copytree(sample_course_source(), folder.course, dirs_exist_ok=True)
+        spec = load_spec(folder.course / "course.toml")
+    else:
+        spec = load_spec(spec_path)
+        name = instance or spec.course.name
+        folder = StateFolder(state.expanduser().resolve()) if state else _named(name).state
+        folder.create()
+    unknown = [n for n in only if n not in spec.services]
+    if unknown:
+        raise UsageError(f"--only names no service of this course: {', '.join(unknown)}",
+                         hint=f"services: {', '.join(spec.services)}")
+    record = folder.instance()
+    record.update({"name": name, "course": spec.course.name, "spec": str(spec.path),
+                   "only": only})
+    record.setdefault("created", time.time())
+    atomic_write_json(folder.instance_file, record)
+    register_instance(folder, name)
+    return Instance(name, folder), spec
+
+
+def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
+    """Start the instance's daemon in the background; return its daemon record."""
+    log_path = instance.state.logs / "daemon.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    instance.state.daemon_file.unlink(missing_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "coursestack", "daemon", "--state", str(instance.state.root)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = instance.state.daemon()
+        if record and record.get("pid") == process.pid:
+            return record
+        code = process.poll()
+        if code is not None:
+            from coursestack.logs import tail_lines
+
+            tail = "\n".join(tail_lines(log_path, 8))
+            if code == 3:
+                raise DaemonError("another daemon already runs this instance",
+                                  where=str(instance.state.root),
+                                  hint="see `coursestack status`")
+            raise DaemonError(f"the daemon stopped at once (exit {code}):\n{tail}",
+                              where=str(log_path), hint="fix what it says, then run up again")
+        time.sleep(0.05)
+    raise DaemonError(f"the daemon did not start within {timeout:g} s", where=str(log_path),
+                      hint="look at its log")
+
+
+class DaemonClient:
+    """The daemon's HTTP API, with the instance's token."""
+
+    def __init__(self, instance: Instance, timeout: float = 30.0) -> None:
+        self.instance = instance
+        record = instance.state.daemon()
+        if not record or not instance.daemon_alive():
+            raise DaemonError(f"instance {instance.name!r} is not running",
+                              where=str(instance.state.root), hint="start it with `coursestack up`")
+        self.record = record
+        self.url: str = record["url"]
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False,
+                                  headers={"Authorization": f"Bearer {record['token']}"})
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the API; errors become UserErrors with the daemon's own message."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise DaemonError(f"the daemon did not answer: {error}", where=self.url,
+                              hint="see `coursestack logs` or the daemon.log") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise UserError(str(detail), where=f"{method} {path}")
+        return response.json()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def stop_leftovers(instance: Instance) -> list[str]:
+    """With no daemon running, stop any process a dead daemon left (for `down`)."""
+    from coursestack.procs import stop_recorded_processes
+    from coursestack.state import OWNER_ONLY
+
+    lock = filelock.FileLock(str(instance.state.lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise UserError("the daemon is still running", hint="try `coursestack down` again") \
+            from None
+    try:
+        cleaned = stop_recorded_processes(instance.state.run / "pids.json")
+        if instance.state.run.is_dir():
+            atomic_write_json(instance.state.run / "pids.json", {}, OWNER_ONLY)
+        return cleaned
+    finally:
+        lock.release()
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until process `pid` is gone; False on timeout."""
+    try:
+        psutil.Process(pid).wait(timeout=timeout)
+    except psutil.TimeoutExpired:
+        return False
+    except psutil.Error:
+        pass
+    return True
+
+
+def check_binaries(spec: CourseSpec, names: list[str]) -> list[UserError]:
+    """Missing programs for the given services, found before anything starts."""
+    from coursestack.kinds import Context, build_unit
+    from coursestack.state import Secrets
+
+    problems: list[UserError] = []
+    scratch = StateFolder(Path("/nonexistent"))
+    context = Context(scratch, spec, Secrets(scratch), {}, None)
+    for name in names:
+        try:
+            build_unit(name, spec.services[name], context).check_installed()
+        except UserError as error:
+            problems.append(error)
+    return problems

@@ -1,0 +1,168 @@
+"""What every kind shares: the instance context, connection info, the Unit verbs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from coursestack.logs import tail_lines
+from coursestack.privileges import RunAs, hand_over
+from coursestack.procs import LaunchSpec
+from coursestack.spec import CourseSpec, ServiceSpec
+from coursestack.state import Secrets, StateFolder
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass
+class Context:
+    """What a kind may know about the instance it runs in."""
+
+    state: StateFolder
+    spec: CourseSpec
+    secrets: Secrets
+    ports: dict[str, int]
+    run_as: RunAs | None
+    #: Environment every service gets: connection info of all services, and more.
+    shared_env: dict[str, str] = field(default_factory=dict)
+    instance_name: str = ""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How a notebook reaches one service."""
+
+    service: str
+    kind: str
+    host: str
+    port: int | None
+    url: str
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    web: bool = False
+    #: Conventional variables (DATABASE_URL, PGHOST, ...) for the first service of a kind.
+    conventional_env: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """Variables naming this service: <NAME>_URL, <NAME>_HOST, <NAME>_PORT."""
+        prefix = env_prefix(self.service)
+        values = {f"{prefix}_URL": self.url, f"{prefix}_HOST": self.host}
+        if self.port is not None:
+            values[f"{prefix}_PORT"] = str(self.port)
+        return values
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "kind": self.kind, "host": self.host,
+                "port": self.port, "url": self.url, "user": self.user,
+                "password": self.password, "database": self.database, "web": self.web,
+                "env": {**self.env(), **self.conventional_env}, **dict(self.extra)}
+
+
+def env_prefix(service: str) -> str:
+    """A service name as an environment variable prefix: my-db -> MY_DB."""
+    return service.upper().replace("-", "_")
+
+
+S = TypeVar("S", bound=ServiceSpec)
+
+
+class Kind(Generic[S]):
+    """Base of every kind: a service of the spec bound to its instance (a supervisor Unit)."""
+
+    KIND: ClassVar[str] = ""
+    stop_signal: int = signal.SIGTERM
+    default_stop_timeout: ClassVar[float] = 10.0
+    #: Port used when the spec names none (None: the service needs no port).
+    default_port: ClassVar[int | None] = None
+
+    def __init__(self, name: str, spec: S, context: Context) -> None:
+        self.name = name
+        self.spec: S = spec
+        self.context = context
+        self.stop_timeout = spec.stop_timeout or self.default_stop_timeout
+
+    # -- facts -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int | None:
+        return self.context.ports.get(self.name)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.context.state.data_dir(self.name)
+
+    @property
+    def log_file(self) -> Path:
+        return self.context.state.log_file(self.name)
+
+    @property
+    def run_as(self) -> RunAs | None:
+        return self.context.run_as
+
+    def web_path(self) -> str:
+        """Path under which the front door serves this service."""
+        return f"/s/{self.name}/"
+
+    def check_installed(self) -> None:
+        """Raise MissingBinaryError (with how to install) if a program is missing."""
+
+    def needed_paths(self) -> list[Path]:
+        """Paths outside the state folder the service account must be able to reach."""
+        return [Path(sys.executable)]
+
+    def connection(self) -> Connection:
+        """Where this service is (known before it starts: ports and secrets are chosen)."""
+        port = self.port
+        url = f"http://{LOCALHOST}:{port}/" if port else ""
+        return Connection(self.name, self.spec.kind, LOCALHOST, port, url)
+
+    def environment(self) -> dict[str, str]:
+        """The process environment: a clean base, every service's connection, spec env."""
+        base = {key: value for key, value in os.environ.items()
+                if key in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "TMPDIR")}
+        base.setdefault("LANG", "C.UTF-8")
+        base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        home = self.data_dir / "home"
+        base.update({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / ".runtime"),
+                     "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONUNBUFFERED": "1"})
+        base.update(self.context.shared_env)
+        base.update(self.spec.env)
+        return base
+
+    # -- supervisor verbs ------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Create the data folder (owned by the service account)."""
+        await asyncio.to_thread(self._prepare_folders)
+
+    def _prepare_folders(self) -> None:
+        home = self.data_dir / "home"
+        (home / ".runtime").mkdir(parents=True, exist_ok=True)
+        os.chmod(home / ".runtime", 0o700)
+        self.check_installed()
+        hand_over([self.data_dir], self.run_as)
+
+    def launch_spec(self) -> LaunchSpec:
+        raise NotImplementedError
+
+    async def probe(self) -> bool:
+        raise NotImplementedError
+
+    async def after_ready(self, report: Callable[[str], None]) -> None:
+        """Nothing by default."""
+
+    def log_tail(self, lines: int) -> list[str]:
+        return tail_lines(self.log_file, lines)
+
+    def _launch(self, argv: list[str], cwd: Path | None = None) -> LaunchSpec:
+        return LaunchSpec(argv=argv, env=self.environment(), cwd=cwd or self.data_dir,
+                          log_file=self.log_file, run_as=self.run_as,
+                          stop_signal=self.stop_signal)

@@ -1,0 +1,86 @@
+"""The `command` kind: any program, so a course team can add a service we never heard of."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from coursestack.errors import MissingBinaryError, UserError
+from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.probes import exec_probe, http_probe, tcp_probe
+from coursestack.procs import LaunchSpec
+from coursestack.spec import CommandService
+
+
+class _Placeholders(dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(key)
+
+
+class CommandKind(Kind[CommandService]):
+    """Runs `command`; readiness by its `probe` (tcp, http, exec or none)."""
+
+    KIND = "command"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_signal = int(getattr(signal, self.spec.stop_signal))
+
+    def placeholders(self) -> dict[str, Any]:
+        """Values for {port}, {data_dir}, {state_dir}, {host}, {other.port}, {other.url}."""
+        values = _Placeholders(port=self.port or "", data_dir=str(self.data_dir),
+                               state_dir=str(self.context.state.root), host=LOCALHOST)
+        for name, port in self.context.ports.items():
+            values[name] = SimpleNamespace(port=port, url=f"http://{LOCALHOST}:{port}/",
+                                           host=LOCALHOST)
+        return values
+
+    def _expand(self, text: str, where: str) -> str:
+        try:
+            return text.format_map(self.placeholders())
+        except (KeyError, AttributeError, IndexError, ValueError) as error:
+            raise UserError(f"unknown placeholder {error} in {where}",
+                            where=f"{self.context.spec.path}: services.{self.name}",
+                            hint="use {port}, {data_dir}, {state_dir}, {host}, or "
+                            "{service.port} / {service.url}; write {{ and }} for braces") from None
+
+    def argv(self) -> list[str]:
+        return [self._expand(part, "command") for part in self.spec.command]
+
+    def check_installed(self) -> None:
+        program = self.argv()[0]
+        if shutil.which(program) is None and not Path(program).exists():
+            raise MissingBinaryError(
+                f"program {program!r} not found", where=f"services.{self.name}.command",
+                hint="install it, or give its full path in the spec")
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        return {key: self._expand(value, f"env.{key}") for key, value in env.items()}
+
+    def launch_spec(self) -> LaunchSpec:
+        cwd = self.context.spec.resolve(self.spec.cwd) if self.spec.cwd else None
+        return self._launch(self.argv(), cwd)
+
+    async def probe(self) -> bool:
+        probe = self.spec.probe
+        if probe.type == "none":
+            return True
+        if probe.type == "exec":
+            argv = [self._expand(part, "probe.command") for part in probe.command]
+            return await exec_probe(argv, self.environment())
+        if self.port is None:  # the spec refuses this; kept for safety
+            return False
+        if probe.type == "tcp":
+            return await tcp_probe(LOCALHOST, self.port)
+        return await http_probe(f"http://{LOCALHOST}:{self.port}{probe.path}", probe.status)
+
+    def connection(self) -> Connection:
+        port = self.port
+        scheme = "http" if self.spec.web or self.spec.probe.type == "http" else "tcp"
+        url = f"{scheme}://{LOCALHOST}:{port}/" if port else ""
+        return Connection(self.name, self.spec.kind, LOCALHOST, port, url,
+                          web=self.spec.web)

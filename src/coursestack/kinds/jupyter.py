@@ -1,0 +1,95 @@
+"""The `jupyter` kind: a real Jupyter Server (JupyterLab by default).
+
+The notebooks folder is a normal folder on the host, relative to the spec. Jupyter's own
+config, runtime and data files live in the service's data folder, so nothing leaks into
+the student's home and nothing there can break it. The server runs under the base URL
+`/s/<name>/`, the path the dashboard's front door proxies, so links work both ways.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from coursestack.errors import MissingBinaryError
+from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.privileges import hand_over
+from coursestack.probes import http_probe
+from coursestack.procs import LaunchSpec
+from coursestack.spec import JupyterService
+
+
+class JupyterKind(Kind[JupyterService]):
+    """Jupyter Server with a generated token; ready when /api/status answers."""
+
+    KIND = "jupyter"
+    default_port = 8888
+    default_stop_timeout = 15.0
+
+    @property
+    def token(self) -> str:
+        return self.context.secrets.get(f"{self.name}.token")
+
+    @property
+    def notebooks(self) -> Path:
+        return self.context.spec.resolve(self.spec.notebooks)
+
+    @property
+    def base_url(self) -> str:
+        return self.web_path()
+
+    def _module(self) -> str:
+        return "jupyterlab" if self.spec.app == "lab" else "jupyter_server"
+
+    def check_installed(self) -> None:
+        module = self._module()
+        if importlib.util.find_spec(module) is None:
+            raise MissingBinaryError(f"{module} is not installed for {sys.executable}",
+                                     where=f"services.{self.name}.app",
+                                     hint=f"pip install {module}")
+
+    def needed_paths(self) -> list[Path]:
+        return [*super().needed_paths(), self.notebooks]
+
+    def _prepare_folders(self) -> None:
+        super()._prepare_folders()
+        self.notebooks.mkdir(parents=True, exist_ok=True)
+        # The service account must write notebooks; only hand over a folder we own.
+        if self.run_as is not None:
+            hand_over([self.notebooks], self.run_as)
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        home = self.data_dir / "home"
+        env.update({"JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
+                    "JUPYTER_RUNTIME_DIR": str(home / ".runtime" / "jupyter"),
+                    "JUPYTER_DATA_DIR": str(home / ".local" / "share" / "jupyter"),
+                    "IPYTHONDIR": str(home / ".ipython"),
+                    # Kernels started by this server find the course here.
+                    "COURSESTACK_SERVICE": self.name})
+        return env
+
+    def launch_spec(self) -> LaunchSpec:
+        argv = [sys.executable, "-m", self._module(), "--no-browser",
+                f"--ServerApp.ip={LOCALHOST}", f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
+                f"--ServerApp.root_dir={self.notebooks}",
+                f"--ServerApp.base_url={self.base_url}",
+                # The front door forwards requests from the dashboard's own origin.
+                "--ServerApp.allow_remote_access=True",
+                "--ServerApp.trust_xheaders=True",
+                *self.spec.args]
+        return self._launch(argv, self.notebooks)
+
+    async def probe(self) -> bool:
+        return await http_probe(
+            f"http://{LOCALHOST}:{self.port}{self.base_url}api/status?token={self.token}", 200)
+
+    def connection(self) -> Connection:
+        url = f"http://{LOCALHOST}:{self.port}{self.base_url}"
+        extra: dict[str, Any] = {"token": self.token, "base_url": self.base_url,
+                                 "notebooks": str(self.notebooks)}
+        return Connection(self.name, self.KIND, LOCALHOST, self.port, url, web=True,
+                          password=self.token, extra=extra)

@@ -1,0 +1,248 @@
+"""The `postgres` kind: a real PostgreSQL server, from the pgserver wheel or the system.
+
+First start runs `initdb` into a temporary folder and renames it into place, so a daemon
+killed half-way never leaves a half-made cluster behind. The server listens on loopback
+TCP only (no Unix socket: its path length limit bites deep state folders, and Windows
+has none), with scram-sha-256 passwords. The course gets its own role and database;
+seed SQL runs once, in one transaction, and is recorded with its checksum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from coursestack.errors import MissingBinaryError, UserError
+from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.privileges import hand_over
+from coursestack.procs import LaunchSpec
+from coursestack.spec import PostgresService
+from coursestack.state import atomic_write_json
+
+SUPERUSER = "postgres"
+
+
+def pgserver_bin_dir() -> Path | None:
+    """The bin folder of the pgserver wheel's PostgreSQL, without importing pgserver."""
+    found = importlib.util.find_spec("pgserver")
+    if found is None or found.origin is None:
+        return None
+    folder = Path(found.origin).parent / "pginstall" / "bin"
+    return folder if (folder / "postgres").exists() else None
+
+
+def system_bin_dir() -> Path | None:
+    """The newest system PostgreSQL's bin folder (PATH first, then Debian/Homebrew places)."""
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit()
+                        else 0)
+    candidates += glob.glob("/opt/homebrew/opt/postgresql*/bin")
+    candidates += glob.glob("/usr/local/opt/postgresql*/bin")
+    for candidate in reversed(candidates):
+        if (Path(candidate) / "postgres").exists():
+            return Path(candidate)
+    return None
+
+
+class PostgresKind(Kind[PostgresService]):
+    """A PostgreSQL server with a course role and database."""
+
+    KIND = "postgres"
+    # SIGINT is PostgreSQL's "fast shutdown": clients are disconnected, data is flushed.
+    stop_signal = signal.SIGINT
+    default_port = 5432
+    default_stop_timeout = 30.0
+
+    @property
+    def cluster(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def database(self) -> str:
+        return self.spec.database or self.context.spec.course.name.replace("-", "_")
+
+    @property
+    def password(self) -> str:
+        return self.context.secrets.get(f"{self.name}.password")
+
+    @property
+    def superuser_password(self) -> str:
+        return self.context.secrets.get(f"{self.name}.superuser-password")
+
+    def bin_dir(self) -> Path:
+        """Folder holding `postgres` and `initdb`; MissingBinaryError says how to get one."""
+        choice = self.spec.binaries
+        where = f"services.{self.name}.binaries"
+        if choice == "pgserver":
+            found = pgserver_bin_dir()
+            if found is None:
+                raise MissingBinaryError("the pgserver wheel (PostgreSQL binaries) is missing",
+                                         where=where, hint="pip install pgserver, or set "
+                                         'binaries = "system" to use an installed PostgreSQL')
+            return found
+        if choice == "system":
+            found = system_bin_dir()
+            if found is None:
+                raise MissingBinaryError("no PostgreSQL installed on this system", where=where,
+                                         hint="install it (Debian: apt-get install postgresql;"
+                                         ' macOS: brew install postgresql), or use binaries = '
+                                         '"pgserver"')
+            return found
+        folder = Path(choice).expanduser()
+        if not (folder / "postgres").exists():
+            raise MissingBinaryError(f"no `postgres` program in {folder}", where=where,
+                                     hint='point binaries at a PostgreSQL bin folder, or use '
+                                     '"pgserver" or "system"')
+        return folder
+
+    def check_installed(self) -> None:
+        self.bin_dir()
+
+    def needed_paths(self) -> list[Path]:
+        return [*super().needed_paths(), self.bin_dir() / "postgres"]
+
+    def _prepare_folders(self) -> None:
+        super()._prepare_folders()
+        if not (self.cluster / "PG_VERSION").exists():
+            self._initdb()
+
+    def _initdb(self) -> None:
+        staging = self.data_dir / "pgdata.init"
+        shutil.rmtree(staging, ignore_errors=True)
+        password_file = self.data_dir / ".initdb-password"
+        password_file.write_text(self.superuser_password + "\n", encoding="utf-8")
+        os.chmod(password_file, 0o600)
+        hand_over([password_file], self.run_as)
+        argv = [str(self.bin_dir() / "initdb"), "-D", str(staging), "-U", SUPERUSER,
+                f"--pwfile={password_file}", "--auth=scram-sha-256", "--encoding=UTF8",
+                "--locale=C", "--no-sync"]
+        kwargs: dict[str, Any] = {}
+        if self.run_as is not None:
+            kwargs.update(user=self.run_as.uid, group=self.run_as.gid, extra_groups=[])
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, env=self.environment(),
+                                    cwd=self.data_dir, check=False, **kwargs)
+        finally:
+            password_file.unlink(missing_ok=True)
+        with open(self.log_file, "a", encoding="utf-8") as log:
+            log.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise UserError(f"initdb failed (exit {result.returncode})",
+                            where=f"services.{self.name}",
+                            hint="see the last lines of its log: " +
+                            " | ".join(result.stderr.strip().splitlines()[-3:]))
+        # initdb --no-sync is fast; one sync of the finished cluster keeps it durable.
+        if hasattr(os, "sync"):
+            os.sync()
+        staging.rename(self.cluster)
+
+    def launch_spec(self) -> LaunchSpec:
+        argv = [str(self.bin_dir() / "postgres"), "-D", str(self.cluster),
+                "-p", str(self.port), "-c", f"listen_addresses={LOCALHOST}",
+                "-c", "unix_socket_directories=", "-c", "logging_collector=off"]
+        for key, value in self.spec.settings.items():
+            argv += ["-c", f"{key}={value}"]
+        return self._launch(argv)
+
+    def _superuser_conninfo(self, database: str = "postgres") -> dict[str, Any]:
+        return {"host": LOCALHOST, "port": self.port, "user": SUPERUSER,
+                "password": self.superuser_password, "dbname": database,
+                "connect_timeout": 3}
+
+    async def probe(self) -> bool:
+        try:
+            connection = await psycopg.AsyncConnection.connect(**self._superuser_conninfo())
+        except psycopg.Error:
+            return False
+        try:
+            await connection.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+        finally:
+            await connection.close()
+
+    async def after_ready(self, report: Callable[[str], None]) -> None:
+        await asyncio.to_thread(self._ensure_course_database)
+        if self.spec.seed:
+            await asyncio.to_thread(self._seed_once, report)
+
+    def _ensure_course_database(self) -> None:
+        with psycopg.connect(**self._superuser_conninfo(), autocommit=True) as admin:
+            role = sql.Identifier(self.spec.user)
+            exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                   (self.spec.user,)).fetchone()
+            verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
+            admin.execute(sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                verb, role, sql.Literal(self.password)))
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                 (self.database,)).fetchone():
+                admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(self.database), role))
+
+    def _seed_once(self, report: Callable[[str], None]) -> None:
+        record_file = self.data_dir / "seeded.json"
+        files = [self.context.spec.resolve(name) for name in self.spec.seed]
+        digest = hashlib.sha256()
+        for path in files:
+            try:
+                digest.update(path.read_bytes())
+            except OSError as error:
+                raise UserError(f"cannot read seed file: {error.strerror}", where=str(path),
+                                hint="fix the path in services."
+                                f"{self.name}.seed (relative to the spec)") from None
+        checksum = digest.hexdigest()
+        record = _read_record(record_file)
+        if record:
+            if record.get("checksum") != checksum:
+                report("seed files changed since first start; not re-applied "
+                       "(use `coursestack reset` to start again from the new seed)")
+            return
+        with psycopg.connect(host=LOCALHOST, port=self.port, user=self.spec.user,
+                             password=self.password, dbname=self.database) as connection:
+            for path in files:
+                report(f"seeding {path.name}")
+                try:
+                    connection.execute(path.read_text(encoding="utf-8").encode())
+                except psycopg.Error as error:
+                    connection.rollback()
+                    position = getattr(error.diag, "statement_position", None)
+                    raise UserError(f"seed failed: {error.diag.message_primary or error}",
+                                    where=f"{path}" + (f" (character {position})"
+                                                       if position else ""),
+                                    hint="fix the SQL; nothing of the seed was kept") from None
+        atomic_write_json(record_file, {"checksum": checksum,
+                                        "files": [str(p) for p in files]})
+
+    def connection(self) -> Connection:
+        url = (f"postgresql://{self.spec.user}:{self.password}@{LOCALHOST}:{self.port}/"
+               f"{self.database}")
+        conventional = {"DATABASE_URL": url, "PGHOST": LOCALHOST, "PGPORT": str(self.port),
+                        "PGUSER": self.spec.user, "PGPASSWORD": self.password,
+                        "PGDATABASE": self.database}
+        return Connection(self.name, self.KIND, LOCALHOST, self.port, url, self.spec.user,
+                          self.password, self.database, conventional_env=conventional)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

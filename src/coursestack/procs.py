@@ -1,0 +1,190 @@
+"""Starting and stopping a service's process group: the one OS seam of the supervisor.
+
+POSIX: each service gets its own session (so a signal reaches its whole process tree),
+runs as the service account when we are root, and on Linux asks the kernel to send it
+its stop signal if the daemon dies (no orphan keeps running unmanaged). Windows gets a new
+process group and CTRL_BREAK instead; it is kept simple and not tested here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from coursestack.privileges import RunAs
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one service process."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    log_file: Path
+    run_as: RunAs | None = None
+    stop_signal: int = signal.SIGTERM
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProcessHandle(Protocol):
+    """A started process, as the supervisor sees it."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def signal_group(self, signum: int) -> None: ...
+
+
+class Launcher(Protocol):
+    """Starts processes (the real one spawns; tests use a fake)."""
+
+    async def launch(self, spec: LaunchSpec) -> ProcessHandle: ...
+
+
+class OSProcess:
+    """A real child process in its own session/process group."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    def signal_group(self, signum: int) -> None:
+        signal_process_group(self.pid, signum)
+
+
+def signal_process_group(pid: int, signum: int) -> None:
+    """Send `signum` to the process group led by `pid`; gone already is fine."""
+    if sys.platform == "win32":  # pragma: no cover - not tested on this machine
+        with contextlib.suppress(ProcessLookupError, OSError):
+            os.kill(pid, signal.CTRL_BREAK_EVENT if signum != signal.SIGKILL else signal.SIGTERM)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _child_setup(stop_signal: int) -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def ask_kernel_for_parent_death_signal() -> None:
+        # Runs in the child after setuid (which would clear the setting), before exec.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, stop_signal, 0, 0, 0)
+
+    return ask_kernel_for_parent_death_signal
+
+
+class OSLauncher:
+    """Spawns real processes with output appended to the service's log file."""
+
+    async def launch(self, spec: LaunchSpec) -> ProcessHandle:
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # O_APPEND lets the log be truncated or rotated while the process writes.
+        log_fd = os.open(spec.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            kwargs: dict[str, object] = {}
+            if sys.platform == "win32":  # pragma: no cover
+                kwargs["creationflags"] = 0x00000200  # CREATE_NEW_PROCESS_GROUP
+            else:
+                kwargs["start_new_session"] = True
+                kwargs["preexec_fn"] = _child_setup(spec.stop_signal)
+                if spec.run_as is not None:
+                    kwargs["user"] = spec.run_as.uid
+                    kwargs["group"] = spec.run_as.gid
+                    kwargs["extra_groups"] = []
+            process = await asyncio.create_subprocess_exec(
+                *spec.argv, cwd=str(spec.cwd), env=dict(spec.env),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                **kwargs,  # type: ignore[arg-type]
+            )
+        finally:
+            os.close(log_fd)
+        return OSProcess(process)
+
+
+def process_tree_memory(pid: int) -> int | None:
+    """Resident memory of a process and its children, in bytes (None if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        total = root.memory_info().rss
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return int(total)
+    except psutil.Error:
+        return None
+
+
+def process_identity(pid: int) -> float | None:
+    """Creation time of `pid`, so a recorded pid is not confused with a reused one."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def kill_leftover_group(pid: int, created: float, grace: float, stop_signal: int) -> bool:
+    """Stop a process group recorded by a daemon that died; True if one was found."""
+    if process_identity(pid) != created:
+        return False
+    signal_process_group(pid, stop_signal)
+    try:
+        psutil.Process(pid).wait(timeout=grace)
+    except psutil.TimeoutExpired:
+        signal_process_group(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(timeout=5)
+    except psutil.Error:
+        pass
+    # Children that outlived their leader (kernels, backends) share its group id.
+    signal_process_group(pid, signal.SIGKILL)
+    return True
+
+
+def stop_recorded_processes(pids_file: Path) -> list[str]:
+    """Stop every process group recorded in `pids_file` that is still the same process.
+
+    The daemon records each service's pid and creation time; after the daemon dies
+    (kill -9, power loss), the next `up` or `down` stops what it left behind.
+    """
+    import json
+
+    try:
+        recorded = json.loads(pids_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    cleaned = []
+    for name, entry in (recorded if isinstance(recorded, dict) else {}).items():
+        try:
+            found = kill_leftover_group(int(entry["pid"]), float(entry["created"]),
+                                        float(entry.get("grace", 10)),
+                                        int(entry.get("signal", signal.SIGTERM)))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if found:
+            cleaned.append(str(name))
+    return cleaned

@@ -1,0 +1,559 @@
+"""Load and validate a course spec (`course.toml`) into typed models.
+
+Every setting carries its own help text (`Field(description=...)`): it is what
+`docs/spec.md` documents and what error hints quote. Validation happens in two steps so
+that errors name the service and key a person wrote: first the course-level table, then
+each service against the model of its `kind`. All errors are collected and reported
+together, each with the file, the line and a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from coursestack.errors import SpecError
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,29}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+class StartPolicy(StrEnum):
+    """When a service starts."""
+
+    ALWAYS = "always"
+    MANUAL = "manual"
+    ON_DEMAND = "on-demand"
+
+
+class RestartPolicy(StrEnum):
+    """What the supervisor does when a service's process exits on its own."""
+
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class DependencyCondition(StrEnum):
+    """What a dependent waits for."""
+
+    READY = "ready"
+    STARTED = "started"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CourseInfo(_Strict):
+    """The `[course]` table."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] = Field(
+        description="Identifier of the course: lowercase letters, digits and dashes, "
+        "starting with a letter, at most 30 characters. Names the default instance."
+    )
+    title: str = Field(default="", description="Human-readable course title.")
+    memory_budget: str | None = Field(
+        default=None,
+        description='Memory the whole course may use, e.g. "1G" or "512M" (reported by '
+        "`coursestack plan`).",
+    )
+
+
+class DashboardSettings(_Strict):
+    """The `[dashboard]` table: where the instance's daemon listens."""
+
+    port: int = Field(
+        default=8700, ge=1, le=65535,
+        description="Preferred port of the dashboard and API; a free one is chosen if taken.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the dashboard listens on. Loopback by default; another "
+        "address needs authentication (always on).",
+    )
+
+
+class ProbeSettings(_Strict):
+    """How the supervisor decides that a `command` service is ready."""
+
+    type: Literal["tcp", "http", "exec", "none"] = Field(
+        default="tcp",
+        description='"tcp": the port accepts a connection; "http": GET `path` answers '
+        'below 500 (or `status`); "exec": `command` exits 0; "none": ready once started.',
+    )
+    path: str = Field(default="/", description='URL path for an "http" probe.')
+    status: int | None = Field(
+        default=None, description='Exact HTTP status an "http" probe expects.'
+    )
+    command: list[str] = Field(
+        default_factory=list, description='Program and arguments for an "exec" probe.'
+    )
+
+
+class ServiceSpec(_Strict):
+    """Settings every service has, whatever its kind."""
+
+    KIND: ClassVar[str] = ""
+    #: Kinds whose processes speak HTTP, so the front door can proxy them.
+    WEB: ClassVar[bool] = False
+
+    kind: str = Field(description="What the service is: " + ", ".join(
+        ["jupyter", "postgres", "command"]) + ".")
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Preferred port. If it is taken, a free one is chosen and handed to "
+        "notebooks through environment variables and `connections.json`.",
+    )
+    depends_on: dict[str, DependencyCondition] = Field(
+        default_factory=dict,
+        description='Services that must be up first: a list of names (each waits for '
+        '"ready") or a table of name = "ready" | "started".',
+    )
+    start: StartPolicy = Field(
+        default=StartPolicy.ALWAYS,
+        description='"always": started by `coursestack up`; "manual": only on request; '
+        '"on-demand": on the first request through the front door.',
+    )
+    restart: RestartPolicy = Field(
+        default=RestartPolicy.ON_FAILURE,
+        description='"on-failure": restart after a crash; "always": also after a clean '
+        'exit; "never": leave it stopped.',
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the service's process.",
+    )
+    start_timeout: float = Field(
+        default=90.0, gt=0,
+        description="Seconds a start may take before it counts as a failed start.",
+    )
+    stop_timeout: float | None = Field(
+        default=None, gt=0,
+        description="Seconds between the stop signal and SIGKILL (the kind's default if unset).",
+    )
+    max_restarts: int = Field(
+        default=5, ge=0,
+        description="Crashes in a row (without a stable period) before the service is "
+        'marked "failed".',
+    )
+    probe_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between health probes once ready."
+    )
+    liveness_failures: int = Field(
+        default=3, ge=1,
+        description="Failed health probes in a row, process still alive, before a restart.",
+    )
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _list_means_ready(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {str(name): DependencyCondition.READY for name in value}
+        return value
+
+
+class PostgresService(ServiceSpec):
+    """A real PostgreSQL server."""
+
+    KIND: ClassVar[str] = "postgres"
+
+    binaries: str = Field(
+        default="pgserver",
+        description='Where the PostgreSQL programs are: "pgserver" (the binaries in the '
+        'pgserver wheel, no install needed), "system" (found on PATH or in the usual '
+        "places), or a folder holding `postgres` and `initdb`.",
+    )
+    database: str | None = Field(
+        default=None, description="Database created for the course (default: the course name)."
+    )
+    user: str = Field(default="student", description="Role created for the course.")
+    seed: list[str] = Field(
+        default_factory=list,
+        description="SQL files (relative to the spec) run once, in order, in one "
+        "transaction, on first start.",
+    )
+    settings: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra server settings passed as `-c key=value`, e.g. shared_buffers = "64MB".',
+    )
+
+
+class JupyterService(ServiceSpec):
+    """A real Jupyter Server (JupyterLab by default)."""
+
+    KIND: ClassVar[str] = "jupyter"
+    WEB: ClassVar[bool] = True
+
+    notebooks: str = Field(
+        default="notebooks",
+        description="Folder of notebooks, relative to the spec; created if missing. It is a "
+        "normal folder on the host and is never wiped.",
+    )
+    app: Literal["lab", "server"] = Field(
+        default="lab", description='"lab" for JupyterLab, "server" for a bare Jupyter Server.'
+    )
+    args: list[str] = Field(
+        default_factory=list, description="Extra command-line arguments for Jupyter."
+    )
+
+
+class CommandService(ServiceSpec):
+    """Any program, so a course team can add a service we never heard of."""
+
+    KIND: ClassVar[str] = "command"
+
+    command: list[str] = Field(
+        description="Program and arguments. Placeholders: {port}, {data_dir}, {state_dir}, "
+        "{host}, and {other.port} / {other.url} for another service."
+    )
+    cwd: str | None = Field(
+        default=None, description="Working folder, relative to the spec (default: the data folder)."
+    )
+    probe: ProbeSettings = Field(
+        default_factory=ProbeSettings, description="How readiness is checked."
+    )
+    stop_signal: Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL"] = Field(
+        default="SIGTERM", description="Signal that asks the program to stop."
+    )
+    web: bool = Field(
+        default=False, description="Whether it serves HTTP (linked from the dashboard)."
+    )
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import shlex
+
+            return shlex.split(value)
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("command must name a program")
+        return value
+
+    @model_validator(mode="after")
+    def _probe_needs_port(self) -> CommandService:
+        if self.probe.type in ("tcp", "http") and self.port is None:
+            raise ValueError(f'a "{self.probe.type}" probe needs a port: set port = ..., '
+                             'or use probe = { type = "exec", command = [...] } or "none"')
+        return self
+
+
+SERVICE_MODELS: dict[str, type[ServiceSpec]] = {
+    model.KIND: model for model in (PostgresService, JupyterService, CommandService)
+}
+
+
+class CourseSpec(BaseModel):
+    """A validated course spec."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    course: CourseInfo
+    dashboard: DashboardSettings = DashboardSettings()
+    services: dict[str, ServiceSpec]
+    path: Path = Field(description="The spec file this was read from.")
+
+    @property
+    def folder(self) -> Path:
+        """Folder the spec lives in; relative paths in the spec start here."""
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the spec, made absolute against the spec's folder."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else (self.folder / candidate).resolve()
+
+    def start_order(self) -> list[list[str]]:
+        """Services in dependency waves: each wave depends only on earlier waves."""
+        return dependency_waves({name: s.depends_on for name, s in self.services.items()})
+
+    def with_dependencies(self, names: Iterable[str]) -> set[str]:
+        """The given services plus everything they depend on, transitively."""
+        wanted: set[str] = set()
+        pending = list(names)
+        while pending:
+            name = pending.pop()
+            if name not in wanted:
+                wanted.add(name)
+                pending.extend(self.services[name].depends_on)
+        return wanted
+
+
+class _TopLevel(_Strict):
+    course: CourseInfo
+    dashboard: DashboardSettings = DashboardSettings()
+    services: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec."""
+
+    key: tuple[str | int, ...]
+    message: str
+    hint: str = ""
+
+
+def dependency_waves(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Topological levels of `graph` (name -> dependencies); raises ValueError on a cycle."""
+    remaining = {name: set(deps) for name, deps in graph.items()}
+    waves: list[list[str]] = []
+    done: set[str] = set()
+    while remaining:
+        wave = sorted(name for name, deps in remaining.items() if deps <= done)
+        if not wave:
+            raise ValueError(" -> ".join(_find_cycle(remaining)))
+        waves.append(wave)
+        done.update(wave)
+        for name in wave:
+            del remaining[name]
+    return waves
+
+
+def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
+    start = sorted(graph)[0]
+    path = [start]
+    while True:
+        following = sorted(dep for dep in graph[path[-1]] if dep in graph)[0]
+        if following in path:
+            return [*path[path.index(following):], following]
+        path.append(following)
+
+
+def load_spec(path: Path | str) -> CourseSpec:
+    """Read and validate a course spec; raise SpecError naming file, line, key and fix."""
+    path = Path(path).expanduser().resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            "no course spec here", where=str(path),
+            hint="pass the path of a course.toml, or run `coursestack up` with no "
+            "argument for the sample course",
+        ) from None
+    except IsADirectoryError:
+        return load_spec(path / "course.toml")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"cannot read the course spec: {error}", where=str(path),
+                        hint="check that the file is readable UTF-8 text") from None
+    return parse_spec(text, path)
+
+
+def parse_spec(text: str, path: Path) -> CourseSpec:
+    """Validate spec text read from `path` (used for error locations and relative paths)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line = _line_of_decode_error(str(error))
+        raise SpecError(
+            f"not valid TOML: {_strip_position(str(error))}",
+            where=f"{path}:{line}" if line else str(path),
+            hint="check quotes, brackets and `key = value` on that line",
+        ) from None
+    problems: list[Problem] = []
+    services: dict[str, ServiceSpec] = {}
+    try:
+        top = _TopLevel.model_validate(raw)
+    except ValidationError as error:
+        problems.extend(_problems_from(error, (), _TopLevel))
+        top = None
+    if top is not None:
+        for name, table in top.services.items():
+            service = _validate_service(name, table, problems)
+            if service is not None:
+                services[name] = service
+        _check_dependencies(top.services, services, problems)
+    if problems:
+        raise SpecError(
+            _render_problems(problems, text, path),
+            hint="fix the keys above; `docs/spec.md` lists every key with its meaning",
+        )
+    assert top is not None
+    return CourseSpec(course=top.course, dashboard=top.dashboard, services=services, path=path)
+
+
+def _validate_service(
+    name: str, table: dict[str, Any], problems: list[Problem]
+) -> ServiceSpec | None:
+    where: tuple[str | int, ...] = ("services", name)
+    if not _NAME_RE.match(name):
+        problems.append(Problem(where, f"service name {name!r} is not allowed",
+                                "use lowercase letters, digits and dashes, starting with a "
+                                "letter (it becomes part of paths, URLs and variable names)"))
+        return None
+    kind = table.get("kind")
+    if kind is None:
+        problems.append(Problem(where, "missing key 'kind'",
+                                f"add kind = one of {', '.join(sorted(SERVICE_MODELS))}"))
+        return None
+    model = SERVICE_MODELS.get(str(kind))
+    if model is None:
+        problems.append(Problem((*where, "kind"), f"unknown kind {kind!r}",
+                                _did_you_mean(str(kind), SERVICE_MODELS)
+                                + f"known kinds: {', '.join(sorted(SERVICE_MODELS))}"))
+        return None
+    try:
+        return model.model_validate(table)
+    except ValidationError as error:
+        problems.extend(_problems_from(error, where, model))
+        return None
+
+
+def _check_dependencies(
+    tables: dict[str, dict[str, Any]], services: dict[str, ServiceSpec], problems: list[Problem]
+) -> None:
+    for name, service in services.items():
+        for dep in service.depends_on:
+            if dep == name:
+                problems.append(Problem(("services", name, "depends_on"),
+                                        f"service {name!r} depends on itself",
+                                        "remove it from its own depends_on"))
+            elif dep not in tables:
+                problems.append(Problem(("services", name, "depends_on"),
+                                        f"depends on {dep!r}, which is not a service here",
+                                        _did_you_mean(dep, tables)
+                                        + f"services: {', '.join(sorted(tables))}"))
+    graph = {n: [d for d in s.depends_on if d in services and d != n]
+             for n, s in services.items()}
+    try:
+        dependency_waves(graph)
+    except ValueError as cycle:
+        first = str(cycle).split(" -> ")[0]
+        problems.append(Problem(("services", first, "depends_on"),
+                                f"dependency cycle: {cycle}",
+                                "one of these services must not wait for the other"))
+
+
+def _problems_from(
+    error: ValidationError, prefix: tuple[str | int, ...], model: type[BaseModel]
+) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        loc = (*prefix, *item["loc"])
+        kind = item["type"]
+        key = str(item["loc"][-1]) if item["loc"] else ""
+        if kind == "extra_forbidden":
+            known = _known_keys(model, item["loc"][:-1])
+            problems.append(Problem(loc, f"unknown key {key!r}",
+                                    _did_you_mean(key, known)
+                                    + (f"allowed here: {', '.join(sorted(known))}" if known else "")))
+        elif kind == "missing":
+            problems.append(Problem(loc, f"missing key {key!r}",
+                                    _describe(model, item["loc"])))
+        else:
+            got = item.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            problems.append(Problem(loc, f"{item['msg']}{shown}", _describe(model, item["loc"])))
+    return problems
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    current: Any = model
+    description = ""
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        description = fields[part].description or ""
+        current = fields[part].annotation
+    return description
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _render_problems(problems: list[Problem], text: str, path: Path) -> str:
+    lines = [f"{len(problems)} problem(s) in the course spec:" if len(problems) > 1
+             else "problem in the course spec:"]
+    for problem in problems:
+        line = locate_key(text, problem.key)
+        dotted = ".".join(str(part) for part in problem.key)
+        lines.append(f"  {path}:{line}: {dotted}: {problem.message}")
+        if problem.hint:
+            lines.append(f"      hint: {problem.hint}")
+    return "\n".join(lines)
+
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+
+def locate_key(text: str, key: tuple[str | int, ...]) -> int:
+    """Best line number (1-based) for a dotted key in TOML text, for error messages.
+
+    tomllib keeps no positions, so this scans table headers and `key =` lines; it finds
+    the deepest part of the key it can, falling back to the table, then to line 1.
+    """
+    parts = [str(part) for part in key if not isinstance(part, int)]
+    best_line, best_depth = 1, 0
+    table: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER_RE.match(line)
+        if header:
+            table = [p.strip().strip("\"'") for p in header.group(1).split(".")]
+            depth = _common_prefix(table, parts)
+            if depth == len(table) and depth > best_depth:
+                best_line, best_depth = number, depth
+            continue
+        found = _KEY_RE.match(line)
+        if not found:
+            continue
+        dotted = table + [p.strip().strip("\"'") for p in found.group(1).split(".")]
+        depth = _common_prefix(dotted, parts)
+        if depth == len(dotted) and depth > best_depth:
+            best_line, best_depth = number, depth
+        elif depth > best_depth and depth >= len(table) + 1 and line.find("{") > 0:
+            # an inline table on this line holds the key we look for
+            best_line, best_depth = number, depth
+    return best_line
+
+
+def _common_prefix(left: list[str], right: list[str]) -> int:
+    count = 0
+    for a, b in zip(left, right, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+def _line_of_decode_error(message: str) -> int | None:
+    found = re.search(r"line (\d+)", message)
+    return int(found.group(1)) if found else None
+
+
+def _strip_position(message: str) -> str:
+    return re.sub(r"\s*\(at line \d+, column \d+\)", "", message).strip()

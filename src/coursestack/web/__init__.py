@@ -1,0 +1,1 @@
+"""The daemon's web side: REST API, dashboard, auth, front door."""
