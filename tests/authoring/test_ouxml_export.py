@@ -213,3 +213,34 @@ def test_text_before_first_heading_and_many_sessions_have_titles(
     assert any("before the first level-1 heading" in p for p in problems)
     assert any("section has no content" in p for p in problems)
     assert_valid(etree.tostring(root))
+
+
+def test_docx_core_properties_hyperlink_and_numbering(tmp_path: Path,
+                                                      assert_valid: Validate) -> None:
+    from docx import Document as new_docx
+    from docx.opc.constants import RELATIONSHIP_TYPE
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    doc = new_docx()
+    props = doc.core_properties
+    props.title = "From properties"
+    props.author = "Prop Author"
+    props.comments = "unitTitle :: Unit from comments;; rendering :: Draft PDF;;"
+    doc.add_heading("Links", level=1)
+    para = doc.add_paragraph("See ")
+    rid = doc.part.relate_to("https://www.open.ac.uk/", RELATIONSHIP_TYPE.HYPERLINK,
+                             is_external=True)
+    para._p.append(parse_xml(f'<w:hyperlink {nsdecls("w", "r")} r:id="{rid}"><w:r><w:rPr>'
+                             '<w:b/></w:rPr><w:t>the OU</w:t></w:r></w:hyperlink>'))
+    path = tmp_path / "props.docx"
+    doc.save(str(path))
+    root, _ = _export(path)
+    assert root.findtext("ItemTitle") == "From properties"
+    assert root.get("Rendering") == "Draft PDF"
+    assert root.findtext("Unit/UnitTitle") == "Unit from comments"
+    assert root.findtext("Unit/ByLine") == "Prop Author"
+    link = root.find("Unit/Session/Paragraph/a")
+    assert link is not None and link.get("href") == "https://www.open.ac.uk/"
+    assert link.findtext("b") == "the OU"
+    assert_valid(etree.tostring(root))
