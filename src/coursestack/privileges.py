@@ -84,7 +84,7 @@ def ensure_reachable(paths: Iterable[Path], account: RunAs | None) -> list[Path]
     """Make sure `account` can traverse every parent of `paths`; return folders changed.
 
     Only folders it cannot already traverse get an ACL entry, and only `--x` for that
-    one user: nothing becomes listable or readable to anybody else.
+    one user; where ACLs are not available, `o+x`. Nothing becomes listable or readable.
     """
     if account is None:
         return []
@@ -97,22 +97,26 @@ def ensure_reachable(paths: Iterable[Path], account: RunAs | None) -> list[Path]
             seen.add(folder)
             if _can_traverse(folder, account):
                 continue
-            setfacl = shutil.which("setfacl")
-            if setfacl is None:
-                raise UserError(
-                    f"the service user {account.name!r} cannot reach {path}", where=str(folder),
-                    hint=f"install the 'acl' package (setfacl), run `chmod o+x {folder}`, or "
-                    "install coursestack outside root's home",
-                )
-            result = subprocess.run([setfacl, "-m", f"u:{account.name}:x", str(folder)],
-                                    capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise UserError(
-                    f"the service user {account.name!r} cannot reach {path}", where=str(folder),
-                    hint=f"setfacl said: {result.stderr.strip()}; run `chmod o+x {folder}`",
-                )
+            _grant_traverse(folder, account, path)
             changed.append(folder)
     return changed
+
+
+def _grant_traverse(folder: Path, account: RunAs, needed_for: Path) -> None:
+    setfacl = shutil.which("setfacl")
+    if setfacl is not None:
+        result = subprocess.run([setfacl, "-m", f"u:{account.name}:x", str(folder)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+    # No ACL support: traverse-only for everybody (nothing becomes listable or readable).
+    try:
+        os.chmod(folder, folder.stat().st_mode | stat.S_IXOTH)
+    except OSError as error:
+        raise UserError(
+            f"the service user {account.name!r} cannot reach {needed_for}", where=str(folder),
+            hint=f"{error.strerror}; run `chmod o+x {folder}` or install coursestack elsewhere",
+        ) from None
 
 
 def _can_traverse(folder: Path, account: RunAs) -> bool:

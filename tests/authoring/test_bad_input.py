@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from authoring_fixtures import add_styles, make_png
 from docx import Document as new_docx
 from typer.testing import CliRunner
 
@@ -79,10 +78,10 @@ def test_skipped_heading_level(tmp_path: Path) -> None:
     _assert_good_still_exported(names)
 
 
-def test_unreadable_image(tmp_path: Path) -> None:
+def test_unreadable_image(tmp_path: Path, png: bytes) -> None:
     folder = _folder(tmp_path)
     image = tmp_path / "pic.png"
-    image.write_bytes(make_png())
+    image.write_bytes(png)
     doc = new_docx()
     doc.add_heading("Pictures", level=1)
     doc.add_paragraph("Look:")
@@ -161,11 +160,12 @@ def test_missing_course_code(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("style", ["Question", "Answer"])
 def test_activity_parts_without_heading_still_valid(
-        tmp_path: Path, style: str, assert_valid: Callable[[bytes], None]) -> None:
+        tmp_path: Path, style: str, assert_valid: Callable[[bytes], None],
+        docx_styles: Callable[..., None]) -> None:
     folder = _folder(tmp_path)
     (folder / "good.md").unlink()
     doc = new_docx()
-    add_styles(doc, "Question", "Answer")
+    docx_styles(doc, "Question", "Answer")
     doc.add_heading("One", level=1)
     doc.add_paragraph("Only this part.", style=style)
     doc.save(str(folder / "act.docx"))

@@ -6,7 +6,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from authoring_fixtures import make_png
 from lxml import etree
 from typer.testing import CliRunner
 
@@ -89,7 +88,7 @@ def test_docx_lists_nest_as_subsidiary_lists(rich_docx: Path) -> None:
     assert first.findtext("NumberedSubsidiaryList/SubListItem") == "sub step"
 
 
-def test_docx_table_figure_and_code(rich_docx: Path) -> None:
+def test_docx_table_figure_and_code(rich_docx: Path, png: bytes) -> None:
     draft = load_draft(rich_docx, rich_docx.parent, {"courseCode": "TM351"})
     exp = export_draft(draft)
     root = etree.fromstring(exp.xml)
@@ -105,7 +104,7 @@ def test_docx_table_figure_and_code(rich_docx: Path) -> None:
     assert figure is not None
     assert figure.find("Image").get("src") == "images/week1-fig01.png"  # type: ignore[union-attr]
     assert figure.findtext("Caption") == "Figure 1 A red square"
-    assert exp.images == [("week1-fig01.png", make_png())]
+    assert exp.images == [("week1-fig01.png", png)]
     listing = sub.find("ProgramListing")
     assert listing is not None
     assert [p.text for p in listing.findall("Paragraph")] == ["SELECT *", "FROM t;"]
@@ -177,12 +176,13 @@ def test_folder_becomes_one_zip_with_predictable_names(course_folder: Path,
         assert "week1: ok" in zf.read("export-report.txt").decode()
 
 
-def test_single_document_cli_writes_folder(rich_docx: Path, assert_valid: Validate) -> None:
+def test_single_document_cli_writes_folder(rich_docx: Path, assert_valid: Validate,
+                                          png: bytes) -> None:
     out = rich_docx.parent / "export"
     result = CliRunner().invoke(author_app, ["ouxml", str(rich_docx), "-o", str(out),
                                              "--meta", "courseCode=TM351"])
     assert result.exit_code == 0, result.output
-    assert (out / "images" / "week1-fig01.png").read_bytes() == make_png()
+    assert (out / "images" / "week1-fig01.png").read_bytes() == png
     assert_valid((out / "week1.xml").read_bytes())
     assert "exported 1 of 1" in result.output
 
