@@ -38,7 +38,7 @@ EXIT_NOT_RUNNING = 3
 def print_error(message: str) -> None:
     """Print an error for a person (no markup: messages may hold [brackets])."""
     errors.print("error:", style="bold red", end=" ")
-    errors.print(message, markup=False, highlight=False)
+    errors.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _instance(instance: str | None, state: Path | None) -> Any:
