@@ -12,7 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from coursestack.spec import SERVICE_MODELS, CourseInfo, DashboardSettings, ProbeSettings, ServiceSpec
+from coursestack.spec import (
+    SERVICE_MODELS,
+    CourseInfo,
+    DashboardSettings,
+    ProbeSettings,
+    ServiceSpec,
+)
 
 DOC = Path(__file__).parents[1] / "docs" / "spec.md"
 

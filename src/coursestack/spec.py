@@ -455,9 +455,9 @@ def _problems_from(
         key = str(item["loc"][-1]) if item["loc"] else ""
         if kind == "extra_forbidden":
             known = _known_keys(model, item["loc"][:-1])
+            allowed = f"allowed here: {', '.join(sorted(known))}" if known else ""
             problems.append(Problem(loc, f"unknown key {key!r}",
-                                    _did_you_mean(key, known)
-                                    + (f"allowed here: {', '.join(sorted(known))}" if known else "")))
+                                    _did_you_mean(key, known) + allowed))
         elif kind == "missing":
             problems.append(Problem(loc, f"missing key {key!r}",
                                     _describe(model, item["loc"])))

@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from coursestack.errors import UserError
-from coursestack.procs import LaunchSpec, Launcher, ProcessHandle
+from coursestack.procs import Launcher, LaunchSpec, ProcessHandle
 from coursestack.spec import DependencyCondition, RestartPolicy, ServiceSpec, dependency_waves
 
 log = logging.getLogger("coursestack.supervisor")
@@ -368,8 +368,9 @@ class Service:
     async def _wait_exit(self, seconds: float) -> bool:
         waiter = self._exit_waiter
         assert waiter is not None
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        await asyncio.wait({sleeper, asyncio.shield(waiter)}, return_when=asyncio.FIRST_COMPLETED)
+        sleeper: asyncio.Future[None] = asyncio.ensure_future(self._clock.sleep(seconds))
+        racing: list[asyncio.Future[Any]] = [sleeper, asyncio.shield(waiter)]
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         sleeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sleeper
@@ -446,6 +447,7 @@ class Supervisor:
         self._listeners: list[Listener] = []
         self._spawn_listeners: list[Callable[[str, int, LaunchSpec], None]] = []
         self._changed = asyncio.Condition()
+        self._background: set[asyncio.Future[None]] = set()
         for unit in units:
             self.services[unit.name] = Service(unit, self)
 
@@ -471,7 +473,9 @@ class Supervisor:
         self.history.append(event)
         for listener in list(self._listeners):
             listener(event)
-        asyncio.ensure_future(self._wake_waiters())
+        task = asyncio.ensure_future(self._wake_waiters())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _wake_waiters(self) -> None:
         async with self._changed:

@@ -1,0 +1,175 @@
+"""Benchmark: idle CPU and memory of the coursestack daemon vs. supervisord, same programs.
+
+After the sample course is up (coursestack: `coursestack up`; supervisord: `supervisord -n`
+with the daemon's own two commands, see bench_startup.py) and both services are really
+ready, wait --settle seconds, then sample for --sample seconds with psutil:
+
+- the supervising process alone (daemon pid from `coursestack status --json` -> `pid`;
+  supervisord's own pid): RSS every second (mean, max), USS at the end, and CPU as
+  (user + system time used) / wall time, in % of one core;
+- the whole tree (supervisor + services + their children, incl. reaped ones such as the
+  PostgreSQL backends the daemon's health probes open): CPU % of one core and RSS.
+
+    python bench/bench_idle.py                 # ~1.5 minutes
+    python bench/bench_idle.py --settle 10 --sample 30 --markdown /tmp/idle.md
+
+bench_startup.py runs this too and puts the table into docs/benchmarks-core.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from bench_startup import (
+    Workspace,
+    jupyter_ready,
+    machine_facts,
+    pg_ready,
+    poll_until,
+    supervisord_running,
+    wait_ports_free,
+)
+
+MB = 1024 * 1024
+
+
+def _tree(pid: int) -> dict[int, psutil.Process]:
+    root = psutil.Process(pid)
+    found = {pid: root}
+    for child in root.children(recursive=True):
+        found[child.pid] = child
+    return found
+
+
+def _cpu(process: psutil.Process, with_children: bool) -> float:
+    times = process.cpu_times()
+    total = times.user + times.system
+    if with_children:
+        total += times.children_user + times.children_system
+    return total
+
+
+def sample(pid: int, seconds: float) -> dict[str, float]:
+    """RSS/CPU of `pid` alone and of its process tree over `seconds`."""
+    root = psutil.Process(pid)
+    tree = _tree(pid)
+    start_wall = time.monotonic()
+    start_self = _cpu(root, with_children=False)
+    start_tree = {p: _cpu(proc, with_children=True) for p, proc in tree.items()}
+    rss: list[float] = []
+    tree_rss: list[float] = []
+    while time.monotonic() - start_wall < seconds:
+        rss.append(root.memory_info().rss / MB)
+        total = 0
+        for proc in _tree(pid).values():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        tree_rss.append(total / MB)
+        time.sleep(1.0)
+    elapsed = time.monotonic() - start_wall
+    used_self = _cpu(root, with_children=False) - start_self
+    used_tree = 0.0
+    for p, before in start_tree.items():
+        with contextlib.suppress(psutil.Error):
+            used_tree += _cpu(tree[p], with_children=True) - before
+    uss = root.memory_full_info().uss / MB
+    return {"rss": sum(rss) / len(rss), "rss_max": max(rss), "uss": uss,
+            "cpu": 100 * used_self / elapsed, "tree_cpu": 100 * used_tree / elapsed,
+            "tree_rss": sum(tree_rss) / len(tree_rss), "processes": len(tree),
+            "seconds": elapsed}
+
+
+def measure(ws: Workspace, state: Path, settle: float, seconds: float) -> dict[str, dict[str, float]]:
+    """Idle figures of coursestack's daemon and of supervisord running the same programs.
+
+    `state` must have been initialised by one `coursestack up` already.
+    """
+    results: dict[str, dict[str, float]] = {}
+    print("idle: coursestack up ...", flush=True)
+    ws.up(state)
+    facts = ws.facts_from_state(state)
+    try:
+        if not (pg_ready(facts) and jupyter_ready(facts)):
+            raise RuntimeError("coursestack up returned but a service is not really ready")
+        pid = int(ws.status(state)["pid"])
+        time.sleep(settle)
+        results["coursestack daemon"] = sample(pid, seconds)
+    finally:
+        ws.down(state)
+    wait_ports_free(facts.ports)
+    print("idle: supervisord ...", flush=True)
+    facts = ws.launch_facts(state)
+    with supervisord_running(ws, facts) as process:
+        poll_until(lambda: pg_ready(facts) and jupyter_ready(facts),
+                   alive=lambda: process.poll() is None)
+        time.sleep(settle)
+        results["supervisord"] = sample(process.pid, seconds)
+    return results
+
+
+def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: float,
+                  rss_aim: float = 60.0, cpu_aim: float = 1.0) -> tuple[str, dict[str, Any]]:
+    rows = ["| supervising process | RSS mean (MB) | RSS max (MB) | USS (MB) | CPU (% of a core) "
+            "| whole tree CPU (%) | whole tree RSS (MB) | processes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        rows.append(f"| {name} | {r['rss']:.1f} | {r['rss_max']:.1f} | {r['uss']:.1f} | "
+                    f"{r['cpu']:.2f} | {r['tree_cpu']:.2f} | {r['tree_rss']:.0f} | "
+                    f"{r['processes']:.0f} |")
+    daemon = results["coursestack daemon"]
+    summary = {"rss": daemon["rss"], "rss_max": daemon["rss_max"], "cpu": daemon["cpu"],
+               "rss_met": daemon["rss_max"] < rss_aim, "cpu_met": daemon["cpu"] < cpu_aim}
+    ratio_text = ""
+    if "supervisord" in results:
+        sup = results["supervisord"]
+        ratio_text = (f" Against supervisord: RSS {daemon['rss'] / sup['rss']:.1f}x, "
+                      f"CPU {daemon['cpu'] / max(sup['cpu'], 1e-9):.1f}x "
+                      f"(supervisord does no health probes; coursestack probes every service "
+                      f"every 5 s, a new PostgreSQL connection each time).")
+    text = (f"\n### Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
+            + "\n".join(rows) + "\n\n"
+            f"**Daemon RSS {daemon['rss']:.1f} MB (max {daemon['rss_max']:.1f}), aim < "
+            f"{rss_aim:g} MB: {'met' if summary['rss_met'] else 'NOT met'}; idle CPU "
+            f"{daemon['cpu']:.2f}% of a core, aim < {cpu_aim:g}%: "
+            f"{'met' if summary['cpu_met'] else 'NOT met'}.**{ratio_text}\n")
+    return text, summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--settle", type=float, default=10.0)
+    parser.add_argument("--sample", type=float, default=30.0)
+    parser.add_argument("--markdown", type=Path, help="write this table as a Markdown file")
+    parser.add_argument("--keep", action="store_true", help="keep the /tmp workspace")
+    args = parser.parse_args()
+    facts = machine_facts()
+    ws = Workspace(keep=args.keep)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"workspace {ws.root}; {facts['nproc']} CPUs ({facts['cpu']})", flush=True)
+    try:
+        state = ws.state("idle")
+        print("first up (initdb) ...", flush=True)
+        ws.up(state)
+        ws.down(state)
+        results = measure(ws, state, args.settle, args.sample)
+    finally:
+        ws.cleanup()
+    text, _ = idle_markdown(results, args.settle, args.sample)
+    print(text)
+    if args.markdown:
+        header = "\n".join(f"- {key}: {value}" for key, value in facts.items())
+        args.markdown.write_text(f"# Idle cost of the coursestack daemon\n\n{header}\n{text}",
+                                 encoding="utf-8")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

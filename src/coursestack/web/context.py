@@ -1,0 +1,119 @@
+"""What every part of the web layer shares: the daemon, auth, the event broker, views."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from coursestack.procs import process_tree_memory
+from coursestack.supervisor import Service, Supervisor
+from coursestack.web.auth import CSRF_HEADER, SAFE_METHODS, Authenticator, Principal
+from coursestack.web.events import Broker
+
+if TYPE_CHECKING:
+    from coursestack.daemon import Daemon
+
+
+class ServiceView(BaseModel):
+    """One service as the API shows it."""
+
+    name: str
+    kind: str
+    state: str
+    detail: str
+    reason: str
+    pid: int | None
+    port: int | None
+    since: float
+    uptime: float | None
+    heartbeat: float | None
+    restarts: int
+    memory: int | None
+    web: bool
+    url: str
+    #: Where the front door serves this service ("" if it is not a web service).
+    proxy_path: str = ""
+    start: str
+    last_log: list[str]
+
+
+class NotLoggedIn(Exception):
+    """The request carries no valid credential."""
+
+
+@dataclass
+class WebContext:
+    """One daemon's web layer state."""
+
+    daemon: Daemon
+    supervisor: Supervisor
+    auth: Authenticator
+    broker: Broker | None = None
+
+    def service_or_404(self, name: str) -> Service:
+        service = self.supervisor.services.get(name)
+        if service is None:
+            raise HTTPException(404, f"no service named {name!r}; services: "
+                                + ", ".join(sorted(self.supervisor.services)))
+        return service
+
+    def view(self, name: str) -> ServiceView:
+        status = self.supervisor.services[name].status
+        unit = self.daemon.units[name]
+        connection = unit.connection()
+        running = status.pid is not None
+        return ServiceView(
+            name=name, kind=status.kind, state=str(status.state), detail=status.detail,
+            reason=status.reason, pid=status.pid, port=unit.port, since=status.since,
+            uptime=(time.time() - status.started_at) if running and status.started_at else None,
+            heartbeat=status.heartbeat, restarts=status.restarts,
+            memory=process_tree_memory(status.pid) if status.pid else None,
+            web=connection.web, url=connection.url,
+            proxy_path=unit.web_path() if connection.web else "",
+            start=str(unit.spec.start), last_log=status.last_log)
+
+    def views(self) -> list[ServiceView]:
+        return [self.view(s.name) for s in self.supervisor.statuses()]
+
+    def view_dict(self, name: str) -> dict[str, Any]:
+        return self.view(name).model_dump()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [{**v.model_dump(), "now": now} for v in self.views()]
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+
+_bearer = HTTPBearer(auto_error=False, description="The instance token (run/daemon.json).")
+
+
+def get_context(request: Request) -> WebContext:
+    context: WebContext = request.app.state.web
+    return context
+
+
+def require_login(request: Request,
+                  _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                          Depends(_bearer)] = None) -> Principal:
+    """Any valid credential; a cookie session must add its CSRF token to unsafe methods."""
+    context = get_context(request)
+    principal = context.auth.identify(request)
+    if principal is None:
+        raise NotLoggedIn()
+    if request.method not in SAFE_METHODS and not context.auth.csrf_ok(
+            principal, request.headers.get(CSRF_HEADER)):
+        raise HTTPException(403, "missing or invalid CSRF token: reload the page and retry")
+    return principal
+
+
+Login = Annotated[Principal, Depends(require_login)]
+Context = Annotated[WebContext, Depends(get_context)]

@@ -1,0 +1,138 @@
+"""Test doubles for the supervisor, named for what they stage: a fake clock that only
+moves when told, and fake processes that crash, hang or ignore signals on cue."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coursestack.procs import LaunchSpec, ProcessHandle
+from coursestack.spec import CommandService, ServiceSpec
+
+
+class FakeClock:
+    """Virtual time: `advance()` wakes sleepers in order, letting tasks run in between."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.time
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.time
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.time + seconds, next(self._order), future))
+        await future
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def advance(self, seconds: float) -> None:
+        target = self.time + seconds
+        await self.settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            when, _, future = heapq.heappop(self._sleepers)
+            self.time = max(self.time, when)
+            if not future.done():
+                future.set_result(None)
+            await self.settle()
+        self.time = target
+        await self.settle()
+
+
+class FakeProcess:
+    """A process that exits when told to, or on the signals it honours."""
+
+    _pids = itertools.count(1000)
+
+    def __init__(self, honours: set[int]) -> None:
+        self.pid = next(self._pids)
+        self.signals: list[int] = []
+        self._honours = honours
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exit.result() if self._exit.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    def exit(self, code: int) -> None:
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    def signal_group(self, signum: int) -> None:
+        self.signals.append(signum)
+        if signum in self._honours or signum == signal.SIGKILL:
+            self.exit(-signum)
+
+
+@dataclass
+class FakeLauncher:
+    """Starts FakeProcesses; `on_launch` may script each one (crash at once, ...)."""
+
+    honours: set[int] = field(default_factory=lambda: {signal.SIGTERM, signal.SIGINT})
+    launched: list[tuple[str, FakeProcess]] = field(default_factory=list)
+    on_launch: Callable[[str, FakeProcess], None] | None = None
+
+    async def launch(self, spec: LaunchSpec) -> ProcessHandle:
+        process = FakeProcess(self.honours)
+        name = spec.argv[0]
+        self.launched.append((name, process))
+        if self.on_launch is not None:
+            self.on_launch(name, process)
+        return process
+
+    def last(self, name: str) -> FakeProcess:
+        return [p for n, p in self.launched if n == name][-1]
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.launched if n == name)
+
+
+class ScriptedUnit:
+    """A service whose probe answers as the test says."""
+
+    stop_signal = signal.SIGTERM
+    stop_timeout = 10.0
+
+    def __init__(self, name: str, clock: FakeClock, ready_after: float = 1.0,
+                 **settings: object) -> None:
+        self.name = name
+        self.spec: ServiceSpec = CommandService.model_validate(
+            {"kind": "command", "command": [name], "probe": {"type": "none"}, **settings})
+        self.clock = clock
+        self.ready_after = ready_after
+        self.healthy = True
+        self.launched_at: float | None = None
+        self.prepared = 0
+
+    async def prepare(self) -> None:
+        self.prepared += 1
+
+    def launch_spec(self) -> LaunchSpec:
+        self.launched_at = self.clock.now()
+        return LaunchSpec(argv=[self.name], env={}, cwd=Path("/"), log_file=Path("/dev/null"))
+
+    async def probe(self) -> bool:
+        if self.launched_at is None:
+            return False
+        return self.healthy and self.clock.now() - self.launched_at >= self.ready_after
+
+    async def after_ready(self, report: Callable[[str], None]) -> None:
+        return None
+
+    def log_tail(self, lines: int) -> list[str]:
+        return [f"{self.name}: last words"]

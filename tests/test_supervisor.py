@@ -1,0 +1,193 @@
+"""The supervisor's state machine, driven by a fake clock and scripted processes."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+
+from coursestack.supervisor import State, Supervisor, Timing
+from fakes import FakeClock, FakeLauncher, FakeProcess, ScriptedUnit
+
+
+def build(*units: ScriptedUnit, launcher: FakeLauncher | None = None,
+          clock: FakeClock | None = None) -> tuple[Supervisor, FakeLauncher]:
+    launcher = launcher or FakeLauncher()
+    supervisor = Supervisor(units, launcher, clock=units[0].clock, timing=Timing())
+    return supervisor, launcher
+
+
+def states(supervisor: Supervisor) -> dict[str, State]:
+    return {name: s.status.state for name, s in supervisor.services.items()}
+
+
+async def test_dependent_waits_for_ready_and_independents_start_together() -> None:
+    clock = FakeClock()
+    db = ScriptedUnit("db", clock, ready_after=3.0)
+    cache = ScriptedUnit("cache", clock, ready_after=1.0)
+    app = ScriptedUnit("app", clock, ready_after=1.0, depends_on=["db"])
+    supervisor, launcher = build(db, cache, app)
+    supervisor.start(["app", "cache"])
+    await clock.advance(0.01)
+    assert [n for n, _ in launcher.launched] == ["cache", "db"]  # together, app waits
+    assert supervisor.services["app"].status.detail == "waiting for db"
+    await clock.advance(2.0)
+    assert states(supervisor) == {"db": State.STARTING, "cache": State.READY,
+                                  "app": State.STARTING}
+    await clock.advance(1.1)
+    assert supervisor.services["db"].status.state is State.READY
+    assert launcher.count("app") == 1 and app.launched_at is not None
+    assert app.launched_at >= db.launched_at + 3.0  # type: ignore[operator]
+    await clock.advance(1.1)
+    assert states(supervisor) == {n: State.READY for n in ("db", "cache", "app")}
+    await supervisor.stop_all()
+
+
+async def test_started_condition_does_not_wait_for_ready() -> None:
+    clock = FakeClock()
+    db = ScriptedUnit("db", clock, ready_after=10.0)
+    app = ScriptedUnit("app", clock, depends_on={"db": "started"})
+    supervisor, launcher = build(db, app)
+    supervisor.start(["app"])
+    await clock.advance(0.5)
+    assert launcher.count("app") == 1
+    assert supervisor.services["db"].status.state is State.STARTING
+    await supervisor.stop_all()
+
+
+async def test_crash_is_restarted_with_exponential_backoff_then_fails() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("flaky", clock, ready_after=0.0, max_restarts=3)
+    launcher = FakeLauncher(on_launch=lambda name, p: p.exit(3))
+    supervisor, _ = build(unit, launcher=launcher)
+    supervisor.start(["flaky"])
+    launches_at = []
+    for _ in range(40):
+        before = launcher.count("flaky")
+        await clock.advance(0.25)
+        if launcher.count("flaky") > before:
+            launches_at.append(clock.now())
+    status = supervisor.services["flaky"].status
+    assert status.state is State.FAILED
+    assert launcher.count("flaky") == 4  # first start + 3 restarts
+    gaps = [round(b - a) for a, b in itertools.pairwise(launches_at)]
+    assert gaps == [1, 2, 4]
+    assert "crashed 4 times in a row" in status.reason
+    assert "exited with code 3" in status.reason
+    assert status.last_log == ["flaky: last words"]
+    assert status.restarts == 3
+    events = [e for e in supervisor.history if e.service == "flaky"]
+    assert [e.state for e in events if e.state is State.BACKOFF] == [State.BACKOFF] * 3
+
+
+async def test_backoff_resets_after_a_stable_period() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("svc", clock, ready_after=0.0, max_restarts=2)
+    supervisor, launcher = build(unit)
+    supervisor.start(["svc"])
+    for _ in range(5):  # five crashes, each after a long stable run: never "failed"
+        await clock.advance(60.0)
+        launcher.last("svc").exit(1)
+        await clock.advance(1.5)
+    assert supervisor.services["svc"].status.state is State.READY
+    assert launcher.count("svc") == 6
+    await supervisor.stop_all()
+
+
+async def test_clean_exit_with_on_failure_stops_and_never_fails() -> None:
+    clock = FakeClock()
+    supervisor, launcher = build(ScriptedUnit("job", clock, ready_after=0.0))
+    supervisor.start(["job"])
+    await clock.advance(1.0)
+    launcher.last("job").exit(0)
+    await clock.advance(5.0)
+    status = supervisor.services["job"].status
+    assert status.state is State.STOPPED and status.detail == "exited cleanly"
+    assert launcher.count("job") == 1
+
+
+async def test_restart_never_leaves_a_crash_failed() -> None:
+    clock = FakeClock()
+    supervisor, launcher = build(ScriptedUnit("once", clock, ready_after=0.0, restart="never"))
+    supervisor.start(["once"])
+    await clock.advance(1.0)
+    launcher.last("once").exit(-9)
+    await clock.advance(5.0)
+    status = supervisor.services["once"].status
+    assert status.state is State.FAILED and status.reason == "killed by signal 9"
+    assert launcher.count("once") == 1
+
+
+async def test_start_timeout_counts_as_a_failed_start() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("slow", clock, ready_after=1e9, start_timeout=5, max_restarts=0)
+    supervisor, launcher = build(unit)
+    supervisor.start(["slow"])
+    await clock.advance(10.0)
+    status = supervisor.services["slow"].status
+    assert status.state is State.FAILED
+    assert "not ready after 5 s" in status.reason
+    assert launcher.last("slow").signals[0] == signal.SIGTERM
+
+
+async def test_liveness_restarts_a_live_process_that_stops_answering() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("hung", clock, ready_after=0.0, probe_interval=1, liveness_failures=3)
+    supervisor, launcher = build(unit)
+    supervisor.start(["hung"])
+    await clock.advance(1.0)
+    first = launcher.last("hung")
+    unit.healthy = False
+    await clock.advance(1.01)
+    assert supervisor.services["hung"].status.state is State.UNHEALTHY
+    assert supervisor.services["hung"].status.detail == "health probe failed (1/3)"
+    await clock.advance(2.01)
+    assert first.returncode is not None  # killed by us
+    unit.healthy = True
+    await clock.advance(2.0)
+    status = supervisor.services["hung"].status
+    assert status.state is State.READY and launcher.count("hung") == 2
+    assert status.restarts == 1
+    await supervisor.stop_all()
+
+
+async def test_stop_runs_in_reverse_dependency_order_and_escalates_to_sigkill() -> None:
+    clock = FakeClock()
+    db = ScriptedUnit("db", clock, ready_after=0.0)
+    app = ScriptedUnit("app", clock, ready_after=0.0, depends_on=["db"])
+    stubborn = FakeLauncher(honours={signal.SIGINT})  # ignores SIGTERM
+    supervisor, launcher = build(db, app, launcher=stubborn)
+    supervisor.start(["app"])
+    await clock.advance(1.0)
+    order: list[str] = []
+    supervisor.add_listener(lambda e: order.append(e.service)
+                            if e.state is State.STOPPED else None)
+    stopping = __import__("asyncio").ensure_future(supervisor.stop_all())
+    await clock.advance(10.5)  # app's grace period passes: SIGKILL
+    await clock.advance(10.5)
+    await stopping
+    assert order == ["app", "db"]
+    assert launcher.last("app").signals[:2] == [signal.SIGTERM, signal.SIGKILL]
+    assert states(supervisor) == {"db": State.STOPPED, "app": State.STOPPED}
+
+
+async def test_stop_during_backoff_and_start_again() -> None:
+    clock = FakeClock()
+    crash_first: list[FakeProcess] = []
+
+    def crash_once(name: str, process: FakeProcess) -> None:
+        if not crash_first:
+            crash_first.append(process)
+            process.exit(1)
+
+    unit = ScriptedUnit("svc", clock, ready_after=0.0)
+    supervisor, _launcher = build(unit, launcher=FakeLauncher(on_launch=crash_once))
+    supervisor.start(["svc"])
+    await clock.advance(0.1)
+    assert supervisor.services["svc"].status.state is State.BACKOFF
+    await supervisor.services["svc"].stop()
+    assert supervisor.services["svc"].status.state is State.STOPPED
+    supervisor.start(["svc"])
+    await clock.advance(0.1)
+    assert supervisor.services["svc"].status.state is State.READY
+    await supervisor.stop_all()
+    assert supervisor.services["svc"].status.state is State.STOPPED
