@@ -34,7 +34,6 @@ from bench_startup import (
     pg_ready,
     poll_until,
     supervisord_running,
-    wait_ports_free,
 )
 
 MB = 1024 * 1024
@@ -86,7 +85,8 @@ def sample(pid: int, seconds: float) -> dict[str, float]:
             "seconds": elapsed}
 
 
-def measure(ws: Workspace, state: Path, settle: float, seconds: float) -> dict[str, dict[str, float]]:
+def measure(ws: Workspace, state: Path, settle: float,
+            seconds: float) -> dict[str, dict[str, float]]:
     """Idle figures of coursestack's daemon and of supervisord running the same programs.
 
     `state` must have been initialised by one `coursestack up` already.
@@ -103,7 +103,6 @@ def measure(ws: Workspace, state: Path, settle: float, seconds: float) -> dict[s
         results["coursestack daemon"] = sample(pid, seconds)
     finally:
         ws.down(state)
-    wait_ports_free(facts.ports)
     print("idle: supervisord ...", flush=True)
     facts = ws.launch_facts(state)
     with supervisord_running(ws, facts) as process:

@@ -95,7 +95,7 @@ def up(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the dashboard.")] = False,
 ) -> None:
     """Start the instance's daemon and wait until its services are ready."""
-    from coursestack.instances import check_binaries, set_up_instance, start_daemon
+    from coursestack.instances import set_up_instance, start_daemon
 
     chosen, course = set_up_instance(spec, instance, state, list(only or []))
     if chosen.daemon_alive():
@@ -110,11 +110,6 @@ def up(
     wanted = list(only or [n for n, s in course.services.items()
                            if s.start is StartPolicy.ALWAYS])
     wanted_all = sorted(course.with_dependencies(wanted))
-    missing = check_binaries(course, wanted_all)
-    if missing:
-        for problem in missing:
-            print_error(problem.render())
-        raise typer.Exit(1)
     console.print(f"Starting [bold]{course.course.title or course.course.name}[/] "
                   f"(instance {chosen.name}, state in {chosen.state.root})")
     start_daemon(chosen)
@@ -147,6 +142,7 @@ def _wait_for_services(client: Any, names: list[str], timeout: float) -> bool:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+    console.print()
     problem = False
     for service in services:
         if service["name"] not in names:
@@ -402,6 +398,115 @@ def daemon(state: Annotated[Path, typer.Option("--state", help="State folder.")]
 def version() -> None:
     """Print coursestack's version."""
     print(__version__)
+
+
+DOCTOR_MARKS = {"ok": "[green]ok[/]  ", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+
+
+@app.command()
+def doctor(
+    path: Annotated[Path | None, typer.Argument(
+        metavar="[PATH]", show_default=False,
+        help="With --bundle: the zip file or folder to write (default: a dated file "
+        "in the current folder).")] = None,
+    bundle: Annotated[bool, typer.Option(
+        "--bundle", help="Also write a diagnostics zip for the support desk (passwords "
+        "and tokens redacted).")] = False,
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Check this computer and the instance; say what is wrong and what to do next.
+
+    `coursestack doctor --bundle [PATH]` also writes a diagnostics zip. Exit status 1
+    when something is wrong.
+    """
+    from rich.markup import escape
+
+    from coursestack.doctor import run_doctor, summary, worst
+    from coursestack.errors import UsageError
+
+    if path is not None and not bundle:
+        raise UsageError(f"{path} is where --bundle writes its zip",
+                         hint=f"run `coursestack doctor --bundle {path}`")
+    chosen = _instance(instance, state)
+    findings = run_doctor(chosen)
+    written = None
+    if bundle:
+        from coursestack.bundle import write_bundle
+
+        written = write_bundle(chosen.state, path, findings)
+    if as_json:
+        print(json.dumps({"instance": chosen.name, "status": worst(findings),
+                          "findings": [f.as_dict() for f in findings],
+                          "bundle": str(written) if written else None}, indent=2))
+    else:
+        for finding in findings:
+            console.print(f"{DOCTOR_MARKS[finding.status]} {escape(finding.what)}",
+                          highlight=False)
+            if finding.next_step and finding.status != "ok":
+                console.print(f"      [bold]next:[/] {escape(finding.next_step)}",
+                              highlight=False)
+        console.print()
+        console.print(escape(summary(findings)), highlight=False)
+        if written:
+            console.print(f"Diagnostics bundle: {escape(str(written))} (passwords and "
+                          "tokens removed); send this file to your support desk.",
+                          highlight=False)
+    if worst(findings) == "fail":
+        raise typer.Exit(1)
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path | None, typer.Argument(
+        help="Path of a course.toml (default: the instance's course).",
+        show_default=False)] = None,
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    kernels: Annotated[int, typer.Option(
+        min=0, help="Open notebook kernels to plan for, per Jupyter service.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Memory each service is expected to use, and whether the course fits its
+    memory_budget (exit status 1 if not). Shows measured memory when running."""
+    from coursestack.plan import format_size, make_plan
+    from coursestack.spec import load_spec
+
+    measured: dict[str, int | None] | None = None
+    if spec is not None:
+        course = load_spec(spec)
+    else:
+        chosen = _instance(instance, state)
+        if "spec" in chosen.state.instance():
+            course = chosen.spec()
+        else:
+            from coursestack.instances import sample_course_source
+
+            course = load_spec(sample_course_source() / "course.toml")
+        if chosen.daemon_alive():
+            client = chosen.client()
+            measured = {s["name"]: s["memory"] for s in client.get("/api/services")}
+    result = make_plan(course, measured, kernels)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        table = Table(box=None, header_style="bold")
+        for column in ("SERVICE", "KIND", "EXPECTED", "MEASURED", "BASIS"):
+            table.add_column(column, no_wrap=column != "BASIS")
+        for service in result.services:
+            table.add_row(service.name, service.kind, format_size(service.expected),
+                          format_size(service.measured) if measured is not None else "-",
+                          service.basis)
+        table.add_row("[bold]total[/]", "", f"[bold]{format_size(result.expected_total)}[/]",
+                      format_size(result.measured_total) if measured is not None else "-",
+                      f"budget {result.budget_text}" if result.budget_text else "no budget")
+        console.print(table)
+        for note in result.notes:
+            console.print(f"[dim]{note}[/]")
+        console.print(result.verdict(), markup=False, highlight=False)
+    if result.fits is False:
+        raise typer.Exit(1)
 
 
 def _register_author() -> None:

@@ -52,11 +52,24 @@ def connection_info(service: str | None = None) -> dict[str, Any]:
 
 
 def connect(service: str = "postgres", **kwargs: Any) -> Any:
-    """A live connection: psycopg for postgres; for others, their connection info."""
+    """A live connection to a course service, by name or kind.
+
+    postgres: a psycopg connection. mongodb, mongodb-lite: a pymongo Database (the
+    course database; `db.client.close()` closes it). Other kinds: an httpx.Client whose
+    base URL is the service.
+    """
     info = connection_info(service)
-    if info["kind"] == "postgres":
+    kind = info["kind"]
+    if kind == "postgres":
         import psycopg
 
         return psycopg.connect(host=info["host"], port=info["port"], user=info["user"],
                                password=info["password"], dbname=info["database"], **kwargs)
-    return info
+    if kind in ("mongodb", "mongodb-lite"):
+        import pymongo
+
+        client: Any = pymongo.MongoClient(info["url"], **kwargs)
+        return client[info["database"]]
+    import httpx
+
+    return httpx.Client(base_url=info["url"], **kwargs)

@@ -68,6 +68,7 @@ class Daemon:
         self.started = time.time()
         self.url = ""
         self._pids: dict[str, Any] = {}
+        self._last_request: dict[str, float] = {}
         self._lock: filelock.BaseFileLock | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -104,6 +105,9 @@ class Daemon:
             preferred = service.port or previous_ports.get(name) or unit.default_port
             if preferred is not None:
                 ports[name] = choose_port(preferred, avoid=ports.values())
+                for member in range(1, unit.port_count):
+                    ports[f"{name}:{member}"] = choose_port(preferred + member,
+                                                            avoid=ports.values())
         atomic_write_json(self.state.run / "ports.json", ports, OWNER_ONLY)
         connections = [unit.connection() for unit in self.units.values()]
         context.shared_env.update(environment_for(connections, self.state, self.name))
@@ -132,6 +136,39 @@ class Daemon:
         self._pids[name] = {"pid": pid, "created": process_identity(pid),
                             "signal": int(spec.stop_signal), "grace": unit.stop_timeout}
         atomic_write_json(self.state.run / "pids.json", self._pids, OWNER_ONLY)
+
+    # -- on-demand services (the front door calls these) ---------------------------------
+
+    def note_activity(self, name: str) -> None:
+        """A request for service `name` went through the front door (keeps it awake)."""
+        self._last_request[name] = time.monotonic()
+
+    def ensure_started(self, name: str) -> str:
+        """Start an on-demand (or stopped) service for a front-door request; its state."""
+        assert self.supervisor is not None
+        self.note_activity(name)
+        service = self.supervisor.services[name]
+        if not service.active and str(service.status.state) in ("stopped", "failed"):
+            self.supervisor.start([name])
+        return str(service.status.state)
+
+    async def _stop_idle_services(self, every: float = 5.0) -> None:
+        """Stop on-demand services nobody has used for their `idle_stop` seconds."""
+        assert self.supervisor is not None
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for name, service in self.supervisor.services.items():
+                spec = service.unit.spec
+                if (spec.start is not StartPolicy.ON_DEMAND or spec.idle_stop <= 0
+                        or not service.active):
+                    continue
+                last = self._last_request.get(name, now)
+                self._last_request.setdefault(name, now)
+                if now - last >= spec.idle_stop:
+                    log.info("stopping %s: idle for %.0f s", name, now - last)
+                    await service.stop()
+                    service.status.detail = f"stopped after {spec.idle_stop:g} s idle"
 
     def autostart(self) -> list[str]:
         """Services `up` starts: `--only` if given, else every `start = "always"` one."""
@@ -166,9 +203,11 @@ class Daemon:
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path)}, OWNER_ONLY)
         self.supervisor.start(self.autostart())
+        reaper = asyncio.create_task(self._stop_idle_services())
         try:
             await self.shutdown_requested.wait()
         finally:
+            reaper.cancel()
             await self.supervisor.stop_all()
             server.should_exit = True
             with contextlib.suppress(Exception):

@@ -231,19 +231,3 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     except psutil.Error:
         pass
     return True
-
-
-def check_binaries(spec: CourseSpec, names: list[str]) -> list[UserError]:
-    """Missing programs for the given services, found before anything starts."""
-    from coursestack.kinds import Context, build_unit
-    from coursestack.state import Secrets
-
-    problems: list[UserError] = []
-    scratch = StateFolder(Path("/nonexistent"))
-    context = Context(scratch, spec, Secrets(scratch), {}, None)
-    for name in names:
-        try:
-            build_unit(name, spec.services[name], context).check_installed()
-        except UserError as error:
-            problems.append(error)
-    return problems

@@ -113,8 +113,8 @@ class ServiceSpec(_Strict):
     #: Kinds whose processes speak HTTP, so the front door can proxy them.
     WEB: ClassVar[bool] = False
 
-    kind: str = Field(description="What the service is: " + ", ".join(
-        ["jupyter", "postgres", "command"]) + ".")
+    kind: str = Field(description="What the service is: jupyter, postgres, mongodb, "
+                      "mongodb-lite, openrefine or command.")
     port: int | None = Field(
         default=None, ge=1, le=65535,
         description="Preferred port. If it is taken, a free one is chosen and handed to "
@@ -158,6 +158,11 @@ class ServiceSpec(_Strict):
     liveness_failures: int = Field(
         default=3, ge=1,
         description="Failed health probes in a row, process still alive, before a restart.",
+    )
+    idle_stop: float = Field(
+        default=900.0, ge=0,
+        description='With start = "on-demand": seconds without a request through the front '
+        "door before the service is stopped again (0: never).",
     )
 
     @field_validator("depends_on", mode="before")
@@ -259,8 +264,68 @@ class CommandService(ServiceSpec):
         return self
 
 
+class MongoService(ServiceSpec):
+    """A real MongoDB server (`mongod`), or a replica set of them."""
+
+    KIND: ClassVar[str] = "mongodb"
+
+    binary: str = Field(
+        default="mongod", description="The `mongod` program: a name on PATH or a full path."
+    )
+    database: str | None = Field(
+        default=None, description="Database for the course (default: the course name)."
+    )
+    user: str = Field(default="student", description="User created for the course.")
+    replicas: int = Field(
+        default=1, ge=1, le=7,
+        description="Members of a replica set (1: a single server). Each gets a free port; "
+        "the set is initiated on first start.",
+    )
+    cache_size_gb: float = Field(
+        default=0.25, gt=0, description="WiredTiger cache size, in GB (keeps memory small)."
+    )
+    seed: list[str] = Field(
+        default_factory=list,
+        description="JSON (an array of objects) or JSONL files loaded once into collections "
+        "named after the files.",
+    )
+
+
+class MongoLiteService(ServiceSpec):
+    """A MongoDB-compatible stand-in (the nx-27017 server), not MongoDB."""
+
+    KIND: ClassVar[str] = "mongodb-lite"
+
+    database: str | None = Field(
+        default=None, description="Database for the course (default: the course name)."
+    )
+    seed: list[str] = Field(
+        default_factory=list,
+        description="JSON (an array of objects) or JSONL files loaded once into collections "
+        "named after the files.",
+    )
+
+
+class OpenRefineService(ServiceSpec):
+    """OpenRefine, for cleaning messy data (a JVM: consider start = "on-demand")."""
+
+    KIND: ClassVar[str] = "openrefine"
+    WEB: ClassVar[bool] = True
+
+    binary: str = Field(
+        default="openrefine",
+        description="The OpenRefine launcher: a name on PATH or a full path "
+        "(Debian: apt-get install openrefine).",
+    )
+    memory: str = Field(
+        default="1024M", pattern=r"^[0-9]+[MG]$",
+        description='Largest Java heap, e.g. "512M" or "2G".',
+    )
+
+
 SERVICE_MODELS: dict[str, type[ServiceSpec]] = {
-    model.KIND: model for model in (PostgresService, JupyterService, CommandService)
+    model.KIND: model for model in (PostgresService, JupyterService, CommandService,
+                                    MongoService, MongoLiteService, OpenRefineService)
 }
 
 

@@ -28,7 +28,13 @@ from typing import Any, Protocol
 
 from coursestack.errors import UserError
 from coursestack.procs import Launcher, LaunchSpec, ProcessHandle
-from coursestack.spec import DependencyCondition, RestartPolicy, ServiceSpec, dependency_waves
+from coursestack.spec import (
+    DependencyCondition,
+    RestartPolicy,
+    ServiceSpec,
+    StartPolicy,
+    dependency_waves,
+)
 
 log = logging.getLogger("coursestack.supervisor")
 
@@ -176,6 +182,8 @@ class Service:
         self._timing = supervisor.timing
         self.status = ServiceStatus(name=unit.name, kind=unit.spec.kind,
                                     since=self._clock.wall())
+        if unit.spec.start is StartPolicy.ON_DEMAND:
+            self.status.detail = "starts on first use"
         self._task: asyncio.Task[None] | None = None
         self._process: ProcessHandle | None = None
         self._exit_waiter: asyncio.Task[int] | None = None

@@ -82,6 +82,9 @@ class Kind(Generic[S]):
     default_stop_timeout: ClassVar[float] = 10.0
     #: Port used when the spec names none (None: the service needs no port).
     default_port: ClassVar[int | None] = None
+    #: Whether the front door removes `/s/<name>` before forwarding (apps that cannot
+    #: run under a path prefix); Jupyter runs under the prefix and keeps it.
+    proxy_strips_prefix: ClassVar[bool] = True
 
     def __init__(self, name: str, spec: S, context: Context) -> None:
         self.name = name
@@ -94,6 +97,11 @@ class Kind(Generic[S]):
     @property
     def port(self) -> int | None:
         return self.context.ports.get(self.name)
+
+    @property
+    def port_count(self) -> int:
+        """How many ports the service needs (a replica set needs one per member)."""
+        return 1
 
     @property
     def data_dir(self) -> Path:

@@ -26,6 +26,7 @@ class JupyterKind(Kind[JupyterService]):
 
     KIND = "jupyter"
     default_port = 8888
+    proxy_strips_prefix = False
     default_stop_timeout = 15.0
 
     @property

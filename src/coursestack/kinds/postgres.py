@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -29,8 +27,8 @@ from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.privileges import hand_over
 from coursestack.procs import LaunchSpec
+from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
 from coursestack.spec import PostgresService
-from coursestack.state import atomic_write_json
 
 SUPERUSER = "postgres"
 
@@ -197,38 +195,32 @@ class PostgresKind(Kind[PostgresService]):
                     sql.Identifier(self.database), role))
 
     def _seed_once(self, report: Callable[[str], None]) -> None:
-        record_file = self.data_dir / "seeded.json"
         files = [self.context.spec.resolve(name) for name in self.spec.seed]
-        digest = hashlib.sha256()
-        for path in files:
-            try:
-                digest.update(path.read_bytes())
-            except OSError as error:
-                raise UserError(f"cannot read seed file: {error.strerror}", where=str(path),
-                                hint="fix the path in services."
-                                f"{self.name}.seed (relative to the spec)") from None
-        checksum = digest.hexdigest()
-        record = _read_record(record_file)
-        if record:
-            if record.get("checksum") != checksum:
+        checksum = seed_checksum(files, self.name)
+        ledger = SeedLedger(self.data_dir / "seeded.json")
+        applied = ledger.applied()
+        if applied:
+            if applied["checksum"] != checksum:
                 report("seed files changed since first start; not re-applied "
-                       "(use `coursestack reset` to start again from the new seed)")
+                       "(`coursestack reset` starts again from the new seed)")
             return
+        # One transaction for the whole seed: a failure anywhere leaves nothing behind.
         with psycopg.connect(host=LOCALHOST, port=self.port, user=self.spec.user,
                              password=self.password, dbname=self.database) as connection:
-            for path in files:
-                report(f"seeding {path.name}")
+            for number, path in enumerate(files, start=1):
+                report(f"seeding {path.name} ({number}/{len(files)})")
                 try:
-                    connection.execute(path.read_text(encoding="utf-8").encode())
+                    if path.suffix.lower() == ".csv":
+                        load_csv(connection, path)
+                    else:
+                        connection.execute(path.read_text(encoding="utf-8").encode())
                 except psycopg.Error as error:
                     connection.rollback()
-                    position = getattr(error.diag, "statement_position", None)
-                    raise UserError(f"seed failed: {error.diag.message_primary or error}",
-                                    where=f"{path}" + (f" (character {position})"
-                                                       if position else ""),
-                                    hint="fix the SQL; nothing of the seed was kept") from None
-        atomic_write_json(record_file, {"checksum": checksum,
-                                        "files": [str(p) for p in files]})
+                    raise _seed_error(error, path) from None
+                except UserError:
+                    connection.rollback()
+                    raise
+        ledger.record(checksum, files)
 
     def connection(self) -> Connection:
         url = (f"postgresql://{self.spec.user}:{self.password}@{LOCALHOST}:{self.port}/"
@@ -240,9 +232,36 @@ class PostgresKind(Kind[PostgresService]):
                           self.password, self.database, conventional_env=conventional)
 
 
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def load_csv(connection: psycopg.Connection[Any], path: Path) -> int:
+    """Create a table for a CSV file and COPY it in; indexes are built after the load."""
+    plan = plan_table(path)
+    table = sql.Identifier(plan.table)
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+        for name, kind in plan.columns)
+    connection.execute(sql.SQL("CREATE TABLE {} ({})").format(table, columns))
+    copy = sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(table)
+    with connection.cursor() as cursor, cursor.copy(copy) as stream, open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            stream.write(block)
+    for number, index in enumerate(plan.indexes):
+        connection.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(
+            sql.Identifier(f"{plan.table}_{number}_idx"), table,
+            sql.SQL(", ").join(sql.Identifier(c) for c in index)))
+    return len(plan.columns)
+
+
+def _seed_error(error: psycopg.Error, path: Path) -> UserError:
+    diag = error.diag
+    where = str(path)
+    if path.suffix.lower() == ".csv":
+        line = copy_error_line(diag.context)
+        if line is not None:
+            where = f"{path}:{line}"
+    elif diag.statement_position:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        offset = int(diag.statement_position)
+        where = f"{path}:{text[:offset].count(chr(10)) + 1}"
+    return UserError(f"seed failed: {diag.message_primary or error}", where=where,
+                     hint="fix the seed file; nothing of the seed was kept, and the next "
+                     "start tries again")

@@ -1,191 +1,153 @@
-"""The daemon's HTTP API (the CLI and the dashboard are both its clients)."""
+"""The daemon's web application: REST API, dashboard pages, event streams, front door.
+
+`create_app(daemon)` wires the parts (see each module):
+- api.py        the REST API the CLI and the dashboard use (`/api/...`, OpenAPI schema)
+- dashboard.py  server-rendered pages and the login flow
+- events.py     server-sent events (state changes, log lines)
+- proxy.py      the front door: web services under `/s/<name>/`, HTTP and WebSocket
+- auth.py       bearer token, session cookies, CSRF, login rate limit, password hash
+
+Only `/api/health`, the login page and the static assets (CSS/JS) need no login.
+"""
 
 from __future__ import annotations
 
-import secrets
-import time
-from typing import TYPE_CHECKING, Annotated, Any
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel
+import httpx
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coursestack import __version__
-from coursestack.connections import masked
-from coursestack.logs import tail_lines
-from coursestack.procs import process_tree_memory
-from coursestack.state import read_json
+from coursestack.supervisor import RUNNING_STATES
+from coursestack.web import api, dashboard, proxy
+from coursestack.web.auth import Authenticator, check_listen_address
+from coursestack.web.context import NotLoggedIn, WebContext, require_login
+from coursestack.web.events import Broker
 
 if TYPE_CHECKING:
     from coursestack.daemon import Daemon
 
+#: Largest body accepted by the daemon's own routes (the front door allows more).
+MAX_BODY = 64 * 1024
+#: Paths that need no login (the route-enumeration test checks exactly these).
+PUBLIC_PATHS = frozenset({"/api/health", "/login", "/static"})
 
-class ServiceView(BaseModel):
-    """One service as the API shows it."""
-
-    name: str
-    kind: str
-    state: str
-    detail: str
-    reason: str
-    pid: int | None
-    port: int | None
-    since: float
-    uptime: float | None
-    heartbeat: float | None
-    restarts: int
-    memory: int | None
-    web: bool
-    url: str
-    start: str
-    last_log: list[str]
+_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
-class InstanceView(BaseModel):
-    """The instance: which course, from where, and its services."""
+class Guard:
+    """ASGI middleware: body size limits and security headers on the daemon's own pages."""
 
-    name: str
-    course: str
-    title: str
-    spec: str
-    state_folder: str
-    url: str
-    pid: int
-    started: float
-    version: str
-    services: list[ServiceView]
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        own = not str(scope["path"]).startswith("/s/")
+        if own:
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            refusal: tuple[int, str] | None = None
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                refusal = (413, f"request body too large (limit {MAX_BODY} bytes)")
+            elif length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
+                refusal = (411, "a Content-Length is required")
+            if refusal is not None:
+                response = JSONResponse({"detail": refusal[1]}, refusal[0])
+                await response(scope, receive, send)
+                return
 
-class ActionResult(BaseModel):
-    """What a start/stop/restart did."""
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and own:
+                extra = [(b"x-content-type-options", b"nosniff"),
+                         (b"referrer-policy", b"same-origin"),
+                         (b"x-frame-options", b"DENY"),
+                         (b"content-security-policy", _CSP.encode())]
+                present = {key.lower() for key, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in extra if k not in present)]
+            await send(message)
 
-    service: str
-    action: str
-    state: str
-
-
-class LogView(BaseModel):
-    service: str
-    lines: list[str]
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(daemon: Daemon) -> FastAPI:
     """The FastAPI application of one daemon."""
-    app = FastAPI(title="coursestack", version=__version__,
-                  description="Control one coursestack instance: its services, logs and "
-                  "connection info. Every route but /api/health needs the instance token.")
     supervisor = daemon.supervisor
     assert supervisor is not None
+    settings = daemon.spec.dashboard
+    auth_enabled = bool(getattr(settings, "auth", True))
+    check_listen_address(settings.host, auth_enabled)
+    web = WebContext(daemon, supervisor, Authenticator(daemon.token, daemon.state, auth_enabled))
+    web.broker = Broker(supervisor, web.snapshot, web.view_dict)
+    proxy_client = httpx.AsyncClient(
+        trust_env=False, follow_redirects=False,
+        timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40))
 
-    def require_auth(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() == "bearer" and secrets.compare_digest(credential, daemon.token):
-            return
-        raise HTTPException(401, "log in first: a valid token is needed",
-                            headers={"WWW-Authenticate": "Bearer"})
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if web.broker is not None:
+            web.broker.close()
+        await proxy_client.aclose()
 
-    api = APIRouter(prefix="/api", dependencies=[Depends(require_auth)])
+    app = FastAPI(title="coursestack", version=__version__, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  description="Control one coursestack instance: its services, logs and "
+                  "connection info. Every route but /api/health needs a login: the "
+                  "instance token as `Authorization: Bearer <token>` (see run/daemon.json), "
+                  "or a dashboard session cookie plus its `X-CSRF-Token` on POST.")
+    app.state.web = web
+    app.state.proxy_client = proxy_client
+    app.add_middleware(Guard)
 
-    def service_or_404(name: str) -> Any:
-        service = supervisor.services.get(name)
-        if service is None:
-            raise HTTPException(404, f"no service named {name!r}; services: "
-                                + ", ".join(sorted(supervisor.services)))
-        return service
+    @app.exception_handler(NotLoggedIn)
+    async def not_logged_in(request: Request, _error: NotLoggedIn) -> Response:
+        wants_page = (request.method == "GET" and not request.url.path.startswith("/api/")
+                      and "text/html" in request.headers.get("accept", ""))
+        if wants_page:
+            return dashboard.login_redirect(request)
+        return JSONResponse({"detail": "log in first: a valid token or session is needed"},
+                            401, headers={"WWW-Authenticate": "Bearer"})
 
-    def view(name: str) -> ServiceView:
-        service = supervisor.services[name]
-        status = service.status
-        unit = daemon.units[name]
-        connection = unit.connection()
-        running = status.pid is not None
-        return ServiceView(
-            name=name, kind=status.kind, state=str(status.state), detail=status.detail,
-            reason=status.reason, pid=status.pid, port=unit.port, since=status.since,
-            uptime=(time.time() - status.started_at) if running and status.started_at else None,
-            heartbeat=status.heartbeat, restarts=status.restarts,
-            memory=process_tree_memory(status.pid) if status.pid else None,
-            web=connection.web, url=connection.url, start=str(unit.spec.start),
-            last_log=status.last_log)
+    @app.get("/api/openapi.json", include_in_schema=False,
+             dependencies=[Depends(require_login)])
+    async def openapi() -> dict[str, Any]:
+        """The OpenAPI schema of this API."""
+        return app.openapi()
 
-    @app.get("/api/health", tags=["public"])
-    async def health() -> dict[str, str]:
-        """Liveness of the daemon; the only route that needs no login."""
-        return {"status": "ok", "version": __version__}
-
-    @api.get("/instance", response_model=InstanceView)
-    async def instance() -> InstanceView:
-        """The instance and every service."""
-        return InstanceView(
-            name=daemon.name, course=daemon.spec.course.name, title=daemon.spec.course.title,
-            spec=str(daemon.spec.path), state_folder=str(daemon.state.root), url=daemon.url,
-            pid=__import__("os").getpid(), started=daemon.started, version=__version__,
-            services=[view(s.name) for s in supervisor.statuses()])
-
-    @api.get("/services", response_model=list[ServiceView])
-    async def services() -> list[ServiceView]:
-        """Every service, in start order."""
-        return [view(s.name) for s in supervisor.statuses()]
-
-    @api.get("/services/{name}", response_model=ServiceView)
-    async def one_service(name: str) -> ServiceView:
-        """One service."""
-        service_or_404(name)
-        return view(name)
-
-    @api.post("/services/{name}/start", response_model=ActionResult)
-    async def start(name: str) -> ActionResult:
-        """Start a service (and what it depends on)."""
-        service_or_404(name)
-        supervisor.start([name])
-        return ActionResult(service=name, action="start",
-                            state=str(supervisor.services[name].status.state))
-
-    @api.post("/services/{name}/stop", response_model=ActionResult)
-    async def stop(name: str) -> ActionResult:
-        """Stop a service (waits until it has stopped)."""
-        service_or_404(name)
-        await supervisor.services[name].stop()
-        return ActionResult(service=name, action="stop",
-                            state=str(supervisor.services[name].status.state))
-
-    @api.post("/services/{name}/restart", response_model=ActionResult)
-    async def restart(name: str) -> ActionResult:
-        """Stop a service, then start it again."""
-        service_or_404(name)
-        await supervisor.restart(name)
-        return ActionResult(service=name, action="restart",
-                            state=str(supervisor.services[name].status.state))
-
-    @api.post("/up", response_model=list[ServiceView])
-    async def up() -> list[ServiceView]:
-        """Start every service that `up` starts (those not already running)."""
-        supervisor.start(daemon.autostart())
-        return [view(s.name) for s in supervisor.statuses()]
-
-    @api.post("/shutdown")
-    async def shutdown() -> dict[str, str]:
-        """Stop every service and the daemon."""
-        daemon.shutdown_requested.set()
-        return {"status": "stopping"}
-
-    @api.get("/services/{name}/logs", response_model=LogView)
-    async def logs(name: str,
-                   lines: Annotated[int, Query(ge=1, le=10000)] = 200) -> LogView:
-        """The last lines of a service's log."""
-        service_or_404(name)
-        return LogView(service=name, lines=tail_lines(daemon.state.log_file(name), lines))
-
-    @api.get("/connections")
-    async def connections(reveal: bool = False) -> dict[str, Any]:
-        """What notebooks see; passwords and tokens masked unless `reveal`."""
-        document = read_json(daemon.state.connections_file, {}) or {}
-        return document if reveal else masked(document)
-
-    @api.get("/events/history")
-    async def history() -> list[dict[str, Any]]:
-        """The latest state changes, oldest first."""
-        return [event.as_dict() for event in supervisor.history]
-
-    app.include_router(api)
+    app.include_router(api.public)
+    app.include_router(api.router)
+    app.include_router(dashboard.public)
+    app.include_router(dashboard.pages)
+    app.include_router(proxy.router)
+    app.mount("/static", StaticFiles(directory=str(resources.files("coursestack.web") / "static")),
+              name="static")
+    _watch_shutdown(daemon, web)
     return app
+
+
+def _watch_shutdown(daemon: Daemon, web: WebContext) -> None:
+    """End event streams once the daemon is stopping and every service has stopped."""
+
+    async def watch() -> None:
+        await daemon.shutdown_requested.wait()
+        await web.supervisor.wait_settled(web.supervisor.services,
+                                          lambda state: state not in RUNNING_STATES)
+        if web.broker is not None:
+            web.broker.close()
+
+    with contextlib.suppress(RuntimeError):  # no running loop: a test building the app
+        loop = asyncio.get_running_loop()
+        web.watcher = loop.create_task(watch())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class WebContext:
     supervisor: Supervisor
     auth: Authenticator
     broker: Broker | None = None
+    watcher: asyncio.Task[None] | None = None
 
     def service_or_404(self, name: str) -> Service:
         service = self.supervisor.services.get(name)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from http.cookies import SimpleCookie
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -110,7 +109,7 @@ def upstream_headers(request_headers: list[tuple[bytes, bytes]], upstream: Upstr
     return headers
 
 
-def _raw_path(scope: dict[str, Any]) -> str:
+def _raw_path(scope: MutableMapping[str, Any]) -> str:
     raw = scope.get("raw_path")
     return raw.decode("latin-1") if raw else str(scope["path"])
 
@@ -238,7 +237,7 @@ async def _bridge(browser: WebSocket, remote: Any) -> None:
                 await browser.send_text(data)
 
     tasks = [asyncio.create_task(browser_to_remote()), asyncio.create_task(remote_to_browser())]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
     for task in tasks:

@@ -1,0 +1,67 @@
+"""The `openrefine` kind: OpenRefine (Debian's package, or a configured launcher).
+
+OpenRefine is a JVM and heavy, so courses usually declare `start = "on-demand"`: the
+front door starts it on the first request and the daemon stops it after `idle_stop`
+seconds without one. Its projects live in the service's data folder. OpenRefine 3.6
+cannot run under a path prefix, so the front door strips `/s/<name>` before forwarding
+(its pages use relative links).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+from coursestack.errors import MissingBinaryError
+from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.probes import http_probe
+from coursestack.procs import LaunchSpec
+from coursestack.spec import OpenRefineService
+
+INSTALL_HINT = ("install OpenRefine (Debian/Ubuntu: sudo apt-get install openrefine; "
+                "elsewhere: https://openrefine.org/download) or set services.NAME.binary "
+                "to its launcher")
+
+
+class OpenRefineKind(Kind[OpenRefineService]):
+    """OpenRefine with its workspace in the state folder; ready when it says its version."""
+
+    KIND = "openrefine"
+    default_port: ClassVar[int | None] = 3333
+    default_stop_timeout: ClassVar[float] = 20.0
+    proxy_strips_prefix: ClassVar[bool] = True
+
+    @property
+    def workspace(self) -> Path:
+        return self.data_dir / "workspace"
+
+    def binary(self) -> str:
+        found = shutil.which(self.spec.binary)
+        if found is None:
+            raise MissingBinaryError(f"OpenRefine ({self.spec.binary!r}) is not installed",
+                                     where=f"services.{self.name}.binary",
+                                     hint=INSTALL_HINT.replace("NAME", self.name))
+        return found
+
+    def check_installed(self) -> None:
+        self.binary()
+
+    def needed_paths(self) -> list[Path]:
+        return [Path(self.binary())]
+
+    def _prepare_folders(self) -> None:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        super()._prepare_folders()
+
+    def launch_spec(self) -> LaunchSpec:
+        argv = [self.binary(), "-i", LOCALHOST, "-p", str(self.port), "-d", str(self.workspace),
+                "-m", self.spec.memory, "-x", "refine.headless=true"]
+        return self._launch(argv)
+
+    async def probe(self) -> bool:
+        return await http_probe(f"http://{LOCALHOST}:{self.port}/command/core/get-version", 200)
+
+    def connection(self) -> Connection:
+        return Connection(self.name, self.KIND, LOCALHOST, self.port,
+                          f"http://{LOCALHOST}:{self.port}/", web=True)

@@ -1,0 +1,229 @@
+"""`coursestack plan`: how much memory a course is expected to use, and whether it fits.
+
+Each kind has a documented estimate (`ESTIMATES`), measured on Linux x86-64 with the
+sample course: resident memory (RSS) of the service's whole process tree, idle, right
+after start. They are planning figures, not limits: a student's queries and notebooks
+use more. When the instance is running, the measured RSS of each service is shown next
+to the estimate.
+
+`[course] memory_budget` is a size such as "1G", "512M", "1.5GB" or "800MiB" (binary
+units: 1G = 1024 MiB). A budget that is not a size is a SpecError naming the file, the
+line and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from coursestack.errors import SpecError
+from coursestack.spec import CourseSpec, PostgresService, locate_key
+
+MB = 1024 * 1024
+
+_UNITS = {"": None, "b": 1, "k": 1024, "m": MB, "g": 1024 * MB, "t": 1024 * 1024 * MB}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_BYTES_RE = re.compile(r"^\s*(\d+)\s*b\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class KindEstimate:
+    """Expected idle memory of one kind of service, in MiB."""
+
+    base_mb: int
+    #: Extra MiB for each unit of work the kind multiplies (kernels for Jupyter).
+    per_unit_mb: int = 0
+    unit: str = ""
+    basis: str = ""
+
+
+#: Documented estimates per kind (resident memory of the service's process tree).
+ESTIMATES: dict[str, KindEstimate] = {
+    # postmaster + checkpointer, background writer, WAL writer, autovacuum launcher,
+    # logical replication launcher, with default shared_buffers mostly untouched.
+    "postgres": KindEstimate(60, basis="~60 MB idle (PostgreSQL server and its helpers)"),
+    # jupyter_server + JupyterLab's extension manager; each ipykernel is ~80 MB with
+    # numpy/pandas imported (pandas alone adds ~40 MB).
+    "jupyter": KindEstimate(120, 80, "kernel",
+                            basis="~120 MB for the server + ~80 MB per open kernel"),
+    # An arbitrary program: we cannot know; a small web server or script.
+    "command": KindEstimate(50, basis="~50 MB (a guess: any program)"),
+}
+
+#: Open kernels per Jupyter service that `plan` assumes unless told otherwise.
+DEFAULT_KERNELS = 2
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """Expected (and, when running, measured) memory of one service."""
+
+    name: str
+    kind: str
+    expected: int
+    basis: str
+    start: str
+    measured: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "expected": self.expected,
+                "basis": self.basis, "start": self.start, "measured": self.measured}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The whole course: per-service figures, totals, budget and verdict."""
+
+    course: str
+    services: list[ServicePlan]
+    budget: int | None
+    budget_text: str | None
+    kernels: int
+    running: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def expected_total(self) -> int:
+        return sum(s.expected for s in self.services)
+
+    @property
+    def measured_total(self) -> int | None:
+        if not self.running:
+            return None
+        return sum(s.measured or 0 for s in self.services)
+
+    @property
+    def fits(self) -> bool | None:
+        """True/False against the budget (expected and measured); None without a budget."""
+        if self.budget is None:
+            return None
+        measured = self.measured_total or 0
+        return self.expected_total <= self.budget and measured <= self.budget
+
+    def verdict(self) -> str:
+        """One sentence a person can act on."""
+        expected = format_size(self.expected_total)
+        if self.budget is None:
+            return (f"The course is expected to use about {expected}; it declares no "
+                    "memory_budget (add one under [course], e.g. memory_budget = \"1G\").")
+        budget = format_size(self.budget)
+        measured = self.measured_total
+        if self.fits:
+            return f"Fits: about {expected} expected within the budget of {budget}."
+        if self.expected_total > self.budget:
+            return (f"Does not fit: about {expected} expected, budget {budget}. Raise "
+                    "memory_budget, or plan for fewer services or kernels.")
+        assert measured is not None
+        return (f"Does not fit right now: the running services use {format_size(measured)}, "
+                f"budget {budget}. Close unused notebooks (their kernels), or raise "
+                "memory_budget.")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"course": self.course, "services": [s.as_dict() for s in self.services],
+                "expected_total": self.expected_total, "measured_total": self.measured_total,
+                "budget": self.budget, "budget_text": self.budget_text,
+                "kernels": self.kernels, "running": self.running, "fits": self.fits,
+                "verdict": self.verdict(), "notes": list(self.notes)}
+
+
+def parse_size(text: str) -> int:
+    """A size such as "1G", "512M", "1.5GB", "800MiB" or "65536B", in bytes.
+
+    Raises ValueError with a plain message for anything else (no unit, zero, negative).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a size must be text such as \"1G\", not {text!r}")
+    found = _SIZE_RE.match(text)
+    if not found:
+        raise ValueError(f"{text!r} is not a size")
+    number, unit, suffix = found.group(1), found.group(2).lower(), (found.group(3) or "")
+    if not unit:
+        if not suffix or suffix.lower() != "b" or not _BYTES_RE.match(text):
+            raise ValueError(f"{text!r} has no unit")
+        unit = "b"
+    scale = _UNITS[unit]
+    assert scale is not None
+    value = float(number) * scale
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    return int(value)
+
+
+def budget_of(spec: CourseSpec) -> int | None:
+    """The course's memory_budget in bytes (None if unset); SpecError if it is not a size."""
+    text = spec.course.memory_budget
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        try:
+            source = spec.path.read_text(encoding="utf-8")
+            line = locate_key(source, ("course", "memory_budget"))
+        except OSError:
+            line = 1
+        raise SpecError(
+            f"course.memory_budget: {error}", where=f"{spec.path}:{line}",
+            hint='write a number and a unit, e.g. memory_budget = "1G" or "512M" '
+            "(K, M, G or T; binary units)",
+        ) from None
+
+
+def expected_memory(kind: str, service: Any = None, kernels: int = DEFAULT_KERNELS,
+                    ) -> tuple[int, str]:
+    """Expected bytes for one service of `kind`, and the basis in words."""
+    estimate = ESTIMATES.get(kind, ESTIMATES["command"])
+    megabytes = estimate.base_mb
+    basis = estimate.basis
+    if estimate.per_unit_mb:
+        megabytes += estimate.per_unit_mb * kernels
+        basis += f"; {kernels} {estimate.unit}{'s' if kernels != 1 else ''} assumed"
+    if isinstance(service, PostgresService):
+        shared = service.settings.get("shared_buffers")
+        extra = _postgres_shared_buffers_extra(shared) if shared else 0
+        if extra:
+            megabytes += extra // MB
+            basis += f"; + {extra // MB} MB as shared_buffers = {shared} fills"
+    return megabytes * MB, basis
+
+
+#: PostgreSQL's default shared_buffers, which the idle estimate already allows for.
+POSTGRES_DEFAULT_SHARED_BUFFERS = 128 * MB
+
+
+def _postgres_shared_buffers_extra(value: str) -> int:
+    """Bytes a larger shared_buffers may add once it fills (0 if smaller or unknown)."""
+    try:
+        size = parse_size(value)  # PostgreSQL writes 128MB, 1GB, 512kB
+    except ValueError:
+        return 0
+    return max(0, size - POSTGRES_DEFAULT_SHARED_BUFFERS)
+
+
+def make_plan(spec: CourseSpec, measured: dict[str, int | None] | None = None,
+              kernels: int = DEFAULT_KERNELS) -> MemoryPlan:
+    """The memory plan of a course; `measured` is RSS per service of a running instance."""
+    budget = budget_of(spec)
+    services = []
+    for name, service in spec.services.items():
+        expected, basis = expected_memory(service.kind, service, kernels)
+        services.append(ServicePlan(name=name, kind=service.kind, expected=expected,
+                                    basis=basis, start=str(service.start),
+                                    measured=(measured or {}).get(name)))
+    notes = []
+    if any(s.start != "always" for s in services):
+        notes.append("Services that only start on request are counted as if running.")
+    return MemoryPlan(course=spec.course.name, services=services, budget=budget,
+                      budget_text=spec.course.memory_budget, kernels=kernels,
+                      running=measured is not None, notes=notes)
+
+
+def format_size(count: int | None) -> str:
+    """Bytes in words: 60 MB, 1.2 GB."""
+    if count is None:
+        return "-"
+    if count >= 1024 * MB:
+        return f"{count / 1024 / MB:.1f} GB"
+    return f"{count / MB:.0f} MB"

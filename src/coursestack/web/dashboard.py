@@ -1,0 +1,211 @@
+"""The dashboard's pages (server-rendered) and the login / logout flow."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from coursestack.connections import masked
+from coursestack.logs import tail_lines
+from coursestack.state import read_json
+from coursestack.web.auth import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    SESSION_LIFETIME,
+    Authenticator,
+    Principal,
+    client_address,
+)
+from coursestack.web.context import Context, Login, WebContext, get_context, require_login
+
+LOGIN_COOKIE = "coursestack_login"
+NONE = "\u2013"  # an en dash: "no value"
+MAX_FORM = 16 * 1024
+
+_templates = Environment(
+    loader=FileSystemLoader(str(resources.files("coursestack.web") / "templates")),
+    autoescape=select_autoescape(["html"]), trim_blocks=False, lstrip_blocks=False)
+
+public = APIRouter(include_in_schema=False)
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
+
+
+def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    response = HTMLResponse(_templates.get_template(name).render(**values), status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _page_values(web: WebContext, principal: Principal, page: str) -> dict[str, Any]:
+    spec = web.daemon.spec
+    return {"csrf_token": principal.session.csrf if principal.session else "-",
+            "course_title": spec.course.title or spec.course.name, "page": page}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NONE
+    whole = int(max(0, seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def safe_next(target: str | None) -> str:
+    """Only a local path may follow a login (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+# -- login -----------------------------------------------------------------------------------
+
+
+def _login_page(request: Request, error: str = "", status: int = 200,
+                next_url: str = "/") -> HTMLResponse:
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
+    response = render("login.html", status, title="Log in", error=error, login_csrf=token,
+                      next=safe_next(next_url), csrf_token="", page="login")
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/login",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+def _logged_in(request: Request, auth: Authenticator, next_url: str) -> Response:
+    _, cookie = auth.new_session()
+    response = RedirectResponse(safe_next(next_url), 303)
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=int(SESSION_LIFETIME), httponly=True,
+                        samesite="lax", path="/", secure=request.url.scheme == "https")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token was in the URL
+    return response
+
+
+def _too_many(auth: Authenticator, client: str) -> HTMLResponse | None:
+    wait = auth.limiter.retry_after(client)
+    if wait <= 0:
+        return None
+    response = render("login.html", 429, title="Log in", login_csrf="", next="/", csrf_token="",
+                      error=f"Too many failed attempts: wait {int(wait) + 1} s and try again.")
+    response.headers["Retry-After"] = str(int(wait) + 1)
+    return response
+
+
+@public.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, token: str | None = None,
+                     next: str = "/") -> Response:
+    """The login form; `?token=` (the link `coursestack up` prints) logs in at once."""
+    auth = get_context(request).auth
+    if token is None:
+        if auth.identify(request) is not None:
+            return RedirectResponse(safe_next(next), 303)
+        return _login_page(request, next_url=next)
+    client = client_address(request)
+    if (refused := _too_many(auth, client)) is not None:
+        return refused
+    if auth.token_ok(token):
+        auth.limiter.succeeded(client)
+        return _logged_in(request, auth, next)
+    auth.limiter.failed(client)
+    return _login_page(request, "That login link is not valid (an old one?). Run "
+                       "`coursestack up` again for a fresh link.", 401, next)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (413 beyond MAX_FORM)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise HTTPException(413, "form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(400, "malformed form") from None
+    return {key: values[0] for key, values in fields.items()}
+
+
+@public.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    """Log in with the dashboard password or the instance token."""
+    auth = get_context(request).auth
+    client = client_address(request)
+    if (refused := _too_many(auth, client)) is not None:
+        return refused
+    form = await read_form(request)
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    supplied = form.get("login_csrf", "")
+    if not expected or not secrets.compare_digest(expected.encode(), supplied.encode()):
+        return _login_page(request, "The form expired; please try again.", 403)
+    secret = form.get("secret", "")
+    next_url = form.get("next", "/")
+    if auth.token_ok(secret) or auth.password_ok(secret):
+        auth.limiter.succeeded(client)
+        return _logged_in(request, auth, next_url)
+    auth.limiter.failed(client)
+    return _login_page(request, "Wrong password or token.", 401, next_url)
+
+
+@pages.post("/logout")
+async def logout(request: Request, principal: Login) -> Response:
+    """End this browser's session."""
+    form = await read_form(request)
+    auth = get_context(request).auth
+    if principal.session is not None:
+        if not auth.csrf_ok(principal, form.get(CSRF_FIELD)):
+            raise HTTPException(403, "missing or invalid CSRF token: reload the page")
+        auth.revoke(principal.session)
+    response = RedirectResponse("/login", 303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+@pages.get("/", response_class=HTMLResponse)
+async def dashboard(web: Context, principal: Login) -> HTMLResponse:
+    """One row per service, updated live."""
+    rows = []
+    for view in web.views():
+        row = view.model_dump()
+        row["heartbeat_text"] = (f"{_duration(time.time() - view.heartbeat)} ago"
+                                 if view.heartbeat and view.pid else NONE)
+        row["uptime_text"] = _duration(view.uptime)
+        row["memory_text"] = f"{view.memory / 1048576:.0f} MB" if view.memory else NONE
+        rows.append(row)
+    return render("dashboard.html", title="Services", services=rows,
+                  **_page_values(web, principal, "services"))
+
+
+@pages.get("/services/{name}/logs", response_class=HTMLResponse)
+async def log_page(name: str, web: Context, principal: Login) -> HTMLResponse:
+    """A service's log, following new lines."""
+    web.service_or_404(name)
+    return render("logs.html", title=f"Log of {name}", service=name,
+                  lines=tail_lines(web.daemon.state.log_file(name), 200),
+                  **_page_values(web, principal, "logs"))
+
+
+@pages.get("/connections", response_class=HTMLResponse)
+async def connections_page(web: Context, principal: Login) -> HTMLResponse:
+    """What notebooks see, secrets masked."""
+    document = masked(read_json(web.daemon.state.connections_file, {}) or {})
+    services = list((document.get("services") or {}).values())
+    return render("connections.html", title="Connections", connections=services,
+                  **_page_values(web, principal, "connections"))
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='/')}", 303)
