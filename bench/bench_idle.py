@@ -27,14 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from bench_startup import (
-    Workspace,
-    jupyter_ready,
-    machine_facts,
-    pg_ready,
-    poll_until,
-    supervisord_running,
-)
+from bench_startup import Workspace, machine_facts, poll_until, supervisord_running
 
 MB = 1024 * 1024
 
@@ -92,11 +85,11 @@ def measure(ws: Workspace, state: Path, settle: float,
     `state` must have been initialised by one `coursestack up` already.
     """
     results: dict[str, dict[str, float]] = {}
+    facts = ws.launch_facts(state)
     print("idle: coursestack up ...", flush=True)
     ws.up(state)
-    facts = ws.facts_from_state(state)
     try:
-        if not (pg_ready(facts) and jupyter_ready(facts)):
+        if not facts.with_ports(ws.recorded_ports(state)).all_ready():
             raise RuntimeError("coursestack up returned but a service is not really ready")
         pid = int(ws.status(state)["pid"])
         time.sleep(settle)
@@ -106,8 +99,7 @@ def measure(ws: Workspace, state: Path, settle: float,
     print("idle: supervisord ...", flush=True)
     facts = ws.launch_facts(state)
     with supervisord_running(ws, facts) as process:
-        poll_until(lambda: pg_ready(facts) and jupyter_ready(facts),
-                   alive=lambda: process.poll() is None)
+        poll_until(facts.all_ready, alive=lambda: process.poll() is None)
         time.sleep(settle)
         results["supervisord"] = sample(process.pid, seconds)
     return results

@@ -124,7 +124,7 @@ def test_env_logs_list_and_connections(course: Instance) -> None:
     assert "database system is ready to accept connections" in logs
     listing = json.loads(cli("list", "--json").stdout)
     mine = [row for row in listing if row["state_folder"] == str(course.state.root)]
-    assert mine and mine[0]["running"] and mine[0]["ready"] == 2
+    assert mine and mine[0]["running"] and mine[0]["ready"] == 3  # openrefine: on demand
     shown = cli("connections", "--state", str(course.state.root)).stdout
     password = connections(course)["postgres"]["password"]
     assert password not in shown and "••••••" in shown
@@ -147,16 +147,34 @@ def test_kill_9_of_postgres_is_restarted_and_keeps_data(course: Instance) -> Non
     assert "before the crash" in notes
 
 
+def test_a_port_stolen_while_a_service_is_stopped_moves_it_elsewhere(course: Instance) -> None:
+    before = services(course)["postgres"]
+    cli("stop", "postgres", "--state", str(course.state.root))
+    thief = socket.socket()
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    thief.bind(("127.0.0.1", before["port"]))
+    thief.listen()
+    try:
+        cli("start", "postgres", "--state", str(course.state.root))
+        moved = services(course)["postgres"]["port"]
+        assert moved != before["port"]
+        assert connections(course)["postgres"]["port"] == moved
+        with pg(course) as conn:
+            assert conn.execute("SELECT count(*) FROM anscombe").fetchone() == (44,)
+    finally:
+        thief.close()
+
+
 def test_kill_9_of_the_daemon_leaves_no_orphans_and_next_up_recovers(course: Instance) -> None:
     record = status(course)
-    before = {n: s["pid"] for n, s in services(course).items()}
+    before = {n: s["pid"] for n, s in services(course).items() if s["pid"]}
     os.kill(record["pid"], signal.SIGKILL)
     # The kernel tells each service its daemon died; nothing keeps running unmanaged.
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                              for p in before.values()), timeout=60, what="services to stop")
     cli("up", "--state", str(course.state.root), "--instance", "ports-taken")
     after = services(course)
-    assert all(s["state"] == "ready" for s in after.values())
+    assert all(after[name]["state"] == "ready" for name in before)
     with pg(course) as conn:
         notes = [r[0] for r in conn.execute("SELECT note FROM students_notes")]
     assert "before the crash" in notes
@@ -182,8 +200,11 @@ def test_down_then_up_keeps_every_row_and_the_notebooks(course: Instance) -> Non
 def test_two_instances_of_one_course_run_side_by_side(
         course: Instance, sample_instance: Instance) -> None:
     ours, theirs = services(course), services(sample_instance)
-    assert all(s["state"] == "ready" for s in [*ours.values(), *theirs.values()])
-    assert {s["port"] for s in ours.values()}.isdisjoint(s["port"] for s in theirs.values())
+    running = [s for s in [*ours.values(), *theirs.values()] if s["start"] == "always"]
+    assert running and all(s["state"] == "ready" for s in running)
+    # Ports of running services never clash (a stopped on-demand one is moved on start).
+    assert {s["port"] for s in ours.values() if s["pid"]}.isdisjoint(
+        s["port"] for s in theirs.values() if s["pid"])
     assert status(course)["url"] != status(sample_instance)["url"]
 
 

@@ -220,6 +220,12 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
         for log in sorted(state.logs.iterdir()):
             if log.is_file() and log.name != "events.jsonl":
                 members[f"logs/{log.name}"] = "\n".join(tail_lines(log, LOG_LINES)) + "\n"
+    # Some programs keep their own log in their data folder (nx-27017, for one).
+    if state.data.is_dir():
+        for log in sorted(state.data.glob("*/*.log")):
+            if log.is_file():
+                members[f"logs/data/{log.parent.name}/{log.name}"] = "\n".join(
+                    tail_lines(log, LOG_LINES)) + "\n"
     for name in ("ports.json", "pids.json", "daemon.json"):
         data = read_json(state.run / name)
         if data is not None:

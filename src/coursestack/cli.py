@@ -498,12 +498,13 @@ def plan(
             table.add_row(service.name, service.kind, format_size(service.expected),
                           format_size(service.measured) if measured is not None else "-",
                           service.basis)
-        table.add_row("[bold]total[/]", "", f"[bold]{format_size(result.expected_total)}[/]",
+            if service.start != "always":
+                table.add_row("", "", "", "", f"[dim](starts on request: {service.start})[/]")
+        table.add_row("[bold]up starts[/]", "",
+                      f"[bold]{format_size(result.expected_total)}[/]",
                       format_size(result.measured_total) if measured is not None else "-",
                       f"budget {result.budget_text}" if result.budget_text else "no budget")
         console.print(table)
-        for note in result.notes:
-            console.print(f"[dim]{note}[/]")
         console.print(result.verdict(), markup=False, highlight=False)
     if result.fits is False:
         raise typer.Exit(1)

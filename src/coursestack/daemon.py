@@ -27,7 +27,7 @@ from coursestack import __version__
 from coursestack.connections import environment_for, write_connections
 from coursestack.errors import UserError
 from coursestack.kinds import Context, Kind, build_unit
-from coursestack.ports import choose_port
+from coursestack.ports import choose_port, port_is_free
 from coursestack.privileges import RunAs, ensure_reachable, hand_over, service_account
 from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_recorded_processes
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
@@ -64,6 +64,7 @@ class Daemon:
         self.run_as: RunAs | None = None
         self.units: dict[str, Kind] = {}  # type: ignore[type-arg]
         self.supervisor: Supervisor | None = None
+        self.context: Context
         self.shutdown_requested = asyncio.Event()
         self.started = time.time()
         self.url = ""
@@ -108,10 +109,9 @@ class Daemon:
                 for member in range(1, unit.port_count):
                     ports[f"{name}:{member}"] = choose_port(preferred + member,
                                                             avoid=ports.values())
-        atomic_write_json(self.state.run / "ports.json", ports, OWNER_ONLY)
-        connections = [unit.connection() for unit in self.units.values()]
-        context.shared_env.update(environment_for(connections, self.state, self.name))
-        write_connections(connections, self.state, self.run_as)
+        self.context = context
+        context.port_guard = self._keep_port_free
+        self._publish_connections()
         if self.run_as is not None:
             needed: list[Path] = [self.state.root]
             for unit in self.units.values():
@@ -125,6 +125,25 @@ class Daemon:
         self.supervisor = Supervisor(self.units.values(), OSLauncher())
         self.supervisor.add_listener(self._record_event)
         self.supervisor.on_spawn(self._record_pid)
+
+    def _publish_connections(self) -> None:
+        """Write ports.json and connections.json, and the environment services get."""
+        atomic_write_json(self.state.run / "ports.json", self.context.ports, OWNER_ONLY)
+        connections = [unit.connection() for unit in self.units.values()]
+        self.context.shared_env.update(environment_for(connections, self.state, self.name))
+        write_connections(connections, self.state, self.run_as)
+
+    def _keep_port_free(self, name: str) -> None:
+        """Before a start: if another program took the service's port, choose another."""
+        ports = self.context.ports
+        if port_is_free(ports[name]):
+            return
+        taken = ports[name]
+        others = [port for key, port in ports.items() if key != name]
+        ports[name] = choose_port(taken, avoid=others)
+        log.warning("port %d of %s was taken by another program; using %d", taken, name,
+                    ports[name])
+        self._publish_connections()
 
     def _record_event(self, event: Event) -> None:
         with contextlib.suppress(OSError), open(self.state.events_file, "a",

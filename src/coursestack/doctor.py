@@ -195,7 +195,7 @@ def package_versions() -> dict[str, str]:
     """Versions of coursestack and the packages its services depend on most."""
     versions = {}
     for name in ("coursestack", "pydantic", "fastapi", "uvicorn", "httpx", "psutil", "psycopg",
-                 "pgserver", "jupyter_server", "jupyterlab", "ipykernel"):
+                 "pgserver", "pymongo", "nx-27017", "jupyter_server", "jupyterlab", "ipykernel"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -242,6 +242,14 @@ def program_version(unit: Any) -> str:
         module = unit._module()
         return (f"{module} {importlib.metadata.version(module)} "
                 f"(jupyter_server {importlib.metadata.version('jupyter_server')})")
+    if kind == "mongodb":
+        program = unit.binary()
+        return f"{_first_line([program, '--version'])} at {program}"
+    if kind == "mongodb-lite":
+        return (f"nx-27017 {importlib.metadata.version('nx-27017')} (a MongoDB-compatible "
+                "stand-in, not MongoDB)")
+    if hasattr(unit, "binary"):
+        return f"{unit.binary()}"
     program = unit.argv()[0]
     return f"{program} at {shutil.which(program) or Path(program).resolve()}"
 

@@ -13,13 +13,20 @@ line and the key.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from coursestack.errors import SpecError
-from coursestack.spec import CourseSpec, PostgresService, locate_key
+from coursestack.spec import (
+    CourseSpec,
+    MongoService,
+    OpenRefineService,
+    PostgresService,
+    locate_key,
+)
 
 MB = 1024 * 1024
 
@@ -48,6 +55,13 @@ ESTIMATES: dict[str, KindEstimate] = {
     # numpy/pandas imported (pandas alone adds ~40 MB).
     "jupyter": KindEstimate(120, 80, "kernel",
                             basis="~120 MB for the server + ~80 MB per open kernel"),
+    # mongod with the WiredTiger cache mostly empty; the cache (cache_size_gb) is added
+    # per member as it fills (see expected_memory).
+    "mongodb": KindEstimate(100, basis="~100 MB per mongod"),
+    # nx-27017, a Python server: ~31 MB measured idle.
+    "mongodb-lite": KindEstimate(40, basis="~40 MB (the Python stand-in server)"),
+    # A JVM: the heap grows up to `memory` (-Xmx) in use; ~150 MB for the JVM itself.
+    "openrefine": KindEstimate(150, basis="~150 MB for the JVM"),
     # An arbitrary program: we cannot know; a small web server or script.
     "command": KindEstimate(50, basis="~50 MB (a guess: any program)"),
 }
@@ -74,7 +88,11 @@ class ServicePlan:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """The whole course: per-service figures, totals, budget and verdict."""
+    """The whole course: per-service figures, totals, budget and verdict.
+
+    `expected_total` counts the services `coursestack up` starts; `expected_peak` also
+    counts those that start only on request (manual, on-demand), as if all ran at once.
+    """
 
     course: str
     services: list[ServicePlan]
@@ -82,11 +100,18 @@ class MemoryPlan:
     budget_text: str | None
     kernels: int
     running: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def expected_total(self) -> int:
+        return sum(s.expected for s in self.services if s.start == "always")
+
+    @property
+    def expected_peak(self) -> int:
         return sum(s.expected for s in self.services)
+
+    @property
+    def on_request(self) -> list[str]:
+        return [s.name for s in self.services if s.start != "always"]
 
     @property
     def measured_total(self) -> int | None:
@@ -102,16 +127,29 @@ class MemoryPlan:
         measured = self.measured_total or 0
         return self.expected_total <= self.budget and measured <= self.budget
 
+    @property
+    def fits_at_peak(self) -> bool | None:
+        """Whether everything, on-request services included, fits the budget."""
+        return None if self.budget is None else self.expected_peak <= self.budget
+
     def verdict(self) -> str:
-        """One sentence a person can act on."""
+        """What the figures mean, in a sentence or two a person can act on."""
         expected = format_size(self.expected_total)
+        peak = ""
+        if self.on_request:
+            names = ", ".join(self.on_request)
+            peak = (f" With {names} started too (on request), about "
+                    f"{format_size(self.expected_peak)}")
+            if self.budget is not None and not self.fits_at_peak:
+                peak += ": over the budget while they run"
+            peak += "."
         if self.budget is None:
-            return (f"The course is expected to use about {expected}; it declares no "
+            return (f"`coursestack up` starts about {expected}.{peak} The course declares no "
                     "memory_budget (add one under [course], e.g. memory_budget = \"1G\").")
         budget = format_size(self.budget)
         measured = self.measured_total
         if self.fits:
-            return f"Fits: about {expected} expected within the budget of {budget}."
+            return f"Fits: about {expected} expected within the budget of {budget}.{peak}"
         if self.expected_total > self.budget:
             return (f"Does not fit: about {expected} expected, budget {budget}. Raise "
                     "memory_budget, or plan for fewer services or kernels.")
@@ -122,10 +160,11 @@ class MemoryPlan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"course": self.course, "services": [s.as_dict() for s in self.services],
-                "expected_total": self.expected_total, "measured_total": self.measured_total,
+                "expected_total": self.expected_total, "expected_peak": self.expected_peak,
+                "on_request": self.on_request, "measured_total": self.measured_total,
                 "budget": self.budget, "budget_text": self.budget_text,
                 "kernels": self.kernels, "running": self.running, "fits": self.fits,
-                "verdict": self.verdict(), "notes": list(self.notes)}
+                "fits_at_peak": self.fits_at_peak, "verdict": self.verdict()}
 
 
 def parse_size(text: str) -> int:
@@ -180,6 +219,17 @@ def expected_memory(kind: str, service: Any = None, kernels: int = DEFAULT_KERNE
     if estimate.per_unit_mb:
         megabytes += estimate.per_unit_mb * kernels
         basis += f"; {kernels} {estimate.unit}{'s' if kernels != 1 else ''} assumed"
+    if isinstance(service, MongoService):
+        cache = int(service.cache_size_gb * 1024)
+        megabytes = (estimate.base_mb + cache) * service.replicas
+        basis += f" + its {cache} MB cache as it fills"
+        if service.replicas > 1:
+            basis += f", x {service.replicas} replica set members"
+    if isinstance(service, OpenRefineService):
+        with contextlib.suppress(ValueError):
+            heap = parse_size(service.memory)
+            megabytes += heap // MB
+            basis += f" + a heap of up to {service.memory}"
     if isinstance(service, PostgresService):
         shared = service.settings.get("shared_buffers")
         extra = _postgres_shared_buffers_extra(shared) if shared else 0
@@ -212,12 +262,9 @@ def make_plan(spec: CourseSpec, measured: dict[str, int | None] | None = None,
         services.append(ServicePlan(name=name, kind=service.kind, expected=expected,
                                     basis=basis, start=str(service.start),
                                     measured=(measured or {}).get(name)))
-    notes = []
-    if any(s.start != "always" for s in services):
-        notes.append("Services that only start on request are counted as if running.")
     return MemoryPlan(course=spec.course.name, services=services, budget=budget,
                       budget_text=spec.course.memory_budget, kernels=kernels,
-                      running=measured is not None, notes=notes)
+                      running=measured is not None)
 
 
 def format_size(count: int | None) -> str:

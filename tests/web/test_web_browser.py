@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +54,32 @@ def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -
             expect(postgres).to_have_text("ready", timeout=60_000)
 
             # Jupyter through the front door: open a notebook, run its cell.
+            notebook = f"{daemon.url}s/jupyter/api/contents/web-test-{uuid.uuid4().hex[:8]}.ipynb"
+            same_origin = {"Origin": daemon.origin}
             created = page.request.put(
-                f"{daemon.url}s/jupyter/api/contents/web-test.ipynb",
+                notebook,
                 data=json.dumps({"type": "notebook", "content": NOTEBOOK}),
-                headers={"Origin": daemon.origin, "Content-Type": "application/json"})
+                headers={**same_origin, "Content-Type": "application/json"})
             assert created.ok, created.text()
             lab = context.new_page()
             lab.set_viewport_size({"width": 1280, "height": 900})
-            lab.goto(f"{daemon.url}s/jupyter/lab/tree/web-test.ipynb")
+            lab.goto(notebook.replace("/api/contents/", "/lab/tree/"))
             cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
             expect(cell).to_contain_text("print(6 * 7)", timeout=60_000)
             expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
                    ).to_have_count(1, timeout=60_000)
+            select_kernel = lab.get_by_role("button", name="Select Kernel")
+            if select_kernel.is_visible():
+                select_kernel.click()
             cell.click()
+            lab.screenshot(path="/tmp/lab-test0.png")
             lab.keyboard.press("Shift+Enter")
+            lab.wait_for_timeout(3000)
+            lab.screenshot(path="/tmp/lab-test.png")
             expect(lab.locator(".jp-OutputArea-output").first).to_have_text(
                 "42", timeout=60_000)
+            lab.screenshot(path="/tmp/lab-test.png")
             assert errors == []
+            page.request.delete(notebook, headers=same_origin)
         finally:
             browser.close()

@@ -32,6 +32,8 @@ class Context:
     #: Environment every service gets: connection info of all services, and more.
     shared_env: dict[str, str] = field(default_factory=dict)
     instance_name: str = ""
+    #: Called before each start: moves a service off a port somebody else took meanwhile.
+    port_guard: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,10 @@ class Kind(Generic[S]):
     # -- supervisor verbs ------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Create the data folder (owned by the service account)."""
+        """Check the port is still free, create the data folder (owned by the service
+        account), and whatever else the kind needs before a launch."""
+        if self.port is not None and self.context.port_guard is not None:
+            self.context.port_guard(self.name)
         await asyncio.to_thread(self._prepare_folders)
 
     def _prepare_folders(self) -> None:

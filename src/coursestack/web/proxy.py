@@ -244,5 +244,5 @@ async def _bridge(browser: WebSocket, remote: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect,
                                  RuntimeError):
             await task
-    with contextlib.suppress(RuntimeError):
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await browser.close()
