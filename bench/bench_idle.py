@@ -1,8 +1,8 @@
 """Benchmark: idle CPU and memory of the coursestack daemon vs. supervisord, same programs.
 
 After the sample course is up (coursestack: `coursestack up`; supervisord: `supervisord -n`
-with the daemon's own two commands, see bench_startup.py) and both services are really
-ready, wait --settle seconds, then sample for --sample seconds with psutil:
+with the daemon's own commands for every service `up` starts, see bench_startup.py) and
+all of them are really ready, wait --settle seconds, then sample for --sample seconds with psutil:
 
 - the supervising process alone (daemon pid from `coursestack status --json` -> `pid`;
   supervisord's own pid): RSS every second (mean, max), USS at the end, and CPU as
@@ -73,6 +73,7 @@ def sample(pid: int, seconds: float) -> dict[str, float]:
             used_tree += _cpu(tree[p], with_children=True) - before
     uss = root.memory_full_info().uss / MB
     return {"rss": sum(rss) / len(rss), "rss_max": max(rss), "uss": uss,
+            "threads": root.num_threads(),
             "cpu": 100 * used_self / elapsed, "tree_cpu": 100 * used_tree / elapsed,
             "tree_rss": sum(tree_rss) / len(tree_rss), "processes": len(tree),
             "seconds": elapsed}
@@ -108,22 +109,24 @@ def measure(ws: Workspace, state: Path, settle: float,
 def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: float,
                   rss_aim: float = 60.0, cpu_aim: float = 1.0) -> tuple[str, dict[str, Any]]:
     rows = ["| supervising process | RSS mean (MB) | RSS max (MB) | USS (MB) | CPU (% of a core) "
-            "| whole tree CPU (%) | whole tree RSS (MB) | processes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| threads | whole tree CPU (%) | whole tree RSS (MB) | processes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         rows.append(f"| {name} | {r['rss']:.1f} | {r['rss_max']:.1f} | {r['uss']:.1f} | "
-                    f"{r['cpu']:.2f} | {r['tree_cpu']:.2f} | {r['tree_rss']:.0f} | "
-                    f"{r['processes']:.0f} |")
+                    f"{r['cpu']:.2f} | {r['threads']:.0f} | {r['tree_cpu']:.2f} | "
+                    f"{r['tree_rss']:.0f} | {r['processes']:.0f} |")
     daemon = results["coursestack daemon"]
     summary = {"rss": daemon["rss"], "rss_max": daemon["rss_max"], "cpu": daemon["cpu"],
                "rss_met": daemon["rss_max"] < rss_aim, "cpu_met": daemon["cpu"] < cpu_aim}
     ratio_text = ""
     if "supervisord" in results:
         sup = results["supervisord"]
+        cpu_ratio = (f"{daemon['cpu'] / sup['cpu']:.0f}x" if sup["cpu"] >= 0.01
+                     else f"{daemon['cpu']:.2f}% vs. {sup['cpu']:.3f}%")
         ratio_text = (f" Against supervisord: RSS {daemon['rss'] / sup['rss']:.1f}x, "
-                      f"CPU {daemon['cpu'] / max(sup['cpu'], 1e-9):.1f}x "
-                      f"(supervisord does no health probes; coursestack probes every service "
-                      f"every 5 s, a new PostgreSQL connection each time).")
+                      f"CPU {cpu_ratio} (supervisord does no health probes; coursestack "
+                      "probes every service every 5 s, each probe a new connection: a "
+                      "PostgreSQL login, an HTTP request, a new MongoDB client).")
     text = (f"\n### Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
             + "\n".join(rows) + "\n\n"
             f"**Daemon RSS {daemon['rss']:.1f} MB (max {daemon['rss_max']:.1f}), aim < "

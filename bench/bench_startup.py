@@ -771,7 +771,7 @@ def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[st
         keys = [k for k in cold[0] if k != "total"]
         cold_text = (
             "\n## Cold start (first `up` of a fresh state folder)\n\n"
-            f"| runs | median (s) | min (s) | "
+            "| runs | median (s) | min (s) | "
             + " | ".join(f"{k}, median (s)" for k in keys) + " |\n"
             + "| ---: | ---: | ---: | " + " | ".join("---:" for _ in keys) + " |\n"
             + f"| {len(cold)} | {median(cold_totals):.2f} | {min(cold_totals):.2f} | "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from coursestack.bundle import REDACTED, Redactor, write_bundle
+from coursestack.bundle import Redactor, write_bundle
 from coursestack.instances import Instance
 from coursestack.state import StateFolder, atomic_write_json
 from support import cli
@@ -64,6 +65,22 @@ def assert_no_secret(files: dict[str, str], secrets: set[str]) -> None:
         for form in {secret, quote(secret, safe="")}:
             leaks = [name for name, text in files.items() if form in text]
             assert not leaks, f"secret {form[:4]}… found in {leaks}"
+
+
+def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"),
+               timeout: float = 120.0) -> None:
+    """Other tests share the sample instance and may be restarting a service: wait."""
+    client = instance.client()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {s["name"]: s["state"] for s in client.get("/api/services")}
+            if all(states.get(name) == "ready" for name in names):
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise AssertionError(f"sample services not ready: {states}")
 
 
 # -- redaction rules ---------------------------------------------------------------------------
@@ -167,6 +184,7 @@ def test_bundle_of_a_stopped_instance_holds_no_secret(workdir: Path) -> None:
 @pytest.mark.slow
 def test_bundle_of_the_running_sample_course_holds_no_secret(
         sample_instance: Instance, workdir: Path) -> None:
+    wait_ready(sample_instance)
     state = sample_instance.state
     secrets = secrets_of(state)
     assert len(secrets) >= 3

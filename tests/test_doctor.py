@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,22 @@ def listener() -> Iterator[socket.socket]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock
+
+
+def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"),
+               timeout: float = 120.0) -> None:
+    """Other tests share the sample instance and may be restarting a service: wait."""
+    client = instance.client()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {s["name"]: s["state"] for s in client.get("/api/services")}
+            if all(states.get(name) == "ready" for name in names):
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise AssertionError(f"sample services not ready: {states}")
 
 
 # -- single checks --------------------------------------------------------------------------
@@ -182,7 +199,7 @@ def test_memory_headroom(workdir: Path) -> None:
 
 def test_recent_failures_come_from_the_history() -> None:
     now = 1_800_000_000.0
-    history = [
+    history: list[dict[str, Any]] = [
         {"time": now - 30 * HOUR, "service": "db", "state": "failed", "previous": "backoff",
          "reason": "too old to count"},
         {"time": now - 2 * HOUR, "service": "db", "state": "backoff", "previous": "ready",
@@ -286,6 +303,7 @@ def test_doctor_names_spec_mistakes(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_doctor_on_a_running_instance(sample_instance: Instance) -> None:
+    wait_ready(sample_instance)
     findings = run_doctor(sample_instance)
     by_check = {f.check: f for f in findings}
     assert by_check["daemon"].status == "ok"

@@ -214,7 +214,8 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
         with contextlib.suppress(OSError):
             members["course/course.toml"] = spec_path.read_text(encoding="utf-8",
                                                                 errors="replace")
-    members["services.json"] = _json(_service_states(instance))
+    services = _service_states(instance)
+    members["services.json"] = _json(services)
     members["events.jsonl"] = "\n".join(tail_lines(state.events_file, HISTORY_LINES)) + "\n"
     if state.logs.is_dir():
         for log in sorted(state.logs.iterdir()):
@@ -233,7 +234,9 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
     connections = read_json(state.connections_file)
     if connections is not None:
         members["connections.json"] = _json(connections)
-    members["plan.json"] = _json(_plan(spec_path))
+    running = services.get("instance", {}).get("services") if services["running"] else None
+    measured = {s["name"]: s.get("memory") for s in running} if running else None
+    members["plan.json"] = _json(_plan(spec_path, measured))
     members["versions.json"] = _json(_versions(findings))
     members["os.json"] = _json(os_facts(state.root))
     return members
@@ -260,7 +263,8 @@ def _service_states(instance: Any) -> dict[str, Any]:
     return {"running": False, "last_recorded": last}
 
 
-def _plan(spec_path: Path | None) -> dict[str, Any]:
+def _plan(spec_path: Path | None, measured: dict[str, int | None] | None,
+          ) -> dict[str, Any]:
     from coursestack.errors import UserError
     from coursestack.plan import make_plan
     from coursestack.spec import load_spec
@@ -268,7 +272,7 @@ def _plan(spec_path: Path | None) -> dict[str, Any]:
     if spec_path is None:
         return {"error": "the instance has never been set up"}
     try:
-        return make_plan(load_spec(spec_path)).as_dict()
+        return make_plan(load_spec(spec_path), measured).as_dict()
     except UserError as error:
         return {"error": error.render()}
 

@@ -470,6 +470,8 @@ def plan(
 ) -> None:
     """Memory each service is expected to use, and whether the course fits its
     memory_budget (exit status 1 if not). Shows measured memory when running."""
+    from rich.markup import escape
+
     from coursestack.plan import format_size, make_plan
     from coursestack.spec import load_spec
 
@@ -477,16 +479,19 @@ def plan(
     if spec is not None:
         course = load_spec(spec)
     else:
-        chosen = _instance(instance, state)
-        if "spec" in chosen.state.instance():
-            course = chosen.spec()
-        else:
-            from coursestack.instances import sample_course_source
+        from coursestack.instances import SAMPLE_INSTANCE, sample_course_source
 
-            course = load_spec(sample_course_source() / "course.toml")
+        chosen = _instance(instance, state)
+        if "spec" not in chosen.state.instance() and chosen.name == SAMPLE_INSTANCE:
+            course = load_spec(sample_course_source() / "course.toml")  # what `up` runs
+        else:
+            course = chosen.spec()
         if chosen.daemon_alive():
             client = chosen.client()
-            measured = {s["name"]: s["memory"] for s in client.get("/api/services")}
+            try:
+                measured = {s["name"]: s["memory"] for s in client.get("/api/services")}
+            finally:
+                client.close()
     result = make_plan(course, measured, kernels)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
@@ -497,13 +502,14 @@ def plan(
         for service in result.services:
             table.add_row(service.name, service.kind, format_size(service.expected),
                           format_size(service.measured) if measured is not None else "-",
-                          service.basis)
+                          escape(service.basis))
             if service.start != "always":
                 table.add_row("", "", "", "", f"[dim](starts on request: {service.start})[/]")
         table.add_row("[bold]up starts[/]", "",
                       f"[bold]{format_size(result.expected_total)}[/]",
                       format_size(result.measured_total) if measured is not None else "-",
-                      f"budget {result.budget_text}" if result.budget_text else "no budget")
+                      f"budget {escape(result.budget_text)}" if result.budget_text
+                      else "no budget")
         console.print(table)
         console.print(result.verdict(), markup=False, highlight=False)
     if result.fits is False:

@@ -88,7 +88,13 @@ def run_doctor(target: Instance | StateFolder | Path | str | None = None) -> lis
     add = findings.extend
     add(_guard("python", check_python))
     add(_guard("packages", check_packages))
-    spec, spec_findings = _load_spec(instance)
+    spec: CourseSpec | None = None
+    try:
+        spec, spec_findings = _load_spec(instance)
+    except Exception as error:  # an unreadable file, say: report it, check the rest
+        spec_findings = [Finding("fail", "spec", f"The course spec could not be read: "
+                                 f"{type(error).__name__}: {error}",
+                                 "check that the spec file exists and is readable")]
     add(spec_findings)
     if spec is not None:
         add(_guard("programs", check_programs, spec))

@@ -22,6 +22,7 @@ import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coursestack import __version__
@@ -136,6 +137,20 @@ def create_app(daemon: Daemon) -> FastAPI:
               name="static")
     _watch_shutdown(daemon, web)
     return app
+
+
+def routes_of(app: FastAPI) -> list[BaseRoute]:
+    """Every route the app serves, included routers flattened (for the auth test)."""
+    found: list[BaseRoute] = []
+    pending: list[BaseRoute] = list(app.routes)
+    while pending:
+        route = pending.pop(0)
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.16x
+        if included is not None:
+            pending[:0] = list(included.routes)
+        else:
+            found.append(route)
+    return found
 
 
 def _watch_shutdown(daemon: Daemon, web: WebContext) -> None:
