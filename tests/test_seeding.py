@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 import pymongo
 import pytest
-from support import cli, open_folder
 
 from coursestack.errors import UserError
 from coursestack.seeding import infer_types, plan_table, read_documents
+from support import cli, open_folder
 
 
 def test_types_are_inferred_and_widened() -> None:

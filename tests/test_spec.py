@@ -52,7 +52,7 @@ def test_sample_course_loads() -> None:
     assert spec.course.name == "sample"
     assert isinstance(spec.services["postgres"], PostgresService)
     assert isinstance(spec.services["jupyter"], JupyterService)
-    assert spec.start_order() == [["postgres"], ["jupyter"]]
+    assert spec.start_order() == [["mongo", "openrefine", "postgres"], ["jupyter"]]
 
 
 def test_good_spec_types_and_defaults() -> None:
@@ -96,7 +96,8 @@ def test_unknown_kind_lists_known_kinds() -> None:
     message = problems_of(GOOD.replace('kind = "postgres"', 'kind = "postgress"'))
     assert "unknown kind 'postgress'" in message
     assert "did you mean 'postgres'?" in message
-    assert "known kinds: command, jupyter, postgres" in message
+    assert ("known kinds: command, jupyter, mongodb, mongodb-lite, openrefine, postgres"
+            in message)
 
 
 def test_dependency_on_missing_service() -> None:

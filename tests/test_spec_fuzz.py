@@ -280,8 +280,6 @@ def test_the_writer_round_trips_the_good_spec() -> None:
     assert spec.course.memory_budget == "1G"
 
 
-@pytest.mark.xfail(strict=True, reason="spec.py: tomllib says 'at end of document' with no "
-                   "line; parse_spec should then name the last line (len(text.splitlines()))")
 def test_toml_error_at_end_names_a_line() -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec('[course]\nname = "x"\n0', PATH)

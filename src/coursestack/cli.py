@@ -516,6 +516,33 @@ def plan(
         raise typer.Exit(1)
 
 
+@app.command()
+def passwd(
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    clear: Annotated[bool, typer.Option(
+        "--clear", help="Remove the password (the token link still logs in).")] = False,
+    stdin: Annotated[bool, typer.Option(
+        "--stdin", help="Read the password from standard input (for scripts).")] = False,
+) -> None:
+    """Set the dashboard password (stored hashed, owner-only, in the state folder)."""
+    from coursestack.web.auth import clear_password, set_password
+
+    chosen = _instance(instance, state)
+    if clear:
+        removed = clear_password(chosen.state)
+        console.print("Password removed." if removed else "No password was set.")
+        return
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New dashboard password", hide_input=True,
+                                confirmation_prompt=True)
+    path = set_password(chosen.state, password)
+    console.print(f"Dashboard password set for [bold]{chosen.name}[/] (hash in {path}); "
+                  "log in at the dashboard with it.")
+
+
 def _register_author() -> None:
     try:
         from coursestack.authoring.cli import author_app

@@ -71,8 +71,18 @@ class CourseInfo(_Strict):
     memory_budget: str | None = Field(
         default=None,
         description='Memory the whole course may use, e.g. "1G" or "512M" (reported by '
-        "`coursestack plan`).",
+        "`coursestack plan` and `coursestack doctor`).",
     )
+
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _is_a_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            from coursestack.plan import parse_size  # plan imports spec
+
+            parse_size(value)
+        return value
 
 
 class DashboardSettings(_Strict):
@@ -430,7 +440,8 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        line = _line_of_decode_error(str(error))
+        # "at end of document" carries no line: the last line is where to look.
+        line = _line_of_decode_error(str(error)) or max(1, len(text.splitlines()))
         raise SpecError(
             f"not valid TOML: {_strip_position(str(error))}",
             where=f"{path}:{line}" if line else str(path),

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -147,7 +149,8 @@ def test_bad_input_is_a_clear_4xx_and_no_crash(daemon: Any,
 
 def test_a_crash_shows_in_the_event_stream_within_a_second(daemon: Any,
                                                            restore_services: None) -> None:
-    pid = daemon.bearer().get("/api/services/postgres").json()["pid"]
+    with daemon.bearer() as client:
+        pid = client.get("/api/services/postgres").json()["pid"]
     with daemon.bearer() as client, client.stream(
             "GET", "/api/events", timeout=httpx.Timeout(30, read=30)) as stream:
         lines = stream.iter_lines()
@@ -215,3 +218,29 @@ def test_rate_limiter_forgets_after_the_window() -> None:
     assert limiter.retry_after("a", now=2) == pytest.approx(8)
     assert limiter.retry_after("b", now=2) == 0
     assert limiter.retry_after("a", now=11) == 0
+
+
+def test_passwd_stores_a_hash_the_dashboard_accepts(daemon: Any) -> None:
+    state = daemon.instance.state
+    root = str(state.root)
+    try:
+        short = subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", root,
+                                "--stdin"], input="short\n", capture_output=True, text=True)
+        assert short.returncode == 2 and "too short" in short.stderr
+        done = subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", root,
+                               "--stdin"], input="a long enough secret\n", capture_output=True,
+                              text=True, check=True)
+        assert "password set" in done.stdout
+        assert stat.S_IMODE(password_file(state).stat().st_mode) == 0o600
+        with httpx.Client(base_url=daemon.url, trust_env=False) as client:
+            page = client.get("/login")
+            token = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
+            assert token
+            response = client.post("/login", data={"login_csrf": token.group(1), "next": "/",
+                                                   "secret": "a long enough secret"})
+            assert response.status_code == 303
+            assert client.get("/api/services").status_code == 200
+    finally:
+        subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", root,
+                        "--clear"], capture_output=True, check=True)
+    assert not password_file(state).exists()

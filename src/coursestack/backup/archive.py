@@ -1,0 +1,245 @@
+"""The backup archive: one `.tar.gz` whose first member is `manifest.json`.
+
+The manifest names every other member with its size and SHA-256, the coursestack version,
+the course, and each service's kind and server version. Reading an archive checks all of
+it (every member present, nothing extra, sizes and checksums right, the manifest sane)
+and raises a UserError on the first problem, so a truncated or tampered archive is
+refused before a restore changes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from coursestack import __version__
+from coursestack.errors import UserError
+
+MANIFEST = "manifest.json"
+FORMAT = "coursestack-backup"
+FORMAT_VERSION = 1
+SUFFIX = ".coursestack.tar.gz"
+#: gzip level of the archive: 6 is zlib's own default, a good size/speed trade.
+COMPRESS_LEVEL = 6
+_BLOCK = 1 << 20
+
+
+@dataclass
+class Manifest:
+    """What an archive holds; `members` maps each member name to its sha256 and size."""
+
+    course: str
+    instance: str
+    created: str
+    services: dict[str, dict[str, Any]]
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    coursestack_version: str = __version__
+    embedded_sample: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "coursestack_version": self.coursestack_version, "course": self.course,
+                "instance": self.instance, "created": self.created,
+                "embedded_sample": self.embedded_sample, "services": self.services,
+                "skipped": self.skipped, "members": self.members}
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> Manifest:
+        """A manifest from its JSON bytes; anything odd is a UserError naming `where`."""
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise _damaged(where, f"its manifest is not valid JSON ({error})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise UserError("not a coursestack backup (its manifest is not one)", where=where,
+                            hint="give the .coursestack.tar.gz file `coursestack backup` wrote")
+        version = raw.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UserError(f"this backup was written by a newer coursestack "
+                            f"({raw.get('coursestack_version')}, format {version})",
+                            where=where, hint="upgrade coursestack, then restore again")
+        members = raw.get("members")
+        services = raw.get("services")
+        if not isinstance(members, dict) or not isinstance(services, dict):
+            raise _damaged(where, "its manifest lacks `members` or `services`")
+        for name, entry in members.items():
+            safe_member_name(name, where)
+            if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
+                    or not isinstance(entry.get("sha256"), str)):
+                raise _damaged(where, f"the manifest entry of {name!r} is malformed")
+        for name, entry in services.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+                raise _damaged(where, f"the manifest entry of service {name!r} is malformed")
+        return cls(course=str(raw.get("course", "")), instance=str(raw.get("instance", "")),
+                   created=str(raw.get("created", "")), services=services, members=members,
+                   skipped=dict(raw.get("skipped") or {}),
+                   coursestack_version=str(raw.get("coursestack_version", "")),
+                   embedded_sample=bool(raw.get("embedded_sample", False)))
+
+
+def _damaged(where: str, why: str) -> UserError:
+    return UserError(f"the backup archive is damaged or incomplete: {why}; nothing was changed",
+                     where=where, hint="use another backup (see the backups folder), or "
+                     "copy the file again if it came from elsewhere")
+
+
+def safe_member_name(name: str, where: str) -> PurePosixPath:
+    """A member name as a relative path that cannot leave the folder it is unpacked in."""
+    path = PurePosixPath(name)
+    if (not name or path.is_absolute() or ".." in path.parts or "\\" in name
+            or name != str(path) or name == MANIFEST):
+        raise _damaged(where, f"it names an unsafe or reserved member {name!r}")
+    return path
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def write_archive(output: Path, manifest: Manifest, files: Iterable[tuple[str, Path]]) -> int:
+    """Write `files` (member name, file on disk) and the manifest as one tar.gz.
+
+    Checksums go into the manifest first; the archive is written beside `output` and
+    renamed into place, so a crash never leaves a half archive under the final name.
+    Returns the archive's size.
+    """
+    listed = list(files)
+    for name, path in listed:
+        sha256, size = file_digest(path)
+        manifest.members[name] = {"sha256": sha256, "size": size}
+    body = json.dumps(manifest.as_dict(), indent=2, sort_keys=True).encode("utf-8")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with tarfile.open(partial, "w:gz", compresslevel=COMPRESS_LEVEL,
+                          format=tarfile.PAX_FORMAT) as archive:
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime, info.mode = len(body), int(time.time()), 0o600
+            archive.addfile(info, _BytesReader(body))
+            for name, path in listed:
+                stat = path.stat()
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = stat.st_size, int(stat.st_mtime)
+                info.mode = stat.st_mode & 0o755
+                with open(path, "rb") as handle:
+                    archive.addfile(info, handle)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return output.stat().st_size
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._offset + size
+        chunk = self._data[self._offset:end]
+        self._offset += len(chunk)
+        return chunk
+
+
+def read_archive(archive: Path, into: Path | None = None) -> Manifest:
+    """Check an archive from end to end; with `into`, also unpack its members there.
+
+    Raises a UserError if the file is missing, not a coursestack backup, truncated, or
+    if any member is missing, extra, or differs from the manifest (size or sha256).
+    On failure, `into` is removed again.
+    """
+    where = str(archive)
+    if not archive.is_file():
+        raise UserError("no such backup file", where=where,
+                        hint="give the path of a .coursestack.tar.gz file")
+    try:
+        with tarfile.open(archive, "r|gz") as stream:
+            manifest = _read_members(stream, where, into)
+    except UserError:
+        if into is not None:
+            shutil.rmtree(into, ignore_errors=True)
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        if into is not None:
+            shutil.rmtree(into, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise UserError(f"cannot read the backup: {error.strerror}", where=where,
+                            hint="check the file's permissions and free disk space") from None
+        raise _damaged(where, f"the file is truncated or corrupt ({error})") from None
+    return manifest
+
+
+def _read_members(stream: tarfile.TarFile, where: str, into: Path | None) -> Manifest:
+    first = stream.next()
+    if first is None or first.name != MANIFEST or not first.isfile():
+        raise UserError("not a coursestack backup (it does not start with manifest.json)",
+                        where=where, hint="give the .coursestack.tar.gz file "
+                        "`coursestack backup` wrote")
+    handle = stream.extractfile(first)
+    assert handle is not None
+    manifest = Manifest.parse(handle.read(), where)
+    seen: set[str] = set()
+    for member in stream:
+        name = member.name
+        if name not in manifest.members or name in seen:
+            raise _damaged(where, f"it holds a member the manifest does not list: {name!r}")
+        if not member.isfile():
+            raise _damaged(where, f"member {name!r} is not a regular file")
+        seen.add(name)
+        expected = manifest.members[name]
+        source = stream.extractfile(member)
+        assert source is not None
+        target = None
+        if into is not None:
+            target = into / safe_member_name(name, where)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        sha256, size = _copy_hashing(source, target)
+        if size != expected["size"] or sha256 != expected["sha256"]:
+            raise _damaged(where, f"member {name!r} does not match its checksum "
+                           "(changed after the backup was written)")
+        if target is not None:
+            os.chmod(target, (member.mode & 0o755) | 0o600)
+            with contextlib.suppress(OSError):
+                os.utime(target, (member.mtime, member.mtime))
+    missing = sorted(set(manifest.members) - seen)
+    if missing:
+        raise _damaged(where, f"{len(missing)} member(s) are missing, e.g. {missing[0]!r}")
+    return manifest
+
+
+def _copy_hashing(source: IO[bytes], target: Path | None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    sink = open(target, "wb") if target is not None else None  # noqa: SIM115
+    try:
+        for block in iter(lambda: source.read(_BLOCK), b""):
+            digest.update(block)
+            size += len(block)
+            if sink is not None:
+                sink.write(block)
+    finally:
+        if sink is not None:
+            sink.close()
+    return digest.hexdigest(), size

@@ -1,0 +1,127 @@
+"""A PostgreSQL service in a backup: the course database as one `pg_dump -Fc` file.
+
+Dump and restore use the service's own PostgreSQL programs (`PostgresKind.bin_dir()`)
+and this instance's superuser password, never a password from the archive: a backup
+restores into a fresh instance (another machine, other ports, other passwords) too.
+
+Restore is all or nothing: the dump goes into a new database first; only when that
+succeeded is the course database dropped and the new one renamed into its place, owned
+by the course role (objects are created as that role, `--no-owner --role`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from coursestack.errors import UserError
+from coursestack.kinds.base import LOCALHOST
+from coursestack.kinds.postgres import SUPERUSER, PostgresKind
+
+DUMP_MEMBER = "database.dump"
+
+
+def _environment(kind: PostgresKind) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if key in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "TMPDIR", "HOME")}
+    env.update({"PGPASSWORD": kind.superuser_password, "PGCONNECT_TIMEOUT": "10",
+                "PGHOST": LOCALHOST, "PGPORT": str(kind.port), "PGUSER": SUPERUSER})
+    return env
+
+
+def _admin(kind: PostgresKind, database: str = "postgres") -> psycopg.Connection[Any]:
+    return psycopg.connect(host=LOCALHOST, port=kind.port, user=SUPERUSER,
+                           password=kind.superuser_password, dbname=database,
+                           connect_timeout=10, autocommit=True)
+
+
+def tool_version(program: Path) -> str:
+    """`pg_dump --version` etc.: 'pg_dump (PostgreSQL) 16.2' -> '16.2'."""
+    result = subprocess.run([str(program), "--version"], capture_output=True, text=True,
+                            check=False)
+    found = re.search(r"(\d+(?:\.\d+)*)", result.stdout)
+    return found.group(1) if found else ""
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _run(argv: list[str], kind: PostgresKind, what: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, env=_environment(kind),
+                            check=False, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise UserError(f"{what} failed (exit {result.returncode}): "
+                        + " | ".join(lines[-4:]), where=f"services.{kind.name}",
+                        hint="see `coursestack logs " + kind.name + "`")
+
+
+def dump(kind: PostgresKind, folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+    """Dump the course database into `folder`; the manifest entry and the files."""
+    bin_dir = kind.bin_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / DUMP_MEMBER
+    # No compression here: the archive compresses everything once.
+    _run([str(bin_dir / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
+          f"--file={target}", kind.database], kind, "pg_dump")
+    with _admin(kind, kind.database) as admin:
+        row = admin.execute("SHOW server_version").fetchone()
+        tables = admin.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
+            "('pg_catalog', 'information_schema')").fetchone()
+    entry = {"kind": kind.KIND, "version": str(row[0]) if row else "",
+             "pg_dump": tool_version(bin_dir / "pg_dump"), "database": kind.database,
+             "user": kind.spec.user, "tables": int(tables[0]) if tables else 0,
+             "parts": {"dump": DUMP_MEMBER}}
+    return entry, [(DUMP_MEMBER, target)]
+
+
+def check_restorable(kind: PostgresKind, entry: dict[str, Any], where: str) -> None:
+    """Refuse (before anything changes) a dump this PostgreSQL cannot read."""
+    made_by = str(entry.get("pg_dump", ""))
+    ours = tool_version(kind.bin_dir() / "pg_restore")
+    if _major(made_by) > _major(ours):
+        raise UserError(f"service {kind.name}: the backup was made with PostgreSQL {made_by}, "
+                        f"this instance has {ours} (too old to read it); nothing was changed",
+                        where=where, hint=f"use a PostgreSQL of version {_major(made_by)} or "
+                        f"newer (services.{kind.name}.binaries)")
+
+
+def restore(kind: PostgresKind, folder: Path) -> None:
+    """Replace the course database with the dump in `folder`."""
+    database = kind.database
+    staging = f"{database}__restoring"[:63]
+    owner = kind.spec.user
+    with _admin(kind) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(staging)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(staging), sql.Identifier(owner)))
+    try:
+        _run([str(kind.bin_dir() / "pg_restore"), "--no-password", "--exit-on-error",
+              "--no-owner", f"--role={owner}", f"--dbname={staging}",
+              str(folder / DUMP_MEMBER)], kind, "pg_restore")
+    except UserError:
+        with _admin(kind) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
+                sql.Identifier(staging)))
+        raise
+    with _admin(kind) as admin:
+        version = admin.execute("SHOW server_version_num").fetchone()
+        force = bool(version and int(version[0]) >= 130000)
+        if not force:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+        drop = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
+        admin.execute(sql.SQL(drop).format(sql.Identifier(database)))  # type: ignore[arg-type]
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(staging), sql.Identifier(database)))
