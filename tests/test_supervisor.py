@@ -191,3 +191,24 @@ async def test_stop_during_backoff_and_start_again() -> None:
     assert supervisor.services["svc"].status.state is State.READY
     await supervisor.stop_all()
     assert supervisor.services["svc"].status.state is State.STOPPED
+
+
+async def test_memory_limit_restarts_a_service_over_it_three_probes_in_a_row() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("hog", clock, ready_after=0.0, probe_interval=1,
+                        memory_limit="100M", max_restarts=0)
+    usage = {"bytes": 50 * 2**20}
+    launcher = FakeLauncher()
+    supervisor = Supervisor([unit], launcher, clock=clock, timing=Timing(),
+                            memory_of=lambda pid: usage["bytes"])
+    supervisor.start(["hog"])
+    await clock.advance(5.0)
+    assert supervisor.services["hog"].status.state is State.READY
+    usage["bytes"] = 300 * 2**20
+    await clock.advance(2.05)
+    assert supervisor.services["hog"].status.state is State.READY  # two samples: not yet
+    await clock.advance(1.0)
+    status = supervisor.services["hog"].status
+    assert status.state is State.FAILED
+    assert "used 300 MB, above its memory_limit of 100M" in status.reason
+    assert launcher.last("hog").signals[0] == signal.SIGTERM

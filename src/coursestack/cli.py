@@ -543,6 +543,101 @@ def passwd(
                   "log in at the dashboard with it.")
 
 
+def _backup_progress(task: Any) -> Any:
+    """Run `task(reporter)` under a spinner; notes are printed as they come."""
+    from rich.markup import escape
+
+    from coursestack.backup import Reporter
+
+    with console.status("working…") as spinner:
+        reporter = Reporter(step=lambda message: spinner.update(escape(message)),
+                            note=lambda message: console.print(
+                                f"  {escape(message)}", highlight=False))
+        return task(reporter)
+
+
+def _megabytes(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} kB"
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+@app.command()
+def backup(
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Archive to write (a file or a folder). Default: "
+        "<state>/backups/<instance>-<date>-<time>.coursestack.tar.gz.")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Back up only these services.")] = None,
+    instance: InstanceOption = None,
+    state: StateOption = None,
+) -> None:
+    """Write one archive with the instance's notebooks, databases and OpenRefine projects."""
+    from coursestack.backup import create_backup
+
+    chosen = _instance(instance, state)
+    result = _backup_progress(lambda reporter: create_backup(
+        chosen, output.expanduser().resolve() if output else None, only or None, reporter))
+    for line in result.lines():
+        console.print(f"  {line}", markup=False, highlight=False)
+    console.print(f"Backup written: {result.path} ({_megabytes(result.size)}, "
+                  f"{result.seconds:.1f} s)", markup=False, highlight=False)
+    console.print(f"Restore it with `coursestack restore {result.path}`.", markup=False,
+                  highlight=False)
+
+
+@app.command()
+def restore(
+    archive: Annotated[Path, typer.Argument(
+        help="A .coursestack.tar.gz archive written by `coursestack backup`.",
+        show_default=False)],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only check the archive (checksums, completeness); change "
+        "nothing.")] = False,
+    instance: InstanceOption = None,
+    state: StateOption = None,
+) -> None:
+    """Rebuild an instance's data from a backup (the current data is backed up first)."""
+    from coursestack.backup import check_archive, restore_backup
+    from coursestack.backup.service import describe
+
+    if check:
+        with console.status("checking the archive…"):
+            manifest = check_archive(archive.expanduser().resolve())
+        console.print(f"{archive}: complete and intact — course {manifest.course}, instance "
+                      f"{manifest.instance}, made {manifest.created} by coursestack "
+                      f"{manifest.coursestack_version}", markup=False, highlight=False)
+        for name, entry in manifest.services.items():
+            console.print(f"  {name}: {describe(entry)}", markup=False, highlight=False)
+        return
+    chosen = _instance(instance, state)
+    result = _backup_progress(lambda reporter: restore_backup(chosen, archive, reporter))
+    for line in result.restored:
+        console.print(f"  restored {line}", markup=False, highlight=False)
+    if result.untouched:
+        console.print(f"  not in the backup, untouched: {', '.join(result.untouched)}",
+                      markup=False, highlight=False)
+    console.print(f"Restored {result.archive.name} into instance {chosen.name} in "
+                  f"{result.seconds:.1f} s; it is running.", markup=False, highlight=False)
+    if result.before is not None:
+        console.print(f"The data it replaced is in {result.before.path}.", markup=False,
+                      highlight=False)
+
+
+@app.command()
+def reset(name: ServiceArgument, instance: InstanceOption = None,
+          state: StateOption = None) -> None:
+    """Start one service again from its seed: back it up, wipe its data, start it."""
+    from coursestack.backup import reset_service
+
+    chosen = _instance(instance, state)
+    result = _backup_progress(lambda reporter: reset_service(chosen, name, reporter))
+    style = STATE_STYLES.get(result.state, "")
+    console.print(f"{name} reset: [{style}]{result.state}[/]")
+    console.print(f"Its previous data is in {result.backup.path} (undo with `coursestack "
+                  f"restore {result.backup.path}`).", markup=False, highlight=False)
+
+
 def _register_author() -> None:
     try:
         from coursestack.authoring.cli import author_app

@@ -27,6 +27,7 @@ from coursestack import __version__
 from coursestack.connections import environment_for, write_connections
 from coursestack.errors import UserError
 from coursestack.kinds import Context, Kind, build_unit
+from coursestack.logs import rotate_if_large
 from coursestack.ports import choose_port, port_is_free
 from coursestack.privileges import RunAs, ensure_reachable, hand_over, service_account
 from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_recorded_processes
@@ -171,23 +172,31 @@ class Daemon:
             self.supervisor.start([name])
         return str(service.status.state)
 
-    async def _stop_idle_services(self, every: float = 5.0) -> None:
-        """Stop on-demand services nobody has used for their `idle_stop` seconds."""
-        assert self.supervisor is not None
+    async def _housekeeping(self, every: float = 2.0) -> None:
+        """Every few seconds: stop idle on-demand services, keep the events log bounded."""
+        from coursestack.plan import parse_size
+
+        max_bytes = parse_size(self.spec.logs.max_size)
         while True:
             await asyncio.sleep(every)
-            now = time.monotonic()
-            for name, service in self.supervisor.services.items():
-                spec = service.unit.spec
-                if (spec.start is not StartPolicy.ON_DEMAND or spec.idle_stop <= 0
-                        or not service.active):
-                    continue
-                last = self._last_request.get(name, now)
-                self._last_request.setdefault(name, now)
-                if now - last >= spec.idle_stop:
-                    log.info("stopping %s: idle for %.0f s", name, now - last)
-                    await service.stop()
-                    service.status.detail = f"stopped after {spec.idle_stop:g} s idle"
+            await self._stop_idle_services()
+            with contextlib.suppress(OSError):
+                rotate_if_large(self.state.events_file, max_bytes, self.spec.logs.keep)
+
+    async def _stop_idle_services(self) -> None:
+        """Stop on-demand services nobody has used for their `idle_stop` seconds."""
+        assert self.supervisor is not None
+        now = time.monotonic()
+        for name, service in self.supervisor.services.items():
+            spec = service.unit.spec
+            if (spec.start is not StartPolicy.ON_DEMAND or spec.idle_stop <= 0
+                    or not service.active):
+                continue
+            last = self._last_request.setdefault(name, now)
+            if now - last >= spec.idle_stop:
+                log.info("stopping %s: idle for %.0f s", name, now - last)
+                await service.stop()
+                service.status.detail = f"stopped after {spec.idle_stop:g} s idle"
 
     def autostart(self) -> list[str]:
         """Services `up` starts: `--only` if given, else every `start = "always"` one."""
@@ -222,7 +231,7 @@ class Daemon:
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path)}, OWNER_ONLY)
         self.supervisor.start(self.autostart())
-        reaper = asyncio.create_task(self._stop_idle_services())
+        reaper = asyncio.create_task(self._housekeeping())
         try:
             await self.shutdown_requested.wait()
         finally:

@@ -29,3 +29,44 @@ def tail_lines(path: Path, count: int) -> list[str]:
         return []
     text = b"".join(reversed(chunks)).decode("utf-8", errors="replace")
     return text.splitlines()[-count:]
+
+
+def rotate_if_large(path: Path, max_bytes: int, keep: int) -> bool:
+    """Rotate a log that grew past `max_bytes`: name.log -> name.log.1 -> ... -> .keep.
+
+    The service keeps writing to its open file (opened with O_APPEND), so the log is
+    copied and then truncated in place ("copytruncate"): a service writing gigabytes
+    cannot fill the disk, and nothing needs restarting.
+    """
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for number in range(keep, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if number == keep:
+            older.unlink(missing_ok=True)
+        elif older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
+    if keep > 0:
+        with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb") as copy:
+            while block := source.read(1 << 20):
+                copy.write(block)
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+    return True
+
+
+def rotate_by_rename(path: Path, keep: int) -> None:
+    """Rotate a closed log: name.log -> name.log.1 -> ... ; the oldest beyond `keep` goes."""
+    for number in range(keep, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if number == keep:
+            older.unlink(missing_ok=True)
+        elif older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
+    if keep > 0:
+        os.replace(path, path.with_name(f"{path.name}.1"))
+    else:
+        path.unlink(missing_ok=True)

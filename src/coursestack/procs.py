@@ -14,10 +14,11 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -36,6 +37,11 @@ class LaunchSpec:
     log_file: Path
     run_as: RunAs | None = None
     stop_signal: int = signal.SIGTERM
+    #: Rotate the log past this size, keeping this many old ones.
+    log_max_bytes: int = 10 * 2**20
+    log_keep: int = 3
+    #: Most log output per second; a faster writer is slowed down (the pipe fills).
+    log_rate: int = 4 * 2**20
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -58,11 +64,54 @@ class Launcher(Protocol):
     async def launch(self, spec: LaunchSpec) -> ProcessHandle: ...
 
 
+class LogPump:
+    """Copies a service's output from its pipe to its log file, rotating by size.
+
+    The daemon owns the file, so rotation is a rename, not a copy; and output beyond
+    `log_rate` bytes a second waits in the pipe, which slows the writer down instead of
+    filling the disk or a core. A service writing gigabytes costs a bounded log.
+    """
+
+    def __init__(self, stream: asyncio.StreamReader, spec: LaunchSpec) -> None:
+        self._stream = stream
+        self._spec = spec
+        self.task = asyncio.create_task(self._run(), name=f"log:{spec.log_file.name}")
+
+    def _open(self) -> Any:
+        return open(self._spec.log_file, "ab", buffering=0)
+
+    async def _run(self) -> None:
+        spec = self._spec
+        log = self._open()
+        window_start, window_bytes = time.monotonic(), 0
+        try:
+            while chunk := await self._stream.read(65536):
+                log.write(chunk)
+                if log.tell() > spec.log_max_bytes:
+                    log.close()
+                    from coursestack.logs import rotate_by_rename
+
+                    rotate_by_rename(spec.log_file, spec.log_keep)
+                    log = self._open()
+                window_bytes += len(chunk)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= 1.0:
+                    window_start, window_bytes = time.monotonic(), 0
+                elif window_bytes >= spec.log_rate:
+                    await asyncio.sleep(1.0 - elapsed)
+                    window_start, window_bytes = time.monotonic(), 0
+        except OSError:
+            pass  # a full disk must not take the daemon down; the service goes on
+        finally:
+            log.close()
+
+
 class OSProcess:
     """A real child process in its own session/process group."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, pump: LogPump | None) -> None:
         self._process = process
+        self._pump = pump
         self.pid = process.pid
 
     @property
@@ -70,7 +119,13 @@ class OSProcess:
         return self._process.returncode
 
     async def wait(self) -> int:
-        return await self._process.wait()
+        code = await self._process.wait()
+        if self._pump is not None:
+            # Let its last words reach the log (a crash reason quotes them); a grandchild
+            # still holding the pipe must not keep us waiting.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pump.task), 1.0)
+        return code
 
     def signal_group(self, signum: int) -> None:
         signal_process_group(self.pid, signum)
@@ -103,27 +158,24 @@ class OSLauncher:
 
     async def launch(self, spec: LaunchSpec) -> ProcessHandle:
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-        # O_APPEND lets the log be truncated or rotated while the process writes.
-        log_fd = os.open(spec.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        try:
-            kwargs: dict[str, object] = {}
-            if sys.platform == "win32":  # pragma: no cover
-                kwargs["creationflags"] = 0x00000200  # CREATE_NEW_PROCESS_GROUP
-            else:
-                kwargs["start_new_session"] = True
-                kwargs["preexec_fn"] = _child_setup(spec.stop_signal)
-                if spec.run_as is not None:
-                    kwargs["user"] = spec.run_as.uid
-                    kwargs["group"] = spec.run_as.gid
-                    kwargs["extra_groups"] = []
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv, cwd=str(spec.cwd), env=dict(spec.env),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        finally:
-            os.close(log_fd)
-        return OSProcess(process)
+        kwargs: dict[str, object] = {}
+        if sys.platform == "win32":  # pragma: no cover
+            kwargs["creationflags"] = 0x00000200  # CREATE_NEW_PROCESS_GROUP
+        else:
+            kwargs["start_new_session"] = True
+            kwargs["preexec_fn"] = _child_setup(spec.stop_signal)
+            if spec.run_as is not None:
+                kwargs["user"] = spec.run_as.uid
+                kwargs["group"] = spec.run_as.gid
+                kwargs["extra_groups"] = []
+        process = await asyncio.create_subprocess_exec(
+            *spec.argv, cwd=str(spec.cwd), env=dict(spec.env),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, limit=1 << 20,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        assert process.stdout is not None
+        return OSProcess(process, LogPump(process.stdout, spec))
 
 
 def process_tree_memory(pid: int) -> int | None:

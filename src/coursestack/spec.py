@@ -99,6 +99,29 @@ class DashboardSettings(_Strict):
     )
 
 
+class LogSettings(_Strict):
+    """The `[logs]` table: how big service logs may grow."""
+
+    max_size: str = Field(
+        default="10M",
+        description='Size at which a service\'s log is rotated, e.g. "10M".',
+    )
+    keep: int = Field(default=3, ge=0, le=50, description="Rotated logs kept per service.")
+    rate: str = Field(
+        default="4M",
+        description="Most log output per second and service; a faster writer is slowed "
+        "down, so a runaway service cannot fill the disk.",
+    )
+
+    @field_validator("max_size", "rate")
+    @classmethod
+    def _is_a_size(cls, value: str) -> str:
+        from coursestack.plan import parse_size  # plan imports spec
+
+        parse_size(value)
+        return value
+
+
 class ProbeSettings(_Strict):
     """How the supervisor decides that a `command` service is ready."""
 
@@ -169,11 +192,34 @@ class ServiceSpec(_Strict):
         default=3, ge=1,
         description="Failed health probes in a row, process still alive, before a restart.",
     )
+    memory_limit: str | None = Field(
+        default=None,
+        description='Most memory the service\'s whole process tree may use, e.g. "512M". '
+        "Measured at each health probe; over it three times in a row, the service is "
+        "restarted with that reason.",
+    )
     idle_stop: float = Field(
         default=900.0, ge=0,
         description='With start = "on-demand": seconds without a request through the front '
         "door before the service is stopped again (0: never).",
     )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _limit_is_a_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            from coursestack.plan import parse_size  # plan imports spec
+
+            parse_size(value)
+        return value
+
+    def memory_limit_bytes(self) -> int | None:
+        """`memory_limit` in bytes."""
+        if self.memory_limit is None:
+            return None
+        from coursestack.plan import parse_size
+
+        return parse_size(self.memory_limit)
 
     @field_validator("depends_on", mode="before")
     @classmethod
@@ -346,6 +392,7 @@ class CourseSpec(BaseModel):
 
     course: CourseInfo
     dashboard: DashboardSettings = DashboardSettings()
+    logs: LogSettings = LogSettings()
     services: dict[str, ServiceSpec]
     path: Path = Field(description="The spec file this was read from.")
 
@@ -378,6 +425,7 @@ class CourseSpec(BaseModel):
 class _TopLevel(_Strict):
     course: CourseInfo
     dashboard: DashboardSettings = DashboardSettings()
+    logs: LogSettings = LogSettings()
     services: dict[str, dict[str, Any]] = Field(min_length=1)
 
 
@@ -466,7 +514,8 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
             hint="fix the keys above; `docs/spec.md` lists every key with its meaning",
         )
     assert top is not None
-    return CourseSpec(course=top.course, dashboard=top.dashboard, services=services, path=path)
+    return CourseSpec(course=top.course, dashboard=top.dashboard, logs=top.logs,
+                      services=services, path=path)
 
 
 def _validate_service(

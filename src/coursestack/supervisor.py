@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from coursestack.errors import UserError
-from coursestack.procs import Launcher, LaunchSpec, ProcessHandle
+from coursestack.procs import Launcher, LaunchSpec, ProcessHandle, process_tree_memory
 from coursestack.spec import (
     DependencyCondition,
     RestartPolicy,
@@ -170,6 +170,7 @@ class _Outcome(StrEnum):
     EXITED = "exited"
     TIMEOUT = "timeout"
     LIVENESS = "liveness"
+    MEMORY = "memory"
 
 
 class Service:
@@ -188,6 +189,7 @@ class Service:
         self._process: ProcessHandle | None = None
         self._exit_waiter: asyncio.Task[int] | None = None
         self._stopping: asyncio.Future[None] | None = None
+        self._last_memory = 0
 
     @property
     def name(self) -> str:
@@ -320,10 +322,18 @@ class Service:
 
     async def _watch(self) -> _Outcome:
         failures = 0
+        over_memory = 0
         limit = self.unit.spec.liveness_failures
+        memory_limit = self.unit.spec.memory_limit_bytes()
         while True:
             if await self._sleep_or_exit(self.unit.spec.probe_interval):
                 return _Outcome.EXITED
+            if memory_limit is not None and self.status.pid is not None:
+                used = self._supervisor.memory_of(self.status.pid) or 0
+                over_memory = over_memory + 1 if used > memory_limit else 0
+                if over_memory >= 3:
+                    self._last_memory = used
+                    return _Outcome.MEMORY
             if await self._probe():
                 failures = 0
                 self.status.heartbeat = self._clock.wall()
@@ -412,6 +422,9 @@ class Service:
     def _describe_end(self, outcome: _Outcome, code: int | None) -> str:
         if outcome is _Outcome.TIMEOUT:
             return f"not ready after {self.unit.spec.start_timeout:g} s"
+        if outcome is _Outcome.MEMORY:
+            return (f"used {self._last_memory / 2**20:.0f} MB, above its memory_limit of "
+                    f"{self.unit.spec.memory_limit}")
         if outcome is _Outcome.LIVENESS:
             return (f"stopped answering its health probe "
                     f"({self.unit.spec.liveness_failures} failures in a row)")
@@ -446,8 +459,10 @@ class Supervisor:
     """Owns every service of one instance."""
 
     def __init__(self, units: Iterable[Unit], launcher: Launcher,
-                 clock: Clock | None = None, timing: Timing | None = None) -> None:
+                 clock: Clock | None = None, timing: Timing | None = None,
+                 memory_of: Callable[[int], int | None] = process_tree_memory) -> None:
         self.clock: Clock = clock or RealClock()
+        self.memory_of = memory_of
         self.timing = timing or Timing()
         self.launcher = launcher
         self.services: dict[str, Service] = {}

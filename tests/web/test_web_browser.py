@@ -47,7 +47,7 @@ def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -
             expect(page.locator("#svc-jupyter [data-field=heartbeat]")).to_contain_text("ago")
             page.wait_for_timeout(1200)  # let the live clocks tick once
             DOCS.mkdir(exist_ok=True)
-            page.screenshot(path=str(DOCS / "dashboard.png"))
+            page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
 
             page.get_by_role("button", name="Stop postgres", exact=True).click()
             expect(postgres).to_have_text("stopped", timeout=30_000)

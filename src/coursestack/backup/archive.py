@@ -201,7 +201,7 @@ def _read_members(stream: tarfile.TarFile, where: str, into: Path | None) -> Man
     assert handle is not None
     manifest = Manifest.parse(handle.read(), where)
     seen: set[str] = set()
-    for member in stream:
+    while (member := stream.next()) is not None:
         name = member.name
         if name not in manifest.members or name in seen:
             raise _damaged(where, f"it holds a member the manifest does not list: {name!r}")

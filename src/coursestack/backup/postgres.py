@@ -122,6 +122,6 @@ def restore(kind: PostgresKind, folder: Path) -> None:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
         drop = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
-        admin.execute(sql.SQL(drop).format(sql.Identifier(database)))  # type: ignore[arg-type]
+        admin.execute(sql.SQL(drop).format(sql.Identifier(database)))
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(staging), sql.Identifier(database)))

@@ -176,6 +176,11 @@ class Kind(Generic[S]):
         return tail_lines(self.log_file, lines)
 
     def _launch(self, argv: list[str], cwd: Path | None = None) -> LaunchSpec:
+        from coursestack.plan import parse_size
+
+        logs = self.context.spec.logs
         return LaunchSpec(argv=argv, env=self.environment(), cwd=cwd or self.data_dir,
                           log_file=self.log_file, run_as=self.run_as,
-                          stop_signal=self.stop_signal)
+                          stop_signal=self.stop_signal,
+                          log_max_bytes=parse_size(logs.max_size), log_keep=logs.keep,
+                          log_rate=parse_size(logs.rate))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -19,6 +19,9 @@ from coursestack.web.events import Broker
 
 if TYPE_CHECKING:
     from coursestack.daemon import Daemon
+
+
+MEMORY_TTL = 1.0
 
 
 class ServiceView(BaseModel):
@@ -57,6 +60,21 @@ class WebContext:
     auth: Authenticator
     broker: Broker | None = None
     watcher: asyncio.Task[None] | None = None
+    #: pid -> (when measured, bytes): walking a process tree is costly under load.
+    _memory: dict[int, tuple[float, int | None]] = field(default_factory=dict)
+
+    def memory(self, pid: int | None) -> int | None:
+        if pid is None:
+            return None
+        now = time.monotonic()
+        cached = self._memory.get(pid)
+        if cached is not None and now - cached[0] < MEMORY_TTL:
+            return cached[1]
+        value = process_tree_memory(pid)
+        if len(self._memory) > 256:
+            self._memory.clear()
+        self._memory[pid] = (now, value)
+        return value
 
     def service_or_404(self, name: str) -> Service:
         service = self.supervisor.services.get(name)
@@ -75,7 +93,7 @@ class WebContext:
             reason=status.reason, pid=status.pid, port=unit.port, since=status.since,
             uptime=(time.time() - status.started_at) if running and status.started_at else None,
             heartbeat=status.heartbeat, restarts=status.restarts,
-            memory=process_tree_memory(status.pid) if status.pid else None,
+            memory=self.memory(status.pid),
             web=connection.web, url=connection.url,
             proxy_path=unit.web_path() if connection.web else "",
             start=str(unit.spec.start), last_log=status.last_log)

@@ -1,0 +1,459 @@
+"""Backup, restore and reset of an instance, service by service, through its daemon.
+
+- backup: databases are read live (a stopped database service is started for it, and
+  stopped again afterwards), folders are copied as files; everything goes into one
+  archive with a manifest (see `archive.py`).
+- restore: check the whole archive first; set up and start the instance if needed; back
+  up what is there now; then replace each service's data with the archive's, and record
+  the seeds as applied so they are not loaded again on top.
+- reset NAME: back up that service, stop it, delete its data folder, start it again (it
+  re-initialises and re-seeds itself on that first start).
+
+Nothing is destroyed before a backup of it is on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from coursestack.backup import files, mongo, postgres
+from coursestack.backup.archive import SUFFIX, Manifest, read_archive, write_archive
+from coursestack.errors import DaemonError, UsageError, UserError
+from coursestack.instances import DaemonClient, Instance, set_up_instance, start_daemon
+from coursestack.kinds import Context, Kind, build_unit
+from coursestack.kinds.jupyter import JupyterKind
+from coursestack.kinds.mongodb import MongoKind, MongoLiteKind
+from coursestack.kinds.openrefine import OpenRefineKind
+from coursestack.kinds.postgres import PostgresKind
+from coursestack.privileges import service_account
+from coursestack.seeding import SeedLedger, seed_checksum
+from coursestack.state import Secrets, StateFolder, read_json
+
+#: Kinds whose data is read from the running server.
+LIVE_KINDS = ("postgres", "mongodb", "mongodb-lite")
+#: Kinds whose data is a folder of files.
+FOLDER_KINDS = ("jupyter", "openrefine")
+READY_TIMEOUT = 300.0
+
+
+@dataclass
+class Reporter:
+    """Where progress goes: `step` is transient (a spinner), `note` stays on screen."""
+
+    step: Callable[[str], None] = lambda message: None
+    note: Callable[[str], None] = lambda message: None
+
+
+@dataclass
+class BackupResult:
+    path: Path
+    size: int
+    seconds: float
+    manifest: Manifest
+
+    def lines(self) -> list[str]:
+        return [f"{name}: {describe(entry)}" for name, entry in self.manifest.services.items()]
+
+
+@dataclass
+class RestoreResult:
+    archive: Path
+    manifest: Manifest
+    seconds: float
+    before: BackupResult | None
+    restored: list[str] = field(default_factory=list)
+    untouched: list[str] = field(default_factory=list)
+    set_up: bool = False
+
+
+@dataclass
+class ResetResult:
+    service: str
+    backup: BackupResult
+    state: str
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One line saying what a manifest's service entry holds."""
+    kind = entry.get("kind", "")
+    if entry.get("format") == "raw":
+        return f"raw copy of its data folder ({_count(entry.get('files', 0), 'file')})"
+    if kind == "postgres":
+        return (f"database {entry.get('database')} with {_count(entry.get('tables', 0), 'table')}"
+                f" (PostgreSQL {entry.get('version')})")
+    if kind in ("mongodb", "mongodb-lite"):
+        collections = entry.get("collections", [])
+        documents = sum(int(c.get("documents", 0)) for c in collections)
+        return (f"database {entry.get('database')}: {_count(len(collections), 'collection')}"
+                f", {_count(documents, 'document')} ({kind} {entry.get('version')})")
+    return f"{_count(entry.get('files', 0), 'file')} from {entry.get('folder', '')}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+# -- the instance as seen from the command line ----------------------------------------------
+
+def backups_folder(state: StateFolder) -> Path:
+    """`<state>/backups/`, private to the owner (backups hold the student's data)."""
+    folder = state.root / "backups"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def default_archive_path(instance: Instance, label: str = "") -> Path:
+    """`<state>/backups/<instance>-<YYYYmmdd-HHMMSS>[-label].coursestack.tar.gz`, unused."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{instance.name}-{stamp}" + (f"-{label}" if label else "")
+    folder = backups_folder(instance.state)
+    path = folder / f"{base}{SUFFIX}"
+    number = 2
+    while path.exists():
+        path = folder / f"{base}-{number}{SUFFIX}"
+        number += 1
+    return path
+
+
+def _work_folder(state: StateFolder, what: str) -> Path:
+    """A scratch folder beside the backups (same disk; never a system temp folder)."""
+    folder = backups_folder(state) / f".{what}-{os.getpid()}-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
+    """Every service bound to its kind, with the ports and secrets the daemon uses now."""
+    spec = instance.spec()
+    ports = read_json(instance.state.run / "ports.json", {}) or {}
+    context = Context(instance.state, spec, Secrets(instance.state), dict(ports),
+                      service_account(), instance_name=instance.name)
+    return {name: build_unit(name, service, context) for name, service in spec.services.items()}
+
+
+class Services:
+    """The daemon's service API, as backup, restore and reset need it."""
+
+    def __init__(self, client: DaemonClient, reporter: Reporter) -> None:
+        self.client = client
+        self.reporter = reporter
+
+    def view(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get(f"/api/services/{name}")
+        return result
+
+    def running(self, name: str) -> bool:
+        return self.view(name)["state"] not in ("stopped", "failed")
+
+    def start(self, name: str, timeout: float = READY_TIMEOUT) -> None:
+        """Start a service and wait until it is ready (UserError if it fails)."""
+        before = self.view(name)
+        if before["state"] == "ready":
+            return
+        self.client.post(f"/api/services/{name}/start")
+        self.wait_ready(name, before["since"], timeout)
+
+    def wait_ready(self, name: str, since: float, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.view(name)
+            state = view["state"]
+            if state == "ready":
+                return
+            self.reporter.step(f"waiting for {name} ({state}"
+                               + (f": {view['detail']}" if view["detail"] else "") + ")")
+            if state in ("failed", "stopped") and view["since"] != since:
+                raise UserError(f"service {name} did not start ({state}): "
+                                f"{view['reason'] or view['detail']}",
+                                where=f"services.{name}",
+                                hint=f"see `coursestack logs {name}`; fix it, then try again")
+            if time.monotonic() > deadline:
+                raise UserError(f"service {name} was not ready within {timeout:g} s ({state})",
+                                where=f"services.{name}",
+                                hint=f"see `coursestack logs {name}`")
+            time.sleep(0.2)
+
+    def stop(self, name: str) -> None:
+        self.client.post(f"/api/services/{name}/stop")
+
+
+def _client(instance: Instance, what: str) -> DaemonClient:
+    try:
+        return instance.client()
+    except DaemonError:
+        raise DaemonError(f"instance {instance.name!r} is not running", where=str(
+            instance.state.root), hint=f"start it with `coursestack up`, then {what} again "
+            "(databases are read from the running services)") from None
+
+
+# -- backup ----------------------------------------------------------------------------------
+
+def create_backup(instance: Instance, output: Path | None = None,
+                  only: Iterable[str] | None = None, reporter: Reporter | None = None,
+                  label: str = "", raw_fallback: bool = False,
+                  client: DaemonClient | None = None) -> BackupResult:
+    """Write a backup archive of the instance (or of the services in `only`).
+
+    With `raw_fallback`, a database service that cannot be started is kept as a raw copy
+    of its data folder (used by reset: the broken service is what is being reset).
+    """
+    reporter = reporter or Reporter()
+    began = time.monotonic()
+    spec = instance.spec()
+    names = list(only) if only else list(spec.services)
+    unknown = [name for name in names if name not in spec.services]
+    if unknown:
+        raise UsageError(f"no service named {', '.join(unknown)} in this course",
+                         hint=f"services: {', '.join(spec.services)}")
+    api = Services(client or _client(instance, "back up"), reporter)
+    target = output or default_archive_path(instance, label)
+    if target.is_dir():
+        target = target / default_archive_path(instance, label).name
+    if target.exists():
+        raise UsageError("the backup file already exists", where=str(target),
+                         hint="choose another --output, or move the old file away")
+    manifest = Manifest(course=spec.course.name, instance=instance.name,
+                        created=datetime.now(UTC).isoformat(timespec="seconds"), services={},
+                        embedded_sample=spec.path.is_relative_to(instance.state.course))
+    work = _work_folder(instance.state, "backup")
+    started: list[str] = []
+    try:
+        members: list[tuple[str, Path]] = []
+        for name in names:
+            kind = spec.services[name].kind
+            if kind not in LIVE_KINDS and kind not in FOLDER_KINDS:
+                manifest.skipped[name] = (f"a {kind!r} service: coursestack does not know its "
+                                          "data; back up what it needs yourself")
+                reporter.note(f"{name}: skipped ({kind} service)")
+                continue
+            if kind in LIVE_KINDS and not api.running(name):
+                reporter.step(f"starting {name} to read its data")
+                try:
+                    api.start(name)
+                except UserError as error:
+                    if not raw_fallback:
+                        raise
+                    reporter.note(f"{name} could not start ({error.message}); keeping a raw "
+                                  "copy of its data folder instead")
+                    api.stop(name)
+                    entry, parts = _raw(units(instance)[name], work / name)
+                    manifest.services[name] = entry
+                    members += [(f"services/{name}/{m}", p) for m, p in parts]
+                    continue
+                started.append(name)
+                reporter.note(f"{name} was stopped: started it for the backup")
+            reporter.step(f"backing up {name}")
+            entry, parts = _dump(units(instance)[name], work / name, reporter)
+            manifest.services[name] = entry
+            members += [(f"services/{name}/{member}", path) for member, path in parts]
+        reporter.step(f"writing {target.name}")
+        size = write_archive(target, manifest, members)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for name in started:
+            reporter.step(f"stopping {name} again")
+            api.stop(name)
+            reporter.note(f"{name}: stopped again, as it was before the backup")
+    return BackupResult(target, size, time.monotonic() - began, manifest)
+
+
+def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
+          reporter: Reporter) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+    if isinstance(unit, PostgresKind):
+        return postgres.dump(unit, folder)
+    if isinstance(unit, MongoKind | MongoLiteKind):
+        return mongo.dump(unit, folder)
+    source = unit.notebooks if isinstance(unit, JupyterKind) else (
+        unit.workspace if isinstance(unit, OpenRefineKind) else unit.data_dir)
+    found, skipped = files.folder_members(source, "files")
+    for relative in skipped:
+        reporter.note(f"{unit.name}: skipped {relative} (not a regular file)")
+    parts = []
+    for member, path in found:
+        copy = folder / member
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        # A snapshot: a file saved while the archive is written cannot spoil it.
+        shutil.copy2(path, copy)
+        parts.append((member, copy))
+    entry = {"kind": unit.spec.kind, "format": "files", "folder": str(source),
+             "files": len(parts)}
+    return entry, parts
+
+
+def _raw(unit: Kind,  # type: ignore[type-arg]
+         folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+    found, _skipped = files.folder_members(unit.data_dir, "raw")
+    parts = []
+    for member, path in found:
+        copy = folder / member
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, copy)
+        parts.append((member, copy))
+    entry = {"kind": unit.spec.kind, "format": "raw", "folder": str(unit.data_dir),
+             "files": len(parts)}
+    return entry, parts
+
+
+# -- restore ---------------------------------------------------------------------------------
+
+def check_archive(archive: Path) -> Manifest:
+    """Check an archive completely without changing anything (UserError if bad)."""
+    return read_archive(archive)
+
+
+def restore_backup(instance: Instance, archive: Path,
+                   reporter: Reporter | None = None) -> RestoreResult:
+    """Rebuild the instance's data from an archive (see the module docstring)."""
+    reporter = reporter or Reporter()
+    began = time.monotonic()
+    archive = archive.expanduser().resolve()
+    where = str(archive)
+    instance.state.create()
+    work = _work_folder(instance.state, "restore")
+    try:
+        reporter.step("checking the archive")
+        manifest = read_archive(archive, into=work)
+        reporter.note(f"archive checked: {len(manifest.members)} files, course "
+                      f"{manifest.course}, made {manifest.created}")
+        existed = "spec" in instance.state.instance()
+        if not existed:
+            if not manifest.embedded_sample:
+                raise UserError(
+                    f"instance {instance.name!r} has no course yet, and the backup is of "
+                    f"course {manifest.course!r}; nothing was changed",
+                    where=str(instance.state.root),
+                    hint="set the course up first with `coursestack up PATH/course.toml` "
+                    "(same --instance/--state), then restore again")
+            reporter.step("setting up the sample course")
+            instance, _ = set_up_instance(None, instance.name, instance.state.root, [])
+        spec = instance.spec()
+        _check_fits(manifest, spec.course.name, dict(spec.services.items()), where)
+        bound = units(instance)
+        for name, entry in manifest.services.items():
+            unit = bound[name]
+            if isinstance(unit, PostgresKind):
+                postgres.check_restorable(unit, entry, where)
+            elif isinstance(unit, MongoKind | MongoLiteKind):
+                mongo.check_entry(entry, {m.removeprefix(f"services/{name}/"): v
+                                          for m, v in manifest.members.items()}, where)
+        if not instance.daemon_alive():
+            reporter.step(f"starting instance {instance.name}")
+            start_daemon(instance)
+            reporter.note(f"started instance {instance.name}")
+        api = Services(instance.client(), reporter)
+        for name in manifest.services:
+            if spec.services[name].kind in LIVE_KINDS:
+                reporter.step(f"waiting for {name}")
+                api.start(name)
+        before = None
+        if existed:
+            reporter.step("backing up the current data first")
+            before = create_backup(instance, only=list(manifest.services), reporter=reporter,
+                                   label="before-restore", client=api.client)
+            reporter.note(f"current data backed up to {before.path}")
+        result = RestoreResult(archive, manifest, 0.0, before, set_up=not existed)
+        bound = units(instance)
+        for name, entry in manifest.services.items():
+            reporter.step(f"restoring {name}")
+            _restore_one(bound[name], entry, work / "services" / name, api)
+            result.restored.append(f"{name}: {describe(entry)}")
+        _record_seeds(bound, manifest)
+        result.untouched = [name for name in spec.services if name not in manifest.services]
+        result.seconds = time.monotonic() - began
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_fits(manifest: Manifest, course: str, services: dict[str, Any], where: str) -> None:
+    """Refuse an archive of another course, or with a service this course lacks."""
+    if manifest.course != course:
+        raise UserError(f"the backup is of course {manifest.course!r}, this instance runs "
+                        f"{course!r}; nothing was changed", where=where,
+                        hint="restore into an instance of that course (--instance/--state)")
+    for name, entry in manifest.services.items():
+        service = services.get(name)
+        if service is None:
+            raise UserError(f"the backup has a service {name!r} this course does not have; "
+                            "nothing was changed", where=where,
+                            hint="restore into an instance of the course it was made from")
+        if service.kind != entry["kind"] and {service.kind, entry["kind"]} != {
+                "mongodb", "mongodb-lite"}:
+            raise UserError(f"service {name!r} is {entry['kind']} in the backup but "
+                            f"{service.kind} here; nothing was changed", where=where,
+                            hint="restore into an instance of the course it was made from")
+        if entry.get("format") == "raw":
+            raise UserError(
+                f"service {name!r} is a raw copy of its data folder in this backup (it "
+                "could not start when the backup was made); nothing was changed",
+                where=where, hint=f"restore it by hand: `coursestack down`, unpack "
+                f"services/{name}/raw/ of the archive into data/{name}/, `coursestack up`")
+
+
+def _restore_one(unit: Kind, entry: dict[str, Any], folder: Path,  # type: ignore[type-arg]
+                 api: Services) -> None:
+    if isinstance(unit, PostgresKind):
+        postgres.restore(unit, folder)
+    elif isinstance(unit, MongoKind | MongoLiteKind):
+        mongo.restore(unit, entry, folder)
+    elif isinstance(unit, JupyterKind):
+        files.replace_folder(unit.notebooks, folder / "files", unit.run_as)
+    elif isinstance(unit, OpenRefineKind):
+        # OpenRefine keeps projects in memory and writes them back: stop it first.
+        was_running = api.running(unit.name)
+        if was_running:
+            api.stop(unit.name)
+        files.replace_folder(unit.workspace, folder / "files", unit.run_as)
+        if was_running:
+            api.start(unit.name)
+
+
+def _record_seeds(bound: dict[str, Kind], manifest: Manifest) -> None:  # type: ignore[type-arg]
+    """Mark seeds as applied: the restored data replaces them, never gets them on top."""
+    for name in manifest.services:
+        unit = bound[name]
+        seed = getattr(unit.spec, "seed", None)
+        if unit.spec.kind in LIVE_KINDS and seed:
+            paths = [unit.context.spec.resolve(item) for item in seed]
+            SeedLedger(unit.data_dir / "seeded.json").record(seed_checksum(paths, name), paths)
+
+
+# -- reset -----------------------------------------------------------------------------------
+
+def reset_service(instance: Instance, name: str,
+                  reporter: Reporter | None = None) -> ResetResult:
+    """Back up one service, delete its data folder, and start it again from its seed."""
+    reporter = reporter or Reporter()
+    spec = instance.spec()
+    if name not in spec.services:
+        raise UsageError(f"no service named {name!r} in this course",
+                         hint=f"services: {', '.join(spec.services)}")
+    client = _client(instance, "reset")
+    api = Services(client, reporter)
+    was_running = api.running(name)
+    reporter.step(f"backing up {name} first")
+    backup = create_backup(instance, only=[name], reporter=reporter,
+                           label=f"before-reset-{name}", raw_fallback=True, client=client)
+    reporter.note(f"{name} backed up to {backup.path}")
+    reporter.step(f"stopping {name}")
+    api.stop(name)
+    data = instance.state.data_dir(name)
+    reporter.step(f"deleting {data}")
+    shutil.rmtree(data, ignore_errors=True)
+    if data.exists():
+        raise UserError(f"could not delete all of {name}'s data folder", where=str(data),
+                        hint="check its permissions; the backup is in " + str(backup.path))
+    reporter.note(f"deleted {data}")
+    if was_running or spec.services[name].kind in LIVE_KINDS:
+        reporter.step(f"starting {name} again (it starts from its seed)")
+        api.start(name)
+    return ResetResult(name, backup, api.view(name)["state"])
