@@ -261,6 +261,8 @@ def run_daemon(state_root: Path) -> int:
     """Entry point of `coursestack daemon` (started in the background by `up`)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # At INFO httpx logs every probe and proxied request, with tokens in their URLs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     state = StateFolder(state_root)
     try:
         daemon = Daemon(state)

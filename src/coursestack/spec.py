@@ -95,7 +95,12 @@ class DashboardSettings(_Strict):
     host: str = Field(
         default="127.0.0.1",
         description="Address the dashboard listens on. Loopback by default; another "
-        "address needs authentication (always on).",
+        "address is refused when `auth` is off.",
+    )
+    auth: bool = Field(
+        default=True,
+        description="Require login. Turn off only for throw-away containers; refused on "
+        "an address other than loopback.",
     )
 
 

@@ -29,8 +29,9 @@ MANIFEST = "manifest.json"
 FORMAT = "coursestack-backup"
 FORMAT_VERSION = 1
 SUFFIX = ".coursestack.tar.gz"
-#: gzip level of the archive: 6 is zlib's own default, a good size/speed trade.
-COMPRESS_LEVEL = 6
+#: gzip level of the archive: level 1 is several times faster than the default 6 on a
+#: database dump, for a file about a quarter larger.
+COMPRESS_LEVEL = 1
 _BLOCK = 1 << 20
 
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, MutableMapping
+from html import escape
 from typing import Any
 from urllib.parse import unquote
 
@@ -51,6 +52,8 @@ class Upstream:
         self.path = path
         self.query = query
         self.token = token
+        #: The front-door prefix removed from the path ("" when the service keeps it).
+        self.prefix = ""
 
     def url(self, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{self.path}" + (
@@ -77,7 +80,47 @@ def resolve(web: WebContext, name: str, raw_path: str, query: str) -> Upstream:
     if has_traversal(raw_path):
         raise HTTPException(400, "path traversal is not allowed")
     token = connection.extra.get("token")
-    return Upstream(unit.port, raw_path, query, str(token) if token else None)
+    path = raw_path
+    if unit.proxy_strips_prefix:  # an app that cannot live under /s/<name>/
+        path = raw_path[len(f"/s/{name}"):] or "/"
+    upstream = Upstream(unit.port, path, query, str(token) if token else None)
+    upstream.prefix = f"/s/{name}" if unit.proxy_strips_prefix else ""
+    return upstream
+
+
+def not_ready_page(web: WebContext, name: str, request: Request) -> Response | None:
+    """Start an on-demand service on its first request; while a service is not ready,
+    a page that says so (and refreshes itself) instead of a bare error."""
+    service = web.daemon.supervisor.services.get(name) if web.daemon.supervisor else None
+    if service is None:
+        return None
+    web.daemon.note_activity(name)
+    state = str(service.status.state)
+    if state in ("ready", "unhealthy"):
+        return None
+    on_demand = str(service.unit.spec.start) == "on-demand"
+    if on_demand:
+        state = web.daemon.ensure_started(name)
+    if state == "failed":
+        title, text, refresh = (f"{name} could not start", service.status.reason, False)
+    elif state == "stopped" and not on_demand:
+        title, text, refresh = (f"{name} is stopped",
+                                "Start it from the dashboard, then come back.", False)
+    else:
+        title, text, refresh = (f"Starting {name}…",
+                                "This page reloads by itself when it is ready.", True)
+    if "text/html" not in request.headers.get("accept", ""):
+        return Response(f"{title}: {text}\n", status_code=503, media_type="text/plain",
+                        headers={"Retry-After": "1"})
+    meta = '<meta http-equiv="refresh" content="1">' if refresh else ""
+    body = (f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{escape(title)}</title></head><body style='font-family:sans-serif;"
+            f"max-width:40rem;margin:3rem auto;padding:0 1rem'>"
+            f"<h1 role=status aria-live=polite>{escape(title)}</h1><p>{escape(text)}</p>"
+            f"<p><a href='/'>Back to the dashboard</a></p></body></html>")
+    return Response(body, status_code=503, media_type="text/html",
+                    headers={"Retry-After": "1", "Cache-Control": "no-store"})
 
 
 def strip_session_cookie(header: str) -> str:
@@ -137,10 +180,16 @@ async def proxy_http(name: str, path: str, request: Request) -> Response:
     if length is not None and (not length.isdigit() or int(length) > MAX_PROXY_BODY):
         raise HTTPException(413, "request body too large")
     upstream = resolve(web, name, _raw_path(request.scope), request.url.query)
+    waiting = not_ready_page(web, name, request)
+    if waiting is not None:
+        return waiting
     client: httpx.AsyncClient = request.app.state.proxy_client
     headers = upstream_headers(request.scope["headers"], upstream,
                                request.client.host if request.client else "",
                                request.url.scheme)
+    if upstream.prefix:  # such apps check Host against their own address
+        headers = [(k, v) for k, v in headers if k != "host"]
+        headers.append(("host", f"127.0.0.1:{upstream.port}"))
     has_body = request.method not in ("GET", "HEAD") and (
         length not in (None, "0") or "transfer-encoding" in request.headers)
     outgoing = client.build_request(request.method, upstream.url(), headers=headers,
@@ -156,9 +205,11 @@ async def proxy_http(name: str, path: str, request: Request) -> Response:
                         if k.lower() not in HOP_BY_HOP]
     location = response.headers.get("location", "")
     upstream_origin = f"http://127.0.0.1:{upstream.port}"
-    if location.startswith(upstream_origin):
+    if location.startswith(upstream_origin) or (upstream.prefix and location.startswith("/")):
+        relative = location[len(upstream_origin):] if location.startswith(
+            upstream_origin) else location
         response_headers = [(k, v) for k, v in response_headers if k.lower() != "location"]
-        response_headers.append(("location", location[len(upstream_origin):] or "/"))
+        response_headers.append(("location", upstream.prefix + (relative or "/")))
     result = StreamingResponse(_body(response), status_code=response.status_code,
                                background=BackgroundTask(response.aclose))
     result.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -219,9 +270,13 @@ def get_context_ws(websocket: WebSocket) -> WebContext:
 
 
 async def _bridge(browser: WebSocket, remote: Any) -> None:
+    web = get_context_ws(browser)
+    name = str(browser.path_params.get("name", ""))
+
     async def browser_to_remote() -> None:
         while True:
             message = await browser.receive()
+            web.daemon.note_activity(name)  # an open notebook keeps its service awake
             if message["type"] == "websocket.disconnect":
                 return
             if message.get("bytes") is not None:
