@@ -57,7 +57,9 @@ def _services_table(services: list[dict[str, Any]]) -> Table:
         note = service["reason"] if state in ("failed", "backoff") else service["detail"]
         if state == "backoff" and service["detail"]:
             note = f"{service['detail']}: {service['reason']}"
-        table.add_row(service["name"], service["kind"],
+        kind = service["kind"] + (" (stand-in, not MongoDB)"
+                                  if service.get("label", "").endswith("not MongoDB") else "")
+        table.add_row(service["name"], kind,
                       f"[{STATE_STYLES.get(state, '')}]{state}[/]",
                       str(service["port"] or "-"), str(service["pid"] or "-"),
                       _duration(service["uptime"]), str(service["restarts"]),

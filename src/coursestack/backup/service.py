@@ -199,12 +199,14 @@ def _client(instance: Instance, what: str) -> DaemonClient:
 
 def create_backup(instance: Instance, output: Path | None = None,
                   only: Iterable[str] | None = None, reporter: Reporter | None = None,
-                  label: str = "", raw_fallback: bool = False,
+                  label: str = "", raw: bool = False,
                   client: DaemonClient | None = None) -> BackupResult:
     """Write a backup archive of the instance (or of the services in `only`).
 
-    With `raw_fallback`, a database service that cannot be started is kept as a raw copy
-    of its data folder (used by reset: the broken service is what is being reset).
+    With `raw` (reset uses it: it deletes whole data folders), nothing is left out: a
+    database service that cannot start, and a service whose data coursestack does not
+    know, are kept as a raw copy of their data folder, and a folder service's data
+    folder is copied too (Jupyter's settings, say), beside its restorable files.
     """
     reporter = reporter or Reporter()
     began = time.monotonic()
@@ -230,29 +232,35 @@ def create_backup(instance: Instance, output: Path | None = None,
         members: list[tuple[str, Path]] = []
         for name in names:
             kind = spec.services[name].kind
-            if kind not in LIVE_KINDS and kind not in FOLDER_KINDS:
-                manifest.skipped[name] = (f"a {kind!r} service: coursestack does not know its "
-                                          "data; back up what it needs yourself")
-                reporter.note(f"{name}: skipped ({kind} service)")
-                continue
+            entry: dict[str, Any] | None = None
+            parts: list[tuple[str, Path]] = []
             if kind in LIVE_KINDS and not api.running(name):
                 reporter.step(f"starting {name} to read its data")
                 try:
                     api.start(name)
+                    started.append(name)
+                    reporter.note(f"{name} was stopped: started it for the backup")
                 except UserError as error:
-                    if not raw_fallback:
+                    if not raw:
                         raise
                     reporter.note(f"{name} could not start ({error.message}); keeping a raw "
                                   "copy of its data folder instead")
                     api.stop(name)
                     entry, parts = _raw(units(instance)[name], work / name)
-                    manifest.services[name] = entry
-                    members += [(f"services/{name}/{m}", p) for m, p in parts]
-                    continue
-                started.append(name)
-                reporter.note(f"{name} was stopped: started it for the backup")
-            reporter.step(f"backing up {name}")
-            entry, parts = _dump(units(instance)[name], work / name, reporter)
+            if entry is None and (kind in LIVE_KINDS or kind in FOLDER_KINDS):
+                reporter.step(f"backing up {name}")
+                entry, parts = _dump(units(instance)[name], work / name, reporter)
+                if raw and kind in FOLDER_KINDS:
+                    extra, more = _raw(units(instance)[name], work / name)
+                    entry["raw_files"] = extra["files"]
+                    parts += more
+            elif entry is None and raw:
+                entry, parts = _raw(units(instance)[name], work / name)
+            if entry is None:
+                manifest.skipped[name] = (f"a {kind!r} service: coursestack does not know its "
+                                          "data; back up what it needs yourself")
+                reporter.note(f"{name}: skipped ({kind} service)")
+                continue
             manifest.services[name] = entry
             members += [(f"services/{name}/{member}", path) for member, path in parts]
         reporter.step(f"writing {target.name}")
@@ -440,9 +448,14 @@ def reset_service(instance: Instance, name: str,
     client = _client(instance, "reset")
     api = Services(client, reporter)
     was_running = api.running(name)
+    live = spec.services[name].kind in LIVE_KINDS
+    if not live:
+        # Files are copied while nothing writes them.
+        reporter.step(f"stopping {name}")
+        api.stop(name)
     reporter.step(f"backing up {name} first")
     backup = create_backup(instance, only=[name], reporter=reporter,
-                           label=f"before-reset-{name}", raw_fallback=True, client=client)
+                           label=f"before-reset-{name}", raw=True, client=client)
     reporter.note(f"{name} backed up to {backup.path}")
     reporter.step(f"stopping {name}")
     api.stop(name)
@@ -453,7 +466,7 @@ def reset_service(instance: Instance, name: str,
         raise UserError(f"could not delete all of {name}'s data folder", where=str(data),
                         hint="check its permissions; the backup is in " + str(backup.path))
     reporter.note(f"deleted {data}")
-    if was_running or spec.services[name].kind in LIVE_KINDS:
+    if was_running or live:
         reporter.step(f"starting {name} again (it starts from its seed)")
         api.start(name)
     return ResetResult(name, backup, api.view(name)["state"])

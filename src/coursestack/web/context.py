@@ -45,6 +45,8 @@ class ServiceView(BaseModel):
     proxy_path: str = ""
     start: str
     last_log: list[str]
+    #: How the service must be described, e.g. "MongoDB-compatible stand-in, not MongoDB".
+    label: str = ""
 
 
 class NotLoggedIn(Exception):
@@ -96,7 +98,8 @@ class WebContext:
             memory=self.memory(status.pid),
             web=connection.web, url=connection.url,
             proxy_path=unit.web_path() if connection.web else "",
-            start=str(unit.spec.start), last_log=status.last_log)
+            start=str(unit.spec.start), last_log=status.last_log,
+            label=str(connection.extra.get("label", "")))
 
     def views(self) -> list[ServiceView]:
         return [self.view(s.name) for s in self.supervisor.statuses()]
