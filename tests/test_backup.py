@@ -264,6 +264,23 @@ def test_archive_checks_without_services(tmp_path: Path, archive: Path) -> None:
     assert not into.exists() and not (tmp_path / "escape.txt").exists()
 
 
+def test_backup_of_another_course_is_refused(instance: Instance, archive: Path,
+                                             tmp_path: Path) -> None:
+    def other_course(name: str, data: bytes) -> bytes:
+        if name != MANIFEST:
+            return data
+        document = json.loads(data)
+        document["course"] = "tm351"
+        return json.dumps(document).encode()
+
+    other = tmp_path / "other.coursestack.tar.gz"
+    rewrite(archive, other, other_course)
+    before, listed = snapshot(instance), backups(instance)
+    result = cli("restore", str(other), "--state", str(instance.state.root), check=False)
+    assert result.returncode == 1 and "of course 'tm351'" in result.stderr
+    assert snapshot(instance) == before and backups(instance) == listed
+
+
 # -- reset -----------------------------------------------------------------------------------
 
 def test_reset_postgres_reseeds_leaves_mongo_alone_and_keeps_a_backup(
@@ -299,3 +316,35 @@ def test_reset_and_backup_of_unknown_service_say_so(instance: Instance) -> None:
     assert result.returncode == 2 and "no service named 'nosuch'" in result.stderr
     result = cli("backup", "--only", "nosuch", "--state", root, check=False)
     assert result.returncode == 2 and "services: postgres" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("openrefine") is None, reason="OpenRefine is not installed")
+def test_openrefine_project_made_moments_ago_survives_backup_reset_restore(
+        instance: Instance, tmp_path: Path) -> None:
+    import httpx
+
+    root = str(instance.state.root)
+    cli("start", "openrefine", "--state", root)
+    base = connection_info(instance, "openrefine")["url"]
+
+    def projects() -> list[str]:
+        found = httpx.get(base + "command/core/get-all-project-metadata").json()
+        return sorted(p["name"] for p in found["projects"].values())
+
+    token = httpx.get(base + "command/core/get-csrf-token").json()["token"]
+    httpx.post(base + "command/core/create-project-from-upload", params={"csrf_token": token},
+               files={"project-file": ("t.csv", b"a,b\n1,2\n", "text/csv")},
+               data={"project-name": "just made", "format": "text/line-based/*sv",
+                     "options": '{"separator": ","}'})
+    assert projects() == ["just made"]
+    path = tmp_path / "refine.coursestack.tar.gz"
+    # OpenRefine holds the new project in memory: the backup makes it save first.
+    cli("backup", "--only", "openrefine", "--output", str(path), "--state", root)
+    assert any(n.endswith("metadata.json") for n in read_archive(path).members)
+    cli("reset", "openrefine", "--state", root)
+    base = connection_info(instance, "openrefine")["url"]
+    assert projects() == []
+    cli("restore", str(path), "--state", root)
+    base = connection_info(instance, "openrefine")["url"]
+    assert projects() == ["just made"]
+    cli("stop", "openrefine", "--state", root)

@@ -94,7 +94,10 @@ def describe(entry: dict[str, Any]) -> str:
         documents = sum(int(c.get("documents", 0)) for c in collections)
         return (f"database {entry.get('database')}: {_count(len(collections), 'collection')}"
                 f", {_count(documents, 'document')} ({kind} {entry.get('version')})")
-    return f"{_count(entry.get('files', 0), 'file')} from {entry.get('folder', '')}"
+    text = f"{_count(entry.get('files', 0), 'file')} from {entry.get('folder', '')}"
+    if entry.get("raw_files"):
+        text += f" (and a raw copy of its data folder, {_count(entry['raw_files'], 'file')})"
+    return text
 
 
 def _count(number: int, noun: str) -> str:
@@ -228,6 +231,7 @@ def create_backup(instance: Instance, output: Path | None = None,
                         embedded_sample=spec.path.is_relative_to(instance.state.course))
     work = _work_folder(instance.state, "backup")
     started: list[str] = []
+    paused: list[str] = []
     try:
         members: list[tuple[str, Path]] = []
         for name in names:
@@ -247,6 +251,11 @@ def create_backup(instance: Instance, output: Path | None = None,
                                   "copy of its data folder instead")
                     api.stop(name)
                     entry, parts = _raw(units(instance)[name], work / name)
+            if kind == "openrefine" and api.running(name):
+                # OpenRefine keeps recent changes in memory; stopping it writes them out.
+                reporter.step(f"stopping {name} so it saves its projects")
+                api.stop(name)
+                paused.append(name)
             if entry is None and (kind in LIVE_KINDS or kind in FOLDER_KINDS):
                 reporter.step(f"backing up {name}")
                 entry, parts = _dump(units(instance)[name], work / name, reporter)
@@ -271,6 +280,10 @@ def create_backup(instance: Instance, output: Path | None = None,
             reporter.step(f"stopping {name} again")
             api.stop(name)
             reporter.note(f"{name}: stopped again, as it was before the backup")
+        for name in paused:
+            reporter.step(f"starting {name} again")
+            api.start(name)
+            reporter.note(f"{name} was stopped for a moment to save its projects; running again")
     return BackupResult(target, size, time.monotonic() - began, manifest)
 
 

@@ -54,6 +54,9 @@ def seed_collections(database: Any, files: list[Path], report: Callable[[str], N
 
     # Read and check every file before writing anything.
     batches = [(path.stem, read_documents(path)) for path in files]
+    # No ledger yet means no finished seed: whatever an interrupted one left goes first.
+    for collection, _ in batches:
+        database.drop_collection(collection)
     created: list[str] = []
     try:
         for number, (collection, documents) in enumerate(batches, start=1):

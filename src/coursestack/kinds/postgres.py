@@ -199,14 +199,20 @@ class PostgresKind(Kind[PostgresService]):
         checksum = seed_checksum(files, self.name)
         ledger = SeedLedger(self.data_dir / "seeded.json")
         applied = ledger.applied()
-        if applied:
-            if applied["checksum"] != checksum:
-                report("seed files changed since first start; not re-applied "
-                       "(`coursestack reset` starts again from the new seed)")
-            return
-        # One transaction for the whole seed: a failure anywhere leaves nothing behind.
         with psycopg.connect(host=LOCALHOST, port=self.port, user=self.spec.user,
                              password=self.password, dbname=self.database) as connection:
+            if applied is None:
+                # The database's own record: written in the seed's transaction, it cannot
+                # disagree with the data, even if we were killed before writing the file.
+                applied = _applied_in_database(connection)
+                if applied is not None:
+                    ledger.record(str(applied["checksum"]), files)
+            if applied:
+                if applied["checksum"] != checksum:
+                    report("seed files changed since first start; not re-applied "
+                           "(`coursestack reset` starts again from the new seed)")
+                return
+            # One transaction for the whole seed: a failure anywhere leaves nothing behind.
             for number, path in enumerate(files, start=1):
                 report(f"seeding {path.name} ({number}/{len(files)})")
                 try:
@@ -220,6 +226,11 @@ class PostgresKind(Kind[PostgresService]):
                 except UserError:
                     connection.rollback()
                     raise
+            connection.execute("CREATE SCHEMA IF NOT EXISTS coursestack")
+            connection.execute("CREATE TABLE IF NOT EXISTS coursestack.seed "
+                               "(checksum text NOT NULL, applied timestamptz DEFAULT now())")
+            connection.execute("INSERT INTO coursestack.seed (checksum) VALUES (%s)",
+                               (checksum,))
         ledger.record(checksum, files)
 
     def connection(self) -> Connection:
@@ -230,6 +241,17 @@ class PostgresKind(Kind[PostgresService]):
                         "PGDATABASE": self.database}
         return Connection(self.name, self.KIND, LOCALHOST, self.port, url, self.spec.user,
                           self.password, self.database, conventional_env=conventional)
+
+
+def _applied_in_database(connection: psycopg.Connection[Any]) -> dict[str, Any] | None:
+    row = connection.execute("SELECT to_regclass('coursestack.seed') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        connection.rollback()
+        return None
+    found = connection.execute(
+        "SELECT checksum FROM coursestack.seed ORDER BY applied DESC LIMIT 1").fetchone()
+    connection.rollback()
+    return {"checksum": found[0]} if found else None
 
 
 def load_csv(connection: psycopg.Connection[Any], path: Path) -> int:
