@@ -21,9 +21,9 @@ import psutil
 import psycopg
 import pymongo
 import pytest
-from support import cli, open_folder
 
 from coursestack.instances import sample_course_source
+from support import cli, open_folder
 
 pytestmark = pytest.mark.slow
 

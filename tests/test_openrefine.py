@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support import cli, open_folder
 
 from coursestack.instances import sample_course_source
+from support import cli, open_folder
 
 pytestmark = pytest.mark.slow
 
