@@ -339,12 +339,15 @@ def test_openrefine_project_made_moments_ago_survives_backup_reset_restore(
     assert projects() == ["just made"]
     path = tmp_path / "refine.coursestack.tar.gz"
     # OpenRefine holds the new project in memory: the backup makes it save first.
-    cli("backup", "--only", "openrefine", "--output", str(path), "--state", root)
+    made = cli("backup", "--only", "openrefine", "--output", str(path), "--state", root)
+    assert "running again" in made.stdout and projects() == ["just made"]
     assert any(n.endswith("metadata.json") for n in read_archive(path).members)
-    cli("reset", "openrefine", "--state", root)
-    base = connection_info(instance, "openrefine")["url"]
-    assert projects() == []
+    cli("stop", "openrefine", "--state", root)
+    # Stopped before the reset: it stays stopped (it starts on first use).
+    assert "openrefine reset: stopped" in cli("reset", "openrefine", "--state", root).stdout
+    assert not (instance.state.root / "data" / "openrefine").exists()
     cli("restore", str(path), "--state", root)
+    cli("start", "openrefine", "--state", root)
     base = connection_info(instance, "openrefine")["url"]
     assert projects() == ["just made"]
     cli("stop", "openrefine", "--state", root)
