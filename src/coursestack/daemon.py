@@ -208,10 +208,12 @@ class Daemon:
     # -- running -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Run until asked to stop: API up, services started, then an orderly stop."""
+        """Run until asked to stop: services started, API up, then an orderly stop."""
+        assert self.supervisor is not None
+        # Services first: the web layer's imports then overlap with their start-up.
+        self.supervisor.start(self.autostart())
         from coursestack.web.app import create_app
 
-        assert self.supervisor is not None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError):
@@ -230,7 +232,6 @@ class Daemon:
                            "token": self.token, "started": self.started,
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path)}, OWNER_ONLY)
-        self.supervisor.start(self.autostart())
         reaper = asyncio.create_task(self._housekeeping())
         try:
             await self.shutdown_requested.wait()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from coursestack import mongo_wire
 from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.privileges import hand_over
@@ -32,20 +33,6 @@ def _client(uri: str, **options: Any) -> Any:
 
     return pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000,
                                **options)
-
-
-def ping(uri: str) -> bool:
-    """True if a MongoDB-speaking server answers `ping` at `uri`."""
-    import pymongo.errors
-
-    client = _client(uri)
-    try:
-        client.admin.command("ping")
-        return True
-    except pymongo.errors.PyMongoError:
-        return False
-    finally:
-        client.close()
 
 
 def seed_collections(database: Any, files: list[Path], report: Callable[[str], None]) -> None:
@@ -87,19 +74,25 @@ class _MongoBase(Kind[Any]):
         return f"mongodb://{LOCALHOST}:{self.port}/?directConnection=true"
 
     async def probe(self) -> bool:
-        return await asyncio.to_thread(ping, self.admin_url())
+        return await mongo_wire.ping(LOCALHOST, self.port or 0)
+
+    def _seed_needed(self, report: Callable[[str], None]) -> bool:
+        """False if the seed was applied already (said so if it changed since)."""
+        files = [self.context.spec.resolve(name) for name in self.spec.seed]
+        applied = SeedLedger(self.data_dir / "seeded.json").applied()
+        if applied is None:
+            return True
+        if applied["checksum"] != seed_checksum(files, self.name):
+            report("seed files changed since first start; not re-applied")
+        return False
 
     def _seed(self, database: Any, report: Callable[[str], None]) -> None:
+        if not self._seed_needed(report):
+            return
         files = [self.context.spec.resolve(name) for name in self.spec.seed]
         checksum = seed_checksum(files, self.name)
-        ledger = SeedLedger(self.data_dir / "seeded.json")
-        applied = ledger.applied()
-        if applied:
-            if applied["checksum"] != checksum:
-                report("seed files changed since first start; not re-applied")
-            return
         seed_collections(database, files, report)
-        ledger.record(checksum, files)
+        SeedLedger(self.data_dir / "seeded.json").record(checksum, files)
 
     def _connection(self, user: str | None, password: str | None, label: str = "") -> Connection:
         conventional = {"MONGO_URL": self.url(), "MONGODB_URI": self.url(),
@@ -143,6 +136,8 @@ class MongoLiteKind(_MongoBase):
             await asyncio.to_thread(self._seed_now, report)
 
     def _seed_now(self, report: Callable[[str], None]) -> None:
+        if not self._seed_needed(report):
+            return  # the common case: no driver loaded into the daemon at all
         client = _client(self.admin_url())
         try:
             self._seed(client[self.database], report)
