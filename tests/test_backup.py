@@ -21,6 +21,7 @@ from bson import ObjectId
 from psycopg import sql
 
 from coursestack.backup.archive import MANIFEST, read_archive
+from coursestack.backup.files import folder_members, replace_folder
 from coursestack.errors import UserError
 from coursestack.instances import Instance
 from coursestack.state import StateFolder
@@ -279,6 +280,24 @@ def test_backup_of_another_course_is_refused(instance: Instance, archive: Path,
     result = cli("restore", str(other), "--state", str(instance.state.root), check=False)
     assert result.returncode == 1 and "of course 'tm351'" in result.stderr
     assert snapshot(instance) == before and backups(instance) == listed
+
+
+def test_a_notebooks_folder_holding_the_state_folder_never_loses_it(tmp_path: Path) -> None:
+    notebooks = tmp_path / "course"
+    state = notebooks / "deep" / "state"
+    (state / "data").mkdir(parents=True)
+    (state / "data" / "cluster").write_text("precious")
+    (notebooks / "a.ipynb").write_text("a")
+    (notebooks / "deep" / "b.ipynb").write_text("b")
+    members, _ = folder_members(notebooks, "files", [state])
+    assert sorted(name for name, _ in members) == ["files/a.ipynb", "files/deep/b.ipynb"]
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "c.ipynb").write_text("c")
+    assert replace_folder(notebooks, staged, None, [state]) == 1
+    left = sorted(p.relative_to(notebooks).as_posix() for p in notebooks.rglob("*")
+                  if p.is_file())
+    assert left == ["c.ipynb", "deep/state/data/cluster"]
 
 
 # -- reset -----------------------------------------------------------------------------------

@@ -636,8 +636,13 @@ def reset(name: ServiceArgument, instance: InstanceOption = None,
     result = _backup_progress(lambda reporter: reset_service(chosen, name, reporter))
     style = STATE_STYLES.get(result.state, "")
     console.print(f"{name} reset: [{style}]{result.state}[/]")
-    console.print(f"Its previous data is in {result.backup.path} (undo with `coursestack "
-                  f"restore {result.backup.path}`).", markup=False, highlight=False)
+    raw = any(entry.get("format") == "raw"
+              for entry in result.backup.manifest.services.values())
+    undo = (f"a raw copy of its data folder: to go back, `coursestack down` and unpack "
+            f"services/{name}/raw/ of it into data/{name}/" if raw
+            else f"undo with `coursestack restore {result.backup.path}`")
+    console.print(f"Its previous data is in {result.backup.path} ({undo}).", markup=False,
+                  highlight=False)
 
 
 def _register_author() -> None:

@@ -205,6 +205,8 @@ class Service:
         if self.active:
             return
         self.status.restarts = 0
+        # Said at once, so whoever asked sees the start, never the state before it.
+        self._set(State.STARTING, detail="starting")
         self._task = asyncio.create_task(self._run(), name=f"service:{self.name}")
 
     async def stop(self) -> None:

@@ -42,6 +42,7 @@ LIVE_KINDS = ("postgres", "mongodb", "mongodb-lite")
 #: Kinds whose data is a folder of files.
 FOLDER_KINDS = ("jupyter", "openrefine")
 READY_TIMEOUT = 300.0
+RAW_READY_TIMEOUT = 90.0
 
 
 @dataclass
@@ -238,12 +239,18 @@ def create_backup(instance: Instance, output: Path | None = None,
             kind = spec.services[name].kind
             entry: dict[str, Any] | None = None
             parts: list[tuple[str, Path]] = []
-            if kind in LIVE_KINDS and not api.running(name):
-                reporter.step(f"starting {name} to read its data")
+            view = api.view(name)
+            if kind in LIVE_KINDS and view["state"] != "ready":
+                # Reset is often the cure for a service that cannot start: wait less.
+                timeout = RAW_READY_TIMEOUT if raw else READY_TIMEOUT
                 try:
-                    api.start(name)
-                    started.append(name)
-                    reporter.note(f"{name} was stopped: started it for the backup")
+                    if view["state"] in ("stopped", "failed"):
+                        reporter.step(f"starting {name} to read its data")
+                        api.start(name, timeout)
+                        started.append(name)
+                        reporter.note(f"{name} was {view['state']}: started it for the backup")
+                    else:
+                        api.wait_ready(name, view["since"], timeout)
                 except UserError as error:
                     if not raw:
                         raise
@@ -295,7 +302,7 @@ def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
         return mongo.dump(unit, folder)
     source = unit.notebooks if isinstance(unit, JupyterKind) else (
         unit.workspace if isinstance(unit, OpenRefineKind) else unit.data_dir)
-    found, skipped = files.folder_members(source, "files")
+    found, skipped = files.folder_members(source, "files", [unit.context.state.root])
     for relative in skipped:
         reporter.note(f"{unit.name}: skipped {relative} (not a regular file)")
     parts = []
@@ -312,7 +319,7 @@ def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
 
 def _raw(unit: Kind,  # type: ignore[type-arg]
          folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
-    found, _skipped = files.folder_members(unit.data_dir, "raw")
+    found, _skipped = files.folder_members(unit.data_dir, "raw", [unit.context.state.root])
     parts = []
     for member, path in found:
         copy = folder / member
@@ -338,6 +345,9 @@ def restore_backup(instance: Instance, archive: Path,
     began = time.monotonic()
     archive = archive.expanduser().resolve()
     where = str(archive)
+    if not archive.is_file():
+        raise UserError("no such backup file", where=where,
+                        hint="give the path of a .coursestack.tar.gz file")
     instance.state.create()
     work = _work_folder(instance.state, "restore")
     try:
@@ -427,13 +437,15 @@ def _restore_one(unit: Kind, entry: dict[str, Any], folder: Path,  # type: ignor
     elif isinstance(unit, MongoKind | MongoLiteKind):
         mongo.restore(unit, entry, folder)
     elif isinstance(unit, JupyterKind):
-        files.replace_folder(unit.notebooks, folder / "files", unit.run_as)
+        files.replace_folder(unit.notebooks, folder / "files", unit.run_as,
+                             [unit.context.state.root])
     elif isinstance(unit, OpenRefineKind):
         # OpenRefine keeps projects in memory and writes them back: stop it first.
         was_running = api.running(unit.name)
         if was_running:
             api.stop(unit.name)
-        files.replace_folder(unit.workspace, folder / "files", unit.run_as)
+        files.replace_folder(unit.workspace, folder / "files", unit.run_as,
+                             [unit.context.state.root])
         if was_running:
             api.start(unit.name)
 
