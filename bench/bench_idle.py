@@ -19,13 +19,18 @@ bench_startup.py runs this too and puts the table into docs/benchmarks-core.md.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import json
 import signal
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 from bench_startup import Workspace, machine_facts, poll_until, supervisord_running
 
@@ -79,6 +84,52 @@ def sample(pid: int, seconds: float) -> dict[str, float]:
             "seconds": elapsed}
 
 
+def api_latency(state: Path, count: int = 20) -> dict[str, float]:
+    """Median ms of GET /api/health: a new connection each time vs. one kept-alive one
+    (the CLI's `up` polls and browsers use the front door over kept-alive connections)."""
+    record = json.loads((state / "run" / "daemon.json").read_text())
+    url = record["url"].rstrip("/") + "/api/health"
+    fresh, kept = [], []
+    for _ in range(count):
+        with httpx.Client(trust_env=False) as client:
+            start = time.perf_counter()
+            client.get(url).raise_for_status()
+            fresh.append(time.perf_counter() - start)
+    with httpx.Client(trust_env=False) as client:
+        client.get(url)
+        for _ in range(count):
+            start = time.perf_counter()
+            client.get(url).raise_for_status()
+            kept.append(time.perf_counter() - start)
+    return {"api_fresh_ms": 1000 * statistics.median(fresh),
+            "api_kept_ms": 1000 * statistics.median(kept)}
+
+
+_IMPORT_RSS = r"""
+import importlib, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+out = {"bare": rss()}
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+out["imports"] = rss()
+print(out)
+"""
+
+
+def import_rss(ws: Workspace) -> dict[str, float]:
+    """RSS of the daemon's interpreter bare, and after importing what the daemon imports
+    (its modules, the web app, and the drivers its probes load)."""
+    modules = ["coursestack.daemon", "coursestack.web.app", "coursestack.kinds",
+               "psycopg", "httpx", "pymongo"]
+    result = subprocess.run([ws.python, "-c", _IMPORT_RSS, *modules], env=ws.env,
+                            capture_output=True, text=True, check=True)
+    data = ast.literal_eval(result.stdout.strip())
+    return {"python_bare": float(data["bare"]), "python_imports": float(data["imports"])}
+
+
 def measure(ws: Workspace, state: Path, settle: float,
             seconds: float) -> dict[str, dict[str, float]]:
     """Idle figures of coursestack's daemon and of supervisord running the same programs.
@@ -95,8 +146,10 @@ def measure(ws: Workspace, state: Path, settle: float,
         pid = int(ws.status(state)["pid"])
         time.sleep(settle)
         results["coursestack daemon"] = sample(pid, seconds)
+        results["coursestack daemon"].update(api_latency(state))
     finally:
         ws.down(state)
+    results["coursestack daemon"].update(import_rss(ws))
     print("idle: supervisord ...", flush=True)
     facts = ws.launch_facts(state)
     with supervisord_running(ws, facts) as process:
@@ -127,12 +180,23 @@ def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: 
                       f"CPU {cpu_ratio} (supervisord does no health probes; coursestack "
                       "probes every service every 5 s, each probe a new connection: a "
                       "PostgreSQL login, an HTTP request, a new MongoDB client).")
+    extra = ""
+    if "python_imports" in daemon:
+        extra += (f"\n- Where the daemon's RSS comes from: the same interpreter is "
+                  f"{daemon['python_bare']:.1f} MB bare and {daemon['python_imports']:.1f} MB "
+                  "after importing what the daemon imports (coursestack.daemon, "
+                  "coursestack.web.app with FastAPI/pydantic/uvicorn, psycopg, httpx, and "
+                  "pymongo for the MongoDB probe), before doing anything.")
+    if "api_kept_ms" in daemon:
+        extra += (f"\n- The daemon's API, GET /api/health (median of 20): "
+                  f"{daemon['api_fresh_ms']:.1f} ms on a new connection each time, "
+                  f"{daemon['api_kept_ms']:.1f} ms per request on one kept-alive connection.")
     text = (f"\n### Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
             + "\n".join(rows) + "\n\n"
             f"**Daemon RSS {daemon['rss']:.1f} MB (max {daemon['rss_max']:.1f}), aim < "
             f"{rss_aim:g} MB: {'met' if summary['rss_met'] else 'NOT met'}; idle CPU "
             f"{daemon['cpu']:.2f}% of a core, aim < {cpu_aim:g}%: "
-            f"{'met' if summary['cpu_met'] else 'NOT met'}.**{ratio_text}\n")
+            f"{'met' if summary['cpu_met'] else 'NOT met'}.**{ratio_text}\n{extra}\n")
     return text, summary
 
 

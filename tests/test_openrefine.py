@@ -46,7 +46,9 @@ def refine_course() -> Iterator[Path]:
 
 
 def test_first_request_starts_openrefine_and_idle_stops_it(refine_course: Path) -> None:
-    assert services(refine_course)["openrefine"]["state"] == "stopped"
+    found = services(refine_course)
+    assert found["postgres"]["state"] == "ready"  # `up --only postgres` started it alone
+    assert {found[n]["state"] for n in ("openrefine", "jupyter", "mongo")} == {"stopped"}
     with front_door(refine_course) as client:
         first = client.get("/s/openrefine/")
         assert first.status_code == 503

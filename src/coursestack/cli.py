@@ -143,7 +143,7 @@ def _wait_for_services(client: Any, names: list[str], timeout: float) -> bool:
                 break
             if time.monotonic() > deadline:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
     console.print()
     problem = False
     for service in services:
