@@ -191,7 +191,7 @@ def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: 
         extra += (f"\n- The daemon's API, GET /api/health (median of 20): "
                   f"{daemon['api_fresh_ms']:.1f} ms on a new connection each time, "
                   f"{daemon['api_kept_ms']:.1f} ms per request on one kept-alive connection.")
-    text = (f"\n### Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
+    text = (f"\n## Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
             + "\n".join(rows) + "\n\n"
             f"**Daemon RSS {daemon['rss']:.1f} MB (max {daemon['rss_max']:.1f}), aim < "
             f"{rss_aim:g} MB: {'met' if summary['rss_met'] else 'NOT met'}; idle CPU "

@@ -27,7 +27,7 @@ Variants are alternated (the order rotates every round); median and min are repo
 Cold start: a fresh state folder, `coursestack up` including initdb, role/database
 creation and seeding; median of --cold runs.
 
-    python bench/bench_startup.py                  # about 5 minutes, idle part included
+    python bench/bench_startup.py                  # about 4-6 minutes, idle part included
     python bench/bench_startup.py --markdown docs/benchmarks-core.md
     python bench/bench_startup.py --skip-idle      # start-up only
 """
@@ -147,7 +147,7 @@ class Service:
     secret: str | None  # postgres superuser password, jupyter token
     base_url: str
     launch: dict[str, Any]  # argv, env, cwd, uid, gid, user, stop_signal
-    depends_on: tuple[str, ...]
+    depends_on: tuple[str, ...]  # "NAME CONDITION", e.g. "postgres ready"
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ for name in order:
     out.append({"name": name, "kind": unit.KIND, "port": unit.port,
                 "secret": getattr(unit, secret) if secret else None,
                 "base_url": getattr(unit, "base_url", ""),
-                "depends_on": list(unit.spec.depends_on),
+                "depends_on": [f"{k} {v}" for k, v in unit.spec.depends_on.items()],
                 "launch": {"argv": list(s.argv), "env": dict(s.env), "cwd": str(s.cwd),
                            "uid": s.run_as.uid if s.run_as else None,
                            "gid": s.run_as.gid if s.run_as else None,
@@ -757,10 +757,10 @@ def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[st
         f"| command -> daemon's first event (CLI start, daemon spawn, imports, API up) "
         f"| {m('to_daemon'):.2f} |\n")
     for name in facts.services:
-        after = f" (after {', '.join(facts.services[name].depends_on)} ready)" if (
+        after = f" (once {', '.join(facts.services[name].depends_on)})" if (
             facts.services[name].depends_on) else ""
         breakdown += f"| {name}: prepare -> ready{after} | {m(name):.2f} |\n"
-    breakdown += f"| last service ready -> `up` returns (CLI polls every 0.1 s) | " \
+    breakdown += f"| last service ready -> `up` returns (the CLI polls the API) | " \
                  f"{m('after'):.2f} |\n"
     one = warm["one-by-one"]
     seq = ", ".join(f"{name} {median([r[name] for r in one]):.2f} s" for name in facts.services)
@@ -859,12 +859,15 @@ def document(machine: dict[str, str], args: argparse.Namespace, facts: Facts,
                     f"mean, {idle_summary['rss_max']:.1f} MB max).")
         aims.append(f"- Daemon idle CPU under 1% of a core: **{cpu_met}** "
                     f"({idle_summary['cpu']:.2f}%).")
-    kinds = ", ".join(f"{s.name} ({s.kind})" for s in facts.services.values())
+    kinds = "\n".join(
+        f"  - {s.name} ({s.kind})" + (f", starts once {', '.join(s.depends_on)}"
+                                     if s.depends_on else "")
+        for s in facts.services.values())
     return f"""# Benchmarks: start-up and idle cost of the core (sample course)
 
 Produced by `python bench/bench_startup.py --rounds {args.rounds} --cold {args.cold} \
---markdown docs/benchmarks-core.md` (the idle part is `bench/bench_idle.py`, which the same
-command runs). All figures below come from one run on this machine:
+--markdown docs/benchmarks-core.md` (the idle part is `bench/bench_idle.py`, which the
+same command runs). All figures below come from one run on this machine:
 
 | fact | value |
 | --- | --- |
@@ -876,9 +879,10 @@ command runs). All figures below come from one run on this machine:
 
 ## Method
 
-- The embedded sample course, every service `coursestack up` starts for it, in its start
-  order: {kinds}. Services marked `start = "on-demand"` are not started by `up` and are
-  not measured. An isolated `COURSESTACK_HOME` and state folders in a 0755 folder under
+- The embedded sample course: every service `coursestack up` starts for it, in its start
+  order (services with `start = "on-demand"` are not started by `up`, so not measured):
+{kinds}
+- An isolated `COURSESTACK_HOME` and state folders in a 0755 folder under
   /tmp; we run as root, so every service runs as the unprivileged user `coursestack`.
 - The only change to the sample course: its preferred ports (in the state folder's copy
   of `course.toml`) are moved to a free block of high ports, because this machine is
@@ -894,7 +898,7 @@ command runs). All figures below come from one run on this machine:
     not a pyenv shim); it returns when every service is ready, and the benchmark then
     checks all of them itself (every run passed). `coursestack down` is not timed.
   - *one-by-one*: each service started in coursestack's start order, polled until
-    ready, then the next.
+    ready, then the next (a careful person with a shell script).
   - *supervisord* (from PyPI): `supervisord -n -c CONF`, one `[program]` per service
     with `user=coursestack`, the same environment and folder, the same stop signal; all
     polled. Supervisord has no dependency order or readiness notion: it starts all
@@ -923,7 +927,7 @@ command runs). All figures below come from one run on this machine:
   after it starts (visible in its log: "supervisord started" then "spawned" ~1.0 s later);
   that second is in its figure, as it is in real use.
 
-Reproduce: `python bench/bench_startup.py` (about 5 minutes; `--skip-idle` for start-up
+Reproduce: `python bench/bench_startup.py` (about 4-6 minutes; `--skip-idle` for start-up
 only; `python bench/bench_idle.py` for the idle part alone).
 """
 

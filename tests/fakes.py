@@ -59,6 +59,7 @@ class FakeProcess:
     def __init__(self, honours: set[int]) -> None:
         self.pid = next(self._pids)
         self.signals: list[int] = []
+        self.launched_at: float | None = None
         self._honours = honours
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -87,8 +88,11 @@ class FakeLauncher:
     launched: list[tuple[str, FakeProcess]] = field(default_factory=list)
     on_launch: Callable[[str, FakeProcess], None] | None = None
 
+    clock: FakeClock | None = None
+
     async def launch(self, spec: LaunchSpec) -> ProcessHandle:
         process = FakeProcess(self.honours)
+        process.launched_at = self.clock.now() if self.clock else None
         name = spec.argv[0]
         self.launched.append((name, process))
         if self.on_launch is not None:

@@ -12,6 +12,7 @@ from fakes import FakeClock, FakeLauncher, FakeProcess, ScriptedUnit
 def build(*units: ScriptedUnit, launcher: FakeLauncher | None = None,
           clock: FakeClock | None = None) -> tuple[Supervisor, FakeLauncher]:
     launcher = launcher or FakeLauncher()
+    launcher.clock = units[0].clock
     supervisor = Supervisor(units, launcher, clock=units[0].clock, timing=Timing())
     return supervisor, launcher
 
@@ -87,9 +88,17 @@ async def test_backoff_resets_after_a_stable_period() -> None:
     for _ in range(5):  # five crashes, each after a long stable run: never "failed"
         await clock.advance(60.0)
         launcher.last("svc").exit(1)
-        await clock.advance(1.5)
+        before = clock.now()
+        await clock.advance(0.01)  # restarted at once: it had been running well
+        assert launcher.last("svc").launched_at == before
     assert supervisor.services["svc"].status.state is State.READY
     assert launcher.count("svc") == 6
+    # Crashing again right away is a crash in a row: that one waits.
+    launcher.last("svc").exit(1)
+    await clock.advance(0.5)
+    assert launcher.count("svc") == 6
+    await clock.advance(1.0)
+    assert launcher.count("svc") == 7
     await supervisor.stop_all()
 
 

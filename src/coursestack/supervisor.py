@@ -236,8 +236,9 @@ class Service:
                     return
                 code = self._process.returncode if self._process else None
                 reason = self._describe_end(outcome, code)
-                if ready_since is not None and (
-                        self._clock.now() - ready_since >= self._timing.stable_after):
+                stable = ready_since is not None and (
+                    self._clock.now() - ready_since >= self._timing.stable_after)
+                if stable:
                     crashes, delay = 0, self._timing.backoff_initial
                 if not self._should_restart(outcome, code):
                     if outcome is _Outcome.EXITED and code == 0:
@@ -250,9 +251,13 @@ class Service:
                     self._fail(f"crashed {crashes} times in a row; last: {reason}")
                     return
                 self.status.restarts += 1
-                self._set(State.BACKOFF, detail=f"restarting in {delay:g} s", reason=reason)
-                await self._clock.sleep(delay)
-                delay = min(delay * self._timing.backoff_factor, self._timing.backoff_cap)
+                # A service that ran well and crashed once is restarted at once; only
+                # crashes in a row wait, longer each time.
+                wait = 0.0 if stable else delay
+                self._set(State.BACKOFF, detail=f"restarting in {wait:g} s", reason=reason)
+                await self._clock.sleep(wait)
+                if not stable:
+                    delay = min(delay * self._timing.backoff_factor, self._timing.backoff_cap)
         except asyncio.CancelledError:
             await self._terminate_on_request()
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from coursestack import __version__
@@ -55,8 +55,26 @@ class SessionView(BaseModel):
     csrf_token: str | None
 
 
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+#: Every route but /api/health: no credential, no entry.
+NOT_LOGGED_IN: Responses = {401: {"model": Problem, "description": "Not logged in: send the "
+                                  "instance token as `Authorization: Bearer <token>`"}}
+#: State-changing routes: a cookie session must send its CSRF token.
+NO_CSRF: Responses = {403: {"model": Problem, "description": "A browser session sent no valid "
+                            "`X-CSRF-Token`"}}
+#: Routes that name a service.
+NO_SUCH_SERVICE: Responses = {404: {"model": Problem, "description": "No service of that name"}}
+
 public = APIRouter(prefix="/api", tags=["public"])
-router = APIRouter(prefix="/api", dependencies=[Depends(require_login)], tags=["services"])
+router = APIRouter(prefix="/api", dependencies=[Depends(require_login)], tags=["services"],
+                   responses=NOT_LOGGED_IN)
 
 
 @public.get("/health")
@@ -85,19 +103,25 @@ async def session(request: Request, web: Context) -> SessionView:
 
 
 @router.get("/services", response_model=list[ServiceView])
-async def services(web: Context) -> list[ServiceView]:
-    """Every service, in start order."""
-    return web.views()
+async def services(web: Context) -> Response:
+    """Every service, in start order.
+
+    Served pre-serialised from a short-lived cache (dropped on every state change), so
+    heartbeat, uptime and memory may be up to half a second old.
+    """
+    return Response(web.services_json(), media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
 
 
-@router.get("/services/{name}", response_model=ServiceView)
+@router.get("/services/{name}", response_model=ServiceView, responses=NO_SUCH_SERVICE)
 async def one_service(name: str, web: Context) -> ServiceView:
     """One service."""
     web.service_or_404(name)
     return web.view(name)
 
 
-@router.post("/services/{name}/start", response_model=ActionResult)
+@router.post("/services/{name}/start", response_model=ActionResult,
+             responses={**NO_CSRF, **NO_SUCH_SERVICE})
 async def start(name: str, web: Context) -> ActionResult:
     """Start a service (and what it depends on)."""
     service = web.service_or_404(name)
@@ -105,7 +129,8 @@ async def start(name: str, web: Context) -> ActionResult:
     return ActionResult(service=name, action="start", state=str(service.status.state))
 
 
-@router.post("/services/{name}/stop", response_model=ActionResult)
+@router.post("/services/{name}/stop", response_model=ActionResult,
+             responses={**NO_CSRF, **NO_SUCH_SERVICE})
 async def stop(name: str, web: Context) -> ActionResult:
     """Stop a service (waits until it has stopped)."""
     service = web.service_or_404(name)
@@ -113,7 +138,8 @@ async def stop(name: str, web: Context) -> ActionResult:
     return ActionResult(service=name, action="stop", state=str(service.status.state))
 
 
-@router.post("/services/{name}/restart", response_model=ActionResult)
+@router.post("/services/{name}/restart", response_model=ActionResult,
+             responses={**NO_CSRF, **NO_SUCH_SERVICE})
 async def restart(name: str, web: Context) -> ActionResult:
     """Stop a service, then start it again."""
     service = web.service_or_404(name)
@@ -121,14 +147,14 @@ async def restart(name: str, web: Context) -> ActionResult:
     return ActionResult(service=name, action="restart", state=str(service.status.state))
 
 
-@router.post("/up", response_model=list[ServiceView])
+@router.post("/up", response_model=list[ServiceView], responses=NO_CSRF)
 async def up(web: Context) -> list[ServiceView]:
     """Start every service that `up` starts (those not already running)."""
     web.supervisor.start(web.daemon.autostart())
     return web.views()
 
 
-@router.post("/restart-stopped", response_model=list[ServiceView])
+@router.post("/restart-stopped", response_model=list[ServiceView], responses=NO_CSRF)
 async def restart_stopped(web: Context) -> list[ServiceView]:
     """Start again every service that has stopped or failed (and was meant to run)."""
     wanted = set(web.daemon.autostart())
@@ -139,14 +165,14 @@ async def restart_stopped(web: Context) -> list[ServiceView]:
     return web.views()
 
 
-@router.post("/shutdown")
+@router.post("/shutdown", responses=NO_CSRF)
 async def shutdown(web: Context) -> dict[str, str]:
     """Stop every service and the daemon."""
     web.daemon.shutdown_requested.set()
     return {"status": "stopping"}
 
 
-@router.get("/services/{name}/logs", response_model=LogView)
+@router.get("/services/{name}/logs", response_model=LogView, responses=NO_SUCH_SERVICE)
 async def logs(name: str, web: Context,
                lines: Annotated[int, Query(ge=1, le=10000)] = 200) -> LogView:
     """The last lines of a service's log."""
@@ -155,7 +181,7 @@ async def logs(name: str, web: Context,
 
 
 @router.get("/services/{name}/logs/stream", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}}, **NO_SUCH_SERVICE})
 async def log_stream(name: str, web: Context,
                      lines: Annotated[int, Query(ge=0, le=10000)] = 200) -> StreamingResponse:
     """A service's log as server-sent events: `lines` events of new lines, as they come."""

@@ -91,6 +91,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     check_listen_address(settings.host, auth_enabled)
     web = WebContext(daemon, supervisor, Authenticator(daemon.token, daemon.state, auth_enabled))
     web.broker = Broker(supervisor, web.snapshot, web.view_dict)
+    supervisor.add_listener(web.forget_views)
     proxy_client = httpx.AsyncClient(
         trust_env=False, follow_redirects=False,
         timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
@@ -99,6 +100,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        supervisor.remove_listener(web.forget_views)
         if web.broker is not None:
             web.broker.close()
         await proxy_client.aclose()

@@ -7,14 +7,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from coursestack.procs import process_tree_memory
-from coursestack.supervisor import Service, Supervisor
-from coursestack.web.auth import CSRF_HEADER, SAFE_METHODS, Authenticator, Principal
+from coursestack.supervisor import Event, Service, Supervisor
+from coursestack.web.auth import CSRF_FIELD, CSRF_HEADER, SAFE_METHODS, Authenticator, Principal
 from coursestack.web.events import Broker
 
 if TYPE_CHECKING:
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 
 
 MEMORY_TTL = 1.0
+#: How long the serialised answer of GET /api/services is reused (any state change
+#: drops it at once, so only heartbeat, uptime and memory can be this much older).
+SERVICES_TTL = 0.5
+#: Largest urlencoded form read to find a CSRF token (the daemon's body limit is 64 KiB).
+MAX_CSRF_FORM = 64 * 1024
 
 
 class ServiceView(BaseModel):
@@ -64,6 +70,22 @@ class WebContext:
     watcher: asyncio.Task[None] | None = None
     #: pid -> (when measured, bytes): walking a process tree is costly under load.
     _memory: dict[int, tuple[float, int | None]] = field(default_factory=dict)
+    #: (when made, JSON) of every service, for GET /api/services under load.
+    _services_json: tuple[float, bytes] | None = None
+
+    def forget_views(self, _event: Event | None = None) -> None:
+        """Drop cached answers (a supervisor listener: called on every state change)."""
+        self._services_json = None
+
+    def services_json(self) -> bytes:
+        """Every service's view as JSON, reused for `SERVICES_TTL` seconds."""
+        now = time.monotonic()
+        cached = self._services_json
+        if cached is not None and 0 <= now - cached[0] < SERVICES_TTL:
+            return cached[1]
+        body = _VIEW_LIST.dump_json(self.views())
+        self._services_json = (now, body)
+        return body
 
     def memory(self, pid: int | None) -> int | None:
         if pid is None:
@@ -116,6 +138,7 @@ class WebContext:
         return os.getpid()
 
 
+_VIEW_LIST = TypeAdapter(list[ServiceView])
 _bearer = HTTPBearer(auto_error=False, description="The instance token (run/daemon.json).")
 
 
@@ -124,19 +147,44 @@ def get_context(request: Request) -> WebContext:
     return context
 
 
-def require_login(request: Request,
-                  _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                          Depends(_bearer)] = None) -> Principal:
-    """Any valid credential; a cookie session must add its CSRF token to unsafe methods."""
+async def _context(request: Request) -> WebContext:
+    # An async dependency: a plain `def` one would cost a worker-thread hop per request.
+    return get_context(request)
+
+
+async def _form_csrf(request: Request) -> str | None:
+    """The `csrf_token` field of an urlencoded form (a plain HTML form has no headers)."""
+    if not request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"):
+        return None
+    body = await request.body()  # kept by the request: the route can still read the form
+    if len(body) > MAX_CSRF_FORM:
+        return None
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    values = fields.get(CSRF_FIELD)
+    return values[0] if values else None
+
+
+async def require_login(request: Request,
+                        _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                Depends(_bearer)] = None) -> Principal:
+    """Any valid credential; a cookie session must add its CSRF token to unsafe methods
+    (the `X-CSRF-Token` header, or the `csrf_token` field of a form)."""
     context = get_context(request)
     principal = context.auth.identify(request)
     if principal is None:
         raise NotLoggedIn()
-    if request.method not in SAFE_METHODS and not context.auth.csrf_ok(
-            principal, request.headers.get(CSRF_HEADER)):
-        raise HTTPException(403, "missing or invalid CSRF token: reload the page and retry")
+    if request.method not in SAFE_METHODS:
+        supplied = request.headers.get(CSRF_HEADER)
+        if supplied is None and principal.via == "session":
+            supplied = await _form_csrf(request)
+        if not context.auth.csrf_ok(principal, supplied):
+            raise HTTPException(403, "missing or invalid CSRF token: reload the page and retry")
     return principal
 
 
 Login = Annotated[Principal, Depends(require_login)]
-Context = Annotated[WebContext, Depends(get_context)]
+Context = Annotated[WebContext, Depends(_context)]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import secrets
+import tempfile
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -204,6 +208,47 @@ async def connections_page(web: Context, principal: Login) -> HTMLResponse:
     services = list((document.get("services") or {}).values())
     return render("connections.html", title="Connections", connections=services,
                   **_page_values(web, principal, "connections"))
+
+
+STATUS_TEXT = {"ok": "OK", "warn": "Warning", "fail": "Problem"}
+
+
+@pages.get("/doctor", response_class=HTMLResponse)
+async def doctor_page(web: Context, principal: Login) -> HTMLResponse:
+    """"Check my setup": every doctor finding, and the diagnostics bundle to download."""
+    from coursestack.doctor import run_doctor, summary, worst  # only when asked for
+
+    started = time.monotonic()
+    # Blocking, and it calls this daemon's own API: never on the event loop.
+    findings = await asyncio.to_thread(run_doctor, web.daemon.state)
+    order = {"fail": 0, "warn": 1, "ok": 2}
+    rows = [{**f.as_dict(), "status_text": STATUS_TEXT[f.status]}
+            for f in sorted(findings, key=lambda f: order[f.status])]
+    counts = {status: sum(1 for f in findings if f.status == status) for status in order}
+    return render("doctor.html", title="Check my setup", findings=rows, counts=counts,
+                  overall=worst(findings), summary=summary(findings),
+                  elapsed=f"{time.monotonic() - started:.1f}",
+                  checked=time.strftime("%H:%M:%S"), **_page_values(web, principal, "doctor"))
+
+
+def _bundle_bytes(web: WebContext) -> tuple[str, bytes]:
+    """Write the diagnostics zip in a private scratch folder; its name and contents."""
+    from coursestack.bundle import write_bundle
+
+    with tempfile.TemporaryDirectory(prefix="coursestack-bundle-") as folder:
+        path = write_bundle(web.daemon.state, Path(folder))
+        return path.name, path.read_bytes()
+
+
+@pages.post("/doctor/bundle")
+async def doctor_bundle(web: Context, _principal: Login) -> Response:
+    """The diagnostics bundle (runs the doctor again), as a download. A POST with the
+    session's CSRF token: it runs programs and writes a file."""
+    name, data = await asyncio.to_thread(_bundle_bytes, web)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Cache-Control": "no-store"})
 
 
 def login_redirect(request: Request) -> RedirectResponse:
