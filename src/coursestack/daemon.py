@@ -210,9 +210,10 @@ class Daemon:
     async def serve(self) -> None:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
-        # Services first: the web layer's imports then overlap with their start-up.
+        # Services first; the web layer loads in a thread meanwhile, so the event loop
+        # keeps launching and probing them instead of waiting for imports.
         self.supervisor.start(self.autostart())
-        from coursestack.web.app import create_app
+        create_app = await asyncio.to_thread(_load_web_app)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -247,7 +248,9 @@ class Daemon:
     def _listen_socket(self) -> socket.socket:
         settings = self.spec.dashboard
         port = choose_port(settings.port, avoid=self.units_ports(), host=settings.host)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for
+        # TCP sockets, and without it every kept-alive request waits ~40 ms (delayed ACK).
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((settings.host, port))
         listener.listen(128)
@@ -256,6 +259,12 @@ class Daemon:
 
     def units_ports(self) -> list[int]:
         return [port for unit in self.units.values() if (port := unit.port) is not None]
+
+
+def _load_web_app() -> Any:
+    from coursestack.web.app import create_app
+
+    return create_app
 
 
 def run_daemon(state_root: Path) -> int:

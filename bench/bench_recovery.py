@@ -1,0 +1,172 @@
+"""Recovery after `kill -9`, coursestack vs supervisord running the same PostgreSQL.
+
+    python bench/bench_recovery.py [--rounds 3]
+
+- *service*: PostgreSQL has run well (past the 30 s stable period), then its postmaster
+  gets SIGKILL; we time until a real login + `SELECT 1` succeeds again.
+- *supervisor*: the supervising process itself gets SIGKILL. coursestack: the kernel stops
+  the services (parent-death signal), then `coursestack up` is timed to PostgreSQL ready.
+  supervisord: it is started again with the same config, timed to PostgreSQL ready under
+  its management; whether the old PostgreSQL was left running is reported.
+supervisord runs exactly the postmaster command line, environment and user that
+coursestack's daemon uses (read from /proc of the running service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+STABLE = 31.0  # past the supervisor's 30 s "ran well" period
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coursestack", *args], check=True,
+                          capture_output=True, text=True,
+                          env={**os.environ, "COURSESTACK_HOME": str(home)})
+
+
+def pg_ok(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=1) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.Error:
+        return False
+
+
+def until(check: Any, timeout: float = 120.0) -> float:
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def postmaster(state: Path, home: Path) -> dict[str, Any]:
+    data = json.loads(cli(home, "status", "--json", "--state", str(state)).stdout)
+    service: dict[str, Any] = next(s for s in data["services"] if s["name"] == "postgres")
+    return service
+
+
+def supervisord_conf(folder: Path, command: list[str], env: dict[str, str], cwd: str,
+                     user: str) -> Path:
+    environment = ",".join(f'{k}="{v}"' for k, v in env.items() if '"' not in v and "%" not in v)
+    conf = folder / "supervisord.conf"
+    conf.write_text("\n".join([
+        "[supervisord]", "nodaemon=true", f"logfile={folder}/supervisord.log",
+        f"pidfile={folder}/supervisord.pid", "user=root",
+        "[unix_http_server]", f"file={folder}/supervisor.sock",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface",
+        "[program:postgres]", "command=" + " ".join(command), f"directory={cwd}",
+        f"user={user}", f"environment={environment}", "autorestart=true", "startsecs=1",
+        "stopsignal=INT", f"stdout_logfile={folder}/postgres.log", "redirect_stderr=true",
+        ""]))
+    return conf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
+    os.chmod(base, 0o755)
+    home, state = base / "home", base / "state"
+    cli(home, "up", "--state", str(state), "--only", "postgres")
+    url = json.loads((state / "connections.json").read_text())["services"]["postgres"]["url"]
+    ours_service, ours_daemon = [], []
+    try:
+        for _ in range(options.rounds):
+            time.sleep(STABLE)
+            os.kill(postmaster(state, home)["pid"], signal.SIGKILL)
+            ours_service.append(until(lambda: pg_ok(url)))
+            daemon_pid = json.loads((state / "run" / "daemon.json").read_text())["pid"]
+            old = postmaster(state, home)["pid"]
+            os.kill(daemon_pid, signal.SIGKILL)
+            until(lambda o=old: not psutil.pid_exists(o) or
+                  psutil.Process(o).status() == psutil.STATUS_ZOMBIE, 60)
+            started = time.perf_counter()
+            cli(home, "up", "--state", str(state), "--only", "postgres")
+            until(lambda: pg_ok(url))
+            ours_daemon.append(time.perf_counter() - started)
+            print(f"coursestack: service {ours_service[-1]:.2f} s, daemon "
+                  f"{ours_daemon[-1]:.2f} s", file=sys.stderr)
+        process = psutil.Process(postmaster(state, home)["pid"])
+        command, env = process.cmdline(), process.environ()
+        cwd, user = process.cwd(), process.username()
+    finally:
+        cli(home, "down", "--state", str(state))
+    theirs_service, theirs_daemon, orphaned = [], [], 0
+    folder = base / "supervisord"
+    folder.mkdir()
+    conf = supervisord_conf(folder, command, env, cwd, user)
+    supervisord = shutil.which("supervisord") or "supervisord"
+    runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)])
+    try:
+        until(lambda: pg_ok(url))
+        for _ in range(options.rounds):
+            time.sleep(STABLE)
+            victim = next(p for p in psutil.process_iter(["cmdline"])
+                          if p.info["cmdline"] == command)
+            victim.kill()
+            theirs_service.append(until(lambda: pg_ok(url)))
+            runner.kill()
+            runner.wait()
+            time.sleep(0.5)
+            left = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == command]
+            if left:
+                orphaned += 1
+                for leftover in left:  # it would block the new supervisord's postgres
+                    leftover.send_signal(signal.SIGINT)
+                    leftover.wait(30)
+            started = time.perf_counter()
+            runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)])
+            until(lambda: pg_ok(url))
+            theirs_daemon.append(time.perf_counter() - started)
+            print(f"supervisord: service {theirs_service[-1]:.2f} s, daemon "
+                  f"{theirs_daemon[-1]:.2f} s (orphans so far: {orphaned})", file=sys.stderr)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(60)
+    report(ours_service, ours_daemon, theirs_service, theirs_daemon, orphaned, options.rounds)
+
+
+def report(ours_service: list[float], ours_daemon: list[float], theirs_service: list[float],
+           theirs_daemon: list[float], orphaned: int, rounds: int) -> None:
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    print("\n".join([
+        f"Recovery of PostgreSQL, median of {rounds} rounds (seconds to a real login + "
+        "SELECT 1):",
+        "",
+        "| fault | coursestack | supervisord | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| `kill -9` of the postmaster | {med(ours_service):.2f} | {med(theirs_service):.2f}"
+        f" | {med(ours_service) / med(theirs_service):.2f}x |",
+        f"| `kill -9` of the supervisor, then start it again | {med(ours_daemon):.2f} | "
+        f"{med(theirs_daemon):.2f} | {med(ours_daemon) / med(theirs_daemon):.2f}x |",
+        "",
+        f"After `kill -9` of supervisord, its PostgreSQL kept running unmanaged in "
+        f"{orphaned} of {rounds} rounds (the benchmark stopped it by hand so that a new "
+        "supervisord could start its own); coursestack's services were stopped by the "
+        "kernel every time, and `up` cleaned up and started them.",
+    ]))
+
+
+if __name__ == "__main__":
+    main()
