@@ -115,7 +115,8 @@ def main() -> None:
     folder.mkdir()
     conf = supervisord_conf(folder, command, env, cwd, user)
     supervisord = shutil.which("supervisord") or "supervisord"
-    runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)])
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)], **quiet)  # type: ignore[call-overload]
     try:
         until(lambda: pg_ok(url))
         for _ in range(options.rounds):
@@ -134,7 +135,7 @@ def main() -> None:
                     leftover.send_signal(signal.SIGINT)
                     leftover.wait(30)
             started = time.perf_counter()
-            runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)])
+            runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)], **quiet)  # type: ignore[call-overload]
             until(lambda: pg_ok(url))
             theirs_daemon.append(time.perf_counter() - started)
             print(f"supervisord: service {theirs_service[-1]:.2f} s, daemon "

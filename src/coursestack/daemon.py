@@ -29,7 +29,7 @@ from coursestack.errors import UserError
 from coursestack.kinds import Context, Kind, build_unit
 from coursestack.logs import rotate_if_large
 from coursestack.ports import choose_port, port_is_free
-from coursestack.privileges import RunAs, ensure_reachable, hand_over, service_account
+from coursestack.privileges import RunAs, ensure_reachable, hand_over_new, service_account
 from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_recorded_processes
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
 from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_json, read_json
@@ -122,7 +122,7 @@ class Daemon:
             for folder in changed:
                 log.warning("gave user %s traverse-only access (ACL) to %s",
                             self.run_as.name, folder)
-            hand_over([self.state.data], self.run_as)
+            hand_over_new(self.state.data, self.run_as)
         self.supervisor = Supervisor(self.units.values(), OSLauncher())
         self.supervisor.add_listener(self._record_event)
         self.supervisor.on_spawn(self._record_pid)

@@ -80,6 +80,20 @@ def hand_over(paths: Iterable[Path], account: RunAs | None) -> None:
                     os.lchown(name, account.uid, account.gid)
 
 
+def hand_over_new(folder: Path, account: RunAs | None) -> None:
+    """Hand over `folder` and its direct entries; descend only into what the account does
+    not own yet. A database's own files are the account's already: walking thousands of
+    them on every start would only slow the start down."""
+    if account is None or not folder.exists():
+        return
+    if os.lstat(folder).st_uid != account.uid:
+        hand_over([folder], account)
+        return
+    for entry in folder.iterdir():
+        if os.lstat(entry).st_uid != account.uid:
+            hand_over([entry], account)
+
+
 def ensure_reachable(paths: Iterable[Path], account: RunAs | None) -> list[Path]:
     """Make sure `account` can traverse every parent of `paths`; return folders changed.
 

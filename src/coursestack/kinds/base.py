@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from coursestack.logs import tail_lines
-from coursestack.privileges import RunAs, hand_over
+from coursestack.privileges import RunAs, hand_over_new
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, ServiceSpec
 from coursestack.state import Secrets, StateFolder
@@ -161,7 +161,7 @@ class Kind(Generic[S]):
         (home / ".runtime").mkdir(parents=True, exist_ok=True)
         os.chmod(home / ".runtime", 0o700)
         self.check_installed()
-        hand_over([self.data_dir], self.run_as)
+        hand_over_new(self.data_dir, self.run_as)
 
     def launch_spec(self) -> LaunchSpec:
         raise NotImplementedError

@@ -39,7 +39,8 @@ class Broker:
         self._snapshot = snapshot
         self._view = view
         self._tick = tick
-        self._queues: set[asyncio.Queue[tuple[str, Any] | None]] = set()
+        #: Each subscriber's queue of encoded events (None: end of stream).
+        self._queues: set[asyncio.Queue[bytes | None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         supervisor.add_listener(self._on_event)
@@ -51,10 +52,11 @@ class Broker:
     def _on_event(self, event: Event) -> None:
         if not self._queues:
             return
-        message = ("state", {"event": event.as_dict(), "service": self._view(event.service)})
-        self._broadcast(message)
+        self._broadcast(sse("state", {"event": event.as_dict(),
+                                      "service": self._view(event.service)}))
 
-    def _broadcast(self, message: tuple[str, Any] | None) -> None:
+    def _broadcast(self, message: bytes | None) -> None:
+        """Queue one event for every subscriber (encoded once, however many they are)."""
         for queue in list(self._queues):
             try:
                 queue.put_nowait(message)
@@ -69,7 +71,7 @@ class Broker:
         while self._queues:
             await asyncio.sleep(self._tick)
             if self._queues:
-                self._broadcast(("tick", self._snapshot()))
+                self._broadcast(sse("tick", self._snapshot()))
 
     def close(self) -> None:
         """End every stream (the daemon is stopping)."""
@@ -79,7 +81,7 @@ class Broker:
 
     async def stream(self, snapshot: bool = True) -> AsyncIterator[bytes]:
         """The event stream of one subscriber."""
-        queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_SIZE)
         self._queues.add(queue)
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick_loop())
@@ -95,7 +97,7 @@ class Broker:
                     continue
                 if message is None:
                     return
-                yield sse(*message)
+                yield message
         finally:
             self._queues.discard(queue)
 
