@@ -1,4 +1,10 @@
-"""The `coursestack` command: typed subcommands, clients of the daemon's HTTP API."""
+"""The `coursestack` command: typed subcommands, clients of the daemon's HTTP API.
+
+Over 600 lines on purpose: every command is a short function (parse, call the API or a
+library module, print), and keeping them in one place keeps the shared options, the
+table rendering and the error printing in one place too. The work itself lives in the
+modules each command imports lazily (start-up time of the CLI matters).
+"""
 
 from __future__ import annotations
 

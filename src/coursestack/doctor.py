@@ -10,6 +10,10 @@ port (free, used by this instance, or taken by which process); memory headroom a
 what the course needs (see `coursestack.plan`); the daemon, each service's health and
 its recent failures (from the daemon's history of state changes); the clock, the time
 zone and the locale, which break PostgreSQL and Jupyter in odd ways.
+
+Over 600 lines on purpose: about thirty small checks that share the Finding vocabulary
+and the report; each is independent, and one file keeps the list of what is checked
+readable from top to bottom.
 """
 
 from __future__ import annotations

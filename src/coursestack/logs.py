@@ -43,12 +43,7 @@ def rotate_if_large(path: Path, max_bytes: int, keep: int) -> bool:
             return False
     except FileNotFoundError:
         return False
-    for number in range(keep, 0, -1):
-        older = path.with_name(f"{path.name}.{number}")
-        if number == keep:
-            older.unlink(missing_ok=True)
-        elif older.exists():
-            os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
+    _shift_rotated(path, keep)
     if keep > 0:
         with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb") as copy:
             while block := source.read(1 << 20):
@@ -60,13 +55,18 @@ def rotate_if_large(path: Path, max_bytes: int, keep: int) -> bool:
 
 def rotate_by_rename(path: Path, keep: int) -> None:
     """Rotate a closed log: name.log -> name.log.1 -> ... ; the oldest beyond `keep` goes."""
+    _shift_rotated(path, keep)
+    if keep > 0:
+        os.replace(path, path.with_name(f"{path.name}.1"))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _shift_rotated(path: Path, keep: int) -> None:
+    """name.log.1 -> .2 -> ... -> .keep; the oldest goes, making room for a new .1."""
     for number in range(keep, 0, -1):
         older = path.with_name(f"{path.name}.{number}")
         if number == keep:
             older.unlink(missing_ok=True)
         elif older.exists():
             os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
-    if keep > 0:
-        os.replace(path, path.with_name(f"{path.name}.1"))
-    else:
-        path.unlink(missing_ok=True)

@@ -25,8 +25,8 @@ from coursestack.spec import (
     MongoService,
     OpenRefineService,
     PostgresService,
-    locate_key,
 )
+from coursestack.spec_errors import locate_key
 
 MB = 1024 * 1024
 

@@ -9,11 +9,9 @@ together, each with the file, the line and a hint.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -28,9 +26,26 @@ from pydantic import (
 )
 
 from coursestack.errors import SpecError
+from coursestack.spec_errors import (
+    Problem,
+    did_you_mean,
+    line_of_decode_error,
+    problems_from,
+    render_problems,
+    strip_position,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,29}$"
 _NAME_RE = re.compile(NAME_PATTERN)
+
+
+def _check_size(value: str | None) -> str | None:
+    """Refuse a size such as "1G" that is not one (ValueError says why)."""
+    if value is not None:
+        from coursestack.plan import parse_size  # plan imports spec
+
+        parse_size(value)
+    return value
 
 
 class StartPolicy(StrEnum):
@@ -78,11 +93,7 @@ class CourseInfo(_Strict):
     @field_validator("memory_budget")
     @classmethod
     def _is_a_size(cls, value: str | None) -> str | None:
-        if value is not None:
-            from coursestack.plan import parse_size  # plan imports spec
-
-            parse_size(value)
-        return value
+        return _check_size(value)
 
 
 class DashboardSettings(_Strict):
@@ -121,9 +132,7 @@ class LogSettings(_Strict):
     @field_validator("max_size", "rate")
     @classmethod
     def _is_a_size(cls, value: str) -> str:
-        from coursestack.plan import parse_size  # plan imports spec
-
-        parse_size(value)
+        _check_size(value)
         return value
 
 
@@ -212,11 +221,7 @@ class ServiceSpec(_Strict):
     @field_validator("memory_limit")
     @classmethod
     def _limit_is_a_size(cls, value: str | None) -> str | None:
-        if value is not None:
-            from coursestack.plan import parse_size  # plan imports spec
-
-            parse_size(value)
-        return value
+        return _check_size(value)
 
     def memory_limit_bytes(self) -> int | None:
         """`memory_limit` in bytes."""
@@ -417,14 +422,7 @@ class CourseSpec(BaseModel):
 
     def with_dependencies(self, names: Iterable[str]) -> set[str]:
         """The given services plus everything they depend on, transitively."""
-        wanted: set[str] = set()
-        pending = list(names)
-        while pending:
-            name = pending.pop()
-            if name not in wanted:
-                wanted.add(name)
-                pending.extend(self.services[name].depends_on)
-        return wanted
+        return dependency_closure({n: s.depends_on for n, s in self.services.items()}, names)
 
 
 class _TopLevel(_Strict):
@@ -434,13 +432,16 @@ class _TopLevel(_Strict):
     services: dict[str, dict[str, Any]] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a spec."""
-
-    key: tuple[str | int, ...]
-    message: str
-    hint: str = ""
+def dependency_closure(graph: Mapping[str, Iterable[str]], names: Iterable[str]) -> set[str]:
+    """`names` plus everything they depend on in `graph` (name -> dependencies)."""
+    wanted: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending.extend(graph[name])
+    return wanted
 
 
 def dependency_waves(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -494,9 +495,9 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         # "at end of document" carries no line: the last line is where to look.
-        line = _line_of_decode_error(str(error)) or max(1, len(text.splitlines()))
+        line = line_of_decode_error(str(error)) or max(1, len(text.splitlines()))
         raise SpecError(
-            f"not valid TOML: {_strip_position(str(error))}",
+            f"not valid TOML: {strip_position(str(error))}",
             where=f"{path}:{line}" if line else str(path),
             hint="check quotes, brackets and `key = value` on that line",
         ) from None
@@ -505,7 +506,7 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
     try:
         top = _TopLevel.model_validate(raw)
     except ValidationError as error:
-        problems.extend(_problems_from(error, (), _TopLevel))
+        problems.extend(problems_from(error, (), _TopLevel))
         top = None
     if top is not None:
         for name, table in top.services.items():
@@ -515,7 +516,7 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
         _check_dependencies(top.services, services, problems)
     if problems:
         raise SpecError(
-            _render_problems(problems, text, path),
+            render_problems(problems, text, path),
             hint="fix the keys above; `docs/spec.md` lists every key with its meaning",
         )
     assert top is not None
@@ -540,13 +541,13 @@ def _validate_service(
     model = SERVICE_MODELS.get(str(kind))
     if model is None:
         problems.append(Problem((*where, "kind"), f"unknown kind {kind!r}",
-                                _did_you_mean(str(kind), SERVICE_MODELS)
+                                did_you_mean(str(kind), SERVICE_MODELS)
                                 + f"known kinds: {', '.join(sorted(SERVICE_MODELS))}"))
         return None
     try:
         return model.model_validate(table)
     except ValidationError as error:
-        problems.extend(_problems_from(error, where, model))
+        problems.extend(problems_from(error, where, model))
         return None
 
 
@@ -562,7 +563,7 @@ def _check_dependencies(
             elif dep not in tables:
                 problems.append(Problem(("services", name, "depends_on"),
                                         f"depends on {dep!r}, which is not a service here",
-                                        _did_you_mean(dep, tables)
+                                        did_you_mean(dep, tables)
                                         + f"services: {', '.join(sorted(tables))}"))
     graph = {n: [d for d in s.depends_on if d in services and d != n]
              for n, s in services.items()}
@@ -573,117 +574,3 @@ def _check_dependencies(
         problems.append(Problem(("services", first, "depends_on"),
                                 f"dependency cycle: {cycle}",
                                 "one of these services must not wait for the other"))
-
-
-def _problems_from(
-    error: ValidationError, prefix: tuple[str | int, ...], model: type[BaseModel]
-) -> list[Problem]:
-    problems = []
-    for item in error.errors():
-        loc = (*prefix, *item["loc"])
-        kind = item["type"]
-        key = str(item["loc"][-1]) if item["loc"] else ""
-        if kind == "extra_forbidden":
-            known = _known_keys(model, item["loc"][:-1])
-            allowed = f"allowed here: {', '.join(sorted(known))}" if known else ""
-            problems.append(Problem(loc, f"unknown key {key!r}",
-                                    _did_you_mean(key, known) + allowed))
-        elif kind == "missing":
-            problems.append(Problem(loc, f"missing key {key!r}",
-                                    _describe(model, item["loc"])))
-        else:
-            got = item.get("input")
-            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            problems.append(Problem(loc, f"{item['msg']}{shown}", _describe(model, item["loc"])))
-    return problems
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = field.annotation
-    return list(getattr(current, "model_fields", {}))
-
-
-def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    current: Any = model
-    description = ""
-    for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            break
-        description = fields[part].description or ""
-        current = fields[part].annotation
-    return description
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-def _render_problems(problems: list[Problem], text: str, path: Path) -> str:
-    lines = [f"{len(problems)} problem(s) in the course spec:" if len(problems) > 1
-             else "problem in the course spec:"]
-    for problem in problems:
-        line = locate_key(text, problem.key)
-        dotted = ".".join(str(part) for part in problem.key)
-        lines.append(f"  {path}:{line}: {dotted}: {problem.message}")
-        if problem.hint:
-            lines.append(f"      hint: {problem.hint}")
-    return "\n".join(lines)
-
-
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY_RE = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
-
-
-def locate_key(text: str, key: tuple[str | int, ...]) -> int:
-    """Best line number (1-based) for a dotted key in TOML text, for error messages.
-
-    tomllib keeps no positions, so this scans table headers and `key =` lines; it finds
-    the deepest part of the key it can, falling back to the table, then to line 1.
-    """
-    parts = [str(part) for part in key if not isinstance(part, int)]
-    best_line, best_depth = 1, 0
-    table: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _HEADER_RE.match(line)
-        if header:
-            table = [p.strip().strip("\"'") for p in header.group(1).split(".")]
-            depth = _common_prefix(table, parts)
-            if depth == len(table) and depth > best_depth:
-                best_line, best_depth = number, depth
-            continue
-        found = _KEY_RE.match(line)
-        if not found:
-            continue
-        dotted = table + [p.strip().strip("\"'") for p in found.group(1).split(".")]
-        depth = _common_prefix(dotted, parts)
-        if depth == len(dotted) and depth > best_depth:
-            best_line, best_depth = number, depth
-        elif depth > best_depth and depth >= len(table) + 1 and line.find("{") > 0:
-            # an inline table on this line holds the key we look for
-            best_line, best_depth = number, depth
-    return best_line
-
-
-def _common_prefix(left: list[str], right: list[str]) -> int:
-    count = 0
-    for a, b in zip(left, right, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count
-
-
-def _line_of_decode_error(message: str) -> int | None:
-    found = re.search(r"line (\d+)", message)
-    return int(found.group(1)) if found else None
-
-
-def _strip_position(message: str) -> str:
-    return re.sub(r"\s*\(at line \d+, column \d+\)", "", message).strip()

@@ -33,6 +33,7 @@ from coursestack.spec import (
     RestartPolicy,
     ServiceSpec,
     StartPolicy,
+    dependency_closure,
     dependency_waves,
 )
 
@@ -529,14 +530,8 @@ class Supervisor:
 
     def closure(self, names: Iterable[str]) -> set[str]:
         """`names` plus everything they depend on."""
-        wanted: set[str] = set()
-        pending = list(names)
-        while pending:
-            name = pending.pop()
-            if name not in wanted:
-                wanted.add(name)
-                pending.extend(self.services[name].unit.spec.depends_on)
-        return wanted
+        return dependency_closure(
+            {n: s.unit.spec.depends_on for n, s in self.services.items()}, names)
 
     def waves(self) -> list[list[str]]:
         return dependency_waves(
