@@ -47,6 +47,7 @@ def main() -> None:
     text = DOC.read_text(encoding="utf-8")
     common = set(ServiceSpec.model_fields)
     tables = {"course": table(CourseInfo), "dashboard": table(DashboardSettings),
+              "logs": table(LogSettings),
               "service": table(ServiceSpec), "probe": table(ProbeSettings)}
     for kind, model in SERVICE_MODELS.items():
         tables[kind] = table(model, skip=common)

@@ -168,9 +168,16 @@ def test_cli_refuses_bad_spec_with_exit_2_and_no_traceback(workdir: Path) -> Non
 
 def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "spec.md").read_text(encoding="utf-8")
-    from coursestack.spec import SERVICE_MODELS, CourseInfo, DashboardSettings, ProbeSettings
+    from coursestack.spec import (
+        SERVICE_MODELS,
+        CourseInfo,
+        DashboardSettings,
+        LogSettings,
+        ProbeSettings,
+    )
 
-    models = [CourseInfo, DashboardSettings, ProbeSettings, *SERVICE_MODELS.values()]
+    models = [CourseInfo, DashboardSettings, LogSettings, ProbeSettings,
+              *SERVICE_MODELS.values()]
     missing = sorted({f"{m.__name__}.{f}" for m in models for f in m.model_fields
                       if f"`{f}`" not in doc})
     assert not missing, f"docs/spec.md does not document: {missing}"
