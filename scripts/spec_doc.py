@@ -16,6 +16,7 @@ from coursestack.spec import (
     SERVICE_MODELS,
     CourseInfo,
     DashboardSettings,
+    LogSettings,
     ProbeSettings,
     ServiceSpec,
 )
