@@ -7,6 +7,10 @@ COURSESTACK_HOME unless --url/--token name a running one):
 Then supervisord runs two dummy programs and the same number of clients loop on its
 XML-RPC `supervisor.getAllProcessInfo`. Every load goes to 127.0.0.1 only.
 
+Besides throughput and latency (which the load generator, one Python process on the same
+host, also limits), it reports the CPU time each server spent per answered request,
+which does not depend on how fast the client is.
+
     python bench/bench_api.py [--seconds 30] [--clients 100] [--streams 100] [--out FILE]
 """
 
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 XMLRPC_BODY = (b"<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
                b"</methodName><params></params></methodCall>")
@@ -101,13 +106,27 @@ async def open_streams(url: str, token: str, count: int, seconds: float) -> dict
             "events": sum(events)}
 
 
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def add_cpu(result: dict[str, Any], pid: int, before: float) -> dict[str, Any]:
+    spent = cpu_seconds(pid) - before
+    ok = max(1, result["requests"] - result["errors"])
+    return {**result, "server_cpu_s": spent, "cpu_ms_per_request": spent / ok * 1000}
+
+
 async def daemon_load(url: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(trust_env=False, headers=auth) as client:
+        pid = int((await client.get(f"{url}api/instance")).json()["pid"])
     streams = asyncio.create_task(open_streams(f"{url}api/events", token, args.streams,
                                                args.seconds + 2))
     await asyncio.sleep(1)
-    api = await hammer("GET", f"{url}api/services", args.clients, args.seconds,
-                       {"Authorization": f"Bearer {token}"})
-    return {"api": api, "streams": await streams}
+    before = cpu_seconds(pid)
+    api = await hammer("GET", f"{url}api/services", args.clients, args.seconds, auth)
+    return {"api": add_cpu(api, pid, before), "streams": await streams}
 
 
 def run_supervisord(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,8 +157,10 @@ def run_supervisord(args: argparse.Namespace) -> dict[str, Any]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        return asyncio.run(hammer("POST", url, args.clients, args.seconds,
-                                  {"Content-Type": "text/xml"}, XMLRPC_BODY))
+        before = cpu_seconds(process.pid)
+        result = asyncio.run(hammer("POST", url, args.clients, args.seconds,
+                                    {"Content-Type": "text/xml"}, XMLRPC_BODY))
+        return add_cpu(result, process.pid, before)
     finally:
         process.terminate()
         process.wait(30)
@@ -151,11 +172,13 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             ("supervisord XML-RPC getAllProcessInfo", result["supervisord"])]
     lines = [f"Load: {args.clients} concurrent clients for {args.seconds:g} s each, on "
              f"127.0.0.1; coursestack also had {args.streams} event streams open.", "",
-             "| server | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| server | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
+             "| server CPU ms/req |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in rows:
         lines.append(f"| {name} | {r['requests']} | {r['errors']} | {r['rps']:.0f} | "
-                     f"{r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} |")
+                     f"{r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
+                     f"{r['cpu_ms_per_request']:.2f} |")
     s = result["daemon"]["streams"]
     lines += ["", f"Event streams: {s['streams']} opened, {s['failed']} failed, "
               f"{s['starved']} without a tick, {s['events']} events delivered."]

@@ -179,14 +179,14 @@ def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: 
         ratio_text = (f" Against supervisord: RSS {daemon['rss'] / sup['rss']:.1f}x, "
                       f"CPU {cpu_ratio} (supervisord does no health probes; coursestack "
                       "probes every service every 5 s, each probe a new connection: a "
-                      "PostgreSQL login, an HTTP request, a new MongoDB client).")
+                      "PostgreSQL login, an HTTP request, a MongoDB ping over its wire protocol).")
     extra = ""
     if "python_imports" in daemon:
         extra += (f"\n- Where the daemon's RSS comes from: the same interpreter is "
                   f"{daemon['python_bare']:.1f} MB bare and {daemon['python_imports']:.1f} MB "
                   "after importing what the daemon imports (coursestack.daemon, "
-                  "coursestack.web.app with FastAPI/pydantic/uvicorn, psycopg, httpx, and "
-                  "pymongo for the MongoDB probe), before doing anything.")
+                  "coursestack.web.app with FastAPI/pydantic/uvicorn, psycopg and httpx), "
+                  "before doing anything.")
     if "api_kept_ms" in daemon:
         extra += (f"\n- The daemon's API, GET /api/health (median of 20): "
                   f"{daemon['api_fresh_ms']:.1f} ms on a new connection each time, "
