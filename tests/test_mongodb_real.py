@@ -12,6 +12,7 @@ from typing import Any
 
 import pymongo
 import pytest
+
 from support import cli, open_folder
 
 pytestmark = [
