@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -139,7 +138,6 @@ def report(rows: int, ours: list[float], theirs: list[float], idle: dict[str, fl
     for name in sorted(set(idle) | set(active), key=lambda n: (n == "total", n)):
         lines.append(f"| {name} | {idle.get(name, 0):.0f} | {active.get(name, 0):.0f} |")
     print("\n".join(lines))
-    _ = Any
 
 
 if __name__ == "__main__":

@@ -226,7 +226,8 @@ async def doctor_page(web: Context, principal: Login) -> HTMLResponse:
             for f in sorted(findings, key=lambda f: order[f.status])]
     counts = {status: sum(1 for f in findings if f.status == status) for status in order}
     return render("doctor.html", title="Check my setup", findings=rows, counts=counts,
-                  overall=worst(findings), summary=summary(findings),
+                  overall=worst(findings),
+                  summary=summary(findings).replace("worth knowing above", "worth knowing below"),
                   elapsed=f"{time.monotonic() - started:.1f}",
                   checked=time.strftime("%H:%M:%S"), **_page_values(web, principal, "doctor"))
 
