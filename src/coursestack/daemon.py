@@ -247,7 +247,15 @@ class Daemon:
 
     def _listen_socket(self) -> socket.socket:
         settings = self.spec.dashboard
-        port = choose_port(settings.port, avoid=self.units_ports(), host=settings.host)
+        # The spec's port, else the one used last time (open pages reconnect to it and
+        # bookmarks keep working), else a free one nearby.
+        remembered = self.state.run / "dashboard-port.json"
+        previous = (read_json(remembered, {}) or {}).get("port")
+        port = settings.port
+        if not port_is_free(port, settings.host) and previous and port_is_free(
+                int(previous), settings.host):
+            port = int(previous)
+        port = choose_port(port, avoid=self.units_ports(), host=settings.host)
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for
         # TCP sockets, and without it every kept-alive request waits ~40 ms (delayed ACK).
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -255,6 +263,7 @@ class Daemon:
         listener.bind((settings.host, port))
         listener.listen(128)
         listener.setblocking(False)
+        atomic_write_json(remembered, {"port": port}, OWNER_ONLY)
         return listener
 
     def units_ports(self) -> list[int]:
