@@ -164,11 +164,15 @@ class Daemon:
         self._last_request[name] = time.monotonic()
 
     def ensure_started(self, name: str) -> str:
-        """Start an on-demand (or stopped) service for a front-door request; its state."""
+        """Start a stopped on-demand service for a front-door request; its state.
+
+        A failed one is left failed, so the page can say why (and how to fix it) instead
+        of starting it again on every request; the dashboard's Start tries again.
+        """
         assert self.supervisor is not None
         self.note_activity(name)
         service = self.supervisor.services[name]
-        if not service.active and str(service.status.state) in ("stopped", "failed"):
+        if not service.active and str(service.status.state) == "stopped":
             self.supervisor.start([name])
         return str(service.status.state)
 
