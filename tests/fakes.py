@@ -140,3 +140,6 @@ class ScriptedUnit:
 
     def log_tail(self, lines: int) -> list[str]:
         return [f"{self.name}: last words"]
+
+    def explain_exit(self, code: int | None) -> str | None:
+        return None

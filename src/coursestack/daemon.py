@@ -243,6 +243,8 @@ class Daemon:
         finally:
             reaper.cancel()
             await self.supervisor.stop_all()
+            for unit in self.units.values():
+                unit.release()
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await server_task

@@ -42,6 +42,8 @@ class LaunchSpec:
     log_keep: int = 3
     #: Most log output per second; a faster writer is slowed down (the pipe fills).
     log_rate: int = 4 * 2**20
+    #: A cgroup's `cgroup.procs`: the child moves itself in before it runs the program.
+    cgroup_procs: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -141,16 +143,20 @@ def signal_process_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
-def _child_setup(stop_signal: int) -> Callable[[], None] | None:
+def _child_setup(stop_signal: int, cgroup_procs: Path | None) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
 
-    def ask_kernel_for_parent_death_signal() -> None:
+    def in_the_child_before_exec() -> None:
         # Runs in the child after setuid (which would clear the setting), before exec.
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, stop_signal, 0, 0, 0)
+        if cgroup_procs is not None:
+            # Before the program runs, so every process it forks is limited too.
+            with open(cgroup_procs, "w") as procs:
+                procs.write("0")
 
-    return ask_kernel_for_parent_death_signal
+    return in_the_child_before_exec
 
 
 class OSLauncher:
@@ -163,7 +169,7 @@ class OSLauncher:
             kwargs["creationflags"] = 0x00000200  # CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True
-            kwargs["preexec_fn"] = _child_setup(spec.stop_signal)
+            kwargs["preexec_fn"] = _child_setup(spec.stop_signal, spec.cgroup_procs)
             if spec.run_as is not None:
                 kwargs["user"] = spec.run_as.uid
                 kwargs["group"] = spec.run_as.gid

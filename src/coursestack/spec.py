@@ -209,8 +209,9 @@ class ServiceSpec(_Strict):
     memory_limit: str | None = Field(
         default=None,
         description='Most memory the service\'s whole process tree may use, e.g. "512M". '
-        "Measured at each health probe; over it three times in a row, the service is "
-        "restarted with that reason.",
+        "Enforced by the kernel where coursestack can create a cgroup (Linux, as root or "
+        "with a delegated hierarchy), else checked at each health probe (over it three "
+        "times in a row: restarted). Either way the reason says so.",
     )
     idle_stop: float = Field(
         default=900.0, ge=0,

@@ -111,6 +111,10 @@ class Unit(Protocol):
         """Last lines of the service's log (kept with a failure)."""
         ...
 
+    def explain_exit(self, code: int | None) -> str | None:
+        """Why the process ended, when the unit knows better than its exit code."""
+        ...
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -249,7 +253,8 @@ class Service:
                     return
                 crashes += 1
                 if crashes > self.unit.spec.max_restarts:
-                    self._fail(f"crashed {crashes} times in a row; last: {reason}")
+                    self._fail(reason if crashes == 1
+                               else f"crashed {crashes} times in a row; last: {reason}")
                     return
                 self.status.restarts += 1
                 # A service that ran well and crashed once is restarted at once; only
@@ -436,6 +441,9 @@ class Service:
         if outcome is _Outcome.LIVENESS:
             return (f"stopped answering its health probe "
                     f"({self.unit.spec.liveness_failures} failures in a row)")
+        explained = self.unit.explain_exit(code)
+        if explained:
+            return explained
         if code is not None and code < 0:
             return f"killed by signal {-code}"
         return f"exited with code {code}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import signal
 import sys
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from coursestack import cgroups
+from coursestack.cgroups import MemoryCgroup
 from coursestack.logs import tail_lines
 from coursestack.privileges import RunAs, hand_over_new
 from coursestack.procs import LaunchSpec
@@ -93,6 +97,8 @@ class Kind(Generic[S]):
         self.spec: S = spec
         self.context = context
         self.stop_timeout = spec.stop_timeout or self.default_stop_timeout
+        self._cgroup: MemoryCgroup | None = None
+        self._oom_kills_at_launch = 0
 
     # -- facts -------------------------------------------------------------------------
 
@@ -155,6 +161,27 @@ class Kind(Generic[S]):
         if self.port is not None and self.context.port_guard is not None:
             self.context.port_guard(self.name)
         await asyncio.to_thread(self._prepare_folders)
+        limit = self.spec.memory_limit_bytes()
+        if limit is not None and self._cgroup is None:
+            key = hashlib.sha256(str(self.context.state.root).encode()).hexdigest()[:12]
+            self._cgroup = cgroups.create(key, self.name, limit, self.run_as)
+        if self._cgroup is not None:
+            self._oom_kills_at_launch = self._cgroup.oom_kills()
+
+    def explain_exit(self, code: int | None) -> str | None:
+        """Why the process ended, when the kind knows better than its exit code."""
+        if self._cgroup is not None and self._cgroup.oom_kills() > self._oom_kills_at_launch:
+            return (f"killed by the kernel: it went over its memory_limit of "
+                    f"{self.spec.memory_limit}")
+        return None
+
+    def release(self) -> None:
+        """Give back what the kind holds outside its process (its cgroup)."""
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            with contextlib.suppress(OSError):
+                self._cgroup.path.parent.rmdir()
+            self._cgroup = None
 
     def _prepare_folders(self) -> None:
         home = self.data_dir / "home"
@@ -182,5 +209,6 @@ class Kind(Generic[S]):
         return LaunchSpec(argv=argv, env=self.environment(), cwd=cwd or self.data_dir,
                           log_file=self.log_file, run_as=self.run_as,
                           stop_signal=self.stop_signal,
+                          cgroup_procs=self._cgroup.procs if self._cgroup else None,
                           log_max_bytes=parse_size(logs.max_size), log_keep=logs.keep,
                           log_rate=parse_size(logs.rate))
