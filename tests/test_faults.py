@@ -295,3 +295,21 @@ def test_read_only_state_folder_gives_a_clear_error_and_keeps_the_data(
             assert conn.execute("SELECT n FROM kept").fetchall() == [(1,)]
     finally:
         cli("down", "--state", str(state), check=False)
+
+
+def test_corrupt_state_files_are_set_aside_with_a_warning_not_a_crash(instance: Path) -> None:
+    with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
+        conn.execute("INSERT INTO students_notes (note) VALUES ('before corruption')")
+    cli("down", "--state", str(instance))
+    for name in ("secrets.json", "ports.json", "pids.json"):
+        (instance / "run" / name).write_bytes(b"\x00{not json")
+    cli("up", "--state", str(instance))
+    for name in ("secrets.json", "ports.json", "pids.json"):
+        assert (instance / "run" / f"{name}.corrupt").exists()
+    daemon_log = (instance / "logs" / "daemon.log").read_text()
+    assert "secrets.json was corrupt; kept aside" in daemon_log
+    assert "restored the instance's secrets" in daemon_log
+    # The passwords came back from the second copy: the data is reachable as before.
+    with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
+        assert conn.execute("SELECT count(*) FROM students_notes WHERE note = "
+                            "'before corruption'").fetchone() == (1,)

@@ -229,12 +229,9 @@ def stop_recorded_processes(pids_file: Path) -> list[str]:
     The daemon records each service's pid and creation time; after the daemon dies
     (kill -9, power loss), the next `up` or `down` stops what it left behind.
     """
-    import json
+    from coursestack.state import read_json
 
-    try:
-        recorded = json.loads(pids_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
+    recorded = read_json(pids_file, {})
     cleaned = []
     for name, entry in (recorded if isinstance(recorded, dict) else {}).items():
         try:

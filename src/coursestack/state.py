@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -27,6 +28,7 @@ import platformdirs
 from coursestack.errors import UserError
 
 OWNER_ONLY = 0o600
+log = logging.getLogger("coursestack.state")
 
 
 def is_root() -> bool:
@@ -73,13 +75,15 @@ def atomic_write_json(path: Path, data: Any, mode: int = 0o644) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     """Read a JSON state file; a missing or corrupt one gives `default`.
 
-    A corrupt file is kept aside as `<name>.corrupt` so nothing is lost silently.
+    A corrupt file (a disk error, an editor accident) is kept aside as `<name>.corrupt`
+    with a warning, so nothing is lost silently and nothing crashes.
     """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
     except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s was corrupt; kept aside as %s.corrupt and rebuilt", path, path.name)
         with contextlib.suppress(OSError):
             os.replace(path, path.with_name(path.name + ".corrupt"))
         return default
@@ -160,11 +164,20 @@ class StateFolder:
 
 
 class Secrets:
-    """Generated secrets of an instance, kept in run/secrets.json, owner-only."""
+    """Generated secrets of an instance, kept in run/secrets.json, owner-only.
+
+    A second copy (`secrets.backup.json`) is written every time: losing the database
+    passwords to a corrupt file would lock the student out of their own data.
+    """
 
     def __init__(self, state: StateFolder) -> None:
         self._path = state.run / "secrets.json"
-        loaded = read_json(self._path, {})
+        self._backup = state.run / "secrets.backup.json"
+        loaded = read_json(self._path)
+        if not isinstance(loaded, dict):
+            loaded = read_json(self._backup, {})
+            if loaded:
+                log.warning("restored the instance's secrets from %s", self._backup)
         self._values: dict[str, str] = loaded if isinstance(loaded, dict) else {}
 
     def get(self, key: str, length: int = 24) -> str:
@@ -174,6 +187,7 @@ class Secrets:
             value = secrets.token_urlsafe(length)
             self._values[key] = value
             atomic_write_json(self._path, self._values, OWNER_ONLY)
+            atomic_write_json(self._backup, self._values, OWNER_ONLY)
         return value
 
     def values(self) -> list[str]:
