@@ -93,9 +93,10 @@ class Redactor:
 def collect_secrets(state: StateFolder) -> dict[str, str]:
     """Every secret of an instance: name -> value (names say where it came from)."""
     found: dict[str, str] = {}
-    stored = read_json(state.run / "secrets.json", {}) or {}
-    if isinstance(stored, dict):
-        found.update({str(k): str(v) for k, v in stored.items() if v})
+    for name in ("secrets.backup.json", "secrets.json"):
+        stored = read_json(state.run / name, {}) or {}
+        if isinstance(stored, dict):
+            found.update({str(k): str(v) for k, v in stored.items() if v})
     daemon = read_json(state.daemon_file, {}) or {}
     if isinstance(daemon, dict) and daemon.get("token"):
         found.setdefault("daemon.token", str(daemon["token"]))
