@@ -59,6 +59,9 @@ class Daemon:
         self.state = state
         self.instance = state.instance()
         self.name: str = self.instance.get("name", state.root.name)
+        if "spec" not in self.instance:
+            raise UserError("this state folder has no instance set up", where=str(state.root),
+                            hint="run `coursestack up [SPEC] --state DIR` instead")
         self.spec: CourseSpec = load_spec(self.instance["spec"])
         self.secrets = Secrets(state)
         self.token = self.secrets.get("daemon.token", 32)
