@@ -150,8 +150,12 @@ class Kind(Generic[S]):
         base.update({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / ".runtime"),
                      "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONUNBUFFERED": "1"})
         base.update(self.context.shared_env)
-        base.update(self.spec.env)
+        base.update(self.spec_env())
         return base
+
+    def spec_env(self) -> dict[str, str]:
+        """The spec's own `env` for this service, as the process gets it."""
+        return dict(self.spec.env)
 
     # -- supervisor verbs ------------------------------------------------------------------
 

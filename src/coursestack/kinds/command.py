@@ -38,9 +38,13 @@ class CommandKind(Kind[CommandService]):
                                            host=LOCALHOST)
         return values
 
-    def _expand(self, text: str, where: str) -> str:
+    def _expand_all(self, texts: list[str], where: str) -> list[str]:
+        values = self.placeholders()  # once for all, not once per text
+        return [self._expand(text, where, values) for text in texts]
+
+    def _expand(self, text: str, where: str, values: dict[str, Any]) -> str:
         try:
-            return text.format_map(self.placeholders())
+            return text.format_map(values)
         except (KeyError, AttributeError, IndexError, ValueError) as error:
             raise UserError(f"unknown placeholder {error} in {where}",
                             where=f"{self.context.spec.path}: services.{self.name}",
@@ -48,7 +52,7 @@ class CommandKind(Kind[CommandService]):
                             "{service.port} / {service.url}; write {{ and }} for braces") from None
 
     def argv(self) -> list[str]:
-        return [self._expand(part, "command") for part in self.spec.command]
+        return self._expand_all(self.spec.command, "command")
 
     def check_installed(self) -> None:
         program = self.argv()[0]
@@ -57,9 +61,11 @@ class CommandKind(Kind[CommandService]):
                 f"program {program!r} not found", where=f"services.{self.name}.command",
                 hint="install it, or give its full path in the spec")
 
-    def environment(self) -> dict[str, str]:
-        env = super().environment()
-        return {key: self._expand(value, f"env.{key}") for key, value in env.items()}
+    def spec_env(self) -> dict[str, str]:
+        # Placeholders are the spec's own: inherited and connection variables pass as-is.
+        values = self.placeholders()
+        return {key: self._expand(value, f"env.{key}", values)
+                for key, value in self.spec.env.items()}
 
     def launch_spec(self) -> LaunchSpec:
         cwd = self.context.spec.resolve(self.spec.cwd) if self.spec.cwd else None
@@ -70,7 +76,7 @@ class CommandKind(Kind[CommandService]):
         if probe.type == "none":
             return True
         if probe.type == "exec":
-            argv = [self._expand(part, "probe.command") for part in probe.command]
+            argv = self._expand_all(probe.command, "probe.command")
             return await exec_probe(argv, self.environment())
         if self.port is None:  # the spec refuses this; kept for safety
             return False
