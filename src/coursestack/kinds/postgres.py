@@ -194,24 +194,28 @@ class PostgresKind(Kind[PostgresService]):
                 admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(self.database), role))
 
+    def _course_connection(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(host=LOCALHOST, port=self.port, user=self.spec.user,
+                               password=self.password, dbname=self.database)
+
     def _seed_once(self, report: Callable[[str], None]) -> None:
         files = [self.context.spec.resolve(name) for name in self.spec.seed]
         checksum = seed_checksum(files, self.name)
         ledger = SeedLedger(self.data_dir / "seeded.json")
         applied = ledger.applied()
-        with psycopg.connect(host=LOCALHOST, port=self.port, user=self.spec.user,
-                             password=self.password, dbname=self.database) as connection:
-            if applied is None:
-                # The database's own record: written in the seed's transaction, it cannot
-                # disagree with the data, even if we were killed before writing the file.
+        if applied is None:
+            # The database's own record: written in the seed's transaction, it cannot
+            # disagree with the data, even if we were killed before writing the file.
+            with self._course_connection() as connection:
                 applied = _applied_in_database(connection)
-                if applied is not None:
-                    ledger.record(str(applied["checksum"]), files)
-            if applied:
-                if applied["checksum"] != checksum:
-                    report("seed files changed since first start; not re-applied "
-                           "(`coursestack reset` starts again from the new seed)")
-                return
+            if applied is not None:
+                ledger.record(str(applied["checksum"]), files)
+        if applied:
+            if applied["checksum"] != checksum:
+                report("seed files changed since first start; not re-applied "
+                       "(`coursestack reset` starts again from the new seed)")
+            return
+        with self._course_connection() as connection:
             # One transaction for the whole seed: a failure anywhere leaves nothing behind.
             for number, path in enumerate(files, start=1):
                 report(f"seeding {path.name} ({number}/{len(files)})")
