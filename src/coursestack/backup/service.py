@@ -305,27 +305,28 @@ def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
     found, skipped = files.folder_members(source, "files", [unit.context.state.root])
     for relative in skipped:
         reporter.note(f"{unit.name}: skipped {relative} (not a regular file)")
-    parts = []
-    for member, path in found:
-        copy = folder / member
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        # A snapshot: a file saved while the archive is written cannot spoil it.
-        shutil.copy2(path, copy)
-        parts.append((member, copy))
+    parts = _snapshot(found, folder)
     entry = {"kind": unit.spec.kind, "format": "files", "folder": str(source),
              "files": len(parts)}
     return entry, parts
 
 
-def _raw(unit: Kind,  # type: ignore[type-arg]
-         folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
-    found, _skipped = files.folder_members(unit.data_dir, "raw", [unit.context.state.root])
+def _snapshot(found: list[tuple[str, Path]], folder: Path) -> list[tuple[str, Path]]:
+    """Copy archive members into `folder`: a file saved while the archive is written
+    cannot spoil it."""
     parts = []
     for member, path in found:
         copy = folder / member
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, copy)
         parts.append((member, copy))
+    return parts
+
+
+def _raw(unit: Kind,  # type: ignore[type-arg]
+         folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+    found, _skipped = files.folder_members(unit.data_dir, "raw", [unit.context.state.root])
+    parts = _snapshot(found, folder)
     entry = {"kind": unit.spec.kind, "format": "raw", "folder": str(unit.data_dir),
              "files": len(parts)}
     return entry, parts
