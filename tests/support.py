@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
+
+from coursestack.instances import Instance
 
 _BASE = Path(tempfile.gettempdir()) / "coursestack-tests"
 
@@ -32,3 +36,29 @@ def cli(*args: str, check: bool = True, timeout: float = 300,
     return result
 
 
+
+
+def wait_for(predicate: Any, timeout: float = 90.0, what: str = "condition") -> None:
+    """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"),
+               timeout: float = 120.0) -> None:
+    """Other tests share the sample instance and may be restarting a service: wait."""
+    client = instance.client()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {s["name"]: s["state"] for s in client.get("/api/services")}
+            if all(states.get(name) == "ready" for name in names):
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise AssertionError(f"sample services not ready: {states}")

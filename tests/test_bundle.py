@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from coursestack.bundle import Redactor, write_bundle
 from coursestack.instances import Instance
 from coursestack.state import StateFolder, atomic_write_json
-from support import cli
+from support import cli, wait_ready
 
 PLANTED = {
     "postgres.password": "Planted-Pg-Password-0001",
@@ -65,22 +64,6 @@ def assert_no_secret(files: dict[str, str], secrets: set[str]) -> None:
         for form in {secret, quote(secret, safe="")}:
             leaks = [name for name, text in files.items() if form in text]
             assert not leaks, f"secret {form[:4]}… found in {leaks}"
-
-
-def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"),
-               timeout: float = 120.0) -> None:
-    """Other tests share the sample instance and may be restarting a service: wait."""
-    client = instance.client()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = {s["name"]: s["state"] for s in client.get("/api/services")}
-            if all(states.get(name) == "ready" for name in names):
-                return
-            time.sleep(0.2)
-    finally:
-        client.close()
-    raise AssertionError(f"sample services not ready: {states}")
 
 
 # -- redaction rules ---------------------------------------------------------------------------

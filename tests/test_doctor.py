@@ -37,7 +37,7 @@ from coursestack.plan import MB
 from coursestack.procs import process_identity
 from coursestack.spec import load_spec
 from coursestack.state import StateFolder, atomic_write_json
-from support import cli
+from support import cli, wait_ready
 
 HOUR = 3600.0
 
@@ -62,22 +62,6 @@ def listener() -> Iterator[socket.socket]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock
-
-
-def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"),
-               timeout: float = 120.0) -> None:
-    """Other tests share the sample instance and may be restarting a service: wait."""
-    client = instance.client()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = {s["name"]: s["state"] for s in client.get("/api/services")}
-            if all(states.get(name) == "ready" for name in names):
-                return
-            time.sleep(0.2)
-    finally:
-        client.close()
-    raise AssertionError(f"sample services not ready: {states}")
 
 
 # -- single checks --------------------------------------------------------------------------

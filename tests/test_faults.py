@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pymongo
 import pytest
 
 from coursestack.instances import sample_course_source
-from support import cli, open_folder
+from support import cli, open_folder, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +40,6 @@ def services(state: Path) -> dict[str, dict[str, Any]]:
 def connections(state: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((state / "connections.json").read_text())["services"]
     return data
-
-
-def wait_for(predicate: Any, timeout: float = 90.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:

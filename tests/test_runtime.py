@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from coursestack.instances import Instance, sample_course_source
 from coursestack.state import StateFolder
 from kernel import run_cell
-from support import cli, open_folder
+from support import cli, open_folder, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +31,6 @@ def status(instance: Instance) -> dict[str, Any]:
 
 def services(instance: Instance) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in status(instance)["services"]}
-
-
-def wait_for(predicate: Any, timeout: float = 90.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def connections(instance: Instance) -> dict[str, Any]:
