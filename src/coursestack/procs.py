@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from coursestack.logs import rotate_by_rename
 from coursestack.privileges import RunAs
 
 _PR_SET_PDEATHSIG = 1
@@ -91,8 +92,6 @@ class LogPump:
                 log.write(chunk)
                 if log.tell() > spec.log_max_bytes:
                     log.close()
-                    from coursestack.logs import rotate_by_rename
-
                     rotate_by_rename(spec.log_file, spec.log_keep)
                     log = self._open()
                 window_bytes += len(chunk)

@@ -331,16 +331,26 @@ class CommandService(ServiceSpec):
         return self
 
 
-class MongoService(ServiceSpec):
+class _MongoSettings(ServiceSpec):
+    """What both MongoDB kinds take: the course database and its seed."""
+
+    database: str | None = Field(
+        default=None, description="Database for the course (default: the course name)."
+    )
+    seed: list[str] = Field(
+        default_factory=list,
+        description="JSON (an array of objects) or JSONL files loaded once into collections "
+        "named after the files.",
+    )
+
+
+class MongoService(_MongoSettings):
     """A real MongoDB server (`mongod`), or a replica set of them."""
 
     KIND: ClassVar[str] = "mongodb"
 
     binary: str = Field(
         default="mongod", description="The `mongod` program: a name on PATH or a full path."
-    )
-    database: str | None = Field(
-        default=None, description="Database for the course (default: the course name)."
     )
     user: str = Field(default="student", description="User created for the course.")
     replicas: int = Field(
@@ -351,26 +361,12 @@ class MongoService(ServiceSpec):
     cache_size_gb: float = Field(
         default=0.25, gt=0, description="WiredTiger cache size, in GB (keeps memory small)."
     )
-    seed: list[str] = Field(
-        default_factory=list,
-        description="JSON (an array of objects) or JSONL files loaded once into collections "
-        "named after the files.",
-    )
 
 
-class MongoLiteService(ServiceSpec):
+class MongoLiteService(_MongoSettings):
     """A MongoDB-compatible stand-in (the nx-27017 server), not MongoDB."""
 
     KIND: ClassVar[str] = "mongodb-lite"
-
-    database: str | None = Field(
-        default=None, description="Database for the course (default: the course name)."
-    )
-    seed: list[str] = Field(
-        default_factory=list,
-        description="JSON (an array of objects) or JSONL files loaded once into collections "
-        "named after the files.",
-    )
 
 
 class OpenRefineService(ServiceSpec):
