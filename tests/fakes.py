@@ -60,6 +60,8 @@ class FakeProcess:
         self.pid = next(self._pids)
         self.signals: list[int] = []
         self.launched_at: float | None = None
+        #: What its log pump would report ("" if nothing was dropped).
+        self.note = ""
         self._honours = honours
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -78,6 +80,12 @@ class FakeProcess:
         self.signals.append(signum)
         if signum in self._honours or signum == signal.SIGKILL:
             self.exit(-signum)
+
+    def kill_all(self) -> None:
+        self.signal_group(signal.SIGKILL)
+
+    def output_note(self) -> str:
+        return self.note
 
 
 @dataclass
@@ -143,3 +151,29 @@ class ScriptedUnit:
 
     def explain_exit(self, code: int | None) -> str | None:
         return None
+
+
+class NeverReadyUnit(ScriptedUnit):
+    """A service whose process runs but never answers its probe."""
+
+    def __init__(self, name: str, clock: FakeClock, **settings: object) -> None:
+        super().__init__(name, clock, ready_after=float("inf"), **settings)
+
+
+def crash_after(clock: FakeClock, seconds: float) -> Callable[[str, FakeProcess], None]:
+    """An `on_launch` script: every process exits with SIGKILL's status `seconds` after
+    its launch (a kill -9 from outside, or a crash)."""
+
+    def schedule(name: str, process: FakeProcess) -> None:
+        async def later() -> None:
+            await clock.sleep(seconds)
+            process.exit(-signal.SIGKILL)
+
+        task = asyncio.ensure_future(later())
+        _scripts.add(task)
+        task.add_done_callback(_scripts.discard)
+
+    return schedule
+
+
+_scripts: set[asyncio.Future[None]] = set()

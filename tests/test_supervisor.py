@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 
 from coursestack.supervisor import State, Supervisor, Timing
-from fakes import FakeClock, FakeLauncher, FakeProcess, ScriptedUnit
+from fakes import FakeClock, FakeLauncher, FakeProcess, NeverReadyUnit, ScriptedUnit, crash_after
 
 
 def build(*units: ScriptedUnit, launcher: FakeLauncher | None = None,
@@ -72,7 +73,7 @@ async def test_crash_is_restarted_with_exponential_backoff_then_fails() -> None:
     assert launcher.count("flaky") == 4  # first start + 3 restarts
     gaps = [round(b - a) for a, b in itertools.pairwise(launches_at)]
     assert gaps == [1, 2, 4]
-    assert "crashed 4 times in a row" in status.reason
+    assert "failed to start 4 times in a row" in status.reason
     assert "exited with code 3" in status.reason
     assert status.last_log == ["flaky: last words"]
     assert status.restarts == 3
@@ -82,7 +83,7 @@ async def test_crash_is_restarted_with_exponential_backoff_then_fails() -> None:
 
 async def test_backoff_resets_after_a_stable_period() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("svc", clock, ready_after=0.0, max_restarts=2)
+    unit = ScriptedUnit("svc", clock, ready_after=0.0, max_restarts=2, stable_after=30)
     supervisor, launcher = build(unit)
     supervisor.start(["svc"])
     for _ in range(5):  # five crashes, each after a long stable run: never "failed"
@@ -170,7 +171,7 @@ async def test_stop_runs_in_reverse_dependency_order_and_escalates_to_sigkill() 
     order: list[str] = []
     supervisor.add_listener(lambda e: order.append(e.service)
                             if e.state is State.STOPPED else None)
-    stopping = __import__("asyncio").ensure_future(supervisor.stop_all())
+    stopping = asyncio.ensure_future(supervisor.stop_all())
     await clock.advance(10.5)  # app's grace period passes: SIGKILL
     await clock.advance(10.5)
     await stopping
@@ -205,7 +206,7 @@ async def test_stop_during_backoff_and_start_again() -> None:
 async def test_memory_limit_restarts_a_service_over_it_three_probes_in_a_row() -> None:
     clock = FakeClock()
     unit = ScriptedUnit("hog", clock, ready_after=0.0, probe_interval=1,
-                        memory_limit="100M", max_restarts=0)
+                        memory_limit="100M", restart="never")
     usage = {"bytes": 50 * 2**20}
     launcher = FakeLauncher()
     supervisor = Supervisor([unit], launcher, clock=clock, timing=Timing(),
@@ -221,3 +222,131 @@ async def test_memory_limit_restarts_a_service_over_it_three_probes_in_a_row() -
     assert status.state is State.FAILED
     assert "used 300 MB, above its memory_limit of 100M" in status.reason
     assert launcher.last("hog").signals[0] == signal.SIGTERM
+
+
+async def test_a_kill_storm_of_a_ready_service_never_ends_in_failed() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("db", clock, ready_after=0.3)
+    launcher = FakeLauncher(on_launch=crash_after(clock, 2.5))  # ready, then kill -9
+    supervisor, _ = build(unit, launcher=launcher)
+    supervisor.start(["db"])
+    await clock.advance(2.6 * 12)
+    status = supervisor.services["db"].status
+    assert status.state is not State.FAILED, status.reason
+    assert launcher.count("db") >= 12
+    launch_times = [p.launched_at for _, p in launcher.launched]
+    gaps = [b - a for a, b in itertools.pairwise(launch_times)]  # type: ignore[operator]
+    assert max(gaps) < 2.6  # each restart at once: it had been ready for 2.2 s
+    assert all(e.detail == "restarting in 0 s" for e in supervisor.history
+               if e.state is State.BACKOFF)
+    await supervisor.stop_all()
+
+
+async def test_more_starts_than_burst_within_interval_is_a_crash_loop() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("loop", clock, ready_after=0.1, stable_after=0.5, burst=5,
+                        interval=10)
+    launcher = FakeLauncher(on_launch=crash_after(clock, 1.5))  # ready 1.4 s, then dies
+    supervisor, _ = build(unit, launcher=launcher)
+    supervisor.start(["loop"])
+    await clock.advance(20.0)
+    status = supervisor.services["loop"].status
+    assert status.state is State.FAILED
+    assert launcher.count("loop") == 5  # the sixth start within 10 s is refused
+    assert status.reason == ("started 5 times within 10 s (burst = 5), a crash loop; "
+                             "last: killed by signal 9")
+    await clock.advance(60.0)
+    assert supervisor.services["loop"].status.reason == status.reason  # failed keeps it
+
+
+async def test_backoff_grows_between_quick_crashes_and_resets_when_stable() -> None:
+    clock = FakeClock()
+    lives = iter([0.2, 0.2, 0.2, 5.0, 0.2, 99.0])
+    unit = ScriptedUnit("svc", clock, ready_after=0.1, stable_after=2.0, max_restarts=5)
+
+    def script(name: str, process: FakeProcess) -> None:
+        crash_after(clock, next(lives))(name, process)
+
+    launcher = FakeLauncher(on_launch=script)
+    supervisor, _ = build(unit, launcher=launcher)
+    supervisor.start(["svc"])
+    await clock.advance(40.0)
+    waits = [e.detail for e in supervisor.history if e.state is State.BACKOFF]
+    # Three quick crashes: 1, 2, 4 s; then one after 4.9 s ready: at once; then 1 s again.
+    assert waits == ["restarting in 1 s", "restarting in 2 s", "restarting in 4 s",
+                     "restarting in 0 s", "restarting in 1 s"]
+    assert supervisor.services["svc"].status.state is State.READY
+    await supervisor.stop_all()
+
+
+async def test_a_start_that_never_gets_ready_fails_after_max_restarts_in_a_row() -> None:
+    clock = FakeClock()
+    unit = NeverReadyUnit("mute", clock, start_timeout=2, max_restarts=2)
+    supervisor, launcher = build(unit)
+    supervisor.start(["mute"])
+    await clock.advance(60.0)
+    status = supervisor.services["mute"].status
+    assert status.state is State.FAILED and launcher.count("mute") == 3
+    assert status.reason == "failed to start 3 times in a row; last: not ready after 2 s"
+
+
+async def test_liveness_restart_shows_the_last_failure_and_stopping_in_its_grace() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("hung", clock, ready_after=0.0, probe_interval=1,
+                        liveness_failures=3)
+    stubborn = FakeLauncher(honours=set())  # ignores its stop signal: the grace runs out
+    supervisor, launcher = build(unit, launcher=stubborn)
+    supervisor.start(["hung"])
+    await clock.advance(1.0)
+    unit.healthy = False
+    await clock.advance(3.05)
+    status = supervisor.services["hung"].status
+    assert status.state is State.STOPPING
+    assert status.detail == ("stopping to restart: stopped answering its health probe "
+                             "(3 failures in a row)")
+    details = [e.detail for e in supervisor.history if e.state is State.UNHEALTHY]
+    assert details == [f"health probe failed ({n}/3)" for n in (1, 2, 3)]
+    await clock.advance(10.0)  # the grace period ends: SIGKILL, then a new start
+    unit.healthy = True
+    await clock.advance(2.0)
+    assert launcher.count("hung") == 2 and status.state is State.READY
+    await stop_in_fake_time(supervisor, clock)
+
+
+async def stop_in_fake_time(supervisor: Supervisor, clock: FakeClock) -> None:
+    """Stop everything while moving the fake clock (grace periods pass)."""
+    stopping = asyncio.ensure_future(supervisor.stop_all())
+    while not stopping.done():
+        await clock.advance(0.5)
+    await stopping
+
+
+async def test_stop_with_a_deadline_ends_every_wave_by_it() -> None:
+    clock = FakeClock()
+    units = [ScriptedUnit("db", clock, ready_after=0.0),
+             ScriptedUnit("app", clock, ready_after=0.0, depends_on=["db"]),
+             ScriptedUnit("web", clock, ready_after=0.0, depends_on=["app"])]
+    stubborn = FakeLauncher(honours=set())  # each would take its whole 10 s grace
+    supervisor, launcher = build(*units, launcher=stubborn)
+    supervisor.start(["web"])
+    await clock.advance(1.0)
+    started = clock.now()
+    stopping = asyncio.ensure_future(supervisor.stop_all(deadline=12.0))
+    while not stopping.done():
+        await clock.advance(0.5)
+    assert clock.now() - started <= 12.0
+    assert states(supervisor) == {n: State.STOPPED for n in ("db", "app", "web")}
+    assert all(signal.SIGKILL in p.signals for _, p in launcher.launched)
+
+
+async def test_what_the_log_pump_dropped_is_shown() -> None:
+    clock = FakeClock()
+    supervisor, launcher = build(ScriptedUnit("talker", clock, ready_after=0.0,
+                                              probe_interval=1))
+    supervisor.start(["talker"])
+    await clock.advance(1.0)
+    launcher.last("talker").note = "log not written (No space left on device); 2 MB ..."
+    await clock.advance(1.1)
+    assert supervisor.services["talker"].status.note.startswith("log not written")
+    assert any(e.detail.startswith("log not written") for e in supervisor.history)
+    await supervisor.stop_all()

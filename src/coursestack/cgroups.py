@@ -76,9 +76,10 @@ def _own_v2_group() -> Path | None:
     return None
 
 
-def create(instance_key: str, service: str, limit: int,
+def create(instance_key: str, service: str, limit: int | None,
            account: RunAs | None) -> MemoryCgroup | None:
-    """A cgroup limiting `service` to `limit` bytes, or None where that is not possible."""
+    """A cgroup for `service` (limited to `limit` bytes, if given), or None where that is
+    not possible. Without a limit it still lists every process of the service."""
     found = _hierarchy()
     if found is None:
         return None
@@ -90,11 +91,12 @@ def create(instance_key: str, service: str, limit: int,
             for parent in (base / "coursestack", base / "coursestack" / instance_key):
                 with contextlib.suppress(OSError):
                     (parent / "cgroup.subtree_control").write_text("+memory")
-            (group / "memory.max").write_text(str(limit))
+            (group / "memory.max").write_text(str(limit) if limit is not None else "max")
             with contextlib.suppress(OSError):
-                (group / "memory.swap.max").write_text("0")
+                (group / "memory.swap.max").write_text("0" if limit is not None else "max")
         else:
-            (group / "memory.limit_in_bytes").write_text(str(limit))
+            (group / "memory.limit_in_bytes").write_text(str(limit) if limit is not None
+                                                         else "-1")
         if account is not None:
             # The service moves itself in, after it has become the service account.
             os.chown(group / "cgroup.procs", account.uid, account.gid)

@@ -1,6 +1,7 @@
-"""Starting and stopping a service's process group: the one OS seam of the supervisor.
+"""Starting and stopping a service's processes: the one OS seam of the supervisor.
 
-POSIX: each service gets its own session (so a signal reaches its whole process tree),
+POSIX: each service gets its own session (its stop signal goes to that process group;
+SIGKILL goes to every process it started, see `proctree`),
 runs as the service account when we are root, and on Linux asks the kernel to send it
 its stop signal if the daemon dies (no orphan keeps running unmanaged). Windows gets a new
 process group and CTRL_BREAK instead; it is kept simple and not tested here.
@@ -14,16 +15,16 @@ import ctypes
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import psutil
 
-from coursestack.logs import rotate_by_rename
+from coursestack.logpump import LogPump
 from coursestack.privileges import RunAs
+from coursestack.proctree import ProcessTree, pipe_inode
 
 _PR_SET_PDEATHSIG = 1
 
@@ -41,8 +42,10 @@ class LaunchSpec:
     #: Rotate the log past this size, keeping this many old ones.
     log_max_bytes: int = 10 * 2**20
     log_keep: int = 3
-    #: Most log output per second; a faster writer is slowed down (the pipe fills).
+    #: Most log output per second; more is dropped and counted (never left in the pipe).
     log_rate: int = 4 * 2**20
+    #: Lines holding this are left out of the log (a probe's own lines).
+    log_filter: bytes | None = None
     #: A cgroup's `cgroup.procs`: the child moves itself in before it runs the program.
     cgroup_procs: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -58,7 +61,17 @@ class ProcessHandle(Protocol):
 
     async def wait(self) -> int: ...
 
-    def signal_group(self, signum: int) -> None: ...
+    def signal_group(self, signum: int) -> None:
+        """Send `signum` to the process group (the polite stop signal)."""
+        ...
+
+    def kill_all(self) -> None:
+        """SIGKILL every process the service started, in whatever group or session."""
+        ...
+
+    def output_note(self) -> str:
+        """What the log pump had to drop, for the status ("" if nothing)."""
+        ...
 
 
 class Launcher(Protocol):
@@ -67,52 +80,14 @@ class Launcher(Protocol):
     async def launch(self, spec: LaunchSpec) -> ProcessHandle: ...
 
 
-class LogPump:
-    """Copies a service's output from its pipe to its log file, rotating by size.
-
-    The daemon owns the file, so rotation is a rename, not a copy; and output beyond
-    `log_rate` bytes a second waits in the pipe, which slows the writer down instead of
-    filling the disk or a core. A service writing gigabytes costs a bounded log.
-    """
-
-    def __init__(self, stream: asyncio.StreamReader, spec: LaunchSpec) -> None:
-        self._stream = stream
-        self._spec = spec
-        self.task = asyncio.create_task(self._run(), name=f"log:{spec.log_file.name}")
-
-    def _open(self) -> Any:
-        return open(self._spec.log_file, "ab", buffering=0)
-
-    async def _run(self) -> None:
-        spec = self._spec
-        log = self._open()
-        window_start, window_bytes = time.monotonic(), 0
-        try:
-            while chunk := await self._stream.read(65536):
-                log.write(chunk)
-                if log.tell() > spec.log_max_bytes:
-                    log.close()
-                    rotate_by_rename(spec.log_file, spec.log_keep)
-                    log = self._open()
-                window_bytes += len(chunk)
-                elapsed = time.monotonic() - window_start
-                if elapsed >= 1.0:
-                    window_start, window_bytes = time.monotonic(), 0
-                elif window_bytes >= spec.log_rate:
-                    await asyncio.sleep(1.0 - elapsed)
-                    window_start, window_bytes = time.monotonic(), 0
-        except OSError:
-            pass  # a full disk must not take the daemon down; the service goes on
-        finally:
-            log.close()
-
-
 class OSProcess:
-    """A real child process in its own session/process group."""
+    """A real child process in its own session, with every process it starts."""
 
-    def __init__(self, process: asyncio.subprocess.Process, pump: LogPump | None) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, pump: LogPump | None,
+                 tree: ProcessTree) -> None:
         self._process = process
         self._pump = pump
+        self._tree = tree
         self.pid = process.pid
 
     @property
@@ -120,7 +95,8 @@ class OSProcess:
         return self._process.returncode
 
     async def wait(self) -> int:
-        code = await self._process.wait()
+        """The leader's exit status, as soon as it exits (not when its pipe closes)."""
+        code = await _exit_of(self._process)
         if self._pump is not None:
             # Let its last words reach the log (a crash reason quotes them); a grandchild
             # still holding the pipe must not keep us waiting.
@@ -129,7 +105,53 @@ class OSProcess:
         return code
 
     def signal_group(self, signum: int) -> None:
+        # Before the leader goes, while its children still look like his.
+        self._tree.remember()
         signal_process_group(self.pid, signum)
+
+    def kill_all(self) -> None:
+        signal_process_group(self.pid, signal.SIGKILL)
+        self._tree.kill_all()
+
+    def output_note(self) -> str:
+        return self._pump.note() if self._pump is not None else ""
+
+
+async def _exit_of(process: asyncio.subprocess.Process) -> int:
+    """Wait for a process to exit. On Python 3.11 `Process.wait()` returns only once every
+    pipe is closed too, which a grandchild holding the output pipe can put off forever; a
+    pidfd (Linux) says when the process itself has exited, else its status is polled."""
+    if process.returncode is not None:
+        return process.returncode
+    loop = asyncio.get_running_loop()
+    closed = asyncio.ensure_future(process.wait())
+    try:
+        pidfd = os.pidfd_open(process.pid) if hasattr(os, "pidfd_open") else None
+    except OSError:
+        pidfd = None  # already reaped: its status arrives at once
+    try:
+        if pidfd is not None:
+            exited: asyncio.Future[int] = loop.create_future()
+
+            def on_exit() -> None:
+                if not exited.done():
+                    exited.set_result(0)
+
+            loop.add_reader(pidfd, on_exit)
+            try:
+                await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        # The child watcher reaps it and sets the status a moment after it exits.
+        while process.returncode is None and not closed.done():
+            await asyncio.wait({closed}, timeout=0.02 if pidfd is not None else 0.5)
+    finally:
+        if not closed.done():
+            closed.cancel()
+    code = process.returncode
+    assert code is not None
+    return code
 
 
 def signal_process_group(pid: int, signum: int) -> None:
@@ -180,7 +202,10 @@ class OSLauncher:
             **kwargs,  # type: ignore[arg-type]
         )
         assert process.stdout is not None
-        return OSProcess(process, LogPump(process.stdout, spec))
+        pipe = process.stdout._transport.get_extra_info("pipe")  # type: ignore[attr-defined]
+        tree = ProcessTree(process.pid, pipe_inode(pipe.fileno()) if pipe else None,
+                           spec.cgroup_procs)
+        return OSProcess(process, LogPump(process.stdout, spec), tree)
 
 
 def process_tree_memory(pid: int) -> int | None:
@@ -204,21 +229,17 @@ def process_identity(pid: int) -> float | None:
         return None
 
 
-def kill_leftover_group(pid: int, created: float, grace: float, stop_signal: int) -> bool:
-    """Stop a process group recorded by a daemon that died; True if one was found."""
+def kill_leftover_group(pid: int, created: float, grace: float, stop_signal: int,
+                        cgroup_procs: Path | None = None) -> bool:
+    """Stop a service left by a daemon that died, and all it started; True if found."""
     if process_identity(pid) != created:
         return False
+    tree = ProcessTree(pid, cgroup_procs=cgroup_procs)
+    tree.remember()
     signal_process_group(pid, stop_signal)
-    try:
+    with contextlib.suppress(psutil.Error):
         psutil.Process(pid).wait(timeout=grace)
-    except psutil.TimeoutExpired:
-        signal_process_group(pid, signal.SIGKILL)
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).wait(timeout=5)
-    except psutil.Error:
-        pass
-    # Children that outlived their leader (kernels, backends) share its group id.
-    signal_process_group(pid, signal.SIGKILL)
+    tree.kill_all()
     return True
 
 
@@ -236,7 +257,8 @@ def stop_recorded_processes(pids_file: Path) -> list[str]:
         try:
             found = kill_leftover_group(int(entry["pid"]), float(entry["created"]),
                                         float(entry.get("grace", 10)),
-                                        int(entry.get("signal", signal.SIGTERM)))
+                                        int(entry.get("signal", signal.SIGTERM)),
+                                        Path(entry["cgroup"]) if entry.get("cgroup") else None)
         except (KeyError, TypeError, ValueError):
             continue
         if found:

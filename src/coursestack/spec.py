@@ -83,6 +83,11 @@ class CourseInfo(_Strict):
         "starting with a letter, at most 30 characters. Names the default instance."
     )
     title: str = Field(default="", description="Human-readable course title.")
+    down_timeout: float = Field(
+        default=45.0, gt=0,
+        description="Seconds `coursestack down` may take for all services together; "
+        "whatever still runs at the end is killed (SIGKILL), so `down` always returns.",
+    )
     memory_budget: str | None = Field(
         default=None,
         description='Memory the whole course may use, e.g. "1G" or "512M" (reported by '
@@ -196,8 +201,25 @@ class ServiceSpec(_Strict):
     )
     max_restarts: int = Field(
         default=5, ge=0,
-        description="Crashes in a row (without a stable period) before the service is "
-        'marked "failed".',
+        description="Starts in a row that fail to become ready (exit, or not ready within "
+        '`start_timeout`) before the service is marked "failed". A service that became '
+        "ready between crashes is restarted (within `burst`).",
+    )
+    burst: int = Field(
+        default=5, ge=1,
+        description='Most starts within `interval` seconds; one more and the service is '
+        '"failed" (a crash loop), like StartLimitBurst of systemd.',
+    )
+    interval: float = Field(
+        default=10.0, gt=0,
+        description="The window, in seconds, in which `burst` starts are counted "
+        "(systemd's StartLimitIntervalSec).",
+    )
+    stable_after: float = Field(
+        default=1.0, ge=0,
+        description="Seconds a service must stay ready for its next crash to count as a "
+        "new one: restarted at once, with the backoff back at its start. Quicker crashes "
+        "wait 1, 2, 4… up to 30 s (like supervisord's startsecs).",
     )
     probe_interval: float = Field(
         default=5.0, gt=0, description="Seconds between health probes once ready."

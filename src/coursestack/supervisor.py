@@ -3,10 +3,16 @@
 One `Service` per spec entry runs a small explicit state machine:
 
     stopped -> starting -> ready <-> unhealthy
-                  ^          |  (process exits, start times out, or liveness fails)
-                  |          v
-                backoff <- crash -----> failed (too many crashes in a row)
+                  ^          |  (process exits, start times out, or liveness fails:
+                  |          v   `stopping` while a live process gets its grace period)
+                backoff <- crash -----> failed (a crash loop, see below)
     any running state -> stopping -> stopped (on request)
+
+The restart policy is supervisord's and systemd's: a crash after the service has been
+ready for `stable_after` seconds is a new incident, restarted at once; a start that
+fails (exits, times out, or crashes sooner) waits 1, 2, 4… s before the next try, and
+`max_restarts` of those in a row mean `failed`; so does a start beyond `burst` starts
+within `interval` seconds, however each one ended. `failed` keeps its reason.
 
 `ready` is decided by the unit's probe, never by a sleep; a dependent waits for its
 dependency's condition (ready, or merely started). The supervisor knows nothing of kinds:
@@ -123,8 +129,9 @@ class Timing:
     backoff_initial: float = 1.0
     backoff_factor: float = 2.0
     backoff_cap: float = 30.0
-    stable_after: float = 30.0
     probe_timeout: float = 10.0
+    #: After SIGKILL: how long to wait for the processes to be gone.
+    kill_wait: float = 5.0
     fast_probe_interval: float = 0.05
     slow_probe_interval: float = 0.5
     fast_probe_period: float = 5.0
@@ -147,6 +154,8 @@ class ServiceStatus:
     heartbeat: float | None = None
     restarts: int = 0
     last_log: list[str] = field(default_factory=list)
+    #: Something to know that is not a state: output dropped, log not writable.
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -231,46 +240,55 @@ class Service:
     # -- the state machine ---------------------------------------------------------
 
     async def _run(self) -> None:
-        crashes = 0
+        spec = self.unit.spec
+        failed_starts = 0
         delay = self._timing.backoff_initial
+        starts: deque[float] = deque()
         try:
             while True:
                 await self._wait_for_dependencies()
+                starts.append(self._clock.now())
                 outcome, ready_since = await self._one_life()
                 if outcome is None:
                     return
                 code = self._process.returncode if self._process else None
                 reason = self._describe_end(outcome, code)
-                stable = ready_since is not None and (
-                    self._clock.now() - ready_since >= self._timing.stable_after)
-                if stable:
-                    crashes, delay = 0, self._timing.backoff_initial
+                now = self._clock.now()
                 if not self._should_restart(outcome, code):
                     if outcome is _Outcome.EXITED and code == 0:
                         self._set(State.STOPPED, detail="exited cleanly")
                     else:
                         self._fail(reason)
                     return
-                crashes += 1
-                if crashes > self.unit.spec.max_restarts:
-                    self._fail(reason if crashes == 1
-                               else f"crashed {crashes} times in a row; last: {reason}")
+                # Ready for `stable_after`: a service that works and was hit (kill -9, a
+                # rare crash) comes back at once; anything quicker is a failed start.
+                if ready_since is not None and now - ready_since >= spec.stable_after:
+                    failed_starts, delay, wait = 0, self._timing.backoff_initial, 0.0
+                else:
+                    failed_starts += 1
+                    wait = delay
+                    delay = min(delay * self._timing.backoff_factor, self._timing.backoff_cap)
+                if failed_starts > spec.max_restarts:
+                    self._fail(reason if failed_starts == 1
+                               else f"failed to start {failed_starts} times in a row; "
+                               f"last: {reason}")
+                    return
+                while starts and starts[0] <= now + wait - spec.interval:
+                    starts.popleft()
+                if len(starts) >= spec.burst:
+                    self._fail(f"started {len(starts)} times within {spec.interval:g} s "
+                               f"(burst = {spec.burst}), a crash loop; last: {reason}")
                     return
                 self.status.restarts += 1
-                # A service that ran well and crashed once is restarted at once; only
-                # crashes in a row wait, longer each time.
-                wait = 0.0 if stable else delay
                 self._set(State.BACKOFF, detail=f"restarting in {wait:g} s", reason=reason)
                 await self._clock.sleep(wait)
-                if not stable:
-                    delay = min(delay * self._timing.backoff_factor, self._timing.backoff_cap)
         except asyncio.CancelledError:
             await self._terminate_on_request()
             raise
         except Exception as error:
             # A bug must never leave a service stuck in a state nobody can leave.
             log.exception("service %s: unexpected error", self.name)
-            await self._end_process()
+            await self._end_process("stopping after an internal error")
             self._fail(f"internal error: {error!r} (please report it with "
                        "`coursestack doctor --bundle`)")
 
@@ -295,7 +313,7 @@ class Service:
         self._set(State.STARTING, detail="waiting until it answers")
         outcome = await self._until_ready()
         if outcome is not _Outcome.READY:
-            await self._end_process()
+            await self._end_process(f"stopping: {self._describe_end(outcome, None)}")
             return outcome, None
         loop = asyncio.get_running_loop()
 
@@ -306,7 +324,7 @@ class Service:
         try:
             await self.unit.after_ready(report)
         except UserError as error:
-            await self._end_process()
+            await self._end_process("stopping: setting up failed")
             self._fail(error.render())
             return None, None
         ready_since = self._clock.now()
@@ -314,7 +332,7 @@ class Service:
         self.status.heartbeat = self._clock.wall()
         self._set(State.READY)
         outcome = await self._watch()
-        await self._end_process()
+        await self._end_process(f"stopping to restart: {self._describe_end(outcome, None)}")
         return outcome, ready_since
 
     async def _until_ready(self) -> _Outcome:
@@ -325,6 +343,7 @@ class Service:
             elapsed = self._clock.now() - started
             if elapsed > self.unit.spec.start_timeout:
                 return _Outcome.TIMEOUT
+            self._take_note()
             if await self._probe():
                 return _Outcome.READY
             interval = (self._timing.fast_probe_interval
@@ -341,6 +360,7 @@ class Service:
         while True:
             if await self._sleep_or_exit(self.unit.spec.probe_interval):
                 return _Outcome.EXITED
+            self._take_note()
             if memory_limit is not None and self.status.pid is not None:
                 used = self._supervisor.memory_of(self.status.pid) or 0
                 over_memory = over_memory + 1 if used > memory_limit else 0
@@ -356,15 +376,28 @@ class Service:
             if self._exited():
                 return _Outcome.EXITED
             failures += 1
+            self._set(State.UNHEALTHY, detail=f"health probe failed ({failures}/{limit})")
             if failures >= limit:
                 return _Outcome.LIVENESS
-            self._set(State.UNHEALTHY, detail=f"health probe failed ({failures}/{limit})")
 
     async def _probe(self) -> bool:
+        """One probe, within its time limit: a probe that times out or raises has failed."""
         try:
             return await asyncio.wait_for(self.unit.probe(), self._timing.probe_timeout)
         except (TimeoutError, OSError):
             return False
+        except Exception:  # a probe's bug is a failed probe, not a dead supervisor
+            log.exception("service %s: the probe raised", self.name)
+            return False
+
+    def _take_note(self) -> None:
+        """Copy what the log pump reports into the status; say so when its gist changes."""
+        note = self._process.output_note() if self._process is not None else ""
+        previous, self.status.note = self.status.note, note
+        if note.split(" ")[:3] != previous.split(" ")[:3]:
+            self._supervisor.publish(Event(self._clock.wall(), self.name, self.status.state,
+                                           self.status.state, note or "output written again",
+                                           self.status.reason))
 
     async def _sleep_or_exit(self, seconds: float) -> bool:
         """Sleep, but wake early if the process exits; True if it has exited."""
@@ -382,18 +415,22 @@ class Service:
     def _exited(self) -> bool:
         return self._exit_waiter is None or self._exit_waiter.done()
 
-    async def _end_process(self) -> None:
-        """Make sure the current process group is gone (stop signal, then SIGKILL)."""
+    async def _end_process(self, why: str = "stopping") -> None:
+        """Make sure every process of the service is gone: the stop signal, the grace
+        period (shown as `stopping`), then SIGKILL to all it started. Every wait has a
+        limit, and the supervisor's stop deadline shortens them."""
         process, waiter = self._process, self._exit_waiter
         if process is None or waiter is None:
             return
         if not waiter.done():
+            self._set(State.STOPPING, detail=why)
             process.signal_group(self.unit.stop_signal)
-            if not await self._wait_exit(self.unit.stop_timeout):
-                process.signal_group(9)
-                await asyncio.shield(waiter)
-        # Children that outlive their leader (kernels, backends) share its group.
-        process.signal_group(9)
+            if not await self._wait_exit(self._supervisor.grace_left(self.unit.stop_timeout)):
+                process.kill_all()
+                await self._wait_exit(self._supervisor.grace_left(self._timing.kill_wait,
+                                                                  reserve=0.0))
+        # Children that outlive their leader (kernels, backends, a setsid child).
+        process.kill_all()
         self.status.pid = None
 
     async def _wait_exit(self, seconds: float) -> bool:
@@ -409,14 +446,18 @@ class Service:
 
     async def _terminate_on_request(self) -> None:
         if self._process is not None and not self._exited():
-            self._set(State.STOPPING, detail="stopping")
             # Shielded: a second stop request must not abandon a half-stopped process.
-            await asyncio.shield(self._end_process())
+            await asyncio.shield(self._end_process("stopping"))
         elif self._process is not None:
-            self._process.signal_group(9)
+            self._process.kill_all()
         self._process = None
         self.status.pid = None
         self._set(State.STOPPED, detail="stopped on request")
+
+    def kill_now(self) -> None:
+        """SIGKILL all the service's processes at once, without waiting."""
+        if self._process is not None:
+            self._process.kill_all()
 
     async def _wait_for_dependencies(self) -> None:
         for dependency, condition in self.unit.spec.depends_on.items():
@@ -487,6 +528,8 @@ class Supervisor:
         self._spawn_listeners: list[Callable[[str, int, LaunchSpec], None]] = []
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Future[None]] = set()
+        #: While a stop with a deadline runs: when (clock.now()) everything must be gone.
+        self._stop_deadline: float | None = None
         for unit in units:
             self.services[unit.name] = Service(unit, self)
 
@@ -552,15 +595,38 @@ class Supervisor:
         for name in sorted(self.closure(names)):
             self.services[name].start()
 
-    async def stop(self, names: Iterable[str]) -> None:
-        """Stop the named services, dependents before their dependencies."""
-        chosen = set(names)
-        for wave in reversed(self.waves()):
-            await asyncio.gather(*(self.services[n].stop() for n in wave if n in chosen))
+    async def stop(self, names: Iterable[str], deadline: float | None = None) -> None:
+        """Stop the named services, dependents before their dependencies.
 
-    async def stop_all(self) -> None:
-        """Stop everything in reverse dependency order."""
-        await self.stop(self.services)
+        With `deadline` (seconds), the whole stop takes at most that long: later waves
+        get what is left of it, and the grace periods shrink so that the SIGKILLs and
+        their waits fit in.
+        """
+        chosen = set(names)
+        if deadline is not None:
+            self._stop_deadline = self.clock.now() + deadline
+        try:
+            for wave in reversed(self.waves()):
+                await asyncio.gather(*(self.services[n].stop() for n in wave if n in chosen))
+        finally:
+            self._stop_deadline = None
+
+    async def stop_all(self, deadline: float | None = None) -> None:
+        """Stop everything in reverse dependency order (within `deadline` seconds)."""
+        await self.stop(self.services, deadline)
+
+    def grace_left(self, wanted: float, reserve: float | None = None) -> float:
+        """`wanted` seconds, or less if a stop deadline leaves less (minus `reserve`,
+        kept for the SIGKILLs that follow)."""
+        if self._stop_deadline is None:
+            return wanted
+        keep = self.timing.kill_wait if reserve is None else reserve
+        return max(0.0, min(wanted, self._stop_deadline - self.clock.now() - keep))
+
+    def kill_everything(self) -> None:
+        """SIGKILL every process of every service now (the last resort of a stop)."""
+        for service in self.services.values():
+            service.kill_now()
 
     async def restart(self, name: str) -> None:
         """Stop one service, then start it (and its dependencies) again."""

@@ -91,6 +91,8 @@ class Kind(Generic[S]):
     #: Whether the front door removes `/s/<name>` before forwarding (apps that cannot
     #: run under a path prefix); Jupyter runs under the prefix and keeps it.
     proxy_strips_prefix: ClassVar[bool] = True
+    #: Output lines holding this are the kind's own probe talking: kept out of the log.
+    probe_log_marker: ClassVar[bytes | None] = None
 
     def __init__(self, name: str, spec: S, context: Context) -> None:
         self.name = name
@@ -165,16 +167,19 @@ class Kind(Generic[S]):
         if self.port is not None and self.context.port_guard is not None:
             self.context.port_guard(self.name)
         await asyncio.to_thread(self._prepare_folders)
-        limit = self.spec.memory_limit_bytes()
-        if limit is not None and self._cgroup is None:
+        if self._cgroup is None:
+            # Every service gets one where possible: it holds the memory limit, if any,
+            # and tells a stop every process the service started.
             key = hashlib.sha256(str(self.context.state.root).encode()).hexdigest()[:12]
-            self._cgroup = cgroups.create(key, self.name, limit, self.run_as)
+            self._cgroup = cgroups.create(key, self.name, self.spec.memory_limit_bytes(),
+                                          self.run_as)
         if self._cgroup is not None:
             self._oom_kills_at_launch = self._cgroup.oom_kills()
 
     def explain_exit(self, code: int | None) -> str | None:
         """Why the process ended, when the kind knows better than its exit code."""
-        if self._cgroup is not None and self._cgroup.oom_kills() > self._oom_kills_at_launch:
+        if (self._cgroup is not None and self.spec.memory_limit is not None
+                and self._cgroup.oom_kills() > self._oom_kills_at_launch):
             return (f"killed by the kernel: it went over its memory_limit of "
                     f"{self.spec.memory_limit}")
         return None
@@ -215,4 +220,4 @@ class Kind(Generic[S]):
                           stop_signal=self.stop_signal,
                           cgroup_procs=self._cgroup.procs if self._cgroup else None,
                           log_max_bytes=parse_size(logs.max_size), log_keep=logs.keep,
-                          log_rate=parse_size(logs.rate))
+                          log_rate=parse_size(logs.rate), log_filter=self.probe_log_marker)
