@@ -63,6 +63,8 @@ def _services_table(services: list[dict[str, Any]]) -> Table:
         note = service["reason"] if state in ("failed", "backoff") else service["detail"]
         if state == "backoff" and service["detail"]:
             note = f"{service['detail']}: {service['reason']}"
+        if service.get("note"):
+            note = f"{note} ({service['note']})" if note else service["note"]
         kind = service["kind"] + (" (stand-in, not MongoDB)"
                                   if service.get("label", "").endswith("not MongoDB") else "")
         table.add_row(service["name"], kind,
@@ -173,7 +175,9 @@ def _wait_for_services(client: Any, names: list[str], timeout: float) -> bool:
 
 @app.command()
 def down(instance: InstanceOption = None, state: StateOption = None,
-         timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 120.0) -> None:
+         timeout: Annotated[float | None, typer.Option(
+             help="Seconds to wait (default: the course's down_timeout + 15).")] = None,
+         ) -> None:
     """Stop every service and the daemon (data is kept)."""
     from coursestack.instances import stop_leftovers, wait_for_exit
 
@@ -186,6 +190,8 @@ def down(instance: InstanceOption = None, state: StateOption = None,
         return
     client = chosen.client()
     pid = int(client.record["pid"])
+    if timeout is None:  # the daemon ends by its own deadline; a margin for its exit
+        timeout = float(client.record.get("down_timeout", 45.0)) + 15.0
     client.post("/api/shutdown")
     with console.status(f"Stopping {chosen.name}…"):
         if not wait_for_exit(pid, timeout):

@@ -70,6 +70,8 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.context: Context
         self.shutdown_requested = asyncio.Event()
+        #: A stop signal while already stopping: kill what is left and go.
+        self.hurry_requested = asyncio.Event()
         self.started = time.time()
         self.url = ""
         self._pids: dict[str, Any] = {}
@@ -157,7 +159,8 @@ class Daemon:
     def _record_pid(self, name: str, pid: int, spec: LaunchSpec) -> None:
         unit = self.units[name]
         self._pids[name] = {"pid": pid, "created": process_identity(pid),
-                            "signal": int(spec.stop_signal), "grace": unit.stop_timeout}
+                            "signal": int(spec.stop_signal), "grace": unit.stop_timeout,
+                            "cgroup": str(spec.cgroup_procs) if spec.cgroup_procs else None}
         atomic_write_json(self.state.run / "pids.json", self._pids, OWNER_ONLY)
 
     # -- on-demand services (the front door calls these) ---------------------------------
@@ -225,7 +228,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, self.shutdown_requested.set)
+                loop.add_signal_handler(signum, self._on_stop_signal)
         listener = self._listen_socket()
         host, port = listener.getsockname()[:2]
         self.url = f"http://{host}:{port}/"
@@ -239,13 +242,14 @@ class Daemon:
                           {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
                            "token": self.token, "started": self.started,
                            "version": __version__, "course": self.spec.course.name,
-                           "spec": str(self.spec.path)}, OWNER_ONLY)
+                           "spec": str(self.spec.path),
+                           "down_timeout": self.spec.course.down_timeout}, OWNER_ONLY)
         reaper = asyncio.create_task(self._housekeeping())
         try:
             await self.shutdown_requested.wait()
         finally:
             reaper.cancel()
-            await self.supervisor.stop_all()
+            await self._stop_services()
             for unit in self.units.values():
                 unit.release()
             server.should_exit = True
@@ -253,6 +257,30 @@ class Daemon:
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    def _on_stop_signal(self) -> None:
+        if self.shutdown_requested.is_set():
+            self.hurry_requested.set()
+        self.shutdown_requested.set()
+
+    async def _stop_services(self) -> None:
+        """Stop every service within `[course] down_timeout`; SIGKILL whatever is left
+        then, or at once on a second SIGTERM/SIGINT, so the daemon always ends."""
+        assert self.supervisor is not None
+        deadline = self.spec.course.down_timeout
+        stopping = asyncio.create_task(self.supervisor.stop_all(deadline))
+        hurry = asyncio.create_task(self.hurry_requested.wait())
+        await asyncio.wait({stopping, hurry}, timeout=deadline + 5,
+                           return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if not stopping.done():
+            log.warning("stop %s: killing every service process now",
+                        "signal while stopping" if self.hurry_requested.is_set()
+                        else f"deadline of {deadline:g} s reached")
+            self.supervisor.kill_everything()
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(stopping, 5)
 
     def _listen_socket(self) -> socket.socket:
         settings = self.spec.dashboard

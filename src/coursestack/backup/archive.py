@@ -2,14 +2,21 @@
 
 The manifest names every other member with its size and SHA-256, the coursestack version,
 the course, and each service's kind and server version. Reading an archive checks all of
-it (every member present, nothing extra, sizes and checksums right, the manifest sane)
-and raises a UserError on the first problem, so a truncated or tampered archive is
-refused before a restore changes anything.
+it and raises a UserError on the first problem, so a truncated or tampered archive is
+refused before a restore changes anything. "All of it" means every byte of the file:
+
+- the file's own SHA-256, kept in its gzip header (`sealed_gzip`), matches all its bytes;
+- the compressed stream is read to its end, so gzip checks its CRC-32 and length;
+- the tar stream ends with its end marker (zero blocks), and nothing but zeros follows;
+- the manifest is sane; every member is present, nothing extra, sizes and SHA-256 right.
+
+A single flipped byte anywhere fails one of these, and so does any truncation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -20,9 +27,10 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from coursestack import __version__
+from coursestack.backup.sealed_gzip import SealedGzipWriter, check_seal
 from coursestack.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -33,6 +41,8 @@ SUFFIX = ".coursestack.tar.gz"
 #: database dump, for a file about a quarter larger.
 COMPRESS_LEVEL = 1
 _BLOCK = 1 << 20
+#: Tar ends with two zero blocks.
+_TAR_END = 1024
 
 
 @dataclass
@@ -130,20 +140,23 @@ def write_archive(output: Path, manifest: Manifest, files: Iterable[tuple[str, P
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
     try:
-        with tarfile.open(partial, "w:gz", compresslevel=COMPRESS_LEVEL,
-                          format=tarfile.PAX_FORMAT) as archive:
-            info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mtime, info.mode = len(body), int(time.time()), 0o600
-            archive.addfile(info, _BytesReader(body))
-            for name, path in listed:
-                stat = path.stat()
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime = stat.st_size, int(stat.st_mtime)
-                info.mode = stat.st_mode & 0o755
-                with open(path, "rb") as handle:
-                    archive.addfile(info, handle)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
+        with open(partial, "w+b") as raw:
+            packed = SealedGzipWriter(raw, COMPRESS_LEVEL)
+            with tarfile.open(fileobj=cast(IO[bytes], packed), mode="w|",
+                              format=tarfile.PAX_FORMAT) as archive:
+                info = tarfile.TarInfo(MANIFEST)
+                info.size, info.mtime, info.mode = len(body), int(time.time()), 0o600
+                archive.addfile(info, _BytesReader(body))
+                for name, path in listed:
+                    stat = path.stat()
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime = stat.st_size, int(stat.st_mtime)
+                    info.mode = stat.st_mode & 0o755
+                    with open(path, "rb") as handle:
+                        archive.addfile(info, handle)
+            packed.close()
+            raw.flush()
+            os.fsync(raw.fileno())
         os.chmod(partial, 0o600)
         os.replace(partial, output)
     except BaseException:
@@ -176,8 +189,18 @@ def read_archive(archive: Path, into: Path | None = None) -> Manifest:
         raise UserError("no such backup file", where=where,
                         hint="give the path of a .coursestack.tar.gz file")
     try:
-        with tarfile.open(archive, "r|gz") as stream:
-            manifest = _read_members(stream, where, into)
+        with open(archive, "rb") as raw:
+            problem = check_seal(raw)
+            if problem is not None:
+                raise _damaged(where, problem)
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+                counted = _CountingReader(unpacked)
+                with tarfile.open(fileobj=cast(IO[bytes], counted), mode="r|") as stream:
+                    manifest, end = _read_members(stream, where, into)
+                counted.read_to_end()  # gzip checks CRC-32 and length at the very end
+        if counted.last_nonzero > end or counted.position - end < _TAR_END:
+            raise _damaged(where, "the tar stream lacks its end marker")
     except UserError:
         if into is not None:
             shutil.rmtree(into, ignore_errors=True)
@@ -192,7 +215,31 @@ def read_archive(archive: Path, into: Path | None = None) -> Manifest:
     return manifest
 
 
-def _read_members(stream: tarfile.TarFile, where: str, into: Path | None) -> Manifest:
+class _CountingReader:
+    """Reads the uncompressed tar stream, counting bytes and where the last non-zero
+    byte was (everything after the tar end marker must be zero)."""
+
+    def __init__(self, source: gzip.GzipFile) -> None:
+        self._source = source
+        self.position = 0
+        self.last_nonzero = 0
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._source.read(size)
+        stripped = len(block.rstrip(b"\0"))
+        if stripped:
+            self.last_nonzero = self.position + stripped
+        self.position += len(block)
+        return block
+
+    def read_to_end(self) -> None:
+        while self.read(_BLOCK):
+            pass
+
+
+def _read_members(stream: tarfile.TarFile, where: str,
+                  into: Path | None) -> tuple[Manifest, int]:
+    """Check (and unpack) every member; the manifest, and where the last member ends."""
     first = stream.next()
     if first is None or first.name != MANIFEST or not first.isfile():
         raise UserError("not a coursestack backup (it does not start with manifest.json)",
@@ -201,8 +248,10 @@ def _read_members(stream: tarfile.TarFile, where: str, into: Path | None) -> Man
     handle = stream.extractfile(first)
     assert handle is not None
     manifest = Manifest.parse(handle.read(), where)
+    end = _end_of(first)
     seen: set[str] = set()
     while (member := stream.next()) is not None:
+        end = _end_of(member)
         name = member.name
         if name not in manifest.members or name in seen:
             raise _damaged(where, f"it holds a member the manifest does not list: {name!r}")
@@ -227,7 +276,12 @@ def _read_members(stream: tarfile.TarFile, where: str, into: Path | None) -> Man
     missing = sorted(set(manifest.members) - seen)
     if missing:
         raise _damaged(where, f"{len(missing)} member(s) are missing, e.g. {missing[0]!r}")
-    return manifest
+    return manifest, end
+
+
+def _end_of(member: tarfile.TarInfo) -> int:
+    """Offset in the tar stream just past a member's data (padded to 512-byte blocks)."""
+    return member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
 def _copy_hashing(source: IO[bytes], target: Path | None) -> tuple[str, int]:

@@ -163,13 +163,28 @@ class PostgresKind(Kind[PostgresService]):
                 "password": self.superuser_password, "dbname": database,
                 "connect_timeout": 3}
 
+    #: The probe's own log line, which the log pump leaves out of the log.
+    probe_log_marker = b"coursestack health probe"
+
     async def probe(self) -> bool:
+        """True if a backend answers and can write to the server log.
+
+        A backend that logs writes to the output pipe; if that ever blocks, the server
+        still accepts connections and answers `SELECT 1`, but every backend that logs
+        hangs. So the probe makes its backend write one LOG line (terse: no CONTEXT
+        line), which returns only once written. The log pump drops that line, so the log
+        does not get one per interval; the supervisor's probe timeout turns a hang into
+        a failed probe.
+        """
         try:
-            connection = await psycopg.AsyncConnection.connect(**self._superuser_conninfo())
+            connection = await psycopg.AsyncConnection.connect(
+                **self._superuser_conninfo(), autocommit=True,
+                options="-c log_error_verbosity=terse -c statement_timeout=5000")
         except psycopg.Error:
             return False
         try:
-            await connection.execute("SELECT 1")
+            await connection.execute(
+                "DO $$BEGIN RAISE LOG '" + self.probe_log_marker.decode() + "'; END$$")
             return True
         except psycopg.Error:
             return False

@@ -53,6 +53,8 @@ class ServiceView(BaseModel):
     last_log: list[str]
     #: How the service must be described, e.g. "MongoDB-compatible stand-in, not MongoDB".
     label: str = ""
+    #: What else to know, e.g. output dropped because its log could not be written.
+    note: str = ""
 
 
 class NotLoggedIn(Exception):
@@ -121,7 +123,7 @@ class WebContext:
             web=connection.web, url=connection.url,
             proxy_path=unit.web_path() if connection.web else "",
             start=str(unit.spec.start), last_log=status.last_log,
-            label=str(connection.extra.get("label", "")))
+            label=str(connection.extra.get("label", "")), note=status.note)
 
     def views(self) -> list[ServiceView]:
         return [self.view(s.name) for s in self.supervisor.statuses()]

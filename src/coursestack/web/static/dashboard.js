@@ -39,7 +39,7 @@
     const state = cell(row, "state");
     state.textContent = view.state;
     state.className = "state state-" + view.state;
-    cell(row, "detail").textContent = view.detail || "";
+    cell(row, "detail").textContent = [view.detail, view.note].filter(Boolean).join(" — ");
     cell(row, "port").textContent = view.port || "–";
     cell(row, "memory").textContent = size(view.memory);
     cell(row, "restarts").textContent = String(view.restarts);
