@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import random
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -214,6 +215,40 @@ def test_truncated_archive_is_refused_before_anything_changes(
     assert snapshot(instance) == before and backups(instance) == listed
     checked = cli("restore", "--check", str(truncated), check=False)
     assert checked.returncode == 1 and "truncated" in checked.stderr
+
+
+@pytest.mark.parametrize("cut", [1, 2, 4, 8, 12, 20, 33, 100])
+def test_an_archive_cut_short_by_a_few_bytes_is_refused(archive: Path, tmp_path: Path,
+                                                       cut: int) -> None:
+    # The gzip trailer (CRC-32, length) and the tar end marker are the last bytes: a
+    # reader that stops at the last member never sees them.
+    truncated = tmp_path / f"cut-{cut}.coursestack.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[:-cut])
+    checked = cli("restore", "--check", str(truncated), check=False)
+    assert checked.returncode == 1 and "truncated or corrupt" in checked.stderr, checked.stderr
+
+
+def test_a_flipped_byte_anywhere_is_refused_and_nothing_changes(
+        instance: Instance, archive: Path, tmp_path: Path) -> None:
+    before, listed = snapshot(instance), backups(instance)
+    data = archive.read_bytes()
+    size = len(data)
+    # The header, the body, and the end (where deflate's zeros and gzip's trailer are).
+    positions = sorted({3, 5, 20, 50, size // 3, size // 2, size - 200, size - 40, size - 9,
+                        size - 5, size - 1, *random.Random(7).sample(range(size), 6)})
+    for position in positions:
+        damaged = bytearray(data)
+        damaged[position] ^= 0x10
+        path = tmp_path / f"flip-{position}.coursestack.tar.gz"
+        path.write_bytes(bytes(damaged))
+        checked = cli("restore", "--check", str(path), check=False)
+        assert checked.returncode == 1, f"byte {position} of {size} flipped: accepted"
+        assert "Traceback" not in checked.stderr
+    for position in (size // 2, size - 5):  # and a real restore: refused, nothing changed
+        result = cli("restore", str(tmp_path / f"flip-{position}.coursestack.tar.gz"),
+                     "--state", str(instance.state.root), check=False)
+        assert result.returncode == 1 and "nothing was changed" in result.stderr
+    assert snapshot(instance) == before and backups(instance) == listed
 
 
 def test_tampered_or_padded_archive_is_refused_before_anything_changes(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -304,3 +306,196 @@ def test_corrupt_state_files_are_set_aside_with_a_warning_not_a_crash(instance: 
     with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
         assert conn.execute("SELECT count(*) FROM students_notes WHERE note = "
                             "'before corruption'").fetchone() == (1,)
+
+
+# -- issue 10: nothing hangs, nothing stops silently ----------------------------------------
+
+@pytest.fixture
+def tiny_log_disk() -> Iterator[Path]:
+    """A state folder whose logs live on a 2 MB filesystem of their own."""
+    folder = open_folder("tiny-logs-")
+    logs = folder / "state" / "logs"
+    logs.mkdir(parents=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs",
+                             str(logs)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {result.stderr.strip()}")
+    yield folder / "state"
+    cli("down", "--state", str(folder / "state"), check=False)
+    subprocess.run(["umount", "-l", str(logs)], check=False)
+
+
+def _in_a_thread(work: Any, limit: float = 60.0) -> Any:
+    """Run `work()` in a thread; fail (instead of hanging) if it does not return."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the test below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"{work.__name__} did not return: output blocked?"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def test_a_full_log_disk_never_blocks_postgres(tiny_log_disk: Path, workdir: Path) -> None:
+    state, logs = tiny_log_disk, tiny_log_disk / "logs"
+    spec = workdir / "course.toml"
+    spec.write_text('[course]\nname = "full-logs"\n[services.db]\nkind = "postgres"\n'
+                    'probe_interval = 1\n')
+    cli("up", str(spec), "--state", str(state))
+    url = connections(state)["db"]["url"]
+    filler = logs / "filler"
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while True:  # the disk is full once this raises ENOSPC
+            handle.write(b"x" * 65536)
+            handle.flush()
+    loud = "DO $$BEGIN FOR i IN 1..{n} LOOP RAISE WARNING '{tag} %', repeat('w', 500); " \
+           "END LOOP; END$$"
+
+    def warnings_and_a_failing_query(count: int, tag: str) -> str:
+        with psycopg.connect(url) as conn:
+            conn.execute(loud.format(n=count, tag=tag).encode())
+            try:
+                conn.execute("SELECT 1/0")
+            except psycopg.errors.DivisionByZero as error:
+                return str(error)
+        return "no error"
+
+    # While full: ~2.5 MB of warnings and errors, far more than a pipe holds (64 KB).
+    assert _in_a_thread(lambda: warnings_and_a_failing_query(5000, "while-full")) \
+        == "division by zero"
+    wait_for(lambda: "log not written" in services(state)["db"]["note"], timeout=30,
+             what="the status to say the log is not written")
+    assert services(state)["db"]["state"] == "ready"
+    filler.unlink()  # space is back
+    assert _in_a_thread(lambda: warnings_and_a_failing_query(1000, "after")) \
+        == "division by zero"
+    log = logs / "db.log"
+    wait_for(lambda: "after %" not in log.read_text(errors="replace")
+             and log.read_text(errors="replace").count("WARNING:  after ") == 1000,
+             timeout=30, what="the 1,000 warnings in the log")
+    text = log.read_text(errors="replace")
+    assert "[coursestack]" in text and "of output dropped between" in text
+    assert "log file not writable: No space left on device" in text
+    assert "coursestack health probe" not in text  # the probe's own lines are left out
+    found = services(state)["db"]
+    assert found["state"] == "ready" and "of output dropped" in found["note"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_child_that_escapes_its_process_group_is_stopped_by_down(workdir: Path) -> None:
+    # The leader starts a child in a session of its own (like PostgreSQL's backends and
+    # Jupyter's kernels): a signal to the leader's group misses it, and it holds the pipe.
+    marker = "314159"
+    program = ("import subprocess, time\n"
+               f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+               "print('started', flush=True)\ntime.sleep(10000)\n")
+    (workdir / "escape.py").write_text(program)
+    spec = workdir / "course.toml"
+    spec.write_text('[course]\nname = "escape"\ndown_timeout = 20\n'
+                    '[services.leader]\nkind = "command"\n'
+                    f'command = ["python3", "{workdir / "escape.py"}"]\n'
+                    'probe = { type = "none" }\n')
+    state = workdir / "state"
+    cli("up", str(spec), "--state", str(state))
+
+    def escaped() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] == ["sleep", marker]]
+
+    wait_for(lambda: bool(escaped()), what="the escaped child")
+    child = escaped()[0]
+    assert os.getsid(child.pid) == child.pid  # really in a session of its own
+    leader = services(state)["leader"]["pid"]
+    cli("down", "--state", str(state), timeout=60)  # the CLI waits down_timeout + 15 s
+    assert not alive(leader) and not alive(child.pid) and not escaped()
+
+
+def test_ten_kill_9s_of_a_ready_postgres_end_with_it_ready_and_every_row(
+        workdir: Path) -> None:
+    spec = workdir / "course.toml"
+    spec.write_text('[course]\nname = "storm"\n[services.db]\nkind = "postgres"\n')
+    state = workdir / "state"
+    cli("up", str(spec), "--state", str(state))
+    url = connections(state)["db"]["url"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE acknowledged (n int PRIMARY KEY)")
+    committed: list[int] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        number = 0
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+                    while not stop.is_set():
+                        conn.execute("INSERT INTO acknowledged VALUES (%s)", (number,))
+                        committed.append(number)  # only once the server said COMMIT
+                        number += 1
+            except psycopg.Error:
+                number += 1  # that one may or may not have been committed: skip it
+                stop.wait(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    pause = random.Random(10)
+    restarts_before = services(state)["db"]["restarts"]  # a port race at start is one
+    try:
+        for _ in range(10):
+            wait_for(lambda: services(state)["db"]["state"] == "ready", what="ready")
+            time.sleep(pause.uniform(2.0, 8.0))  # kills at least 2 s apart
+            os.kill(services(state)["db"]["pid"], signal.SIGKILL)
+        wait_for(lambda: services(state)["db"]["state"] == "ready", what="ready at the end")
+        count = len(committed)
+        wait_for(lambda: len(committed) > count, what="writes after the storm")
+    finally:
+        stop.set()
+        thread.join(30)
+    try:
+        found = services(state)["db"]
+        assert found["state"] == "ready", found
+        assert found["restarts"] - restarts_before == 10, found
+        with psycopg.connect(url) as conn:
+            kept = {row[0] for row in conn.execute("SELECT n FROM acknowledged")}
+        missing = [n for n in committed if n not in kept]
+        assert not missing, f"{len(missing)} acknowledged rows lost"
+    finally:
+        cli("down", "--state", str(state), check=False)
+
+
+def test_sigterm_to_a_daemon_in_the_middle_of_a_stop_ends_it(workdir: Path) -> None:
+    program = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+               "time.sleep(10000)\n")
+    (workdir / "deaf.py").write_text(program)
+    spec = workdir / "course.toml"
+    spec.write_text('[course]\nname = "deaf"\ndown_timeout = 600\n'
+                    '[services.deaf]\nkind = "command"\n'
+                    f'command = ["python3", "{workdir / "deaf.py"}"]\n'
+                    'probe = { type = "none" }\nstop_timeout = 500\n')
+    state = workdir / "state"
+    cli("up", str(spec), "--state", str(state))
+    deaf = services(state)["deaf"]["pid"]
+    daemon = json.loads((state / "run" / "daemon.json").read_text())["pid"]
+    down = subprocess.Popen([sys.executable, "-m", "coursestack", "down", "--state",
+                             str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: services(state).get("deaf", {}).get("state") == "stopping",
+                 what="the stop to be under way")
+        os.kill(daemon, signal.SIGTERM)  # e.g. the machine shuts down, or a user's kill
+        psutil.Process(daemon).wait(timeout=30)  # a daemon that ignored it would time out
+        _out, err = down.communicate(timeout=60)
+        assert down.returncode == 0, err
+        assert not alive(deaf)
+    finally:
+        if down.poll() is None:
+            down.kill()
+        cli("down", "--state", str(state), check=False)

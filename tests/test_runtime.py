@@ -206,7 +206,8 @@ def test_a_crash_loop_ends_in_failed_with_its_reason(workdir: Path) -> None:
     result = cli("up", str(spec), "--state", str(workdir / "state"), check=False)
     try:
         assert result.returncode == 1
-        assert "worker failed: crashed 2 times in a row; last: exited with code 3" in result.stderr
+        assert "worker failed: failed to start 2 times in a row; last: exited with code 3" \
+            in result.stderr
         assert "boom-" in result.stderr  # its last log lines come with the failure
         assert "Traceback" not in result.stderr
     finally:
