@@ -130,8 +130,9 @@ class LogSettings(_Strict):
     keep: int = Field(default=3, ge=0, le=50, description="Rotated logs kept per service.")
     rate: str = Field(
         default="4M",
-        description="Most log output per second and service; a faster writer is slowed "
-        "down, so a runaway service cannot fill the disk.",
+        description="Most log output per second and service; more is dropped and counted "
+        "(the status and the log say how much), never left in the pipe, so a runaway "
+        "service cannot fill the disk, and nothing that logs ever blocks.",
     )
 
     @field_validator("max_size", "rate")
