@@ -90,3 +90,16 @@ async def test_a_probes_lines_are_left_out_even_when_split_between_reads(
 def test_sizes_read_well() -> None:
     assert [human_size(n) for n in (512, 4000, 2**20 * 41, 2**30 * 3)] == [
         "512 bytes", "3.9 KB", "41 MB", "3.0 GB"]
+
+
+async def test_the_log_is_rotated_before_it_would_pass_max_size(tmp_path: Path) -> None:
+    log = tmp_path / "svc.log"
+    stream = asyncio.StreamReader()
+    pump = LogPump(stream, Settings(log, log_max_bytes=1000, log_keep=1), clock=Clock())
+    for number in range(10):
+        pump.take(f"{number}".encode() * 299 + b"\n")
+        assert log.stat().st_size <= 1000
+    stream.feed_eof()
+    await pump.task
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["svc.log", "svc.log.1"]
+    assert log.read_text().startswith("9" * 299)

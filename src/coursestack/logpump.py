@@ -155,16 +155,10 @@ class LogPump:
             self._unreported_reasons.append(reason)
 
     def _write(self, data: bytes, now: float) -> None:
-        if self._log is None:
-            if now < self._retry_at:
-                self._drop(len(data), self.drop_reason)
-                return
-            try:
-                self._log = open(self._settings.log_file, "ab", buffering=0)  # noqa: SIM115
-            except OSError as error:
-                self._fail(error, now)
-                self._drop(len(data), self.drop_reason)
-                return
+        if not self._ensure_open(now, len(data)):
+            self._drop(len(data), self.drop_reason)
+            return
+        assert self._log is not None
         try:
             if self._unreported:
                 self._write_all(self._dropped_line())
@@ -177,12 +171,25 @@ class LogPump:
                        self.drop_reason)
             return
         self.failing = None
+
+    def _ensure_open(self, now: float, coming: int) -> bool:
+        """An open log with room for `coming` bytes (rotated first if need be); False if
+        the file cannot be opened now (it is tried again after RETRY_SECONDS)."""
+        if self._log is None and now < self._retry_at:
+            return False
         try:
-            if self._log.tell() > self._settings.log_max_bytes:
+            if self._log is None:
+                self._log = open(self._settings.log_file, "ab", buffering=0)  # noqa: SIM115
+            size = self._log.tell()
+            # Rotated before a write would take it past max_size: it stays below that.
+            if size and size + coming > self._settings.log_max_bytes:
                 self._close()
                 rotate_by_rename(self._settings.log_file, self._settings.log_keep)
+                self._log = open(self._settings.log_file, "ab", buffering=0)  # noqa: SIM115
         except OSError as error:
             self._fail(error, now)
+            return False
+        return True
 
     def _write_all(self, data: bytes) -> int:
         assert self._log is not None
