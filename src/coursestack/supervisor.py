@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -44,6 +45,8 @@ from coursestack.spec import (
 )
 
 log = logging.getLogger("coursestack.supervisor")
+#: Sizes in a note ("3.2 MB"): a change of figure alone is not news worth an event.
+_FIGURES = re.compile(r"[0-9.]+ (bytes|KB|MB|GB)")
 
 
 class State(StrEnum):
@@ -394,7 +397,7 @@ class Service:
         """Copy what the log pump reports into the status; say so when its gist changes."""
         note = self._process.output_note() if self._process is not None else ""
         previous, self.status.note = self.status.note, note
-        if note.split(" ")[:3] != previous.split(" ")[:3]:
+        if _FIGURES.sub("N", note) != _FIGURES.sub("N", previous):  # not at every byte
             self._supervisor.publish(Event(self._clock.wall(), self.name, self.status.state,
                                            self.status.state, note or "output written again",
                                            self.status.reason))
