@@ -90,7 +90,13 @@ def main() -> None:
     os.chmod(base, 0o755)
     home, state = base / "home", base / "state"
     cli(home, "up", "--state", str(state), "--only", "postgres")
-    url = json.loads((state / "connections.json").read_text())["services"]["postgres"]["url"]
+
+    def current_url() -> str:
+        """Where PostgreSQL is now (a port taken meanwhile by another program moves it)."""
+        connections = json.loads((state / "connections.json").read_text())
+        return str(connections["services"]["postgres"]["url"])
+
+    url = current_url()
     ours_service, ours_daemon = [], []
     try:
         ours_service = kill_storm(lambda: int(postmaster(state, home)["pid"]), url,
@@ -104,6 +110,7 @@ def main() -> None:
                   psutil.Process(o).status() == psutil.STATUS_ZOMBIE, 60)
             started = time.perf_counter()
             cli(home, "up", "--state", str(state), "--only", "postgres")
+            url = current_url()
             until(lambda: pg_ok(url))
             ours_daemon.append(time.perf_counter() - started)
             print(f"coursestack: daemon {ours_daemon[-1]:.2f} s", file=sys.stderr)
