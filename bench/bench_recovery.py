@@ -111,7 +111,7 @@ def main() -> None:
             started = time.perf_counter()
             cli(home, "up", "--state", str(state), "--only", "postgres")
             url = current_url()
-            until(lambda u=url: pg_ok(u))  # type: ignore[misc]
+            until(lambda u=url: pg_ok(u))
             ours_daemon.append(time.perf_counter() - started)
             print(f"coursestack: daemon {ours_daemon[-1]:.2f} s", file=sys.stderr)
         process = psutil.Process(postmaster(state, home)["pid"])
