@@ -8,11 +8,11 @@ One `Service` per spec entry runs a small explicit state machine:
                 backoff <- crash -----> failed (a crash loop, see below)
     any running state -> stopping -> stopped (on request)
 
-The restart policy is supervisord's and systemd's: a crash after the service has been
-ready for `stable_after` seconds is a new incident, restarted at once; a start that
-fails (exits, times out, or crashes sooner) waits 1, 2, 4… s before the next try, and
-`max_restarts` of those in a row mean `failed`; so does a start beyond `burst` starts
-within `interval` seconds, however each one ended. `failed` keeps its reason.
+When to restart and when a crash loop ends in `failed` (which keeps its reason) is the
+policy of systemd and supervisord, in `restarts.py`.
+
+(Over 600 lines on purpose: a Service's state machine and the Supervisor that orders the
+services' starts and stops, under one stop deadline, read best together.)
 
 `ready` is decided by the unit's probe, never by a sleep; a dependent waits for its
 dependency's condition (ready, or merely started). The supervisor knows nothing of kinds:
@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from coursestack.errors import UserError
 from coursestack.procs import Launcher, LaunchSpec, ProcessHandle, process_tree_memory
+from coursestack.restarts import RestartBudget
 from coursestack.spec import (
     DependencyCondition,
     RestartPolicy,
@@ -243,48 +244,32 @@ class Service:
     # -- the state machine ---------------------------------------------------------
 
     async def _run(self) -> None:
-        spec = self.unit.spec
-        failed_starts = 0
-        delay = self._timing.backoff_initial
-        starts: deque[float] = deque()
+        timing = self._timing
+        budget = RestartBudget(self.unit.spec, timing.backoff_initial, timing.backoff_factor,
+                               timing.backoff_cap)
         try:
             while True:
                 await self._wait_for_dependencies()
-                starts.append(self._clock.now())
+                budget.started(self._clock.now())
                 outcome, ready_since = await self._one_life()
                 if outcome is None:
                     return
                 code = self._process.returncode if self._process else None
                 reason = self._describe_end(outcome, code)
-                now = self._clock.now()
                 if not self._should_restart(outcome, code):
                     if outcome is _Outcome.EXITED and code == 0:
                         self._set(State.STOPPED, detail="exited cleanly")
                     else:
                         self._fail(reason)
                     return
-                # Ready for `stable_after`: a service that works and was hit (kill -9, a
-                # rare crash) comes back at once; anything quicker is a failed start.
-                if ready_since is not None and now - ready_since >= spec.stable_after:
-                    failed_starts, delay, wait = 0, self._timing.backoff_initial, 0.0
-                else:
-                    failed_starts += 1
-                    wait = delay
-                    delay = min(delay * self._timing.backoff_factor, self._timing.backoff_cap)
-                if failed_starts > spec.max_restarts:
-                    self._fail(reason if failed_starts == 1
-                               else f"failed to start {failed_starts} times in a row; "
-                               f"last: {reason}")
-                    return
-                while starts and starts[0] <= now + wait - spec.interval:
-                    starts.popleft()
-                if len(starts) >= spec.burst:
-                    self._fail(f"started {len(starts)} times within {spec.interval:g} s "
-                               f"(burst = {spec.burst}), a crash loop; last: {reason}")
+                verdict = budget.after_crash(self._clock.now(), ready_since, reason)
+                if verdict.wait is None:
+                    self._fail(verdict.why)
                     return
                 self.status.restarts += 1
-                self._set(State.BACKOFF, detail=f"restarting in {wait:g} s", reason=reason)
-                await self._clock.sleep(wait)
+                self._set(State.BACKOFF, detail=f"restarting in {verdict.wait:g} s",
+                          reason=reason)
+                await self._clock.sleep(verdict.wait)
         except asyncio.CancelledError:
             await self._terminate_on_request()
             raise
