@@ -128,6 +128,8 @@ class ScriptedUnit:
         self.clock = clock
         self.ready_after = ready_after
         self.healthy = True
+        #: The probe never returns (a server that accepts but does not answer).
+        self.probe_hangs = False
         self.launched_at: float | None = None
         self.prepared = 0
 
@@ -139,6 +141,8 @@ class ScriptedUnit:
         return LaunchSpec(argv=[self.name], env={}, cwd=Path("/"), log_file=Path("/dev/null"))
 
     async def probe(self) -> bool:
+        if self.probe_hangs:
+            await asyncio.get_running_loop().create_future()
         if self.launched_at is None:
             return False
         return self.healthy and self.clock.now() - self.launched_at >= self.ready_after

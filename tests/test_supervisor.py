@@ -350,3 +350,22 @@ async def test_what_the_log_pump_dropped_is_shown() -> None:
     assert supervisor.services["talker"].status.note.startswith("log not written")
     assert any(e.detail.startswith("log not written") for e in supervisor.history)
     await supervisor.stop_all()
+
+
+async def test_a_probe_that_never_returns_counts_as_failed() -> None:
+    clock = FakeClock()
+    unit = ScriptedUnit("mute", clock, ready_after=0.0, probe_interval=1, liveness_failures=2)
+    launcher = FakeLauncher(clock=clock)
+    supervisor = Supervisor([unit], launcher, clock=clock, timing=Timing(probe_timeout=0.01))
+    supervisor.start(["mute"])
+    await clock.advance(0.5)
+    assert supervisor.services["mute"].status.state is State.READY
+    unit.probe_hangs = True
+    for _ in range(3):  # each probe waits its (real, 10 ms) time limit
+        await clock.advance(1.0)
+        await asyncio.sleep(0.05)
+    details = [e.detail for e in supervisor.history if e.state is State.UNHEALTHY]
+    assert details[:2] == ["health probe failed (1/2)", "health probe failed (2/2)"]
+    assert launcher.count("mute") == 2  # restarted: a hung probe is no answer
+    unit.probe_hangs = False
+    await stop_in_fake_time(supervisor, clock)
