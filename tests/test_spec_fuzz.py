@@ -115,6 +115,7 @@ keys = st.one_of(
                      "binaries", "notebooks", "app", "args", "memory_budget", "host",
                      "start_timeout", "stop_timeout", "max_restarts", "probe_interval",
                      "liveness_failures", "stop_signal", "web", "cwd", "database", "user",
+                     "burst", "interval", "stable_after", "down_timeout",
                      "db", "api", "notebooks", "postgres", "jupyter", "command"]),
     st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=12),
     st.text(min_size=1, max_size=8),
