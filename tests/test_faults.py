@@ -135,13 +135,17 @@ def test_kill_9_of_the_daemon_while_seeding_is_not_taken_as_seeded(workdir: Path
                             'seed = ["seed/teaching.sql", "seed/slow.sql", '
                             '"seed/countries.csv"]')
     spec, state = course_copy(workdir, slow_seed), workdir / "state"
-    (spec.parent / "seed" / "slow.sql").write_text(
-        "INSERT INTO students_notes (note) VALUES ('seeded');\nSELECT pg_sleep(4);\n")
+    slow = spec.parent / "seed" / "slow.sql"
+    # Long enough that however slowly the test sees the moment, it is still seeding (the
+    # kill ends the sleep: PostgreSQL's fast shutdown cancels it).
+    slow.write_text("INSERT INTO students_notes (note) VALUES ('seeded');\n"
+                    "SELECT pg_sleep(600);\n")
     up = _start_up_in_background(spec, state)
     pids = _kill_daemon_when(state, lambda s: s and "slow.sql" in s["postgres"]["detail"])
     up.communicate(timeout=60)
     wait_for(lambda: not any(alive(p) for p in pids), timeout=30, what="no orphans")
     assert not (state / "data" / "postgres" / "seeded.json").exists()
+    slow.write_text("INSERT INTO students_notes (note) VALUES ('seeded');\n")
     try:
         cli("up", str(spec), "--state", str(state))
         with psycopg.connect(connections(state)["postgres"]["url"]) as conn:
