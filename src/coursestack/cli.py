@@ -125,10 +125,10 @@ def up(
     failed = _wait_for_services(client, wanted_all, timeout)
     url = client.url
     console.print(f"Dashboard: {url}login?token={client.record['token']}")
-    if open_browser:
-        import webbrowser
+    if open_browser:  # no secret on the browser's command line: see open_dashboard.py
+        from coursestack.open_dashboard import open_dashboard
 
-        webbrowser.open(f"{url}login?token={client.record['token']}")
+        open_dashboard(client, chosen.state.run)
     if failed:
         raise typer.Exit(1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
@@ -16,6 +16,7 @@ from coursestack.supervisor import State
 from coursestack.web.auth import Principal
 from coursestack.web.context import Context, ServiceView, require_login
 from coursestack.web.events import follow_log
+from coursestack.web.handoff import OPEN_LIFETIME
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -53,6 +54,13 @@ class SessionView(BaseModel):
 
     via: str
     csrf_token: str | None
+
+
+class LoginCode(BaseModel):
+    """A one-time login code for a browser (`coursestack up --open`)."""
+
+    code: str
+    expires_in: float
 
 
 class Problem(BaseModel):
@@ -100,6 +108,17 @@ async def session(request: Request, web: Context) -> SessionView:
     assert principal is not None
     return SessionView(via=principal.via,
                        csrf_token=principal.session.csrf if principal.session else None)
+
+
+@router.post("/login-code", response_model=LoginCode,
+             responses={403: {"model": Problem, "description": "Only for the instance token"}})
+async def login_code(request: Request, web: Context) -> LoginCode:
+    """A code that logs a browser in once, within a minute, by a POST to `/login/code`
+    (the CLI's `up --open` puts it in an owner-only local page, never on a command line)."""
+    principal: Principal | None = web.auth.identify(request)
+    if principal is None or principal.via != "bearer":
+        raise HTTPException(403, "only the instance token may ask for a login code")
+    return LoginCode(code=web.codes.issue("dashboard", OPEN_LIFETIME), expires_in=OPEN_LIFETIME)
 
 
 @router.get("/services", response_model=list[ServiceView])
