@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,15 @@ class Guard:
         await self.app(scope, receive, send_with_headers)
 
 
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing: the front door's one client serves every browser
+    and every service, so a cookie one service set must never ride on another request
+    (cookies ignore ports: all services share 127.0.0.1)."""
+
+    def __init__(self) -> None:
+        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def create_app(daemon: Daemon) -> FastAPI:
     """The FastAPI application of one daemon."""
     supervisor = daemon.supervisor
@@ -99,7 +109,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     web.broker = Broker(supervisor, web.snapshot, web.view_dict)
     supervisor.add_listener(web.forget_views)
     proxy_client = httpx.AsyncClient(
-        trust_env=False, follow_redirects=False,
+        trust_env=False, follow_redirects=False, cookies=_NoCookies(),
         timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=40))
 
