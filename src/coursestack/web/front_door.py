@@ -92,15 +92,15 @@ def _reload_same_site(request: Request) -> Response | None:
 async def open_service(name: str, request: Request, path: str = "") -> Response:
     """Log the browser into a service's own origin, then show the page asked for."""
     web = get_context(request)
+    principal = web.auth.identify(request)
+    if principal is None:  # before anything else: strangers learn no service names
+        if (reload := _reload_same_site(request)) is not None:
+            return reload
+        raise NotLoggedIn()
     unit = web_unit(web, name)
     raw = raw_path(request.scope)
     if has_traversal(raw):
         raise HTTPException(400, "path traversal is not allowed")
-    principal = web.auth.identify(request)
-    if principal is None:
-        if (reload := _reload_same_site(request)) is not None:
-            return reload
-        raise NotLoggedIn()
     target = service_path(unit, _rest_of(raw)) + (
         f"?{request.url.query}" if request.url.query else "")
     port = request_port(request.headers.get("host"), web.daemon_port())
