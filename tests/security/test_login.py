@@ -255,7 +255,7 @@ def test_up_open_puts_no_secret_on_a_command_line() -> None:
     sampler = threading.Thread(target=_sample_cmdlines, args=(stop, seen))
     sampler.start()
     try:
-        state, result = _up("opener", ("--open",), env={"BROWSER": str(browser)})
+        state, _ = _up("opener", ("--open",), env={"BROWSER": str(browser)})
     finally:
         stop.set()
         sampler.join()
