@@ -52,7 +52,7 @@ class Upstream:
     """Where a proxied request goes, and how the service wants it."""
 
     def __init__(self, port: int, path: str, query: str, host: str,
-                 token: str | None) -> None:
+                 token: str | None, public_host: str = "") -> None:
         self.port = port
         self.path = path
         self.query = query
@@ -60,6 +60,8 @@ class Upstream:
         self.host = host
         #: The service's own credential (Jupyter's token), added for bearer clients only.
         self.token = token
+        #: The origin's host as the browser reached it (rebuilt: X-Forwarded-Host).
+        self.public_host = public_host or host
 
     def url(self, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{self.path}" + (
@@ -99,7 +101,8 @@ def resolve(web: WebContext, target: ServiceHost, raw_path: str, query: str) -> 
         raise HTTPException(400, "the path must start with /")
     token = unit.connection().extra.get("token")
     host = f"127.0.0.1:{unit.port}" if unit.proxy_strips_prefix else target.host
-    return Upstream(int(unit.port), raw_path, query, host, str(token) if token else None)
+    return Upstream(int(unit.port), raw_path, query, host, str(token) if token else None,
+                    target.host)
 
 
 def not_ready_page(web: WebContext, name: str, request: Request,
@@ -164,7 +167,7 @@ def upstream_headers(request_headers: list[tuple[bytes, bytes]], upstream: Upstr
     if add_token and upstream.token:
         headers.append(("authorization", f"token {upstream.token}"))
     headers += [("host", upstream.host), ("x-forwarded-for", client),
-                ("x-forwarded-proto", "http"), ("x-forwarded-host", upstream.host)]
+                ("x-forwarded-proto", "http"), ("x-forwarded-host", upstream.public_host)]
     return headers
 
 
