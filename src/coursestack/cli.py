@@ -112,6 +112,10 @@ def up(
                       f"(dashboard {client.url}); nothing changed.")
         console.print(_services_table(client.get("/api/services")))
         console.print("Start one service with `coursestack start NAME`.")
+        if open_browser:
+            from coursestack.open_dashboard import open_dashboard
+
+            open_dashboard(client, chosen.state.run)
         return
     from coursestack.spec import StartPolicy
 

@@ -336,3 +336,28 @@ def test_service_origins_stay_apart(attacked_course: dict[str, Any]) -> None:
             if host.startswith("attacker"):
                 path = "/attack.html"
             assert client.get(path).status_code == 401, (host, sorted(cookies))
+
+
+def test_a_link_from_another_origin_to_a_service_goes_through_the_dashboard(
+        attacked_course: dict[str, Any]) -> None:
+    """A service page opened without its own cookie, by a link on another site (where
+    the dashboard's SameSite=Strict cookie is not sent), still ends on the service,
+    logged in by the hand-off: the dashboard re-requests itself from its own origin."""
+    from playwright.sync_api import sync_playwright
+
+    course = attacked_course
+    port = course["port"]
+    jupyter_status = f"http://jupyter.origins-test.localhost:{port}/s/jupyter/api/status"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{course['url']}login?token={course['token']}")
+            page.goto(f"{course['url']}s/attacker/attack.html")
+            page.wait_for_url(f"http://attacker.origins-test.localhost:{port}/attack.html")
+            page.evaluate(f"location.href = {json.dumps(jupyter_status)}")
+            page.wait_for_url(jupyter_status, timeout=30_000)
+            assert '"started"' in page.content()
+        finally:
+            browser.close()

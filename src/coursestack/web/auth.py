@@ -421,16 +421,6 @@ def client_address(connection: HTTPConnection) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-def same_origin(connection: HTTPConnection) -> bool:
-    """True if the request's Origin (or, lacking it, Referer) is this very host."""
-    host = connection.headers.get("host", "")
-    origin = connection.headers.get("origin") or connection.headers.get("referer")
-    if not origin or not host:
-        return False
-    scheme, _, rest = origin.partition("://")
-    return scheme in ("http", "https") and rest.split("/", 1)[0] == host
-
-
 def foreign_request(connection: HTTPConnection, own_origin: str) -> bool:
     """True if a browser sent this request from a page of another origin.
 
