@@ -87,6 +87,8 @@ class Origins:
         if parts is None:
             return MISDIRECTED
         name, port = parts
+        if name.endswith(f".{BASE_DOMAIN}."):  # a trailing dot: another origin, refused
+            return MISDIRECTED
         if name != BASE_DOMAIN and not name.endswith(f".{BASE_DOMAIN}"):
             return None
         labels = name.split(".")
