@@ -17,14 +17,18 @@ import contextlib
 import json
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
-from support import cli, open_folder
+from kernel import _collect, _execute_request
+from support import cli, open_folder, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -93,29 +97,35 @@ window.attack = async ({dashboards, jupyter, routes, jupyterRoutes, kernel, mark
 ATTACK_HTML = """<!doctype html><html><head><meta charset=utf-8><title>A friendly page</title>
 <script src="attack.js"></script></head><body><h1>Nothing to see</h1></body></html>"""
 
-#: Jupyter's REST API: (path, method, JSON body or None).
-JUPYTER_ROUTES: list[tuple[str, str, str | None]] = [
-    ("/s/jupyter/api/status", "GET", None),
-    ("/s/jupyter/api/me", "GET", None),
-    ("/s/jupyter/api/contents", "GET", None),
-    ("/s/jupyter/api/contents/secret.txt", "GET", None),
+#: Beyond Jupyter's REST API schema: files, JupyterLab's settings, a file written.
+JUPYTER_EXTRAS: list[tuple[str, str, str | None]] = [
     ("/s/jupyter/files/secret.txt", "GET", None),
-    ("/s/jupyter/api/kernels", "GET", None),
-    ("/s/jupyter/api/kernels", "POST", '{"name": "python3"}'),
-    ("/s/jupyter/api/sessions", "GET", None),
-    ("/s/jupyter/api/sessions", "POST",
-     '{"path": "x.ipynb", "type": "notebook", "kernel": {"name": "python3"}}'),
-    ("/s/jupyter/api/kernelspecs", "GET", None),
-    ("/s/jupyter/api/terminals", "GET", None),
-    ("/s/jupyter/api/terminals", "POST", "{}"),
+    ("/s/jupyter/lab/api/settings", "GET", None),
     ("/s/jupyter/api/contents/pwned.txt", "PUT",
      '{"type": "file", "format": "text", "content": "pwned"}'),
-    ("/s/jupyter/api/contents", "POST", '{"type": "notebook"}'),
-    ("/s/jupyter/api/contents/secret.txt", "DELETE", None),
-    ("/s/jupyter/api/contents/secret.txt", "PATCH", '{"path": "moved.txt"}'),
-    ("/s/jupyter/api/config/notebook", "PATCH", '{"x": 1}'),
-    ("/s/jupyter/lab/api/settings", "GET", None),
 ]
+
+
+def _jupyter_routes(kernel: str) -> list[tuple[str, str, str | None]]:
+    """Every (path, method, body) of Jupyter Server's own REST API schema (api.yaml),
+    with the student's real kernel and file filled in, plus JUPYTER_EXTRAS."""
+    import jupyter_server
+    import yaml
+
+    schema = yaml.safe_load((Path(jupyter_server.__file__).parent / "services" / "api" /
+                             "api.yaml").read_text())
+    values = {"path": "secret.txt", "kernel_id": kernel, "session": "x",
+              "checkpoint_id": "x", "terminal_id": "1", "section_name": "notebook"}
+    routes = []
+    for path, operations in schema["paths"].items():
+        concrete = "/s/jupyter" + re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+        for method in operations:
+            if method == "parameters":
+                continue
+            body = None if method in ("get", "delete") else '{"name": "python3"}'
+            routes.append((concrete, method.upper(), body))
+    assert len(routes) > 25
+    return routes + JUPYTER_EXTRAS
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +196,8 @@ def _jupyter_state(course: dict[str, Any]) -> dict[str, Any]:
     base = f"http://127.0.0.1:{services['jupyter']['port']}/s/jupyter/api/"
     headers = {"Authorization": f"token {token}"}
     with httpx.Client(trust_env=False, timeout=30, headers=headers) as jupyter:
-        return {"kernels": sorted(k["id"] for k in jupyter.get(base + "kernels").json()),
+        return {"kernels": sorted((k["id"], k["last_activity"], k["execution_state"])
+                                  for k in jupyter.get(base + "kernels").json()),
                 "sessions": jupyter.get(base + "sessions").json(),
                 "terminals": jupyter.get(base + "terminals").json(),
                 "files": sorted(f["name"] for f in jupyter.get(base + "contents").json()[
@@ -209,6 +220,15 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
     with httpx.Client(trust_env=False, timeout=30,
                       headers={"Authorization": f"token {before['token']}"}) as jupyter:
         kernel = jupyter.post(before["base"] + "kernels", json={"name": "python3"}).json()["id"]
+        # Run one cell, so the kernel is idle and its last activity settles.
+        channels = before["base"].replace("http://", "ws://") + f"kernels/{kernel}/channels"
+        with connect(channels, additional_headers={"Authorization": f"token {before['token']}"},
+                     open_timeout=30) as socket:
+            socket.send(json.dumps(_execute_request("warm", "1 + 1")))
+            _collect(socket, "warm", 60)
+        wait_for(lambda: jupyter.get(before["base"] + f"kernels/{kernel}").json()[
+            "execution_state"] == "idle", timeout=60, what="the kernel to be idle")
+        time.sleep(1)
     before = _jupyter_state(course)
     with _bearer(course) as client:
         secrets_seen = [v for s in client.get("/api/connections?reveal=true").json()[
@@ -236,7 +256,8 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
             names = {"name": "jupyter"}
             outcome = page.evaluate("args => window.attack(args)", {
                 "dashboards": dashboards, "jupyter": jupyter_origin,
-                "routes": _dashboard_routes(course, names), "jupyterRoutes": JUPYTER_ROUTES,
+                "routes": _dashboard_routes(course, names),
+                "jupyterRoutes": _jupyter_routes(kernel),
                 "kernel": kernel, "marker": str(course["marker"])})
         finally:
             browser.close()
