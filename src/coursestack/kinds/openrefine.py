@@ -10,14 +10,17 @@ cannot run under a path prefix, so the front door strips `/s/<name>` before forw
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.export_hints import ANY_ADDRESS, DATA_DIR, ExportHints
+from coursestack.kinds.probe_commands import http_check
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
-from coursestack.spec import OpenRefineService
+from coursestack.spec import CourseSpec, OpenRefineService
 
 INSTALL_HINT = ("install OpenRefine (Debian/Ubuntu: sudo apt-get install openrefine; "
                 "elsewhere: https://openrefine.org/download) or set services.NAME.binary "
@@ -65,3 +68,21 @@ class OpenRefineKind(Kind[OpenRefineService]):
     def connection(self) -> Connection:
         return Connection(self.name, self.KIND, LOCALHOST, self.port,
                           f"http://{LOCALHOST}:{self.port}/", web=True)
+
+    # -- export ----------------------------------------------------------------------------
+
+    @classmethod
+    def export_hints(cls, name: str, service: OpenRefineService,
+                     course: CourseSpec) -> ExportHints:
+        """OpenRefine has no official image: the course image runs Debian's package."""
+        port = service.port or cls.default_port or 3333
+        workspace = f"{DATA_DIR}/workspace"
+        script = (f"mkdir -p {workspace} && exec openrefine -i {ANY_ADDRESS} -p {port} "
+                  f"-d {workspace} -m {service.memory} -x refine.headless=true")
+        prefix = name.upper().replace("-", "_")
+        return replace(
+            super().export_hints(name, service, course), ports=(port,), web=True,
+            apt_packages=("openrefine",), course_image_command=("sh", "-c", script),
+            readiness=http_check(port, "/command/core/get-version", 200),
+            connection_env={f"{prefix}_URL": "http://{host}:{port}/",
+                            f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"})
