@@ -70,6 +70,10 @@ class ExportHints:
     ports: tuple[int, ...] = ()
     #: Serves HTTP to people (gets a launcher entry, a front-door link).
     web: bool = False
+    #: The course's notebook server: where JupyterHub or Binder run their own Jupyter
+    #: server, that one takes its place (serving `notebooks`, relative to the spec).
+    notebook_server: bool = False
+    notebooks: str | None = None
     #: Seed files as written in the spec (relative to it).
     seeds: tuple[str, ...] = ()
     #: The spec's own `env` names and values for this service.

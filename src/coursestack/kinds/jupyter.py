@@ -117,7 +117,8 @@ class JupyterKind(Kind[JupyterService]):
         prefix = name.upper().replace("-", "_")
         return replace(
             super().export_hints(name, service, course), ports=(port,), web=True,
-            secrets=(secret,), course_image_command=("sh", "-c", script),
+            notebook_server=True, notebooks=service.notebooks, secrets=(secret,),
+            course_image_command=("sh", "-c", script),
             working_dir=notebooks, readiness=http_check(port, "/api"), data_path=notebooks,
             connection_env={f"{prefix}_URL": "http://{host}:{port}/",
                             f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"})

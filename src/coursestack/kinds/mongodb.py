@@ -223,7 +223,7 @@ class MongoLiteKind(_MongoBase):
             data_path="/data/db", init_path="/docker-entrypoint-initdb.d")
         hints = cls._mongo_export_hints(name, service, course, official, ())
         return replace(hints, pip_packages=("nx-27017",), notes=(
-            f"services.{name} is kind {cls.KIND!r}, a {STAND_IN_LABEL}: where an official "
+            f"{cls.KIND!r} is a {STAND_IN_LABEL}: where an official "
             f"image runs it, it runs as real MongoDB (mongo:{MONGO_SERIES}); where coursestack "
             "runs the course (image, binder, z2jh), it stays the stand-in, as on a "
             "student's machine",))

@@ -1,0 +1,136 @@
+"""What every exporter shares: the course with each service's hints, warnings, output files.
+
+An exporter gets an `ExportCourse` (the validated spec plus each kind's `ExportHints`) and
+an `Output` to write into. It reports what its target cannot express as an
+`ExportWarning` naming the service and the key, and what it did instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coursestack.errors import UsageError
+from coursestack.kinds import KINDS
+from coursestack.kinds.export_hints import ExportHints
+from coursestack.spec import CourseSpec, ServiceSpec, StartPolicy
+
+
+@dataclass(frozen=True)
+class ExportWarning:
+    """A setting the target cannot express as the spec says, and what was done instead."""
+
+    service: str
+    key: str
+    message: str
+
+    def render(self) -> str:
+        where = f"services.{self.service}.{self.key}" if self.service else self.key
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class ExportCourse:
+    """A course spec as exporters see it: services with their kinds' hints."""
+
+    spec: CourseSpec
+    hints: dict[str, ExportHints]
+    warnings: list[ExportWarning] = field(default_factory=list)
+
+    @classmethod
+    def from_spec(cls, spec: CourseSpec) -> ExportCourse:
+        hints = {name: KINDS[service.kind].export_hints(name, service, spec)
+                 for name, service in spec.services.items()}
+        course = cls(spec, hints)
+        for name, hint in hints.items():
+            for note in hint.notes:
+                course.warn(name, "kind", note)
+            if hint.local_program:
+                course.warn(name, "command", f"{hint.local_program} exists only on this "
+                            "machine (outside the course folder): exported as is; the "
+                            "target must provide that program at that path")
+        return course
+
+    @property
+    def name(self) -> str:
+        return self.spec.course.name
+
+    @property
+    def title(self) -> str:
+        return self.spec.course.title or self.spec.course.name
+
+    def service(self, name: str) -> ServiceSpec:
+        return self.spec.services[name]
+
+    def warn(self, service: str, key: str, message: str) -> None:
+        """Record a warning once."""
+        warning = ExportWarning(service, key, message)
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
+    def in_start_order(self) -> list[str]:
+        return [name for wave in self.spec.start_order() for name in wave]
+
+    def started_with_course(self) -> list[str]:
+        """Services `coursestack up` starts (start = "always")."""
+        return [name for name in self.in_start_order()
+                if self.service(name).start is StartPolicy.ALWAYS]
+
+    def notebook_servers(self) -> list[str]:
+        return [name for name, hint in self.hints.items() if hint.notebook_server]
+
+    def packages(self, attribute: str) -> list[str]:
+        """A hint's tuple attribute (apt_packages, pip_packages...) over all services,
+        in order, without repeats."""
+        seen: dict[str, None] = {}
+        for hint in self.hints.values():
+            for item in getattr(hint, attribute):
+                seen.setdefault(item, None)
+        return list(seen)
+
+
+class Output:
+    """Where an export writes: refuses to overwrite an existing path without --force."""
+
+    def __init__(self, path: Path, force: bool, is_folder: bool) -> None:
+        self.path = path.expanduser().resolve()
+        self.is_folder = is_folder
+        if self.path.exists() and not force:
+            raise UsageError(f"{self.path} exists; nothing was written",
+                             hint="choose another -o path, or add --force to overwrite it")
+        if self.path.exists() and is_folder and not self.path.is_dir():
+            raise UsageError(f"{self.path} is a file, and this target writes a folder",
+                             hint="choose another -o path")
+        if is_folder:
+            self.path.mkdir(parents=True, exist_ok=True)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def file(self, relative: str = "") -> Path:
+        """The path of a file of the output (the output itself for a one-file target)."""
+        if not self.is_folder:
+            return self.path
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write(self, relative: str, text: str, mode: int = 0o644) -> Path:
+        target = self.file(relative)
+        target.write_text(text, encoding="utf-8")
+        os.chmod(target, mode)
+        return target
+
+    def copy_tree(self, source: Path, relative: str, ignore: Iterable[str] = ()) -> Path:
+        target = self.file(relative)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*ignore))
+        return target
+
+
+#: Files never copied into an image or a Binder repository.
+IGNORED = ("__pycache__", "*.pyc", ".ipynb_checkpoints", ".git", ".coursestack*")
+
