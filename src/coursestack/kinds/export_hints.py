@@ -102,8 +102,10 @@ class ExportHints:
     #: Shell commands, run as root while building the course image, installing what is
     #: not a Debian package (e.g. MongoDB from its own repository).
     install_commands: tuple[str, ...] = ()
-    #: The same, run as an ordinary user into ~/.local (Binder has no root).
+    #: The same, run as an ordinary user into ~/.local, where the Debian packages are not
+    #: available (Binder: Ubuntu, no root), with the Ubuntu packages those commands need.
     user_install_commands: tuple[str, ...] = ()
+    user_install_apt_packages: tuple[str, ...] = ()
     #: A program the service runs that exists only on the course team's machine (an
     #: absolute path outside the course folder): exported as is, and reported.
     local_program: str | None = None

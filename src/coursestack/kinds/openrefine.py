@@ -22,6 +22,15 @@ from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, OpenRefineService
 
+#: OpenRefine's own Linux release, into ~/.local, as `openrefine` on PATH (Ubuntu has no
+#: package; its `refine` takes the same options as Debian's launcher).
+_USER_INSTALL = (
+    'mkdir -p "$HOME/.local/opt" "$HOME/.local/bin" && curl -fsSL '
+    "https://github.com/OpenRefine/OpenRefine/releases/download/3.8.7/"
+    'openrefine-linux-3.8.7.tar.gz | tar -xz -C "$HOME/.local/opt"',
+    'ln -sf "$HOME/.local/opt/openrefine-3.8.7/refine" "$HOME/.local/bin/openrefine"',
+)
+
 INSTALL_HINT = ("install OpenRefine (Debian/Ubuntu: sudo apt-get install openrefine; "
                 "elsewhere: https://openrefine.org/download) or set services.NAME.binary "
                 "to its launcher")
@@ -83,6 +92,8 @@ class OpenRefineKind(Kind[OpenRefineService]):
         return replace(
             super().export_hints(name, service, course), ports=(port,), web=True,
             apt_packages=("openrefine",), course_image_command=("sh", "-c", script),
+            user_install_apt_packages=("default-jre-headless", "curl"),
+            user_install_commands=_USER_INSTALL,
             readiness=http_check(port, "/command/core/get-version", 200),
             connection_env={f"{prefix}_URL": "http://{host}:{port}/",
                             f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"})
