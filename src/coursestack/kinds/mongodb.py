@@ -124,10 +124,13 @@ class _MongoBase(Kind[Any]):
         seeds = tuple(InitFile(f"{number:02d}-seed-{Path(seed).stem}.sh",
                                text=_mongoimport_script(seed, database), reads=(seed,))
                       for number, seed in enumerate(service.seed, start=50))
+        # The same port inside the container as on the host (see postgres.py).
+        official = replace(official, port=port, init_files=official.init_files + seeds,
+                           command=(*(official.command or ("mongod",)), "--port", str(port)),
+                           healthcheck=(*official.healthcheck, "--port", str(port)))
         return replace(
             super().export_hints(name, service, course),
-            ports=(port,), seeds=tuple(service.seed), secrets=secrets,
-            official=replace(official, init_files=official.init_files + seeds),
+            ports=(port,), seeds=tuple(service.seed), secrets=secrets, official=official,
             course_image_command=(), readiness=tcp_check(port),
             connection_env={f"{prefix}_URL": url, f"{prefix}_HOST": "{host}",
                             f"{prefix}_PORT": "{port}", "MONGO_URL": url, "MONGODB_URI": url,

@@ -278,12 +278,15 @@ class PostgresKind(Kind[PostgresService]):
         if service.settings:
             command = ("postgres", *(part for key, value in service.settings.items()
                                      for part in ("-c", f"{key}={value}")))
+        # The same port inside the container as on the host: placeholders such as
+        # {postgres.port} mean one thing everywhere (PGPORT sets the server's port too).
         official = OfficialImage(
-            image=f"postgres:{OFFICIAL_MAJOR}", port=5432, command=command,
-            environment={"POSTGRES_USER": service.user, "POSTGRES_DB": database},
+            image=f"postgres:{OFFICIAL_MAJOR}", port=port, command=command,
+            environment={"POSTGRES_USER": service.user, "POSTGRES_DB": database,
+                         "PGPORT": str(port)},
             secret_environment={"POSTGRES_PASSWORD_FILE": secret},
-            healthcheck=("pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", service.user,
-                         "-d", database),
+            healthcheck=("pg_isready", "-h", "127.0.0.1", "-p", str(port), "-U",
+                         service.user, "-d", database),
             data_path="/var/lib/postgresql/data", init_path="/docker-entrypoint-initdb.d",
             init_files=tuple(init_files))
         prefix = name.upper().replace("-", "_")
