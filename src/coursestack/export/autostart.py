@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 
 from coursestack.errors import UsageError
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from coursestack.export.common import ExportCourse
 
 autostart_app = typer.Typer(no_args_is_help=True)
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 PlatformOption = Annotated[str | None, typer.Option(
     "--platform", help="systemd or launchd (default: this computer's).", hidden=True)]
@@ -92,7 +94,6 @@ def _reload_systemd() -> str:
 def enable(spec: SpecArgument = None, instance: InstanceOption = None,
            platform: PlatformOption = None) -> None:
     """Start the instance at every login (from the next one on)."""
-    from coursestack.cli import console
     from coursestack.export import launchd, systemd
 
     course = _course(spec)
@@ -121,8 +122,6 @@ def enable(spec: SpecArgument = None, instance: InstanceOption = None,
 def disable(instance: InstanceOption = None, platform: PlatformOption = None,
             spec: SpecArgument = None) -> None:
     """Stop starting the instance at login (a running instance keeps running)."""
-    from coursestack.cli import console
-
     name = instance or _course(spec).name
     item = login_item(name, _platform(platform))
     if item.enabled_link is not None:
@@ -139,8 +138,6 @@ def disable(instance: InstanceOption = None, platform: PlatformOption = None,
 def status(instance: InstanceOption = None, platform: PlatformOption = None,
            spec: SpecArgument = None) -> None:
     """Say whether the instance starts at login (exit status 3 if not)."""
-    from coursestack.cli import console
-
     name = instance or _course(spec).name
     item = login_item(name, _platform(platform))
     if item.file.exists() and item.enabled():

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from coursestack.export import TARGET_NAMES
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 Target = StrEnum("Target", {name: name for name in TARGET_NAMES})  # type: ignore[misc]
 
@@ -29,7 +34,6 @@ def export(
 ) -> None:
     """Write the course as another runtime's configuration: image, z2jh, compose, binder,
     systemd or launchd. Says what a runtime cannot express, and what it did instead."""
-    from coursestack.cli import console, errors
     from coursestack.export.run import export_course
 
     written, warnings = export_course(str(target.value), spec, output, force)
