@@ -228,3 +228,35 @@ def test_launchd_agent_round_trips(course_spec: Path, tmp_path: Path) -> None:
     ran = load_spec(run["spec"]) if run["spec"] else spec
     assert expected(ran) == expected(spec)
     assert json.dumps(agent)  # plain types only
+
+
+# -- a kind the exporters have never heard of -------------------------------------------
+
+def test_a_new_kind_exports_without_touching_the_exporters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import ClassVar
+
+    from coursestack import kinds, spec
+    from coursestack.kinds.base import Kind
+
+    class RedisService(spec.ServiceSpec):
+        KIND: ClassVar[str] = "redis"
+
+    class RedisKind(Kind[RedisService]):
+        KIND = "redis"
+        default_port = 6379
+
+    monkeypatch.setitem(spec.SERVICE_MODELS, "redis", RedisService)
+    monkeypatch.setitem(kinds.KINDS, "redis", RedisKind)
+    course = tmp_path / "course.toml"
+    course.write_text('[course]\nname = "cache"\n\n[services.cache]\nkind = "redis"\n'
+                      'env = { MAXMEMORY = "64mb" }\n')
+    for target in ("image", "compose", "binder", "z2jh", "systemd", "launchd"):
+        out = tmp_path / target
+        export_course(target, course, out, force=False)
+    found = read_compose(tmp_path / "compose")
+    assert found["cache"].ports == {6379}
+    assert "MAXMEMORY" in found["cache"].env_names
+    document = yaml.safe_load((tmp_path / "compose" / "compose.yaml").read_text())
+    assert document["services"]["cache"]["command"][:4] == [
+        "coursestack", "run", "/course/course.toml", "--only"]

@@ -127,7 +127,15 @@ class Output:
         target = self.file(relative)
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*ignore))
+        patterns = shutil.ignore_patterns(*ignore)
+        output_root = self.path if self.is_folder else self.path.parent
+
+        def skip(folder: str, names: list[str]) -> set[str]:
+            # An output written inside the course folder is not part of the course.
+            inside = {name for name in names if (Path(folder) / name).resolve() == output_root}
+            return set(patterns(folder, names)) | inside
+
+        shutil.copytree(source, target, ignore=skip)
         return target
 
 
