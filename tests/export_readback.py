@@ -169,18 +169,26 @@ def read_spec_facts(spec: CourseSpec) -> dict[str, ServiceFacts]:
     return expected(spec)
 
 
-def read_binder(folder: Path) -> dict[str, Any]:
-    """The spec `start` runs, the services it starts, and the launcher's web services."""
-    start = (folder / "start").read_text(encoding="utf-8")
-    spec_expression = re.search(r'spec="\$\{COURSESTACK_SPEC:-\$here/([^}]+)\}"', start)
+def read_start_script(path: Path) -> tuple[str, list[str]]:
+    """The spec a start script (Binder's `start`, the image's `course-start`) runs, as
+    written (a shell expression), and the services it starts."""
+    start = path.read_text(encoding="utf-8")
+    spec_expression = re.search(r'spec="\$\{COURSESTACK_SPEC:-([^}]+)\}"', start)
     assert spec_expression, start
     up_line = next(line for line in start.splitlines() if line.startswith("coursestack up"))
     words = shlex.split(up_line.rstrip("\\"))
-    only = [words[i + 1] for i, word in enumerate(words) if word == "--only"]
+    return spec_expression.group(1), [words[i + 1] for i, word in enumerate(words)
+                                      if word == "--only"]
+
+
+def read_binder(folder: Path) -> dict[str, Any]:
+    """The spec `start` runs, the services it starts, and the launcher's web services."""
+    spec_expression, only = read_start_script(folder / "start")
+    assert spec_expression.startswith("$here/")
     config = (folder / "jupyter_server_config.py").read_text(encoding="utf-8")
     web = ast.literal_eval(re.search(r"^WEB_SERVICES = (.*)$", config, re.M).group(1))
-    return {"spec": load_spec(folder / spec_expression.group(1)), "only": only,
-            "web": set(web)}
+    return {"spec": load_spec(folder / spec_expression.removeprefix("$here/")),
+            "only": only, "web": set(web)}
 
 
 def read_unit(path: Path) -> dict[str, list[str]]:

@@ -28,6 +28,7 @@ from export_readback import (
     read_image,
     read_launchd,
     read_spec_facts,
+    read_start_script,
     read_unit,
     run_arguments,
 )
@@ -159,6 +160,14 @@ async def test_z2jh_config_passes_the_chart_schema_and_the_pod_validates(
         labels={"component": "singleuser-server"})
     async with ApiClient() as client:  # its serialiser needs an event loop
         manifest = client.sanitize_for_serialization(pod)
+    # The pod runs the course image: its course-start starts the course's services.
+    image = tmp_path / "image"
+    export_course("image", course_spec, image, force=False)
+    assert user["image"]["name"] == f"coursestack-{spec.course.name}"
+    _, instructions = read_image(image)
+    spec_inside, only = read_start_script(image / "course-start")
+    assert spec_inside == instructions["cmd"][2]
+    assert set(only) == _started_without_notebook_server(spec)
     manifest_file = tmp_path / "pod.yaml"
     manifest_file.write_text(yaml.safe_dump(manifest), encoding="utf-8")
     check = _run([_tool("kubernetes-validate"), "--strict", str(manifest_file)])
@@ -185,11 +194,16 @@ def test_binder_renders_with_repo2docker_and_reads_back(course_spec: Path,
     assert read_spec_facts(found["spec"]) == expected(spec)
     notebook_servers = {name for name, service in spec.services.items()
                         if service.kind == "jupyter"}
-    assert set(found["only"]) == {name for name, service in spec.services.items()
-                                  if service.start == "always"} - notebook_servers
+    assert set(found["only"]) == _started_without_notebook_server(spec)
     web = {name for name, service in spec.services.items()
            if type(service).WEB or getattr(service, "web", False)}
     assert found["web"] == web - notebook_servers
+
+
+def _started_without_notebook_server(spec: Any) -> set[str]:
+    """What a hub's or Binder's start script starts: `up`'s services but Jupyter."""
+    return {name for name, service in spec.services.items()
+            if service.start == "always" and service.kind != "jupyter"}
 
 
 # -- systemd and launchd ----------------------------------------------------------------

@@ -17,7 +17,7 @@ import coursestack
 from coursestack import __version__
 from coursestack.export.common import IGNORED, ExportCourse, Output
 from coursestack.export.hosted import DEFAULT_STATE, launcher_config, start_script
-from coursestack.kinds.export_hints import COURSE_DIR
+from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR
 
 BASE_IMAGE = "python:3.11-slim-bookworm"
 USER = "student"
@@ -86,7 +86,10 @@ def containerfile(course: ExportCourse, has_source: bool) -> str:
     lines += [
         "RUN pip install --no-cache-dir " + " ".join([coursestack_source, *pip])
         + (" \\\n    && rm -rf /tmp/coursestack-src" if has_source else ""),
-        f"RUN useradd --create-home --uid {UID} --shell /bin/bash {USER}",
+        # DATA_DIR: where a service run alone keeps its data; a volume mounted there
+        # takes this owner, so the unprivileged user can write it.
+        f"RUN useradd --create-home --uid {UID} --shell /bin/bash {USER} \\\n"
+        f"    && mkdir -p {DATA_DIR} && chown {USER}:{USER} {DATA_DIR}",
         "COPY jupyter_server_config.py /usr/local/etc/jupyter/jupyter_server_config.py",
         "COPY --chmod=755 course-start /usr/local/bin/course-start",
         f"COPY --chown={USER}:{USER} course {COURSE_DIR}",
