@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,8 +65,57 @@ def test_binder_start_brings_services_up_then_execs_the_command() -> None:
         answer = httpx.get(f"http://127.0.0.1:{dashboard['port']}/api/services",
                            headers=dashboard["request_headers_override"])
         assert answer.status_code == 200
+        _through_a_real_jupyter_server(repository, state)
     finally:
         cli("down", "--state", str(state), check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _through_a_real_jupyter_server(repository: Path, state: Path) -> None:
+    """Binder's Jupyter server with the generated config: the launcher's entries reach
+    the dashboard (its links rewritten under the proxy path) and the front door."""
+    port, token = _free_port(), "export-test-token"
+    config_dir = open_folder("jupyter-config-")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+         f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={repository}",
+         f"--config={repository / '.binder' / 'jupyter_server_config.py'}"],
+        env={**os.environ, "COURSESTACK_STATE": str(state),
+             "JUPYTER_CONFIG_DIR": str(config_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def server_up() -> bool:
+            try:
+                return httpx.get(f"{base}/api/status?token={token}").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(server_up, what="Jupyter Server")
+        with httpx.Client(base_url=base, params={"token": token}, timeout=60) as client:
+            page = client.get("/coursestack/", headers={"Accept": "text/html"})
+            assert page.status_code == 200, page.text[:500]
+            assert 'src="/coursestack/static/dashboard.js"' in page.text
+            assert 'src="/static/' not in page.text
+            script = client.get("/coursestack/static/dashboard.js")
+            assert script.status_code == 200
+            assert '"/api/' not in script.text
+            services = client.get("/coursestack/api/services")
+            assert {s["name"] for s in services.json()} >= {"postgres", "mongo"}
+            # OpenRefine's entry goes through the front door, which starts it on demand.
+            refine = client.get("/openrefine/", headers={"Accept": "text/html"})
+            assert refine.status_code in (200, 503), refine.text[:500]
+            if refine.status_code == 503:
+                assert "Starting openrefine" in refine.text
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 @pytest.mark.slow

@@ -66,6 +66,7 @@ def launcher_config(course: ExportCourse) -> str:
 # which starts on-demand services on the first request and stops idle ones.
 import json
 import os
+import re
 from pathlib import Path
 
 STATE = Path(os.path.expandvars(os.environ.get("COURSESTACK_STATE", {DEFAULT_STATE!r})))
@@ -84,11 +85,31 @@ def _front_door(name):
     return lambda path: f"/s/{{name}}" + (path if path.startswith("/") else "/" + path)
 
 
+# The dashboard links from the root of its own origin ("/static/...", "/api/..."); under
+# the proxy those paths need the proxy's own path in front.
+_ROOT_LINK = re.compile(
+    rb"""(["'(=])/(api|static|doctor|connections|services|login|logout|s)(?=[/"'?])""")
+_HOME_LINK = re.compile(rb"""href=(["'])/\\1""")
+_REWRITTEN = ("text/html", "javascript", "text/css")
+
+
+def dashboard_under_prefix(response, request, path):
+    """Rewrite the dashboard's root-relative links to go through the proxy."""
+    kind = response.headers.get("Content-Type", "")
+    if not any(part in kind for part in _REWRITTEN) or not request.path.endswith(path):
+        return
+    prefix = request.path[: len(request.path) - len(path)].rstrip("/").encode()
+    body = _ROOT_LINK.sub(lambda m: m.group(1) + prefix + b"/" + m.group(2), response.body)
+    response.body = _HOME_LINK.sub(lambda m: b"href=" + m.group(1) + prefix + b"/" + m.group(1),
+                                   body)
+
+
 def course_servers(daemon):
     """jupyter-server-proxy entries for a running instance."""
     headers = {{"Authorization": "Bearer " + daemon["token"]}}
     servers = {{"coursestack": {{
         "port": int(daemon["port"]), "command": [], "request_headers_override": headers,
+        "rewrite_response": dashboard_under_prefix,
         "launcher_entry": {{"title": "Course services"}}}}}}
     for name, title in WEB_SERVICES.items():
         servers[name] = {{
