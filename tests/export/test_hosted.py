@@ -20,7 +20,7 @@ import pytest
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from coursestack.export.run import export_course
+from coursestack.export.write import export_course
 from export_readback import COURSES
 from support import cli, open_folder, wait_for
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from coursestack.export.run import export_course
+from coursestack.export.write import export_course
 from coursestack.plan import parse_size
 from coursestack.spec import load_spec
 from export_readback import (

@@ -34,7 +34,7 @@ def export(
 ) -> None:
     """Write the course as another runtime's configuration: image, z2jh, compose, binder,
     systemd or launchd. Says what a runtime cannot express, and what it did instead."""
-    from coursestack.export.run import export_course
+    from coursestack.export.write import export_course
 
     written, warnings = export_course(str(target.value), spec, output, force)
     for warning in warnings:
