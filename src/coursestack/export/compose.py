@@ -142,8 +142,9 @@ class ComposeWriter:
         service_secrets: list[str] = []
         volumes: list[Any] = []
         readiness: tuple[str, ...] | None
-        if hint.official is not None:
+        if not hint.needs_course_image:
             official = hint.official
+            assert official is not None
             entry["image"] = official.image
             if official.command:
                 entry["command"] = list(official.command)

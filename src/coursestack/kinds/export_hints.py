@@ -116,6 +116,11 @@ class ExportHints:
     #: exporter using the official image reports each one.
     official_differences: tuple[Difference, ...] = ()
 
+    @property
+    def needs_course_image(self) -> bool:
+        """Whether a container runtime must run this service in the course image."""
+        return self.official is None
+
 
 @dataclass(frozen=True)
 class Difference:
