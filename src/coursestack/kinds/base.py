@@ -228,9 +228,14 @@ class Kind(Generic[S]):
         image runs the service alone under coursestack (`coursestack run --only NAME`).
         """
         port = service.port or cls.default_port
+        web = type(service).WEB or bool(getattr(service, "web", False))
+        prefix = env_prefix(name)
+        scheme = "http" if web else "tcp"
+        connection = ({f"{prefix}_URL": f"{scheme}://{{host}}:{{port}}/",
+                       f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"} if port else {})
         return ExportHints(
-            service=name, kind=service.kind, ports=(port,) if port else (),
-            web=type(service).WEB, environment=dict(service.env),
-            course_image_command=("coursestack", "run", f"{COURSE_DIR}/course.toml",
+            service=name, kind=service.kind, ports=(port,) if port else (), web=web,
+            environment=dict(service.env), connection_env=connection,
+            course_image_command=("coursestack", "run", f"{COURSE_DIR}/{course.path.name}",
                                   "--only", name, "--state", f"{DATA_DIR}/state"),
             readiness=("coursestack", "status", "--state", f"{DATA_DIR}/state"))

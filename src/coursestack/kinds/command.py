@@ -102,6 +102,7 @@ class CommandKind(Kind[CommandService]):
         """The course image runs the program, placeholders filled for a container (other
         services by their names); a program outside the course folder is reported."""
         from coursestack.kinds import KINDS  # the registry imports this module
+        from coursestack.kinds.base import env_prefix
 
         values = _Placeholders(port=service.port or "", data_dir=DATA_DIR,
                                state_dir=f"{DATA_DIR}/state", host=ANY_ADDRESS)
@@ -134,13 +135,12 @@ class CommandKind(Kind[CommandService]):
             inside = course.resolve(service.cwd)
             working_dir = (f"{COURSE_DIR}/{inside.relative_to(course.folder).as_posix()}"
                            if inside.is_relative_to(course.folder) else str(inside))
-        prefix = name.upper().replace("-", "_")
-        scheme = "http" if service.web or service.probe.type == "http" else "tcp"
-        connection = ({f"{prefix}_URL": f"{scheme}://{{host}}:{{port}}/",
-                       f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"}
-                      if service.port else {})
+        hints = super().export_hints(name, service, course)
+        connection = dict(hints.connection_env)
+        if service.port and service.probe.type == "http":  # HTTP, though not for people
+            connection[f"{env_prefix(name)}_URL"] = "http://{host}:{port}/"
         return replace(
-            super().export_hints(name, service, course), web=service.web,
+            hints,
             environment=dict(zip(service.env, expand(list(service.env.values()), "env"),
                                  strict=True)),
             course_image_command=argv, readiness=readiness, working_dir=working_dir,

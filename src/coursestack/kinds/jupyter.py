@@ -114,11 +114,8 @@ class JupyterKind(Kind[JupyterService]):
                   f"--no-browser --ip={ANY_ADDRESS} --port={port} "
                   f"--ServerApp.root_dir={shlex.quote(notebooks)}"
                   + "".join(f" {shlex.quote(arg)}" for arg in service.args))
-        prefix = name.upper().replace("-", "_")
         return replace(
             super().export_hints(name, service, course), ports=(port,), web=True,
             notebook_server=True, notebooks=service.notebooks, secrets=(secret,),
             course_image_command=("sh", "-c", script),
-            working_dir=notebooks, readiness=http_check(port, "/api"), data_path=notebooks,
-            connection_env={f"{prefix}_URL": "http://{host}:{port}/",
-                            f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"})
+            working_dir=notebooks, readiness=http_check(port, "/api"), data_path=notebooks)

@@ -119,7 +119,9 @@ class _MongoBase(Kind[Any]):
                             official: OfficialImage, secrets: tuple[str, ...]) -> ExportHints:
         port = service.port or cls.default_port or 27017
         database = str(service.database or course.course.name).replace("-", "_")
-        prefix = name.upper().replace("-", "_")
+        from coursestack.kinds.base import env_prefix
+
+        prefix = env_prefix(name)
         url = f"mongodb://{{host}}:{{port}}/{database}"
         seeds = tuple(InitFile(f"{number:02d}-seed-{Path(seed).stem}.sh",
                                text=_mongoimport_script(seed, database), reads=(seed,))

@@ -88,12 +88,9 @@ class OpenRefineKind(Kind[OpenRefineService]):
         workspace = f"{DATA_DIR}/workspace"
         script = (f"mkdir -p {workspace} && exec openrefine -i {ANY_ADDRESS} -p {port} "
                   f"-d {workspace} -m {service.memory} -x refine.headless=true")
-        prefix = name.upper().replace("-", "_")
         return replace(
             super().export_hints(name, service, course), ports=(port,), web=True,
             apt_packages=("openrefine",), course_image_command=("sh", "-c", script),
             user_install_apt_packages=("default-jre-headless", "curl"),
             user_install_commands=_USER_INSTALL,
-            readiness=http_check(port, "/command/core/get-version", 200),
-            connection_env={f"{prefix}_URL": "http://{host}:{port}/",
-                            f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"})
+            readiness=http_check(port, "/command/core/get-version", 200))

@@ -289,7 +289,9 @@ class PostgresKind(Kind[PostgresService]):
                          service.user, "-d", database),
             data_path="/var/lib/postgresql/data", init_path="/docker-entrypoint-initdb.d",
             init_files=tuple(init_files))
-        prefix = name.upper().replace("-", "_")
+        from coursestack.kinds.base import env_prefix
+
+        prefix = env_prefix(name)
         url = f"postgresql://{service.user}@{{host}}:{{port}}/{database}"
         return replace(
             super().export_hints(name, service, course), ports=(port,),
