@@ -58,6 +58,13 @@ def test_an_existing_folder_is_not_written_into_without_force(tmp_path: Path) ->
     assert refused.returncode == 2 and not any(out.iterdir())
 
 
+def test_a_folder_where_a_file_goes_is_refused_even_with_force(tmp_path: Path) -> None:
+    refused = cli("export", "systemd", str(SAMPLE), "-o", str(tmp_path), "--force",
+                  check=False)
+    assert refused.returncode == 2 and "is a folder" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_a_spec_error_reads_exactly_as_up_reports_it(tmp_path: Path) -> None:
     folder = open_folder("bad-spec-")
     spec = folder / "course.toml"

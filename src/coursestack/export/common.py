@@ -104,6 +104,9 @@ class Output:
         if self.path.exists() and is_folder and not self.path.is_dir():
             raise UsageError(f"{self.path} is a file, and this target writes a folder",
                              hint="choose another -o path")
+        if self.path.is_dir() and not is_folder:
+            raise UsageError(f"{self.path} is a folder, and this target writes one file",
+                             hint="give the file's path, e.g. -o config.yaml")
         if is_folder:
             self.path.mkdir(parents=True, exist_ok=True)
         else:
