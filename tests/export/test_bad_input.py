@@ -79,6 +79,17 @@ def test_a_spec_error_reads_exactly_as_up_reports_it(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_seed_file_is_named(tmp_path: Path) -> None:
+    spec = tmp_path / "course.toml"
+    spec.write_text('[course]\nname = "seedless"\n\n[services.db]\nkind = "postgres"\n'
+                    'seed = ["seed/gone.csv"]\n')
+    result = cli("export", "compose", str(spec), "-o", str(tmp_path / "out"), check=False)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'seed' / 'gone.csv'}: cannot read seed file" in result.stderr
+    assert "services.db.seed" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("export", "nomad", str(SAMPLE), "-o", str(tmp_path / "x"), check=False)
     assert result.returncode == 2

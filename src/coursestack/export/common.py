@@ -16,6 +16,7 @@ from pathlib import Path
 from coursestack.errors import UsageError
 from coursestack.kinds import KINDS
 from coursestack.kinds.export_hints import ExportHints
+from coursestack.seeding import seed_checksum
 from coursestack.spec import CourseSpec, ServiceSpec, StartPolicy
 
 
@@ -42,6 +43,9 @@ class ExportCourse:
 
     @classmethod
     def from_spec(cls, spec: CourseSpec) -> ExportCourse:
+        for name, service in spec.services.items():
+            # A missing or unreadable seed file: the error `up` gives when it seeds.
+            seed_checksum([spec.resolve(seed) for seed in getattr(service, "seed", ())], name)
         hints = {name: KINDS[service.kind].export_hints(name, service, spec)
                  for name, service in spec.services.items()}
         course = cls(spec, hints)
