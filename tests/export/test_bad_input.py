@@ -21,7 +21,7 @@ def test_the_stand_in_exports_as_real_mongodb_and_says_so(tmp_path: Path) -> Non
     result = cli("export", "compose", str(SAMPLE), "-o", str(tmp_path / "out"))
     said = " ".join(result.stderr.split())
     assert "services.mongo.kind: 'mongodb-lite' is a MongoDB-compatible stand-in" in said
-    assert "it runs as real MongoDB (mongo:7.0)" in said
+    assert "it exports as real MongoDB (compose: mongo:7.0" in said
     assert "image: mongo:7.0" in (tmp_path / "out" / "compose.yaml").read_text()
 
 

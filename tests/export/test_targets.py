@@ -64,6 +64,8 @@ def test_image_lints_clean_and_runs_the_same_course(course_spec: Path, tmp_path:
     assert lint.returncode == 0, lint.stdout + lint.stderr
     spec, found = read_image(out)
     assert read_spec_facts(spec) == expected(load_spec(course_spec))
+    # The MongoDB stand-in runs as real MongoDB in the image, which installs it.
+    assert "mongodb-lite" not in {service.kind for service in spec.services.values()}
     assert found["cmd"][:2] == ["coursestack", "run"]
     assert found["healthcheck"][:2] == ["coursestack", "status"]
     every_port = {port for facts in expected(spec).values() for port in facts.ports}
@@ -274,3 +276,16 @@ def test_a_new_kind_exports_without_touching_the_exporters(
     document = yaml.safe_load((tmp_path / "compose" / "compose.yaml").read_text())
     assert document["services"]["cache"]["command"][:4] == [
         "coursestack", "run", "/course/course.toml", "--only"]
+
+
+def test_the_stand_in_becomes_real_mongodb_in_the_image_whatever_the_layout(
+        tmp_path: Path) -> None:
+    course = tmp_path / "course.toml"
+    course.write_text('# kind = "mongodb-lite" in a comment stays\n[course]\nname = "inline"\n'
+                      '\n[services]\ndocs = { port = 27019, kind = "mongodb-lite" }\n')
+    export_course("image", course, tmp_path / "image", force=False)
+    copied = (tmp_path / "image" / "course" / "course.toml").read_text()
+    assert copied.startswith('# kind = "mongodb-lite" in a comment stays\n')
+    spec = load_spec(tmp_path / "image" / "course" / "course.toml")
+    assert spec.services["docs"].kind == "mongodb" and spec.services["docs"].port == 27019
+    assert load_spec(course).services["docs"].kind == "mongodb-lite"  # the original stays

@@ -8,16 +8,18 @@ an `Output` to write into. It reports what its target cannot express as an
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coursestack.errors import UsageError
+from coursestack.errors import UsageError, UserError
 from coursestack.kinds import KINDS
 from coursestack.kinds.export_hints import ExportHints
 from coursestack.seeding import seed_checksum
-from coursestack.spec import CourseSpec, ServiceSpec, StartPolicy
+from coursestack.spec import CourseSpec, ServiceSpec, StartPolicy, parse_spec
+from coursestack.spec_errors import locate_key
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,37 @@ class ExportCourse:
             for item in getattr(hint, attribute):
                 seen.setdefault(item, None)
         return list(seen)
+
+
+def spec_text_with_real_kinds(course: ExportCourse) -> str | None:
+    """The spec's text with each stand-in's `kind` set to the real thing it stands in for
+    (`runs_as_kind`), for an image that installs the real program; None if none.
+
+    Only the `kind` value changes, so the course team's comments and layout stay.
+    """
+    changes = {name: hint.runs_as_kind for name, hint in course.hints.items()
+               if hint.runs_as_kind}
+    if not changes:
+        return None
+    text = course.spec.path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    for name, kind in changes.items():
+        number = locate_key(text, ("services", name, "kind")) - 1
+        line = _KIND_VALUE.sub(rf'\g<1>"{kind}"', lines[number], count=1)
+        if "#" not in line:
+            line = (line.rstrip("\n") + f"  # {course.hints[name].kind} exported as the "
+                    "real thing (coursestack export)\n")
+        lines[number] = line
+    changed = "".join(lines)
+    rewritten = parse_spec(changed, course.spec.path)
+    if any(rewritten.services[name].kind != kind for name, kind in changes.items()):
+        raise UserError("could not set the real kind of a stand-in in the spec's text",
+                        where=str(course.spec.path),
+                        hint='write each service\'s kind as `kind = "..."` on its own line')
+    return changed
+
+
+_KIND_VALUE = re.compile(r"""(\bkind\s*=\s*)(["'])[^"']*\2""")
 
 
 class Output:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import coursestack
 from coursestack import __version__
-from coursestack.export.common import IGNORED, ExportCourse, Output
+from coursestack.export.common import IGNORED, ExportCourse, Output, spec_text_with_real_kinds
 from coursestack.export.hosted import DEFAULT_STATE, launcher_config, start_script
 from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR
 
@@ -117,6 +117,9 @@ def write_build_context(course: ExportCourse, output: Output, prefix: str = "",
                 output.write(f"{prefix}coursestack-src/{name}",
                              (source / name).read_text(encoding="utf-8"))
     output.copy_tree(course.spec.folder, f"{prefix}course", IGNORED)
+    real = spec_text_with_real_kinds(course)
+    if real is not None:  # the image installs what the stand-ins stand in for
+        output.write(f"{prefix}course/{course.spec.path.name}", real)
     copy_notebooks = "".join(
         f'[ -e "$HOME/{hint.notebooks}" ] || cp -r {COURSE_DIR}/{hint.notebooks} '
         f'"$HOME/{hint.notebooks}"\n'

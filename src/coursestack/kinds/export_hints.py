@@ -109,6 +109,10 @@ class ExportHints:
     #: A program the service runs that exists only on the course team's machine (an
     #: absolute path outside the course folder): exported as is, and reported.
     local_program: str | None = None
+    #: Where coursestack runs the course in an image that can install the real program,
+    #: the kind this service runs as instead (a stand-in's real thing), installed by
+    #: `install_commands`.
+    runs_as_kind: str | None = None
     #: Things a person must be told about this export (e.g. a stand-in that exports as
     #: the real thing).
     notes: tuple[str, ...] = ()

@@ -195,11 +195,14 @@ class MongoLiteKind(_MongoBase):
             environment={"MONGO_INITDB_DATABASE": database}, healthcheck=_MONGO_HEALTHCHECK,
             data_path="/data/db", init_path="/docker-entrypoint-initdb.d")
         hints = cls._mongo_export_hints(name, service, course, official, ())
-        return replace(hints, pip_packages=("nx-27017",), notes=(
-            f"{cls.KIND!r} is a {STAND_IN_LABEL}: where an official "
-            f"image runs it, it runs as real MongoDB (mongo:{MONGO_SERIES}); where coursestack "
-            "runs the course (image, binder, z2jh), it stays the stand-in, as on a "
-            "student's machine",))
+        return replace(
+            hints, runs_as_kind=MongoKind.KIND, apt_packages=_MONGO_APT_NEEDS,
+            install_commands=_MONGO_APT, notes=(
+                f"{cls.KIND!r} is a {STAND_IN_LABEL}: it exports as real MongoDB (compose: "
+                f"mongo:{MONGO_SERIES}; the course image and so Z2JH: MongoDB {MONGO_SERIES} "
+                "from MongoDB's repository, the image's course.toml saying kind = "
+                '"mongodb"); only Binder, which cannot change the repository\'s course.toml, '
+                "keeps the stand-in",))
 
 
 class MongoKind(_MongoBase):
@@ -367,14 +370,15 @@ class MongoKind(_MongoBase):
                 "replicas", f"the official image runs one mongod: a single server, not a "
                 f"{service.replicas}-member replica set (the course image, run by "
                 "coursestack, starts the replica set)"),)
-        return replace(hints, apt_packages=("curl", "gnupg", "ca-certificates"),
-                       install_commands=_MONGO_APT, user_install_commands=_MONGO_USER_INSTALL,
+        return replace(hints, apt_packages=_MONGO_APT_NEEDS, install_commands=_MONGO_APT,
+                       user_install_commands=_MONGO_USER_INSTALL,
                        official_differences=differences)
 
 
 #: The official image's MongoDB release, and the same from MongoDB's own repositories.
 MONGO_SERIES = "7.0"
 _MONGO_HEALTHCHECK = ("mongosh", "--quiet", "--norc", "--eval", "db.adminCommand('ping').ok")
+_MONGO_APT_NEEDS = ("curl", "gnupg", "ca-certificates")
 _MONGO_APT = (
     "curl -fsSL https://www.mongodb.org/static/pgp/server-7.0.asc "
     "| gpg --dearmor -o /usr/share/keyrings/mongodb-server-7.0.gpg",
