@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from coursestack import __version__
+from coursestack.content import command as content_command
 from coursestack.errors import UserError
 
 app = typer.Typer(
@@ -113,8 +114,10 @@ def up(
         console.print(_services_table(client.get("/api/services")))
         console.print("Start one service with `coursestack start NAME`.")
         return
+    from coursestack.content.command import update_before_start
     from coursestack.spec import StartPolicy
 
+    update_before_start(course, chosen.state, console)
     wanted = list(only or [n for n, s in course.services.items()
                            if s.start is StartPolicy.ALWAYS])
     wanted_all = sorted(course.with_dependencies(wanted))
@@ -661,6 +664,7 @@ def _register_author() -> None:
 
 
 _register_author()
+app.command("update")(content_command.update)
 
 
 def main() -> None:
