@@ -124,7 +124,11 @@ def decide(sides: Sides, name_beside: Namer) -> Decision:
         return beside(result.reason)
     if sides.read_only:
         return beside("you made your copy read-only")
-    return Decision(path, destination, Action.MERGED, [(destination, result.merged)])
+    cleared = result.outputs_cleared
+    note = (f"outputs of {cleared} cell{'s' if cleared > 1 else ''} differed and were "
+            "cleared: run them again" if cleared else "")
+    return Decision(path, destination, Action.MERGED, [(destination, result.merged)],
+                    reason=note)
 
 
 def upstream_warning(path: str, upstream: bytes | None) -> str | None:

@@ -26,6 +26,8 @@ class MergeResult:
 
     merged: bytes | None
     reason: str = ""
+    #: Cells whose outputs differed on both sides, so were cleared.
+    outputs_cleared: int = 0
 
     @property
     def clean(self) -> bool:
@@ -144,7 +146,10 @@ def merge_notebook(base: bytes, student: bytes, upstream: bytes) -> MergeResult:
         return MergeResult(None, f"the merged notebook would not be valid "
                            f"({_first_line(error)})")
     text = nbformat.writes(merged)  # type: ignore[no-untyped-call]
-    return MergeResult((text + "\n").encode("utf-8"))
+    cleared = sum(1 for decision in decisions
+                  if tuple(decision.common_path)[-1:] == ("outputs",)
+                  and decision.action == "custom")
+    return MergeResult((text + "\n").encode("utf-8"), outputs_cleared=cleared)
 
 
 def _describe_clashes(clashes: list[Any], base: Any) -> str:

@@ -106,8 +106,7 @@ def words_for(action: Action, other: str, reason: str, check: bool) -> str:
         Action.KEPT: "your changes kept (the course did not change this file)",
         Action.SAME: "already the same as the course's new version",
         Action.MERGED: ("will be merged" if will else "merged")
-        + ": your changes kept and the course's changes added, cell by cell (outputs "
-        "that differed were cleared: run those cells again)",
+        + ": your changes kept and the course's changes added, cell by cell",
         Action.BESIDE: ("your version stays as it is; the course's new version "
                         + ("will be put" if will else "is") + f" beside it as {other}"),
         Action.RESTORED: ("will be restored" if will else "restored")

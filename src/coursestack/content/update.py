@@ -79,7 +79,7 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
             return report
         new_record = _new_record(release, layout, decisions, store)
         changes, backup = _stage(decisions, layout, store)
-        if changes:
+        if any(change.backup for change in changes):
             report.backup = str(backup)
         journal = Journal(store, changes, new_record, report.as_dict())
         journal.write()
