@@ -19,7 +19,7 @@ class Course:
     def __init__(self, root: Path, source: str = "../upstream", extra: str = "") -> None:
         self.root = root
         self.upstream = root / "upstream"
-        self.upstream.mkdir(exist_ok=True)
+        self.upstream.mkdir(parents=True, exist_ok=True)
         self.folder = root / "course"
         self.folder.mkdir(exist_ok=True)
         self.notebooks = self.folder / "notebooks"
