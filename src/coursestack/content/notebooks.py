@@ -100,11 +100,46 @@ def _strategies() -> Any:
     return strategies
 
 
-def _both_only_insert(decision: Any) -> bool:
-    """A clash of cells inserted at one place by both sides (nothing edited or removed)."""
-    return (tuple(decision.common_path) == ("cells",)
-            and all(op.op == "addrange" for op in [*decision.local_diff,
-                                                     *decision.remote_diff]))
+def _cells_touched(diff: list[Any]) -> tuple[set[int], set[int]]:
+    """Base cells a side's list diff edits, and those it removes (inserts touch none)."""
+    edited: set[int] = set()
+    removed: set[int] = set()
+    for op in diff:
+        if op.op == "patch":
+            edited.add(int(op.key))
+        elif op.op == "removerange":
+            removed.update(range(int(op.key), int(op.key) + int(op.length)))
+    return edited, removed
+
+
+def _resolve_cell_list_clash(decision: Any) -> bool:
+    """Resolve a clash in the cell list when no base cell was changed by both sides.
+
+    nbdime flags an insertion next to the other side's edit, or two insertions at one
+    place, as a conflict. Here both sides' operations apply: at one position the
+    student's inserted cells first, then the course's, then the edit or removal of the
+    cell there (a cell both sides removed is removed once). False when a cell really was
+    changed on both sides (edited on both, or edited on one and removed on the other).
+    """
+    from nbdime.diff_format import op_removerange
+
+    if tuple(decision.common_path) != ("cells",):
+        return False
+    local, remote = list(decision.local_diff), list(decision.remote_diff)
+    edited_local, removed_local = _cells_touched(local)
+    edited_remote, removed_remote = _cells_touched(remote)
+    if edited_local & (edited_remote | removed_remote) or edited_remote & removed_local:
+        return False
+    inserts = [(int(op.key), side, op) for side, diff in enumerate((local, remote))
+               for op in diff if op.op == "addrange"]
+    patches = [(int(op.key), 2, op) for op in [*local, *remote] if op.op == "patch"]
+    removals = [(key, 2, op_removerange(key, 1))
+                for key in sorted(removed_local | removed_remote)]
+    ordered = sorted([*inserts, *patches, *removals], key=lambda item: (item[0], item[1]))
+    decision.action = "custom"
+    decision.custom_diff = [op for _key, _rank, op in ordered]
+    decision.conflict = False
+    return True
 
 
 def merge_notebook(base: bytes, student: bytes, upstream: bytes) -> MergeResult:
@@ -129,10 +164,7 @@ def merge_notebook(base: bytes, student: bytes, upstream: bytes) -> MergeResult:
         return MergeResult(None, f"the two versions cannot be merged ({_first_line(error)})")
     clashes = []
     for decision in decisions:
-        if decision.conflict and _both_only_insert(decision):
-            decision.action = "local_then_remote"
-            decision.conflict = False
-        elif decision.conflict:
+        if decision.conflict and not _resolve_cell_list_clash(decision):
             clashes.append(decision)
     if clashes:
         return MergeResult(None, _describe_clashes(clashes, old))
