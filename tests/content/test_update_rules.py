@@ -318,6 +318,6 @@ def test_invalid_course_toml_in_the_release_changes_nothing(tmp_path: Path) -> N
     course = Course(tmp_path)
     course.push("course.toml", "[course\nname=")
     course.push("notebooks/lab.ipynb", notebook("x = 1"))
-    with pytest.raises(SourceError, match="course.toml is not valid"):
+    with pytest.raises(SourceError, match=r"course\.toml is not valid"):
         course.update()
     assert not course.notebooks.exists()

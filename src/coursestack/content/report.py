@@ -50,6 +50,7 @@ class Report:
         data["changed"] = sum(1 for entry in self.entries if entry.changed)
         data["reload_notebooks"] = self.notebooks_changed
         data["summary"] = self.summary()
+        data["lines"] = self.lines()
         return data
 
     @classmethod
