@@ -64,6 +64,11 @@ def _fetch(url: str, repo: object) -> tuple[dict[bytes, bytes], bytes | None]:
                           "then try again; nothing was changed") from None
     refs = {bytes(name): bytes(sha) for name, sha in result.refs.items() if sha is not None}
     symbolic = {bytes(name): bytes(target) for name, target in result.symrefs.items()}
+    # Mirror the refs in the cache: the next fetch then says what it has, and only the
+    # new objects come (without refs every fetch would send the whole history again).
+    for name, sha in refs.items():
+        if name.startswith((b"refs/heads/", b"refs/tags/")) and not name.endswith(b"^{}"):
+            repo.refs[name] = sha  # type: ignore[attr-defined]
     return refs, symbolic.get(b"HEAD")
 
 

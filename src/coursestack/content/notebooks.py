@@ -49,6 +49,7 @@ def notebook_problem(data: bytes) -> str | None:
 
 
 def _read(data: bytes) -> Any:
+    """Parse and validate a notebook (converted to format 4); ValueError says why not."""
     import nbformat
 
     try:

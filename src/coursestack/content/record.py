@@ -78,17 +78,20 @@ class ContentStore:
     def object_path(self, sha: str) -> Path:
         return self.objects / sha[:2] / sha
 
-    def put(self, data: bytes) -> str:
-        """Keep a copy of `data` (durably: the journal relies on it); its hash."""
-        sha = digest(data)
+    def put(self, data: bytes, durable: bool = True, sha: str | None = None) -> str:
+        """Keep a copy of `data` (whose hash is `sha`, if known); its hash. `durable`
+        copies are on disk before this returns (the journal relies on them after a
+        crash)."""
+        sha = sha or digest(data)
         path = self.object_path(sha)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".{sha}.{os.getpid()}.tmp")
             with open(temporary, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(temporary, path)
         return sha
 

@@ -180,7 +180,8 @@ def _new_record(release: Release, layout: Layout, decisions: list[Decision],
     files = {}
     for path, data in release.files.items():
         if path not in skipped:
-            files[path] = Delivered(store.put(data), str(layout.destination(path)))
+            files[path] = Delivered(store.put(data, sha=release.hashes[path]),
+                                    str(layout.destination(path)))
     return DeliveryRecord(files, release.label, release.source, time.time(), True)
 
 
@@ -197,7 +198,8 @@ def _stage(decisions: list[Decision], layout: Layout,
             if before is not None:
                 copy = backup / _relative(layout.shown(path))
                 back_up(path, copy)
-                store.put(path.read_bytes())
+                # Only needed to roll back within this process: no fsync.
+                store.put(path.read_bytes(), durable=False)
                 backup_path = str(copy)
             uid, gid = layout.owner_of(path)
             mode = mode_of(decision.destination if path != decision.destination
