@@ -1,6 +1,6 @@
 """Course update time: `coursestack update` vs nbgitpuller, on the same change.
 
-    python bench/bench_update.py [--notebooks 200] [--changed 10] [--edited 10] [--rounds 5]
+    python bench/bench_update.py [--notebooks 200] [--changed 10] [--edited 10] [--rounds 9]
                                  [--markdown docs/benchmarks-updates.md]
 
 A course of `--notebooks` notebooks (12 cells each, code and markdown, small outputs)
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--notebooks", type=int, default=200)
     parser.add_argument("--changed", type=int, default=10)
     parser.add_argument("--edited", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     if shutil.which("git") is None:
@@ -157,6 +157,7 @@ def main() -> None:
               f"coursestack {results[-1]['coursestack']:.3f} s", flush=True)
     puller = statistics.median(r["nbgitpuller"] for r in results)
     ours = statistics.median(r["coursestack"] for r in results)
+    ratio = statistics.median(r["coursestack"] / r["nbgitpuller"] for r in results)
     last = results[-1]
     lines = [
         "# Benchmarks: course updates",
@@ -174,7 +175,7 @@ def main() -> None:
         "| --- | --- | --- |",
         f"| nbgitpuller {_version('nbgitpuller')} (git {_git_version()}) | {puller:.3f} s | 1.00x |",
         f"| coursestack update (dulwich {_version('dulwich')}, nbdime {_version('nbdime')}) "
-        f"| {ours:.3f} s | {ours / puller:.2f}x |",
+        f"| {ours:.3f} s | {ours / puller:.2f}x (median of the rounds' ratios: {ratio:.2f}x) |",
         "",
         "What each left in the student's folder (last round):",
         "",
