@@ -173,7 +173,8 @@ def main() -> None:
         "",
         "| tool | update time (median) | ratio |",
         "| --- | --- | --- |",
-        f"| nbgitpuller {_version('nbgitpuller')} (git {_git_version()}) | {puller:.3f} s | 1.00x |",
+        f"| nbgitpuller {_version('nbgitpuller')} (git {_git_version()}) | {puller:.3f} s "
+        "| 1.00x |",
         f"| coursestack update (dulwich {_version('dulwich')}, nbdime {_version('nbdime')}) "
         f"| {ours:.3f} s | {ours / puller:.2f}x (median of the rounds' ratios: {ratio:.2f}x) |",
         "",
