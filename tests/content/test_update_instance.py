@@ -4,6 +4,7 @@ API route), files written as the notebooks folder's owner, an offline `up`."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,10 @@ from content.helpers import notebook, sources_of
 from support import cli, open_folder
 
 pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
 def _course(root: Path) -> Path:
@@ -67,6 +72,7 @@ def test_up_updates_then_the_dashboard_button_updates_a_running_instance() -> No
         assert (notebooks / "lab.ipynb").stat().st_uid == owner
         if os.geteuid() == 0:
             assert owner != 0, "the service account owns the notebooks folder"
+        _press_the_dashboard_button(daemon["url"], daemon["token"], root)
     finally:
         cli("down", "--state", str(state), check=False)
 
@@ -83,3 +89,28 @@ def test_up_updates_then_the_dashboard_button_updates_a_running_instance() -> No
     (root / "upstream" / "later.txt").write_text("later")
     stopped = cli("update", str(folder), "--state", str(state))
     assert "later.txt: new from the course, added" in stopped.stdout
+
+
+def _press_the_dashboard_button(url: str, token: str, root: Path) -> None:
+    """In a real browser: the button shows the same report, file by file."""
+    if shutil.which(CHROMIUM) is None:
+        print("browser step skipped: needs Debian's chromium at", CHROMIUM)
+        return
+    from playwright.sync_api import expect, sync_playwright
+
+    (root / "upstream" / "week2.txt").write_text("week 2")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{url}login?token={token}")
+            page.get_by_role("button", name="Update course material").click()
+            report = page.locator("#update-report")
+            expect(report).to_contain_text("week2.txt: new from the course, added",
+                                           timeout=60_000)
+            expect(report).to_contain_text("1 file changed; none of your work was lost.")
+            assert not errors, errors
+        finally:
+            browser.close()
