@@ -179,3 +179,30 @@ def test_no_content_source(tmp_path: Path) -> None:
     spec.write_text('[course]\nname = "x"\n[services.j]\nkind = "jupyter"\n')
     with pytest.raises(NoContentSource, match=r"no `\[content\]` source"):
         run_update(load_spec(spec), StateFolder(tmp_path / "state"))
+
+
+def test_links_are_never_followed(tmp_path: Path) -> None:
+    """A student's symbolic links (to a file or a folder outside the course) are neither
+    read nor written through: run as root, that would leak or clobber other files."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not the student's")
+    course = Course(tmp_path)
+    course.push("notes.txt", "1")
+    course.push("week1/lab.txt", "1")
+    course.update()
+    (course.notebooks / "notes.txt").unlink()
+    (course.notebooks / "notes.txt").symlink_to(outside / "secret.txt")
+    (course.notebooks / "week1" / "lab.txt").unlink()
+    (course.notebooks / "week1").rmdir()
+    (course.notebooks / "week1").symlink_to(outside)
+    course.push("notes.txt", "2")
+    course.push("week1/lab.txt", "2")
+    course.push("week1/secret.txt", "overwritten?")
+    report = course.update()
+    assert (outside / "secret.txt").read_text() == "not the student's"
+    assert sorted(path.name for path in outside.iterdir()) == ["secret.txt"]
+    assert (course.notebooks / "notes.txt").is_symlink()
+    assert {entry.path: entry.action for entry in report.entries} == {
+        "notes.txt": "skipped", "week1/lab.txt": "skipped", "week1/secret.txt": "skipped"}
+    assert not [name for name in course.files() if "yours" in name or "updated" in name]

@@ -55,8 +55,8 @@ class Sides:
     first_update: bool = False
     #: The student made their copy read-only: it is never replaced.
     read_only: bool = False
-    #: A folder of the student's sits where the file goes.
-    folder_in_the_way: bool = False
+    #: Why the file cannot go where it goes ("a folder of yours has this name"), if so.
+    in_the_way: str = ""
 
 
 @dataclass
@@ -94,9 +94,8 @@ def decide(sides: Sides, name_beside: Namer) -> Decision:
     if upstream is None:
         action = Action.GONE_BOTH if student is None else Action.GONE_UPSTREAM
         return Decision(path, destination, action)
-    if sides.folder_in_the_way:
-        return Decision(path, destination, Action.SKIPPED,
-                        reason="a folder of yours has this name")
+    if sides.in_the_way:
+        return Decision(path, destination, Action.SKIPPED, reason=sides.in_the_way)
     if base is None:
         if student is None:
             return Decision(path, destination, Action.ADDED, [(destination, upstream)])

@@ -51,12 +51,23 @@ class Change:
     backup: str = ""
 
 
+#: What file_hash says of something that is not a regular file (never a content hash).
+NOT_A_FILE = "not-a-regular-file"
+
+
 def file_hash(path: Path) -> str | None:
-    """The content hash of the regular file at `path`, None if there is none."""
+    """The content hash of the regular file at `path` (links are not followed), None if
+    there is nothing there."""
     try:
-        return digest(path.read_bytes())
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError:  # a link (ELOOP), or something we may not read
+        return NOT_A_FILE
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return NOT_A_FILE
+        return digest(handle.read())
 
 
 class Journal:

@@ -38,6 +38,12 @@ class Layout:
             return self.target / path[len(self.notebooks_prefix):]
         return self.course_folder / path
 
+    def contains(self, folder: Path) -> bool:
+        """True if `folder`, links resolved, is inside the target or the course folder."""
+        real = folder.resolve()
+        return any(real.is_relative_to(root.resolve())
+                   for root in (self.target, self.course_folder))
+
     def shown(self, destination: Path) -> str:
         """A destination as the student knows it: relative to the notebooks folder, or
         to the course folder."""

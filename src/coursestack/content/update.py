@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,25 +109,36 @@ def _decide_all(release: Release, record: DeliveryRecord, layout: Layout,
         destination = (layout.destination(path) if upstream is not None or recorded is None
                        else Path(recorded.destination))
         base = store.get(recorded.sha) if recorded is not None else None
-        student, read_only, folder = _student_copy(destination)
+        student, read_only, in_the_way = _student_copy(destination, layout)
         decisions.append(decide(Sides(
             path, destination, base, student, upstream,
             # A lost copy of the base: differing files count as the student's edits.
             first_update=not record.exists or (recorded is not None and base is None),
-            read_only=read_only, folder_in_the_way=folder), name_beside))
+            read_only=read_only, in_the_way=in_the_way), name_beside))
     return decisions
 
 
-def _student_copy(destination: Path) -> tuple[bytes | None, bool, bool]:
-    """The student's file: its bytes, whether it is read-only, whether a folder is there."""
-    if destination.is_dir():
-        return None, False, True
+def _student_copy(destination: Path, layout: Layout) -> tuple[bytes | None, bool, str]:
+    """The student's file: its bytes, whether it is read-only, and why nothing can be
+    delivered there ("" if it can).
+
+    Links are never followed: run as root, an update must not read or replace a file
+    outside the course's folders that a student's symbolic link points at.
+    """
+    if not layout.contains(destination.parent):
+        return None, False, "a link of yours leads this folder outside the course's folders"
     try:
-        data = destination.read_bytes()
+        info = os.lstat(destination)
     except (FileNotFoundError, NotADirectoryError):
-        return None, False, False
-    read_only = not os.stat(destination).st_mode & 0o222
-    return data, read_only, False
+        return None, False, ""
+    if stat.S_ISDIR(info.st_mode):
+        return None, False, "a folder of yours has this name"
+    if not stat.S_ISREG(info.st_mode):
+        return None, False, "a link or special file of yours has this name"
+    fd = os.open(destination, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+    return data, not info.st_mode & 0o222, ""
 
 
 def _namer(stamp: str) -> Namer:
