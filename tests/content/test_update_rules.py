@@ -321,3 +321,28 @@ def test_invalid_course_toml_in_the_release_changes_nothing(tmp_path: Path) -> N
     with pytest.raises(SourceError, match=r"course\.toml is not valid"):
         course.update()
     assert not course.notebooks.exists()
+
+
+def test_changed_files_get_a_clearly_later_modification_time(tmp_path: Path) -> None:
+    """JupyterLab warns before saving over a file changed on disk by comparing times
+    (with some tolerance): an update must move the time on by at least a second."""
+    course = Course(tmp_path)
+    course.push("lab.ipynb", notebook("a = 1"))
+    course.update()
+    path = course.notebooks / "lab.ipynb"
+    before = path.stat().st_mtime
+    os.utime(path, (before + 30, before + 30))  # a clock that ran ahead, say
+    course.push("lab.ipynb", notebook("a = 2"))
+    course.update()
+    assert path.stat().st_mtime >= before + 31
+
+
+def test_files_keep_their_permissions(tmp_path: Path) -> None:
+    course = Course(tmp_path)
+    course.push("run.sh", "echo 1")
+    course.update()
+    (course.notebooks / "run.sh").chmod(0o750)
+    course.push("run.sh", "echo 2")
+    course.update()
+    assert course.read("run.sh") == "echo 2"
+    assert (course.notebooks / "run.sh").stat().st_mode & 0o777 == 0o750

@@ -214,11 +214,17 @@ def _stage(decisions: list[Decision], layout: Layout,
                 store.put(path.read_bytes(), durable=False)
                 backup_path = str(copy)
             uid, gid = layout.owner_of(path)
-            mode = mode_of(decision.destination if path != decision.destination
-                           and decision.action is Action.RENAMED else path)
-            changes.append(Change(str(path), before, store.put(data), uid, gid, mode,
-                                  backup_path))
+            changes.append(Change(str(path), before, store.put(data), uid, gid,
+                                  _mode_for(path, decision), backup_path))
     return changes, backup
+
+
+def _mode_for(path: Path, decision: Decision) -> int:
+    """A replaced file keeps its permissions, and so does the student's file under its
+    new name; a new file gets the usual ones."""
+    if decision.action is Action.RENAMED and path != decision.destination:
+        return mode_of(decision.destination)
+    return mode_of(path)
 
 
 def _relative(shown: str) -> str:
