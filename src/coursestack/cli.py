@@ -117,7 +117,7 @@ def up(
     from coursestack.content.command import update_before_start
     from coursestack.spec import StartPolicy
 
-    update_before_start(course, chosen.state, console)
+    course = update_before_start(course, chosen.state, console)
     wanted = list(only or [n for n, s in course.services.items()
                            if s.start is StartPolicy.ALWAYS])
     wanted_all = sorted(course.with_dependencies(wanted))

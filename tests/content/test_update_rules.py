@@ -306,7 +306,7 @@ def test_course_folder_release_delivers_spec_and_seed(tmp_path: Path) -> None:
     assert action_of(report, "course.toml") == "updated"
     assert "[services.db]" in (course.folder / "course.toml").read_text()
     notes = "\n".join(report.notes)
-    assert "next `coursestack up`" in notes
+    assert "when the course next starts" in notes
     assert "coursestack reset db" in notes and "not seeded again" in notes
 
 
@@ -346,3 +346,32 @@ def test_files_keep_their_permissions(tmp_path: Path) -> None:
     course.update()
     assert course.read("run.sh") == "echo 2"
     assert (course.notebooks / "run.sh").stat().st_mode & 0o777 == 0o750
+
+
+def test_on_up_update_returns_the_spec_this_start_uses(tmp_path: Path) -> None:
+    """`up` updates first; a course.toml it delivers is the one this start uses (the
+    daemon reads the file), and an unreachable source is only a warning."""
+    import io
+
+    from rich.console import Console
+
+    from coursestack.content.command import update_before_start
+
+    course = Course(tmp_path)
+    old_spec = (course.folder / "course.toml").read_text()
+    course.push("course.toml", old_spec)
+    course.update()
+    course.push("course.toml", old_spec.replace('name = "demo"',
+                                                'name = "demo"\ntitle = "Week 2 edition"'))
+    course.push("notebooks/lab.ipynb", notebook("x = 1"))
+    output = io.StringIO()
+    spec = update_before_start(course.spec, course.state, Console(file=output, width=200))
+    assert spec.course.title == "Week 2 edition"
+    assert "lab.ipynb: new from the course, added" in output.getvalue()
+    for path in list(course.upstream.rglob("*"))[::-1]:
+        path.unlink() if path.is_file() else path.rmdir()
+    course.upstream.rmdir()
+    offline = io.StringIO()
+    same = update_before_start(spec, course.state, Console(file=offline, width=200))
+    assert same is spec
+    assert "warning: the course material was not updated" in offline.getvalue()

@@ -61,20 +61,25 @@ def _course_and_state(spec: Path | None, instance: str | None,
     return course, resolve_instance(instance or course.course.name, state).state
 
 
-def update_before_start(course: CourseSpec, folder: StateFolder, console: Console) -> None:
-    """With `update = "on-up"`: update before the services start. A failure (offline,
-    say) is a warning: the course starts with the material it has."""
+def update_before_start(course: CourseSpec, folder: StateFolder,
+                        console: Console) -> CourseSpec:
+    """With `update = "on-up"`: update before the services start, and return the spec
+    this start must use (the course's new one if the update delivered one). A failure
+    (offline, say) is a warning: the course starts with the material it has."""
     from coursestack.content.update import run_update
     from coursestack.errors import UserError
+    from coursestack.spec import load_spec
 
     if course.content is None or course.content.update != "on-up":
-        return
+        return course
     try:
         with console.status("Updating the course material…"):
             report = run_update(course, folder)
     except UserError as error:
         console.print(f"warning: the course material was not updated: {error.render()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
-        return
+        return course
     if any(entry.changed for entry in report.entries) or report.notes:
         print_report(report, console)
+    # The daemon reads the spec file when it starts: the CLI must agree with it.
+    return load_spec(course.path)

@@ -24,7 +24,7 @@ from coursestack.content.report import Entry, Report, words_for
 from coursestack.content.sources import Release, fetch_release
 from coursestack.errors import UserError
 from coursestack.spec import CourseSpec
-from coursestack.state import StateFolder, atomic_write_json, read_json
+from coursestack.state import StateFolder, atomic_write_json
 
 
 class NoContentSource(UserError):
@@ -91,12 +91,6 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
         journal.finish()
         atomic_write_json(store.last_report, report.as_dict(), 0o600)
         return report
-
-
-def last_report(state: StateFolder) -> Report | None:
-    """The report of the instance's last update, if there was one."""
-    data = read_json(content_store(state).last_report)
-    return Report.from_dict(data) if isinstance(data, dict) else None
 
 
 def _decide_all(release: Release, record: DeliveryRecord, layout: Layout,
@@ -172,8 +166,8 @@ def _report(release: Release, layout: Layout, decisions: list[Decision],
         if warning:
             report.notes.append(f"Warning: {warning}.")
         if layout.notebooks_prefix is not None and decision.path == SPEC_NAME:
-            report.notes.append("The course's settings (course.toml) changed: they apply at "
-                                "the next `coursestack up` (if the course is running: "
+            report.notes.append("The course's settings (course.toml) changed: they apply "
+                                "when the course next starts (if it is running: "
                                 "`coursestack down`, then `coursestack up`).")
         service = layout.seeds.get(decision.path)
         if service is not None:
