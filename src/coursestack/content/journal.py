@@ -31,6 +31,9 @@ from coursestack.state import atomic_write_json, read_json
 PAUSE_VARIABLE = "COURSESTACK_UPDATE_PAUSE_AFTER"
 TEMPORARY_SUFFIX = ".coursestack-tmp"
 NEW_FILE_MODE = 0o644
+#: Open without following a final symbolic link (Windows has no such flag, nor such links
+#: a student makes by accident).
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class UpdateFailed(UserError):
@@ -59,7 +62,7 @@ def file_hash(path: Path) -> str | None:
     """The content hash of the regular file at `path` (links are not followed), None if
     there is nothing there."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NO_FOLLOW)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError:  # a link (ELOOP), or something we may not read
@@ -171,23 +174,38 @@ def write_file(path: Path, data: bytes, uid: int, gid: int, mode: int) -> None:
     except FileNotFoundError:
         old_mtime = 0.0
     temporary = path.parent / f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    # A fresh file (O_EXCL), changed through its descriptor only: whatever a student puts
+    # at that name meanwhile, a link included, is never written, chmod-ed or chown-ed.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-            os.fchmod(handle.fileno(), mode)
-            if _may_chown() and (uid, gid) != (os.geteuid(), os.getegid()):
-                os.fchown(handle.fileno(), uid, gid)
-        now = time.time()
-        os.utime(temporary, (now, max(now, old_mtime + 1.0)), follow_symlinks=False)
+            _set_attributes(handle.fileno(), temporary, uid, gid, mode, old_mtime)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
     _sync_folder(path.parent)
+
+
+def _set_attributes(fd: int, path: Path, uid: int, gid: int, mode: int,
+                    old_mtime: float) -> None:
+    """Owner, permissions and a modification time later than `old_mtime`."""
+    if _may_chown() and (uid, gid) != (os.geteuid(), os.getegid()):
+        os.fchown(fd, uid, gid)
+    now = time.time()
+    times = (now, max(now, old_mtime + 1.0))
+    if hasattr(os, "fchmod") and os.utime in os.supports_fd:
+        os.fchmod(fd, mode)
+        os.utime(fd, times)
+    else:  # Windows: by path (no links there that a student could swap in)
+        os.chmod(path, mode)
+        os.utime(path, times)
 
 
 def _make_folders(folder: Path, uid: int, gid: int) -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 import filelock
 
 from coursestack.content.decide import Action, Decision, Namer, Sides, decide, upstream_warning
-from coursestack.content.journal import Change, Journal, back_up, file_hash, mode_of
+from coursestack.content.journal import (
+    NO_FOLLOW,
+    Change,
+    Journal,
+    back_up,
+    file_hash,
+    mode_of,
+)
 from coursestack.content.layout import SPEC_NAME, Layout, layout_for
 from coursestack.content.record import ContentStore, Delivered, DeliveryRecord
 from coursestack.content.report import Entry, Report, words_for
@@ -129,7 +136,7 @@ def _student_copy(destination: Path, layout: Layout) -> tuple[bytes | None, bool
         return None, False, "a folder of yours has this name"
     if not stat.S_ISREG(info.st_mode):
         return None, False, "a link or special file of yours has this name"
-    fd = os.open(destination, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(destination, os.O_RDONLY | NO_FOLLOW)
     with os.fdopen(fd, "rb") as handle:
         data = handle.read()
     return data, not info.st_mode & 0o222, ""
