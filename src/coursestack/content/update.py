@@ -150,7 +150,7 @@ def _namer(stamp: str) -> Namer:
         stem = destination.name[: len(destination.name) - len(suffix)]
         candidate = destination.with_name(f"{stem}_{label}-{stamp}{suffix}")
         counter = 2
-        while candidate.exists() or candidate in taken:
+        while os.path.lexists(candidate) or candidate in taken:
             candidate = destination.with_name(f"{stem}_{label}-{stamp}-{counter}{suffix}")
             counter += 1
         taken.add(candidate)
