@@ -8,11 +8,13 @@ lives in a git repository. Each round, with fresh folders:
 1. both tools deliver it (nbgitpuller: its shallow `git clone`; coursestack: its first
    update, reading the same repository with dulwich);
 2. the student edits `--edited` notebooks the same way in both folders (a new line in
-   cell 2), and the course team commits a change to `--changed` notebooks (cell 9 edited,
-   a cell added at the end); half of the student's notebooks are among the course's;
+   the third cell), and the course team commits a change to `--changed` notebooks (the
+   tenth cell edited, a cell added at the end); half of the student's notebooks are
+   among the course's;
 3. each tool updates (timed, in-process: `GitPuller.pull()` and `run_update()`).
 The outcome is checked too: how many notebooks hold both the student's and the course's
-changes, are valid notebooks, and keep the student's line. Needs `pip install nbgitpuller`
+changes, are valid notebooks, and keep the student's line; and, on one more notebook,
+what each does where both sides changed the same cell. Needs `pip install nbgitpuller`
 and the `git` program (nbgitpuller runs it).
 """
 
@@ -120,6 +122,48 @@ def one_round(root: Path, notebooks: int, changed: int, edited: int) -> dict[str
             "coursestack_changed": sum(1 for entry in report.entries if entry.changed)}
 
 
+def same_cell(root: Path) -> dict[str, str]:
+    """Both sides add a line to the third cell of one notebook: what each tool leaves."""
+    from nbgitpuller.pull import GitPuller
+
+    upstream, bare = root / "upstream", root / "course.git"
+    upstream.mkdir()
+    git("init", "-q", "-b", "main", cwd=upstream)
+    (upstream / "lab.ipynb").write_text(make_notebook(1))
+    git("add", "-A", cwd=upstream)
+    git("commit", "-q", "-m", "release 1", cwd=upstream)
+    git("clone", "-q", "--bare", str(upstream), str(bare), cwd=root)
+    puller_dir = root / "puller"
+    for _ in GitPuller(str(bare), str(puller_dir), branch="main").pull():
+        pass
+    course = root / "course"
+    course.mkdir()
+    (course / "course.toml").write_text(
+        f'[course]\nname = "bench"\n[content]\nsource = "{bare}"\n'
+        '[services.jupyter]\nkind = "jupyter"\n')
+    spec = load_spec(course / "course.toml")
+    state = StateFolder(root / "state")
+    run_update(spec, state)
+    for folder in (puller_dir, course / "notebooks"):
+        edit(folder / "lab.ipynb", 2, "# my note")
+    edit(upstream / "lab.ipynb", 2, "# fixed by the course")
+    git("commit", "-q", "-am", "release 2", cwd=upstream)
+    git("push", "-q", str(bare), "main", cwd=upstream)
+    for _ in GitPuller(str(bare), str(puller_dir), branch="main").pull():
+        pass
+    report = run_update(spec, state)
+    result = {}
+    for tool, folder in (("nbgitpuller", puller_dir), ("coursestack", course / "notebooks")):
+        texts = [path.read_text() for path in folder.glob("*.ipynb")]
+        result[tool] = (f"student's line kept: {any('# my note' in t for t in texts)}; "
+                        "course's line anywhere in the folder: "
+                        f"{any('# fixed by the course' in t for t in texts)}; "
+                        f"notebooks: {sorted(p.name for p in folder.glob('*.ipynb'))}")
+    result["coursestack report"] = next(e.words for e in report.entries
+                                        if e.path == "lab.ipynb")
+    return result
+
+
 def outcome(folder: Path, student: list[str], course_side: list[str]) -> dict[str, int]:
     valid = both = kept = arrived = 0
     for path in sorted(folder.glob("*.ipynb")):
@@ -189,6 +233,11 @@ def main() -> None:
         lines.append(f"| {tool} | {o['valid']}/{args.notebooks} | {o['student_kept']}/"
                      f"{args.edited} | {o['course_arrived']}/{args.changed} | "
                      f"{o['both_in_one']}/{args.edited // 2} |")
+    with tempfile.TemporaryDirectory(prefix="bench-update-") as scratch:
+        conflict = same_cell(Path(scratch))
+    lines += ["", "Where both sides changed the same cell (both add a line to the third cell "
+              "of one notebook):", ""]
+    lines += [f"- {tool}: {text}" for tool, text in conflict.items()]
     lines += ["", "Rounds (s): " + ", ".join(
         f"{r['nbgitpuller']:.3f} / {r['coursestack']:.3f}" for r in results)
         + " (nbgitpuller / coursestack)."]
