@@ -22,6 +22,7 @@ from rich.table import Table
 from coursestack import __version__
 from coursestack.content import command as content_command
 from coursestack.errors import UserError
+from coursestack.export.cli import register as _register_export
 
 app = typer.Typer(
     name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
@@ -665,6 +666,7 @@ def _register_author() -> None:
 
 _register_author()
 app.command("update")(content_command.update)
+_register_export(app)
 
 
 def main() -> None:
