@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from coursestack import __version__
+from coursestack.content import command as content_command
 from coursestack.errors import UserError
 from coursestack.export.cli import register as _register_export
 
@@ -118,8 +119,10 @@ def up(
 
             open_dashboard(client, chosen.state.run)
         return
+    from coursestack.content.command import update_before_start
     from coursestack.spec import StartPolicy
 
+    course = update_before_start(course, chosen.state, console)
     wanted = list(only or [n for n, s in course.services.items()
                            if s.start is StartPolicy.ALWAYS])
     wanted_all = sorted(course.with_dependencies(wanted))
@@ -666,6 +669,7 @@ def _register_author() -> None:
 
 
 _register_author()
+app.command("update")(content_command.update)
 _register_export(app)
 
 

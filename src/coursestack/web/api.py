@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -233,3 +234,20 @@ async def events(web: Context) -> StreamingResponse:
     assert web.broker is not None
     return StreamingResponse(web.broker.stream(), media_type="text/event-stream",
                              headers=SSE_HEADERS)
+
+
+@router.post("/content/update", responses={**NO_CSRF, 409: {
+    "model": Problem, "description": "The update could not run (no `[content]` source, "
+    "source unreachable, ...); nothing was changed"}})
+async def update_content(web: Context, check: bool = False) -> dict[str, Any]:
+    """Update the course material (as `coursestack update`): the report, file by file."""
+    from fastapi import HTTPException
+
+    from coursestack.content.update import run_update
+    from coursestack.errors import UserError
+
+    try:
+        report = await asyncio.to_thread(run_update, web.daemon.spec, web.daemon.state, check)
+    except UserError as error:
+        raise HTTPException(409, detail=error.render()) from None
+    return report.as_dict()

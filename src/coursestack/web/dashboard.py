@@ -50,7 +50,8 @@ def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
 def _page_values(web: WebContext, principal: Principal, page: str) -> dict[str, Any]:
     spec = web.daemon.spec
     return {"csrf_token": principal.session.csrf if principal.session else "-",
-            "course_title": spec.course.title or spec.course.name, "page": page}
+            "course_title": spec.course.title or spec.course.name, "page": page,
+            "has_content": spec.content is not None}
 
 
 def _duration(seconds: float | None) -> str:
