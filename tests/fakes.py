@@ -84,6 +84,9 @@ class FakeProcess:
     def kill_all(self) -> None:
         self.signal_group(signal.SIGKILL)
 
+    async def all_exited(self) -> None:
+        await self.wait()
+
     def output_note(self) -> str:
         return self.note
 

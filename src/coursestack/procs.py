@@ -69,6 +69,10 @@ class ProcessHandle(Protocol):
         """SIGKILL every process the service started, in whatever group or session."""
         ...
 
+    async def all_exited(self) -> None:
+        """Return once no process of the service holds its output pipe any more."""
+        ...
+
     def output_note(self) -> str:
         """What the log pump had to drop, for the status ("" if nothing)."""
         ...
@@ -112,6 +116,11 @@ class OSProcess:
     def kill_all(self) -> None:
         signal_process_group(self.pid, signal.SIGKILL)
         self._tree.kill_all()
+
+    async def all_exited(self) -> None:
+        await _exit_of(self._process)
+        if self._pump is not None:
+            await asyncio.shield(self._pump.task)
 
     def output_note(self) -> str:
         return self._pump.note() if self._pump is not None else ""

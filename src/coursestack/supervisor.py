@@ -413,7 +413,14 @@ class Service:
         if not waiter.done():
             self._set(State.STOPPING, detail=why)
             process.signal_group(self.unit.stop_signal)
-            if not await self._wait_exit(self._supervisor.grace_left(self.unit.stop_timeout)):
+            grace_ends = self._clock.now() + self._supervisor.grace_left(self.unit.stop_timeout)
+            if await self._wait_exit(grace_ends - self._clock.now()):
+                # The leader is gone; what it started may still be saving its work (a
+                # launcher script exits before its JVM): the rest of the grace is theirs.
+                all_gone = asyncio.ensure_future(process.all_exited())
+                await self._within(all_gone, max(0.0, grace_ends - self._clock.now()))
+                all_gone.cancel()
+            else:
                 process.kill_all()
                 await self._wait_exit(self._supervisor.grace_left(self._timing.kill_wait,
                                                                   reserve=0.0))
@@ -424,13 +431,16 @@ class Service:
     async def _wait_exit(self, seconds: float) -> bool:
         waiter = self._exit_waiter
         assert waiter is not None
+        await self._within(asyncio.shield(waiter), seconds)
+        return waiter.done()
+
+    async def _within(self, awaited: asyncio.Future[Any], seconds: float) -> None:
+        """Wait for `awaited`, at most `seconds` of the supervisor's clock."""
         sleeper: asyncio.Future[None] = asyncio.ensure_future(self._clock.sleep(seconds))
-        racing: list[asyncio.Future[Any]] = [sleeper, asyncio.shield(waiter)]
-        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([sleeper, awaited], return_when=asyncio.FIRST_COMPLETED)
         sleeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sleeper
-        return waiter.done()
 
     async def _terminate_on_request(self) -> None:
         if self._process is not None and not self._exited():

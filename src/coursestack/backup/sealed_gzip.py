@@ -68,7 +68,8 @@ def check_seal(raw: IO[bytes]) -> str | None:
     if header[:4] == b"\x1f\x8b\x08\x08":  # flag FNAME alone: an archive from before
         return None
     if header[:len(_FIXED)] != _FIXED or len(header) != HEADER_SIZE:
-        return "its gzip header is not the one coursestack writes"
+        return ("the file is truncated or corrupt (its gzip header is not the one "
+                "coursestack writes)")
     digest = hashlib.sha256()
     for block in iter(lambda: raw.read(_BLOCK), b""):
         digest.update(block)
