@@ -661,6 +661,7 @@ def _register_author() -> None:
 
 
 _register_author()
+app.command()(__import__("coursestack.diagram_cli", fromlist=["diagram"]).diagram)
 
 
 def main() -> None:

@@ -1,0 +1,279 @@
+"""The course spec over HTTP: read, validate, compose, save, run; the picture and the composer.
+
+- `GET /api/spec` gives the instance's `course.toml` as text, as data and with its version
+  (also the `ETag`); `PUT /api/spec` saves a new text only if it is a valid spec and the
+  file is still at the version the editor started from (`version`, or `If-Match`), so
+  two tabs, or a tab and a text editor, never overwrite each other silently.
+- `POST /api/spec/validate` runs the real spec loader: the same problems as `up`, each
+  with its line and key. `POST /api/spec/compose` writes edited data back into the text
+  with tomlkit (comments and order kept) and validates the result.
+- `POST /api/spec/apply` runs the saved spec on this instance (see respec.py).
+- `/diagram.svg` is the course picture the services page shows live; `/composer` the
+  drag-and-drop editor (static/composer.js).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import zipfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from coursestack.diagram import course_graph, to_svg
+from coursestack.errors import SpecError
+from coursestack.spec import SERVICE_MODELS, CourseInfo, DependencyCondition, load_spec
+from coursestack.spec_edit import (
+    Checked,
+    SpecConflict,
+    check_text,
+    compose,
+    read_spec_text,
+    save,
+)
+from coursestack.web.api import NO_CSRF, NOT_LOGGED_IN, Problem, Responses
+from coursestack.web.context import Context, Login, require_login
+from coursestack.web.dashboard import _page_values, render
+
+#: Largest spec text accepted (the daemon refuses bodies over 64 KiB anyway).
+MAX_SPEC = 60_000
+
+
+class SpecProblemView(BaseModel):
+    """One problem of a spec, as `coursestack up` reports it, with where it is."""
+
+    line: int
+    key: str
+    message: str
+    hint: str
+
+
+class SpecText(BaseModel):
+    """A course spec's TOML text."""
+
+    text: str = Field(max_length=MAX_SPEC)
+
+
+class Validation(BaseModel):
+    """What the spec loader says about a text."""
+
+    valid: bool
+    problems: list[SpecProblemView]
+    #: The text read as data (null if it is not TOML): what the composer edits.
+    data: dict[str, Any] | None
+
+
+class SpecDocument(Validation):
+    """The instance's course spec file."""
+
+    path: str
+    text: str
+    version: str
+
+
+class ComposeRequest(BaseModel):
+    """Edited data to write back into a spec's text."""
+
+    base: str = Field(max_length=MAX_SPEC, description="The text the edits start from.")
+    data: dict[str, Any] = Field(description="The whole spec as data, edited.")
+
+
+class Composed(Validation):
+    """The edited text, and what the loader says about it."""
+
+    text: str
+
+
+class SpecSave(BaseModel):
+    """A new text for the spec file, and the version it replaces."""
+
+    text: str = Field(max_length=MAX_SPEC)
+    version: str | None = Field(
+        default=None, max_length=100,
+        description="Version the edit started from (or send `If-Match`).")
+
+
+class SavedView(BaseModel):
+    """The spec file after a save."""
+
+    path: str
+    version: str
+    backup: str | None
+    changed: bool
+
+
+class Refused(Problem):
+    """A spec that was not saved: what is wrong with it."""
+
+    problems: list[SpecProblemView]
+
+
+class ConflictView(Problem):
+    """The file changed since the editor read it: its text and version now."""
+
+    text: str
+    version: str
+
+
+class Applied(BaseModel):
+    """What running the saved spec changed on this instance."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    started: list[str]
+
+
+SAVE_RESPONSES: Responses = {
+    **NO_CSRF,
+    400: {"model": Refused, "description": "The spec has problems; nothing was written"},
+    409: {"model": ConflictView, "description": "The file changed since that version; "
+          "nothing was written"}}
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_login)], tags=["spec"],
+                   responses=NOT_LOGGED_IN)
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
+
+
+def _validation(checked: Checked) -> dict[str, Any]:
+    return {"valid": checked.spec is not None,
+            "problems": [problem.as_dict() for problem in checked.problems],
+            "data": checked.data}
+
+
+@router.get("/spec", response_model=SpecDocument)
+async def get_spec(web: Context) -> JSONResponse:
+    """The instance's course spec: text, data, version (also the `ETag`) and problems."""
+    path = web.daemon.spec.path
+    text, version = await asyncio.to_thread(read_spec_text, path)
+    checked = check_text(text, path)
+    body = SpecDocument(path=str(path), text=text, version=version, **_validation(checked))
+    return JSONResponse(body.model_dump(), headers={"ETag": f'"{version}"',
+                                                    "Cache-Control": "no-store"})
+
+
+@router.post("/spec/validate", response_model=Validation, responses=NO_CSRF)
+async def validate_spec(body: SpecText, web: Context) -> Validation:
+    """Check a spec text with the real loader: each problem with its line and key."""
+    return Validation(**_validation(check_text(body.text, web.daemon.spec.path)))
+
+
+@router.post("/spec/compose", response_model=Composed,
+             responses={**NO_CSRF, 400: {"model": Problem,
+                                         "description": "Not TOML, or data TOML cannot hold"}})
+async def compose_spec(body: ComposeRequest, web: Context) -> Composed:
+    """Write edited data back into a spec text (comments and order kept), and check it."""
+    try:
+        text = compose(body.base, body.data)
+    except Exception as error:  # tomlkit raises many kinds for text or data it cannot take
+        raise HTTPException(400, f"cannot write that as TOML: {error}") from None
+    return Composed(text=text, **_validation(check_text(text, web.daemon.spec.path)))
+
+
+@router.put("/spec", response_model=SavedView, responses=SAVE_RESPONSES)
+async def put_spec(body: SpecSave, web: Context,
+                   if_match: Annotated[str | None, Header(max_length=100)] = None
+                   ) -> JSONResponse:
+    """Save a new spec text: only a valid spec, only over the version it started from
+    (`version` or `If-Match`); the previous file is kept as `course.toml.bak`."""
+    version = body.version or (if_match or "").strip().strip('"')
+    if not version:
+        raise HTTPException(409, "say which version you edited: `version` or If-Match")
+    try:
+        saved = await asyncio.to_thread(save, web.daemon.spec.path, body.text, version)
+    except SpecConflict as conflict:
+        return JSONResponse({"detail": conflict.message + ": " + conflict.hint,
+                             "text": conflict.current_text,
+                             "version": conflict.current_version}, 409)
+    except SpecError as error:
+        return JSONResponse({"detail": error.message, "problems": [
+            {"line": line, "key": key, "message": message, "hint": hint}
+            for line, key, message, hint in error.problems]}, 400)
+    view = SavedView(path=str(saved.path), version=saved.version,
+                     backup=str(saved.backup) if saved.backup else None, changed=saved.changed)
+    return JSONResponse(view.model_dump(), headers={"ETag": f'"{saved.version}"'})
+
+
+@router.post("/spec/apply", response_model=Applied,
+             responses={**NO_CSRF, 400: {"model": Refused,
+                                         "description": "The saved spec has problems"}})
+async def apply_spec(web: Context) -> JSONResponse:
+    """Run the saved spec on this instance: services it adds are started, those it removes
+    stopped, those it changes restarted; nothing else is touched."""
+    path = web.daemon.spec.path
+    try:
+        spec = await asyncio.to_thread(load_spec, path)
+    except SpecError as error:
+        return JSONResponse({"detail": error.message, "problems": [
+            {"line": line, "key": key, "message": message, "hint": hint}
+            for line, key, message, hint in error.problems]}, 400)
+    changes = await web.daemon.apply_spec(spec)
+    web.forget_views()
+    return JSONResponse(changes.as_dict())
+
+
+@router.get("/spec/schema")
+async def spec_schema() -> dict[str, Any]:
+    """JSON schema of each kind's settings (the composer builds its forms from them)."""
+    return {"kinds": {kind: model.model_json_schema() for kind, model in
+                      sorted(SERVICE_MODELS.items())},
+            "course": CourseInfo.model_json_schema(),
+            "conditions": [str(condition) for condition in DependencyCondition]}
+
+
+@router.get("/spec/download", response_class=Response,
+            responses={200: {"content": {"application/toml": {}, "application/zip": {}}}})
+async def download_spec(web: Context) -> Response:
+    """The saved spec file; with the exports of the spec too (a zip) where they exist."""
+    path = web.daemon.spec.path
+    text, _version = await asyncio.to_thread(read_spec_text, path)
+    exports = await asyncio.to_thread(_exports, web)
+    name = f"{web.daemon.spec.course.name}"
+    if not exports:
+        return Response(text.encode("utf-8"), media_type="application/toml", headers={
+            "Content-Disposition": 'attachment; filename="course.toml"',
+            "Cache-Control": "no-store"})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{name}/course.toml", text)
+        for file_name, contents in sorted(exports.items()):
+            archive.writestr(f"{name}/exports/{file_name}", contents)
+    return Response(buffer.getvalue(), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{name}.zip"',
+        "Cache-Control": "no-store"})
+
+
+def _exports(web: Any) -> dict[str, bytes]:
+    """Files of the export issue's exporters (`coursestack.export.export_files(spec)`,
+    file name -> contents), or none when that package is not there."""
+    try:
+        export = importlib.import_module("coursestack.export")
+    except ImportError:
+        return {}
+    produce = getattr(export, "export_files", None)
+    if not callable(produce):
+        return {}
+    return {str(name): contents if isinstance(contents, bytes) else str(contents).encode()
+            for name, contents in dict(produce(web.daemon.spec)).items()}
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+@pages.get("/diagram.svg")
+async def diagram_svg(web: Context) -> Response:
+    """The course picture; each service links to its row of the services page."""
+    svg = to_svg(course_graph(web.daemon.spec), links=True)
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@pages.get("/composer", response_class=HTMLResponse)
+async def composer_page(web: Context, principal: Login) -> HTMLResponse:
+    """Draw the course: drag kinds in, link services, edit settings, save, run."""
+    return render("composer.html", title="Composer", spec_path=str(web.daemon.spec.path),
+                  **_page_values(web, principal, "composer"))
