@@ -1,7 +1,8 @@
 // The live course picture on the services page: the daemon's SVG (/diagram.svg), each
 // service's box coloured by its state from /api/events; a box links to the service's row.
 "use strict";
-(() => {
+// Runs after every deferred script (common.js comes after this one in the page).
+document.addEventListener("DOMContentLoaded", () => {
   const cs = window.coursestack;
   const holder = document.getElementById("diagram");
   if (!holder) { return; }
@@ -74,4 +75,4 @@
       if (!drawn.has(message.service.name)) { reload(); } else { paint(message.service.name); }
     },
   });
-})();
+});
