@@ -67,7 +67,10 @@ def test_save_needs_the_version_it_started_from(course: Course) -> None:
         # Put the change onto the new file: both edits survive.
         fresh = refused.json()
         merged = compose(client, fresh["text"], data)["text"]
-        saved = client.put("/api/spec", json={"text": merged},
+        mismatch = client.put("/api/spec", json={"text": merged, "version": fresh["version"]},
+                              headers={"If-Match": f'"{body["version"]}"'})
+        assert mismatch.status_code == 409  # body and header must agree
+        saved = client.put("/api/spec", json={"text": merged, "version": fresh["version"]},
                            headers={"If-Match": f'"{fresh["version"]}"'})
         assert saved.status_code == 200, saved.text
         now = course.spec.read_text(encoding="utf-8")
@@ -158,7 +161,8 @@ def test_download_and_schema(course: Course) -> None:
         schema = client.get("/api/spec/schema").json()
         assert schema["kinds"]["command"]["properties"]["port"]["description"]
         paths = client.get("/api/openapi.json").json()["paths"]
-        assert {"/api/spec", "/api/spec/validate", "/api/spec/compose", "/api/spec/apply"} <= set(paths)
+        assert {"/api/spec", "/api/spec/validate", "/api/spec/compose",
+                "/api/spec/apply"} <= set(paths)
         assert set(paths["/api/spec"]) == {"get", "put"}
         picture = client.get("/diagram.svg")
         assert picture.headers["content-type"].startswith("image/svg+xml")

@@ -20,7 +20,7 @@ import io
 import zipfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, Header
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -30,6 +30,7 @@ from coursestack.spec import SERVICE_MODELS, CourseInfo, DependencyCondition, lo
 from coursestack.spec_edit import (
     Checked,
     SpecConflict,
+    SpecProblem,
     check_text,
     compose,
     read_spec_text,
@@ -38,9 +39,6 @@ from coursestack.spec_edit import (
 from coursestack.web.api import NO_CSRF, NOT_LOGGED_IN, Problem, Responses
 from coursestack.web.context import Context, Login, require_login
 from coursestack.web.dashboard import _page_values, render
-
-#: Largest spec text accepted (the daemon refuses bodies over 64 KiB anyway).
-MAX_SPEC = 60_000
 
 
 class SpecProblemView(BaseModel):
@@ -55,7 +53,7 @@ class SpecProblemView(BaseModel):
 class SpecText(BaseModel):
     """A course spec's TOML text."""
 
-    text: str = Field(max_length=MAX_SPEC)
+    text: str
 
 
 class Validation(BaseModel):
@@ -78,7 +76,7 @@ class SpecDocument(Validation):
 class ComposeRequest(BaseModel):
     """Edited data to write back into a spec's text."""
 
-    base: str = Field(max_length=MAX_SPEC, description="The text the edits start from.")
+    base: str = Field(description="The text the edits start from.")
     data: dict[str, Any] = Field(description="The whole spec as data, edited.")
 
 
@@ -91,10 +89,10 @@ class Composed(Validation):
 class SpecSave(BaseModel):
     """A new text for the spec file, and the version it replaces."""
 
-    text: str = Field(max_length=MAX_SPEC)
-    version: str | None = Field(
-        default=None, max_length=100,
-        description="Version the edit started from (or send `If-Match`).")
+    text: str
+    version: str = Field(max_length=100, description="Version the edit started from (from "
+                         "GET /api/spec or its ETag); an `If-Match` header, if sent, must "
+                         "name the same.")
 
 
 class SavedView(BaseModel):
@@ -107,9 +105,10 @@ class SavedView(BaseModel):
 
 
 class Refused(Problem):
-    """A spec that was not saved: what is wrong with it."""
+    """A spec that was not saved: what is wrong with it (no problems: the body was not
+    even JSON)."""
 
-    problems: list[SpecProblemView]
+    problems: list[SpecProblemView] = Field(default_factory=list)
 
 
 class ConflictView(Problem):
@@ -129,9 +128,15 @@ class Applied(BaseModel):
     started: list[str]
 
 
+#: Routes with a JSON body: one that is not JSON, or over the daemon's 64 KiB limit, is
+#: refused before the route runs (a spec's size is bounded by that limit, not the schema).
+BAD_BODY: Responses = {
+    400: {"model": Problem, "description": "The body is not JSON"},
+    413: {"model": Problem, "description": "The body is over 64 KiB"}}
 SAVE_RESPONSES: Responses = {
-    **NO_CSRF,
-    400: {"model": Refused, "description": "The spec has problems; nothing was written"},
+    **NO_CSRF, **BAD_BODY,
+    400: {"model": Refused, "description": "The spec has problems (or the body is not "
+          "JSON); nothing was written"},
     409: {"model": ConflictView, "description": "The file changed since that version; "
           "nothing was written"}}
 
@@ -157,35 +162,49 @@ async def get_spec(web: Context) -> JSONResponse:
                                                     "Cache-Control": "no-store"})
 
 
-@router.post("/spec/validate", response_model=Validation, responses=NO_CSRF)
+@router.api_route("/spec", methods=["POST", "DELETE", "PATCH", "OPTIONS", "TRACE"],
+                  include_in_schema=False)
+async def spec_other_methods() -> Response:
+    """405 naming both methods: GET and PUT are two routes, each of which alone would
+    answer `Allow` with its own method only."""
+    return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": "GET, PUT"})
+
+
+@router.post("/spec/validate", response_model=Validation, responses={**NO_CSRF, **BAD_BODY})
 async def validate_spec(body: SpecText, web: Context) -> Validation:
     """Check a spec text with the real loader: each problem with its line and key."""
     return Validation(**_validation(check_text(body.text, web.daemon.spec.path)))
 
 
-@router.post("/spec/compose", response_model=Composed,
-             responses={**NO_CSRF, 400: {"model": Problem,
-                                         "description": "Not TOML, or data TOML cannot hold"}})
+@router.post("/spec/compose", response_model=Composed, responses={**NO_CSRF, **BAD_BODY})
 async def compose_spec(body: ComposeRequest, web: Context) -> Composed:
-    """Write edited data back into a spec text (comments and order kept), and check it."""
+    """Write edited data back into a spec text (comments and order kept), and check it.
+    A `base` that is not TOML comes back unchanged, with its problem."""
+    path = web.daemon.spec.path
     try:
         text = compose(body.base, body.data)
     except Exception as error:  # tomlkit raises many kinds for text or data it cannot take
-        raise HTTPException(400, f"cannot write that as TOML: {error}") from None
-    return Composed(text=text, **_validation(check_text(text, web.daemon.spec.path)))
+        checked = check_text(body.base, path)
+        problems = checked.problems or [SpecProblem(1, "", f"cannot write that as TOML: "
+                                                    f"{error}", "")]
+        return Composed(text=body.base, valid=False, data=checked.data,
+                        problems=[SpecProblemView(**p.as_dict()) for p in problems])
+    return Composed(text=text, **_validation(check_text(text, path)))
 
 
 @router.put("/spec", response_model=SavedView, responses=SAVE_RESPONSES)
 async def put_spec(body: SpecSave, web: Context,
                    if_match: Annotated[str | None, Header(max_length=100)] = None
                    ) -> JSONResponse:
-    """Save a new spec text: only a valid spec, only over the version it started from
-    (`version` or `If-Match`); the previous file is kept as `course.toml.bak`."""
-    version = body.version or (if_match or "").strip().strip('"')
-    if not version:
-        raise HTTPException(409, "say which version you edited: `version` or If-Match")
+    """Save a new spec text: only a valid spec, only over the version it started from;
+    the previous file is kept as `course.toml.bak`."""
+    versions = {body.version} | ({if_match.strip().strip('"')} if if_match else set())
     try:
-        saved = await asyncio.to_thread(save, web.daemon.spec.path, body.text, version)
+        if len(versions) > 1:  # the body and the header disagree: neither can be trusted
+            current_text, current_version = await asyncio.to_thread(
+                read_spec_text, web.daemon.spec.path)
+            raise SpecConflict(current_text, current_version)
+        saved = await asyncio.to_thread(save, web.daemon.spec.path, body.text, body.version)
     except SpecConflict as conflict:
         return JSONResponse({"detail": conflict.message + ": " + conflict.hint,
                              "text": conflict.current_text,
