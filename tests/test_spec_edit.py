@@ -149,3 +149,9 @@ def test_compare_sorts_services_by_what_happened() -> None:
     changes = compare(old, new)
     assert (changes.added, changes.removed, changes.changed, changes.unchanged) == (
         ["cache"], [], ["web"], ["db"])
+
+
+def test_text_nested_too_deeply_is_a_problem_not_a_crash() -> None:
+    checked = check_text("x = " + "[" * 20000 + "]" * 20000, Path("course.toml"))
+    assert checked.spec is None and checked.data is None
+    assert checked.problems[0].message == "not valid TOML: nested too deeply"

@@ -97,6 +97,9 @@ def check_text(text: str, path: Path) -> Checked:
         data: dict[str, Any] | None = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         data = None
+    except RecursionError:  # arrays nested thousands deep: no spec, and no TOML we read
+        return Checked(None, [SpecProblem(1, "", "not valid TOML: nested too deeply",
+                                          "a course spec nests a few levels at most")], None)
     try:
         return Checked(parse_spec(text, path), [], data)
     except SpecError as error:

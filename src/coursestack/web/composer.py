@@ -158,7 +158,8 @@ async def get_spec(web: Context) -> JSONResponse:
     text, version = await asyncio.to_thread(read_spec_text, path)
     checked = check_text(text, path)
     body = SpecDocument(path=str(path), text=text, version=version, **_validation(checked))
-    return JSONResponse(body.model_dump(), headers={"ETag": f'"{version}"',
+    # mode="json": a TOML date or an `inf` in the file must not break the answer.
+    return JSONResponse(body.model_dump(mode="json"), headers={"ETag": f'"{version}"',
                                                     "Cache-Control": "no-store"})
 
 
