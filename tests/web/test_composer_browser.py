@@ -197,19 +197,29 @@ def test_bad_settings_are_shown_at_their_field(browser: Any, course: Course) -> 
     assert errors == []
 
 
-def test_an_unknown_kind_in_a_hand_edited_file(browser: Any) -> None:
+def test_a_hand_edited_file_with_mistakes(browser: Any) -> None:
     from playwright.sync_api import expect
 
     with running_course() as course:
-        course.spec.write_text(TINY_SPEC + '\n[services.odd]\nkind = "mongo"\n',
+        course.spec.write_text(TINY_SPEC + '\n[services.odd]\nkind = "mongo"\n'
+                               '\n[services.needy]\nkind = "command"\ncommand = "true"\n'
+                               'probe = { type = "none" }\ndepends_on = ["nosuch"]\n',
                                encoding="utf-8")
         errors: list[str] = []
         page = open_page(browser, course, "/composer", errors)
-        expect(page.locator('.cnode[data-service="odd"]')).to_have_class(
-            re.compile(r"\bhas-problem\b"))
-        page.locator("#problems button.problem").click()
+        for name in ("odd", "needy"):
+            expect(page.locator(f'.cnode[data-service="{name}"]')).to_have_class(
+                re.compile(r"\bhas-problem\b"))
+        problems = page.locator("#problems button.problem")
+        expect(problems).to_have_count(2)
+        problems.filter(has_text="unknown kind").click()
         expect(page.locator("#field-kind-error")).to_contain_text("unknown kind 'mongo'")
         expect(page.locator("#field-kind")).to_be_focused()
+        problems.filter(has_text="nosuch").click()
+        expect(page.locator("#field-depends_on-error")).to_contain_text(
+            "depends on 'nosuch', which is not a service here")
+        # The line is the one `up` names.
+        expect(problems.filter(has_text="nosuch")).to_contain_text("line 19:")
         assert errors == []
 
 

@@ -781,5 +781,10 @@
   });
   $("discard").addEventListener("click", async () => { await load(); say("Loaded the new file."); });
 
+  // Nothing lost by accident: leaving with unsaved changes asks first.
+  window.addEventListener("beforeunload", (event) => {
+    if (model.data && model.text !== model.base) { event.preventDefault(); event.returnValue = ""; }
+  });
+
   load().catch((error) => say("Could not load the course spec: " + error.message, "bad"));
 })();
