@@ -25,6 +25,7 @@ title = "Tiny course"
 kind = "command"
 command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
 port = 8000   # a preference: another free port is used if it is taken
+web = true    # served by the dashboard's front door at /s/hello/
 """
 
 

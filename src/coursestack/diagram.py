@@ -29,6 +29,9 @@ NODE_HEIGHT = 56
 GAP_X = 40
 GAP_Y = 70
 MARGIN = 24
+#: How far beyond a box's side an arrow that skips rows bows out; and each further one.
+BOW = 48
+LANE = 64
 
 #: Fill colour per kind (pale, so black text stays readable; WCAG AA).
 KIND_FILLS = {"postgres": "#dbe8fb", "jupyter": "#fde7cf", "mongodb": "#dcf2df",
@@ -190,60 +193,81 @@ def to_mermaid(graph: CourseGraph) -> str:
 # -- SVG -----------------------------------------------------------------------------------
 
 
-def _edge_points(source: Node, target: Node) -> tuple[float, float, float, float]:
-    """From the bottom middle of `source` to the top middle of `target` (or sideways)."""
+def _edge_path(source: Node, target: Node, between: list[Node], lane: int = 0,
+               ) -> tuple[str, float, float]:
+    """SVG path of an arrow from `source` down to `target`, and where its label goes.
+
+    Between neighbouring rows the arrow is straight; one that skips rows would cross the
+    boxes of the rows `between`, so it bows out past their right side (`lane` more
+    widely for each such arrow already drawn, so their labels do not overlap)."""
     sx, tx = source.x + NODE_WIDTH / 2, target.x + NODE_WIDTH / 2
-    if source.y < target.y:
-        return sx, source.y + NODE_HEIGHT, tx, target.y
-    if source.y > target.y:
-        return sx, source.y, tx, target.y + NODE_HEIGHT
-    # Same row (cannot happen for a dependency; kept for safety): side to side.
-    if source.x < target.x:
-        return source.x + NODE_WIDTH, source.y + NODE_HEIGHT / 2, target.x, target.y + 28
-    return source.x, source.y + NODE_HEIGHT / 2, target.x + NODE_WIDTH, target.y + 28
+    if source.y > target.y:  # cannot happen for waves; drawn upwards all the same
+        sy, ty = float(source.y), float(target.y + NODE_HEIGHT)
+    else:
+        sy, ty = float(source.y + NODE_HEIGHT), float(target.y)
+    if not between:
+        return f"M {sx:g} {sy:g} L {tx:g} {ty:g}", (sx + tx) / 2 + 6, (sy + ty) / 2 + 4
+    clear = max(node.x + NODE_WIDTH for node in between) + BOW / 3 + lane * LANE
+    middle = (sx + tx) / 2
+    # A symmetric cubic curve reaches 3/4 of the way from its ends' middle to its controls.
+    control = middle + (clear - middle) / 0.75
+    path = (f"M {sx:g} {sy:g} C {control:g} {sy + GAP_Y:g}, {control:g} {ty - GAP_Y:g}, "
+            f"{tx:g} {ty:g}")
+    return path, clear + 4, (sy + ty) / 2 + 4
 
 
 def to_svg(graph: CourseGraph, links: bool = False) -> str:
     """The picture as standalone SVG; `links` wraps each service in a link to its row."""
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="course-diagram" '
-           f'viewBox="0 0 {graph.width} {graph.height}" width="{graph.width}" '
-           f'height="{graph.height}" role="img" '
-           f'aria-labelledby="diagram-title" font-family="Helvetica, Arial, sans-serif">',
-           f'<title id="diagram-title">{escape(graph.title or graph.course)}: '
-           f'{len([n for n in graph.nodes if n.kind != FRONT_DOOR])} services</title>',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-           'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
-           'fill="#333"/></marker></defs>']
     positions = {node.name: node for node in graph.nodes}
+    width, long_edges = graph.width, 0
+    body: list[str] = []
     for edge in graph.edges:
-        x1, y1, x2, y2 = _edge_points(positions[edge.source], positions[edge.target])
+        source, target = positions[edge.source], positions[edge.target]
+        between = [node for node in graph.nodes
+                   if min(source.y, target.y) < node.y < max(source.y, target.y)]
+        path, label_x, label_y = _edge_path(source, target, between, long_edges)
+        long_edges += bool(between)
+        width = max(width, int(label_x) + 8 * len(edge.label) + MARGIN)
         dash = ' stroke-dasharray="6 4"' if edge.kind == "exposes" else ""
-        out.append(f'<g class="edge edge-{edge.kind}" data-source={quoteattr(edge.source)} '
-                   f'data-target={quoteattr(edge.target)}>'
-                   f'<line x1="{x1:g}" y1="{y1:g}" x2="{x2:g}" y2="{y2:g}" stroke="#333" '
-                   f'stroke-width="1.5"{dash} marker-end="url(#arrow)"/>'
-                   f'<text x="{(x1 + x2) / 2 + 6:g}" y="{(y1 + y2) / 2 + 4:g}" font-size="12" '
-                   f'fill="#333">{escape(edge.label)}</text></g>')
-    for node in graph.nodes:
-        fill = KIND_FILLS.get(node.kind, "#ffffff")
-        body = (f'<rect x="{node.x}" y="{node.y}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" '
-                f'rx="8" fill="{fill}" stroke="#333" stroke-width="1.5"/>'
-                f'<text class="node-name" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 23}" '
-                f'text-anchor="middle" font-size="15" font-weight="bold" fill="#111">'
-                f'{escape(node.name)}</text>'
-                f'<text class="node-label" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 42}" '
-                f'text-anchor="middle" font-size="12" fill="#333">{escape(node.label)}</text>')
-        if node.kind != FRONT_DOOR:
-            body += (f'<text class="node-state" x="{node.x + NODE_WIDTH - 8}" '
-                     f'y="{node.y + 14}" text-anchor="end" font-size="10" fill="#333"></text>')
-        group = (f'<g class="node kind-{node.kind}" data-service={quoteattr(node.name)} '
-                 f'data-kind={quoteattr(node.kind)}>{body}</g>')
-        if links and node.kind != FRONT_DOOR:
-            group = (f'<a href="#svc-{escape(node.name)}" class="node-link" '
-                     f'aria-label={quoteattr(f"{node.name} ({node.label})")}>{group}</a>')
-        out.append(group)
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+        body.append(f'<g class="edge edge-{edge.kind}" data-source={quoteattr(edge.source)} '
+                    f'data-target={quoteattr(edge.target)}>'
+                    f'<path d="{path}" fill="none" stroke="#333" stroke-width="1.5"{dash} '
+                    f'marker-end="url(#arrow)"/>'
+                    f'<text x="{label_x:g}" y="{label_y:g}" font-size="12" '
+                    f'fill="#333">{escape(edge.label)}</text></g>')
+    body.extend(_svg_node(node, links) for node in graph.nodes)
+    services = len([n for n in graph.nodes if n.kind != FRONT_DOOR])
+    head = [f'<svg xmlns="http://www.w3.org/2000/svg" class="course-diagram" '
+            f'viewBox="0 0 {width} {graph.height}" width="{width}" '
+            f'height="{graph.height}" role="img" '
+            f'aria-labelledby="diagram-title" font-family="Helvetica, Arial, sans-serif">',
+            f'<title id="diagram-title">{escape(graph.title or graph.course)}: '
+            f'{services} services</title>',
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+            'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
+            'fill="#333"/></marker></defs>']
+    return "\n".join([*head, *body, "</svg>"]) + "\n"
+
+
+def _svg_node(node: Node, links: bool) -> str:
+    """One box: name, kind and port, an empty state label the dashboard fills."""
+    fill = KIND_FILLS.get(node.kind, "#ffffff")
+    body = (f'<rect x="{node.x}" y="{node.y}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" '
+            f'rx="8" fill="{fill}" stroke="#333" stroke-width="1.5"/>'
+            f'<text class="node-name" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 23}" '
+            f'text-anchor="middle" font-size="15" font-weight="bold" fill="#111">'
+            f'{escape(node.name)}</text>'
+            f'<text class="node-label" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 42}" '
+            f'text-anchor="middle" font-size="12" fill="#333">{escape(node.label)}</text>')
+    if node.kind != FRONT_DOOR:
+        body += (f'<text class="node-state" x="{node.x + NODE_WIDTH - 8}" '
+                 f'y="{node.y + 14}" text-anchor="end" font-size="10" fill="#333"></text>')
+    group = (f'<g class="node kind-{node.kind}" data-service={quoteattr(node.name)} '
+             f'data-kind={quoteattr(node.kind)}>{body}</g>')
+    if links and node.kind != FRONT_DOOR:
+        group = (f'<a href="#svc-{escape(node.name)}" class="node-link" '
+                 f'aria-label={quoteattr(f"{node.name} ({node.label})")}>{group}</a>')
+    return group
 
 
 def graphviz_available() -> bool:

@@ -219,7 +219,7 @@ def test_a_hand_edited_file_with_mistakes(browser: Any) -> None:
         expect(page.locator("#field-depends_on-error")).to_contain_text(
             "depends on 'nosuch', which is not a service here")
         # The line is the one `up` names.
-        expect(problems.filter(has_text="nosuch")).to_contain_text("line 19:")
+        expect(problems.filter(has_text="nosuch")).to_contain_text("line 20:")
         assert errors == []
 
 
