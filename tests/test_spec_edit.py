@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tomllib
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tomlkit
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coursestack.errors import SpecError
 from coursestack.instances import sample_course_source
 from coursestack.respec import compare
 from coursestack.spec import load_spec, parse_spec
 from coursestack.spec_edit import SpecConflict, check_text, compose, read_spec_text, save
+
+with warnings.catch_warnings():
+    # Hypothesis imports this (libcst, via mypy_extensions, warns) to print a patch for a
+    # failing example; under `filterwarnings = error` that would hide the example.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    with contextlib.suppress(ImportError):
+        import hypothesis.extra._patching  # noqa: F401
 
 HAND_WRITTEN = (
     "# Written by hand: odd spacing, comments everywhere, CRLF line ends.\r\n"
@@ -155,3 +168,30 @@ def test_text_nested_too_deeply_is_a_problem_not_a_crash() -> None:
     checked = check_text("x = " + "[" * 20000 + "]" * 20000, Path("course.toml"))
     assert checked.spec is None and checked.data is None
     assert checked.problems[0].message == "not valid TOML: nested too deeply"
+
+
+# -- properties: whatever the spec, an edit lands exactly, and no edit changes nothing ----
+
+NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True)
+SCALARS = st.one_of(st.integers(-10**6, 10**6), st.booleans(),
+                    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
+# Tables are never empty here: the composer drops a table it empties ("probe = {}" says
+# nothing), and an empty table whose keys were all sub-tables would vanish from the text.
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(SCALARS, max_size=3), st.dictionaries(NAMES, inner, min_size=1, max_size=3)),
+    max_leaves=6)
+SERVICES = st.dictionaries(
+    NAMES, st.dictionaries(NAMES, VALUES, max_size=4).map(lambda s: {"kind": "command", **s}),
+    min_size=1, max_size=4)
+DATA = st.fixed_dictionaries({"course": st.fixed_dictionaries({"name": NAMES}),
+                              "services": SERVICES})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(DATA, DATA)
+def test_compose_writes_exactly_the_data_and_keeps_what_did_not_change(
+        before: dict[str, Any], after: dict[str, Any]) -> None:
+    text = tomlkit.dumps(before)
+    assert compose(text, before) == text  # nothing changed: the same bytes
+    edited = compose(text, after)
+    assert tomllib.loads(edited) == after  # every change landed, nothing else crept in
