@@ -140,6 +140,9 @@ SAVE_RESPONSES: Responses = {
     409: {"model": ConflictView, "description": "The file changed since that version; "
           "nothing was written"}}
 
+#: One spec change applied at a time (each stops and starts services).
+_applying = asyncio.Lock()
+
 router = APIRouter(prefix="/api", dependencies=[Depends(require_login)], tags=["spec"],
                    responses=NOT_LOGGED_IN)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
@@ -232,7 +235,8 @@ async def apply_spec(web: Context) -> JSONResponse:
         return JSONResponse({"detail": error.message, "problems": [
             {"line": line, "key": key, "message": message, "hint": hint}
             for line, key, message, hint in error.problems]}, 400)
-    changes = await web.daemon.apply_spec(spec)
+    async with _applying:  # two tabs pressing Run: one change after the other
+        changes = await web.daemon.apply_spec(spec)
     web.forget_views()
     return JSONResponse(changes.as_dict())
 
