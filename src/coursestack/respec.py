@@ -3,8 +3,9 @@
 The composer's "Run": services the new spec adds are started (if they start with `up`),
 services it removes are stopped and forgotten (their data folders are kept), services
 whose settings changed are stopped and started again with their new settings (if they
-were running, or start with `up`); every other service keeps running untouched. Course-level settings (`[course]`,
-`[dashboard]`, `[logs]`) take effect at the next `coursestack up`.
+were running, or start with `up`); every other service keeps running untouched.
+Course-level settings (`[course]`, `[dashboard]`, `[logs]`) take effect at the next
+`coursestack up`.
 """
 
 from __future__ import annotations
