@@ -30,11 +30,13 @@ def diagram(
         "--graphviz", help="Draw the SVG with Graphviz's `dot` when it is installed.")] = False,
 ) -> None:
     """Draw the course: one box per service, one arrow per dependency, the front door."""
-    from coursestack.diagram import render
+    from coursestack.diagram import graphviz_available, render
     from coursestack.instances import sample_course_source
     from coursestack.spec import load_spec
 
     course = load_spec(spec if spec is not None else sample_course_source() / "course.toml")
+    if graphviz and format is DiagramFormat.SVG and not graphviz_available():
+        typer.echo("Graphviz's `dot` is not installed: drawn by coursestack instead.", err=True)
     text = render(course, str(format), graphviz=graphviz)
     if output is None:
         typer.echo(text, nl=False)
