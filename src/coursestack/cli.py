@@ -21,6 +21,7 @@ from rich.table import Table
 
 from coursestack import __version__
 from coursestack.errors import UserError
+from coursestack.export.cli import register as _register_export
 
 app = typer.Typer(
     name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
@@ -661,6 +662,7 @@ def _register_author() -> None:
 
 
 _register_author()
+_register_export(app)
 app.command()(__import__("coursestack.diagram_cli", fromlist=["diagram"]).diagram)
 
 
