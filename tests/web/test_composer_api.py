@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,9 +157,14 @@ def test_download_and_schema(course: Course) -> None:
     with course.bearer() as client:
         download = client.get("/api/spec/download")
         assert download.status_code == 200
-        assert "attachment" in download.headers["content-disposition"]
-        assert download.text == TINY_SPEC or download.headers["content-type"].startswith(
-            "application/zip")
+        assert download.headers["content-disposition"] == 'attachment; filename="tiny.zip"'
+        with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+            names = set(archive.namelist())
+            assert archive.read("tiny/course.toml").decode() == TINY_SPEC
+            assert {"tiny/exports/compose/compose.yaml", "tiny/exports/z2jh/config.yaml",
+                    "tiny/exports/systemd/coursestack.service",
+                    "tiny/exports/binder/postBuild"} <= names
+            assert b"hello" in archive.read("tiny/exports/compose/compose.yaml")
         schema = client.get("/api/spec/schema").json()
         assert schema["kinds"]["command"]["properties"]["port"]["description"]
         paths = client.get("/api/openapi.json").json()["paths"]

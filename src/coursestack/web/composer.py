@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import io
+import re
+import tempfile
 import zipfile
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
@@ -25,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from coursestack.diagram import course_graph, to_svg
-from coursestack.errors import SpecError
+from coursestack.errors import SpecError, UserError
 from coursestack.spec import SERVICE_MODELS, CourseInfo, DependencyCondition, load_spec
 from coursestack.spec_edit import (
     Checked,
@@ -253,15 +255,16 @@ async def spec_schema() -> dict[str, Any]:
 @router.get("/spec/download", response_class=Response,
             responses={200: {"content": {"application/toml": {}, "application/zip": {}}}})
 async def download_spec(web: Context) -> Response:
-    """The saved spec file; with the exports of the spec too (a zip) where they exist."""
+    """The saved spec, with its exports to every target runtime (a zip); only the spec
+    when the export package is not installed."""
     path = web.daemon.spec.path
     text, _version = await asyncio.to_thread(read_spec_text, path)
-    exports = await asyncio.to_thread(_exports, web)
-    name = f"{web.daemon.spec.course.name}"
-    if not exports:
+    exports = await asyncio.to_thread(_exports, path)
+    if exports is None:
         return Response(text.encode("utf-8"), media_type="application/toml", headers={
             "Content-Disposition": 'attachment; filename="course.toml"',
             "Cache-Control": "no-store"})
+    name = re.sub(r"[^a-z0-9-]", "-", web.daemon.spec.course.name)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{name}/course.toml", text)
@@ -272,18 +275,43 @@ async def download_spec(web: Context) -> Response:
         "Cache-Control": "no-store"})
 
 
-def _exports(web: Any) -> dict[str, bytes]:
-    """Files of the export issue's exporters (`coursestack.export.export_files(spec)`,
-    file name -> contents), or none when that package is not there."""
+#: File names of the exports that are one file (the others are folders).
+_ONE_FILE = {"z2jh": "config.yaml", "systemd": "coursestack.service",
+             "launchd": "coursestack.plist"}
+
+
+def _exports(path: Path) -> dict[str, bytes] | None:
+    """Every export of the saved spec, file name -> contents (what could not be exported,
+    and what each runtime cannot express, in WARNINGS.txt); None without the export
+    package."""
     try:
-        export = importlib.import_module("coursestack.export")
+        from coursestack.export import TARGET_NAMES, target
+        from coursestack.export.common import ExportCourse, Output
     except ImportError:
-        return {}
-    produce = getattr(export, "export_files", None)
-    if not callable(produce):
-        return {}
-    return {str(name): contents if isinstance(contents, bytes) else str(contents).encode()
-            for name, contents in dict(produce(web.daemon.spec)).items()}
+        return None
+    files: dict[str, bytes] = {}
+    notes: list[str] = []
+    try:
+        course = ExportCourse.from_spec(load_spec(path))
+    except UserError as error:
+        return {"WARNINGS.txt": f"nothing exported: {error.render()}\n".encode()}
+    # A private scratch folder, gone at once: the exporters write files, the zip wants bytes.
+    with tempfile.TemporaryDirectory(prefix="coursestack-export-") as scratch:
+        for name in TARGET_NAMES:
+            module = target(name)
+            where = Path(scratch) / name
+            try:
+                module.export(course, Output(where / _ONE_FILE.get(name, ""), False,
+                                             module.IS_FOLDER))
+            except UserError as error:
+                notes.append(f"{name}: not exported: {error.render()}")
+                continue
+            files.update({str(file.relative_to(scratch)): file.read_bytes()
+                          for file in sorted(where.rglob("*")) if file.is_file()})
+    notes.extend(warning.render() for warning in course.warnings)
+    if notes:
+        files["WARNINGS.txt"] = ("\n".join(notes) + "\n").encode()
+    return files
 
 
 # -- pages ---------------------------------------------------------------------------------
