@@ -156,6 +156,12 @@ def _validation(checked: Checked) -> dict[str, Any]:
             "data": checked.data}
 
 
+def _refused(error: SpecError) -> JSONResponse:
+    """400: the spec has problems, each with its line and key (a `Refused`)."""
+    return JSONResponse({"detail": error.message, "problems": [
+        SpecProblem(*problem).as_dict() for problem in error.problems]}, 400)
+
+
 @router.get("/spec", response_model=SpecDocument)
 async def get_spec(web: Context) -> JSONResponse:
     """The instance's course spec: text, data, version (also the `ETag`) and problems."""
@@ -216,9 +222,7 @@ async def put_spec(body: SpecSave, web: Context,
                              "text": conflict.current_text,
                              "version": conflict.current_version}, 409)
     except SpecError as error:
-        return JSONResponse({"detail": error.message, "problems": [
-            {"line": line, "key": key, "message": message, "hint": hint}
-            for line, key, message, hint in error.problems]}, 400)
+        return _refused(error)
     view = SavedView(path=str(saved.path), version=saved.version,
                      backup=str(saved.backup) if saved.backup else None, changed=saved.changed)
     return JSONResponse(view.model_dump(), headers={"ETag": f'"{saved.version}"'})
@@ -234,9 +238,7 @@ async def apply_spec(web: Context) -> JSONResponse:
     try:
         spec = await asyncio.to_thread(load_spec, path)
     except SpecError as error:
-        return JSONResponse({"detail": error.message, "problems": [
-            {"line": line, "key": key, "message": message, "hint": hint}
-            for line, key, message, hint in error.problems]}, 400)
+        return _refused(error)
     async with _applying:  # two tabs pressing Run: one change after the other
         changes = await web.daemon.apply_spec(spec)
     web.forget_views()
