@@ -41,6 +41,7 @@ from coursestack.spec_edit import (
 from coursestack.web.api import NO_CSRF, NOT_LOGGED_IN, Problem, Responses
 from coursestack.web.context import Context, Login, require_login
 from coursestack.web.dashboard import _page_values, render
+from coursestack.web.origins import Origins
 
 
 class SpecProblemView(BaseModel):
@@ -241,6 +242,9 @@ async def apply_spec(web: Context) -> JSONResponse:
         return _refused(error)
     async with _applying:  # two tabs pressing Run: one change after the other
         changes = await web.daemon.apply_spec(spec)
+        # A web service added (or one removed) gets (or loses) its origin at the front door.
+        web.origins = Origins(web.daemon.name, [name for name, unit in web.daemon.units.items()
+                                                if unit.connection().web])
     web.forget_views()
     return JSONResponse(changes.as_dict())
 
