@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from composer_support import TINY_SPEC, Course, running_course
+from coursestack.state import StateFolder
 
 pytestmark = pytest.mark.slow
 
-SECOND = {"kind": "command", "port": 8100,
+SECOND = {"kind": "command", "port": 8100, "web": True,
           "command": ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]}
 
 
@@ -135,6 +136,11 @@ def test_run_touches_only_what_changed(course: Course) -> None:
                            "unchanged": ["hello"], "started": ["second"]}
         second = course.wait_state("second", "ready")
         assert course.wait_state("hello", "ready")["pid"] == hello["pid"]
+        # The new web service has its origin at the front door.
+        instance = StateFolder(course.state).instance()["name"]
+        port = course.url.rstrip("/").rsplit(":", 1)[1]
+        page = client.get("/", headers={"Host": f"second.{instance}.localhost:{port}"})
+        assert page.status_code == 200 and "Directory listing" in page.text
 
         save(lambda data: data["services"]["second"]["env"].update({"GREETING": "hi"})
              if "env" in data["services"]["second"]
