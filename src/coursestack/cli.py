@@ -661,6 +661,10 @@ def _register_author() -> None:
 
 
 _register_author()
+from coursestack.hub.cli import hub_app, singleuser  # noqa: E402 (typer-only imports)
+
+app.add_typer(hub_app, name="hub")
+app.command()(singleuser)
 
 
 def main() -> None:

@@ -229,7 +229,7 @@ class Daemon:
         listener = self._listen_socket()
         host, port = listener.getsockname()[:2]
         self.url = f"http://{host}:{port}/"
-        config = uvicorn.Config(create_app(self), log_level="warning", access_log=False,
+        config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning", access_log=False,
                                 lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2)
         server = _QuietServer(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
@@ -253,6 +253,10 @@ class Daemon:
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    def wrap_web_app(self, app: Any) -> Any:
+        """The ASGI app to serve (the hub's singleuser daemon puts a gate in front)."""
+        return app
 
     def _listen_socket(self) -> socket.socket:
         settings = self.spec.dashboard
