@@ -229,7 +229,8 @@ class Daemon:
         listener = self._listen_socket()
         host, port = listener.getsockname()[:2]
         self.url = f"http://{host}:{port}/"
-        config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning", access_log=False,
+        config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
+                                access_log=False,
                                 lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2)
         server = _QuietServer(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
