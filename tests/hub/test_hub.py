@@ -24,22 +24,13 @@ import pytest
 
 from kernel import run_cell
 from support import cli, open_folder, wait_for
+from support_hub import hub_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PREFIX = "cstest-"
 PASSWORD = "hub-test-pw"
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _missing() -> str:
-    if os.geteuid() != 0:
-        return "needs root: the hub creates a unix user per student"
-    if shutil.which("configurable-http-proxy") is None:
-        return "needs configurable-http-proxy: npm install -g configurable-http-proxy"
-    if shutil.which("nft") is None:
-        return "needs nft: apt-get install nftables"
-    return ""
 
 
 @dataclass
@@ -62,7 +53,7 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[Hub]:
-    reason = _missing()
+    reason = hub_missing()
     if reason:
         pytest.skip(reason)
     from coursestack.ports import ephemeral_port

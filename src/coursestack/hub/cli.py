@@ -127,6 +127,11 @@ def up(
 
         load_spec(spec)  # a broken spec is reported here, not in each student's log
     settings.save()
+    if disposable:
+        from coursestack.hub.template import prepare
+
+        _print("Preparing the template state folder of disposable sessions…")
+        prepare(folder, settings.spec, unix_prefix)
     log = open(folder / "jupyterhub.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyterhub", "-f", str(folder / "jupyterhub_config.py")],

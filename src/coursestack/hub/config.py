@@ -152,7 +152,7 @@ def configure(c: Any, settings: HubSettings) -> None:
                   f"--timeout={settings.cull_idle}", f"--cull-every={every}"]
         scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
         if settings.disposable:
-            culler.append("--cull-users")  # deleting the user deletes its account (spawner)
+            culler.append("--cull-users=True")  # deleting the user deletes its account (spawner)
             scopes.append("admin:users")
         services.append({"name": "idle-culler", "command": culler})
         roles.append({"name": "idle-culler", "services": ["idle-culler"], "scopes": scopes})

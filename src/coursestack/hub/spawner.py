@@ -123,6 +123,12 @@ class CoursestackSpawner(LocalProcessSpawner):  # type: ignore[misc]
         env["COURSESTACK_HOME"] = str(student.home / ".coursestack")
         env.setdefault("JUPYTERHUB_ACTIVITY_INTERVAL", "60")
         state = self.state_dir(student)
+        template = Path(self.hub_dir) / "template"
+        if self.disposable and not state.exists() and (template / "instance.json").exists():
+            state.mkdir(mode=0o700)
+            from coursestack.hub.template import copy_for
+
+            copy_for(template, state, student.uid, student.gid)
         cmd = [sys.executable, "-m", "coursestack", "singleuser", "--state", str(state)]
         if self.course_spec:
             cmd.insert(4, self.course_spec)
