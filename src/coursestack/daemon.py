@@ -228,9 +228,10 @@ class Daemon:
                 loop.add_signal_handler(signum, self.shutdown_requested.set)
         listener = self._listen_socket()
         host, port = listener.getsockname()[:2]
-        self.url = f"http://{host}:{port}/"
+        cert, key = self._tls_files(host)
+        self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
         config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
-                                access_log=False,
+                                access_log=False, ssl_certfile=cert, ssl_keyfile=key,
                                 lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2)
         server = _QuietServer(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
@@ -238,7 +239,7 @@ class Daemon:
             await asyncio.sleep(0.01)
         atomic_write_json(self.state.daemon_file,
                           {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
-                           "token": self.token, "started": self.started,
+                           "token": self.token, "started": self.started, "tls_cert": cert,
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path)}, OWNER_ONLY)
         reaper = asyncio.create_task(self._housekeeping())
@@ -254,6 +255,20 @@ class Daemon:
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    def _tls_files(self, host: str) -> tuple[str | None, str | None]:
+        """(certificate, key) to serve HTTPS with, or (None, None) for plain HTTP."""
+        settings = self.spec.dashboard
+        if settings.tls_cert:
+            return (str(self.spec.resolve(settings.tls_cert)),
+                    str(self.spec.resolve(settings.tls_key)))
+        loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+        if settings.tls == "off" or (settings.tls == "auto" and loopback):
+            return None, None
+        from coursestack.tls import self_signed
+
+        cert, key = self_signed(self.state.run / "tls", [host, "localhost", "127.0.0.1"])
+        return str(cert), str(key)
 
     def wrap_web_app(self, app: Any) -> Any:
         """The ASGI app to serve (the hub's singleuser daemon puts a gate in front)."""
