@@ -40,7 +40,8 @@ class Hub:
 
     def up(self, *extra: str) -> None:
         cli("hub", "up", "--hub-dir", str(self.folder), "--port", self.url.rsplit(":", 1)[1]
-            .strip("/"), "--password", PASSWORD, "--unix-prefix", PREFIX, *extra)
+            .strip("/"), "--password", PASSWORD, "--unix-prefix", PREFIX, "--poll-interval",
+            "3", *extra)
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(cli("hub", "status", "--json", "--hub-dir",
@@ -275,6 +276,40 @@ def test_a_browser_logs_in_through_the_hub(students: tuple[Student, Student],
             assert link == "/user/ann/connections"
         finally:
             browser.close()
+
+
+def test_a_memory_runaway_is_stopped_inside_its_own_environment(
+        students: tuple[Student, Student], hub: Hub) -> None:
+    ann, bob = students
+    from coursestack.hub.spawner import instance_key
+
+    group = Path("/sys/fs/cgroup/memory/coursestack") / instance_key(PREFIX + "ann") / "instance"
+    if not (group / "memory.limit_in_bytes").exists():
+        pytest.skip("no writable cgroup v1 memory hierarchy here: the limit is only sampled")
+    limit = int((group / "memory.limit_in_bytes").read_text())
+    assert limit == 2**30  # the sample course's memory_budget
+    with pytest.raises(Exception):  # noqa: B017 (the kernel dies: how it shows varies)
+        ann.cell(f"hog = b'x' * {limit + 2**28}")
+    assert "oom_kill 1" in (group / "memory.oom_control").read_text() or int(
+        (group / "memory.failcnt").read_text()) > 0
+    # bob's environment did not notice; ann's environment itself is still up.
+    assert bob.cell(OWN_ROW.format(name="bob")).strip() == "bob"
+    assert hub.student("ann")["state"] == "running"
+    assert ann.cell("print(6 * 7)").strip() == "42"
+
+
+def test_a_crashed_environment_shows_stopped_and_starts_at_next_login(
+        students: tuple[Student, Student], hub: Hub) -> None:
+    _ann, bob = students
+    account = pwd.getpwnam(PREFIX + "bob")
+    daemon = subprocess.run(["pgrep", "-u", str(account.pw_uid), "-f",
+                             "coursestack singleuser"], capture_output=True, text=True)
+    os.kill(int(daemon.stdout.split()[0]), signal.SIGKILL)
+    wait_for(lambda: hub.student("bob")["state"] == "stopped", timeout=60,
+             what="the Hub to see bob's environment stopped")
+    bob.client.get("/hub/spawn")  # what his next login does
+    bob.wait_ready()
+    assert bob.cell(OWN_ROW.format(name="bob")).strip() == "bob"
 
 
 def test_a_restarted_hub_reattaches_to_running_environments(

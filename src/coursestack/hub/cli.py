@@ -71,6 +71,8 @@ def up(
     unix_prefix: Annotated[str, typer.Option(help="Prefix of students' unix names.")] = "cs-",
     activity_interval: Annotated[int, typer.Option(
         help="Seconds between activity reports of each environment.")] = 60,
+    poll_interval: Annotated[int, typer.Option(
+        help="Seconds between the Hub's checks that each environment still runs.")] = 30,
     no_firewall: Annotated[bool, typer.Option(
         "--no-firewall", help="Do not isolate student ports with nftables.")] = False,
     hub_dir: HubDirOption = None,
@@ -119,7 +121,8 @@ def up(
         auth=auth, password=password, admins=list(admin or []), cull_idle=cull_idle,
         cull_every=cull_every, disposable=disposable, tls_cert=cert, tls_key=key,
         unix_prefix=unix_prefix, memory_limit=_memory_limit(spec),
-        firewall=not no_firewall, activity_interval=activity_interval)
+        firewall=not no_firewall, activity_interval=activity_interval,
+        poll_interval=poll_interval)
     if settings.hub_api_port == settings.proxy_api_port:
         settings.proxy_api_port = choose_port(settings.hub_api_port + 1)
     if spec is not None:

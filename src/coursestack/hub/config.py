@@ -27,7 +27,7 @@ AUTHENTICATORS = {
     "dummy": ("dummy", "jupyterhub"),
     "native": ("nativeauthenticator.NativeAuthenticator", "jupyterhub-nativeauthenticator"),
     "pam": ("pam", "jupyterhub"),
-    "lti": ("ltiauthenticator.lti13.authenticator.LTI13Authenticator",
+    "lti": ("ltiauthenticator.lti13.auth.LTI13Authenticator",
             "jupyterhub-ltiauthenticator"),
     "tmp": ("tmpauthenticator.TmpAuthenticator", "jupyterhub-tmpauthenticator"),
 }
@@ -60,6 +60,7 @@ class HubSettings:
     start_timeout: int = 300
     firewall: bool = True
     activity_interval: int = 60
+    poll_interval: int = 30
 
     @property
     def scheme(self) -> str:
@@ -138,6 +139,7 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.Spawner.start_timeout = settings.start_timeout
     c.Spawner.http_timeout = settings.start_timeout
     c.Spawner.interrupt_timeout = 30
+    c.Spawner.poll_interval = settings.poll_interval
     c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.activity_interval)}
 
     services: list[dict[str, Any]] = [{"name": ADMIN_SERVICE,
