@@ -154,7 +154,7 @@ class HubGate:
         state = self.hub_auth.generate_state(next_url, code_verifier=verifier)
         url = self.hub_auth.login_url + "&" + urlencode(
             {"state": state, "code_challenge": challenge, "code_challenge_method": method})
-        cookie = self._cookie(scope, self.state_cookie, state, max_age=600)
+        cookie = self.cookie(scope, self.state_cookie, state, max_age=600)
         await _respond(send, 302, "log in through the Hub\n",
                        [(b"location", url.encode()), (b"set-cookie", cookie)])
 
@@ -188,11 +188,11 @@ class HubGate:
             next_url = self.prefix
         await _respond(send, 302, "logged in\n", [
             (b"location", next_url.encode()),
-            (b"set-cookie", self._cookie(scope, self.token_cookie, token)),
-            (b"set-cookie", self._cookie(scope, SESSION_COOKIE, self.new_session())),
-            (b"set-cookie", self._cookie(scope, self.state_cookie, "", max_age=0))])
+            (b"set-cookie", self.cookie(scope, self.token_cookie, token)),
+            (b"set-cookie", self.cookie(scope, SESSION_COOKIE, self.new_session())),
+            (b"set-cookie", self.cookie(scope, self.state_cookie, "", max_age=0))])
 
-    def _cookie(self, scope: Scope, name: str, value: str, max_age: int | None = None) -> bytes:
+    def cookie(self, scope: Scope, name: str, value: str, max_age: int | None = None) -> bytes:
         parts = [f"{name}={value}", f"Path={self.prefix}", "HttpOnly", "SameSite=Lax"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
@@ -267,7 +267,7 @@ class _Rewriter:
                     content_type = value
                 headers.append((key, value))
             if self.minted:
-                headers.append((b"set-cookie", self.gate._cookie(self.scope, SESSION_COOKIE,
+                headers.append((b"set-cookie", self.gate.cookie(self.scope, SESSION_COOKIE,
                                                                  self.minted)))
             message = dict(message, headers=headers)
             if self.rewrite_body and (b"text/html" in content_type or

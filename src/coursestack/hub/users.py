@@ -1,10 +1,11 @@
 """Hub user names -> unix accounts, one per student, created on first spawn.
 
-Names follow The Littlest JupyterHub: a prefix, the hub name lower-cased with anything
-outside `[a-z0-9_-]` replaced, and names too long for the 32-character limit cut and
-given a hash of the full name. Two hub names that normalise alike ("Ann.Lee" and
-"ann-lee") must still get two users, so the choice is recorded in a registry kept by the
-hub (root-only) and a taken name gets a hash suffix instead.
+Names follow The Littlest JupyterHub (`tljh/normalize.py`: a long name is cut and given
+a short sha256 of the full name, so it stays under Linux's 32 characters): here a prefix,
+the hub name lower-cased with anything outside `[a-z0-9_-]` replaced, cut so that the
+whole name with its prefix fits, plus 7 hex digits of the hash. Two hub names that
+normalise alike ("Ann.Lee" and "ann-lee") must still get two users, so the choice is
+recorded in a registry kept by the hub (root-only) and a taken name gets a hash suffix.
 """
 
 from __future__ import annotations
