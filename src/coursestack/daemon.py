@@ -232,7 +232,8 @@ class Daemon:
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
         config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
                                 access_log=False, ssl_certfile=cert, ssl_keyfile=key,
-                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2)
+                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
+                                proxy_headers=False)  # no proxy is trusted: see web/auth.py
         server = _QuietServer(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not server_task.done():

@@ -29,7 +29,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -44,8 +44,6 @@ from coursestack.state import StateFolder
 
 log = logging.getLogger("coursestack.hub.singleuser")
 
-#: The daemon's own session cookie (web/auth.py); minted here after a Hub login.
-SESSION_COOKIE = "coursestack_session"
 _DASHBOARD_ROOTS = "api|login|logout|static|services|connections|doctor"
 _HTML_LINK = re.compile(rb'((?:href|src|action)=")/(?!/)')
 _JS_PATH = re.compile(rb'(["\'])/(' + _DASHBOARD_ROOTS.encode() + rb')\b')
@@ -77,10 +75,14 @@ class HubGate:
     """ASGI wrapper: the Hub's prefix and OAuth in front of the daemon's app."""
 
     def __init__(self, app: ASGIApp, daemon_token: str, new_session: Callable[[], str],
-                 keep_prefix: Callable[[str], bool], hub_auth: Any | None = None) -> None:
+                 keep_prefix: Callable[[str], bool], session_cookie: str,
+                 services: Callable[[Scope, Receive, Send, str], Awaitable[bool]] | None = None,
+                 hub_auth: Any | None = None) -> None:
         from jupyterhub.services.auth import HubOAuth
 
         self.app = app
+        self.session_cookie = session_cookie
+        self.services = services
         self.daemon_token = daemon_token
         self.new_session = new_session
         self.keep_prefix = keep_prefix
@@ -189,7 +191,7 @@ class HubGate:
         await _respond(send, 302, "logged in\n", [
             (b"location", next_url.encode()),
             (b"set-cookie", self.cookie(scope, self.token_cookie, token)),
-            (b"set-cookie", self.cookie(scope, SESSION_COOKIE, self.new_session())),
+            (b"set-cookie", self.cookie(scope, self.session_cookie, self.new_session())),
             (b"set-cookie", self.cookie(scope, self.state_cookie, "", max_age=0))])
 
     def cookie(self, scope: Scope, name: str, value: str, max_age: int | None = None) -> bytes:
@@ -206,7 +208,7 @@ class HubGate:
     async def _forward(self, scope: Scope, receive: Receive, send: Send, inner: str) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         user_header = _headers(scope).get("authorization")
-        session_cookie = _cookies(scope).get(SESSION_COOKIE)
+        session_cookie = _cookies(scope).get(self.session_cookie)
         minted = ""
         if user_header:
             # Not an ambient credential, so no cross-site forgery is possible: the app
@@ -220,13 +222,17 @@ class HubGate:
             minted = self.new_session()
             cookie = _headers(scope).get("cookie", "")
             headers = [(k, v) for k, v in headers if k != b"cookie"]
-            headers.append((b"cookie", f"{cookie}; {SESSION_COOKIE}={minted}".strip("; ")
+            headers.append((b"cookie", f"{cookie}; {self.session_cookie}={minted}".strip("; ")
                             .encode("latin-1")))
         raw = inner.encode("latin-1")
         service_path = inner.startswith("/s/") and self.keep_prefix(inner.split("/")[2])
         inner_scope = dict(scope, path=inner, headers=headers,
                            root_path=scope.get("root_path", "") + self.prefix.rstrip("/"),
                            raw_path=scope.get("raw_path") if service_path else raw)
+        if self.services is not None and inner.startswith("/s/") and await self.services(
+                dict(inner_scope, raw_path=scope.get("raw_path") or str(scope["path"]).encode()),
+                receive, send, "header" if user_header else "cookie"):
+            return
         if scope["type"] == "websocket":
             await self.app(inner_scope, receive, send)
             return
@@ -267,8 +273,8 @@ class _Rewriter:
                     content_type = value
                 headers.append((key, value))
             if self.minted:
-                headers.append((b"set-cookie", self.gate.cookie(self.scope, SESSION_COOKIE,
-                                                                 self.minted)))
+                headers.append((b"set-cookie", self.gate.cookie(
+                    self.scope, self.gate.session_cookie, self.minted)))
             message = dict(message, headers=headers)
             if self.rewrite_body and (b"text/html" in content_type or
                                       b"javascript" in content_type):
@@ -290,6 +296,70 @@ class _Rewriter:
         headers.append((b"content-length", str(len(body)).encode()))
         await self.send(dict(self.start, headers=headers))
         await self.send({"type": "http.response.body", "body": body})
+
+
+# -- services under the prefix ----------------------------------------------------------------
+
+
+class PathFrontDoor:
+    """The student's web services at `/user/<name>/s/<service>/` on the Hub's origin.
+
+    On a laptop each service gets an origin of its own (web/front_door.py); under a Hub
+    in path mode there is one origin, the Hub's, as for every JupyterHub user server
+    (docs/hosting.md says what that means and how `subdomain_host` would lift it). The
+    HubGate has already checked the Hub login; this adds the service's own credential
+    (Jupyter's token) and refuses requests that other origins' pages send.
+    """
+
+    def __init__(self, app: Any, daemon: Daemon) -> None:
+        self.app = app
+        self.daemon = daemon
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, via: str) -> bool:
+        """Serve `/s/<name>/...` (True), or leave the request to the app (False)."""
+        from starlette.requests import Request
+        from starlette.websockets import WebSocket
+
+        from coursestack.web import proxy
+        from coursestack.web.auth import foreign_request
+
+        name = str(scope["path"]).split("/")[2]
+        unit = self.daemon.units.get(name)
+        if unit is None or unit.port is None or not unit.connection().web:
+            return False
+        headers = _headers(scope)
+        host = headers.get("host", "127.0.0.1")
+        scheme = headers.get("x-forwarded-proto", "http")
+        own_origin = f"{'https' if scheme in ('https', 'wss') else 'http'}://{host}"
+        scope = dict(scope, app=self.app)
+        raw = str(scope["raw_path"].decode("latin-1"))
+        prefix = os.environ.get("COURSESTACK_URL_PREFIX", "/").rstrip("/")
+        path = raw if str(getattr(unit, "base_url", "")).startswith(prefix + "/s/") else (
+            "/" + raw[len(prefix) + len(f"/s/{name}"):].lstrip("/"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        if proxy.has_traversal(path):
+            await _respond(send, 400, "path traversal is not allowed\n")
+            return True
+        token = unit.connection().extra.get("token")
+        upstream_host = f"127.0.0.1:{unit.port}" if unit.proxy_strips_prefix else host
+        upstream = proxy.Upstream(int(unit.port), path, query, upstream_host,
+                                  str(token) if token else None, host)
+        web = self.app.state.web
+        if scope["type"] == "websocket":
+            socket = WebSocket(scope, receive, send)
+            if via == "cookie" and foreign_request(socket, own_origin):
+                await socket.close(code=4403)
+                return True
+            await proxy.forward_websocket(socket, web, name, upstream, add_token=True)
+            return True
+        request = Request(scope, receive)
+        if via == "cookie" and foreign_request(request, own_origin):
+            await _respond(send, 403, "a page of another site may not use this service\n")
+            return True
+        waiting = proxy.not_ready_page(web, name, request, prefix + "/")
+        response = waiting or await proxy.forward_http(request, upstream, add_token=True)
+        await response(scope, receive, send)
+        return True
 
 
 # -- the daemon under a hub ---------------------------------------------------------------------
@@ -328,7 +398,8 @@ class SingleUserDaemon(Daemon):
             return bool(unit is not None and str(getattr(unit, "base_url", "")).startswith(
                 os.environ.get("COURSESTACK_URL_PREFIX", "/-none-")))
 
-        self.gate = HubGate(app, self.token, new_session, keep_prefix)
+        self.gate = HubGate(app, self.token, new_session, keep_prefix, web.auth.session_cookie,
+                            PathFrontDoor(app, self).serve)
         return self.gate
 
     async def serve(self) -> None:
