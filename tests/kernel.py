@@ -11,14 +11,18 @@ import httpx
 from websockets.sync.client import connect
 
 
-def run_cell(base_url: str, token: str, code: str, timeout: float = 60.0) -> str:
-    """Execute `code` in a new kernel of the server at `base_url`; return its output text."""
+def run_cell(base_url: str, token: str, code: str, timeout: float = 60.0,
+             origin: str | None = None) -> str:
+    """Execute `code` in a new kernel of the server at `base_url`; return its output text.
+
+    `origin`: sent with the kernel's WebSocket, for servers behind a same-origin check."""
     headers = {"Authorization": f"token {token}"}
     kernel = httpx.post(f"{base_url}api/kernels", headers=headers, json={"name": "python3"},
                         timeout=30, trust_env=False).json()
     ws_url = base_url.replace("http://", "ws://") + f"api/kernels/{kernel['id']}/channels"
     try:
-        with connect(ws_url, additional_headers=headers, open_timeout=30) as socket:
+        ws_headers = {**headers, **({"Origin": origin} if origin else {})}
+        with connect(ws_url, additional_headers=ws_headers, open_timeout=30) as socket:
             msg_id = uuid.uuid4().hex
             socket.send(json.dumps(_execute_request(msg_id, code)))
             return _collect(socket, msg_id, timeout)

@@ -678,6 +678,10 @@ _register_author()
 app.command("update")(content_command.update)
 _register_export(app)
 app.command()(__import__("coursestack.diagram_cli", fromlist=["diagram"]).diagram)
+from coursestack.hub.cli import hub_app, singleuser  # noqa: E402 (typer-only imports)
+
+app.add_typer(hub_app, name="hub")
+app.command()(singleuser)
 
 
 def main() -> None:

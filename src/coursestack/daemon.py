@@ -240,8 +240,10 @@ class Daemon:
                 loop.add_signal_handler(signum, self._on_stop_signal)
         listener = self._listen_socket()
         host, port = listener.getsockname()[:2]
-        self.url = f"http://{host}:{port}/"
-        config = uvicorn.Config(create_app(self), log_level="warning", access_log=False,
+        cert, key = self._tls_files(host)
+        self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
+        config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
+                                access_log=False, ssl_certfile=cert, ssl_keyfile=key,
                                 lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
                                 proxy_headers=False)  # no proxy is trusted: see web/auth.py
         server = _QuietServer(config)
@@ -250,7 +252,7 @@ class Daemon:
             await asyncio.sleep(0.01)
         atomic_write_json(self.state.daemon_file,
                           {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
-                           "token": self.token, "started": self.started,
+                           "token": self.token, "started": self.started, "tls_cert": cert,
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path),
                            "down_timeout": self.spec.course.down_timeout}, OWNER_ONLY)
@@ -291,6 +293,24 @@ class Daemon:
             stopping.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(stopping, 5)
+
+    def _tls_files(self, host: str) -> tuple[str | None, str | None]:
+        """(certificate, key) to serve HTTPS with, or (None, None) for plain HTTP."""
+        settings = self.spec.dashboard
+        if settings.tls_cert:
+            return (str(self.spec.resolve(settings.tls_cert)),
+                    str(self.spec.resolve(settings.tls_key)))
+        loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+        if settings.tls == "off" or (settings.tls == "auto" and loopback):
+            return None, None
+        from coursestack.tls import self_signed
+
+        cert, key = self_signed(self.state.run / "tls", [host, "localhost", "127.0.0.1"])
+        return str(cert), str(key)
+
+    def wrap_web_app(self, app: Any) -> Any:
+        """The ASGI app to serve (the hub's singleuser daemon puts a gate in front)."""
+        return app
 
     def _listen_socket(self) -> socket.socket:
         settings = self.spec.dashboard

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -173,7 +174,14 @@ class DaemonClient:
                               where=str(instance.state.root), hint="start it with `coursestack up`")
         self.record = record
         self.url: str = record["url"]
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False,
+        # HTTPS: check the daemon's own self-signed certificate; a certificate given in
+        # the spec names the public host, not 127.0.0.1, so loopback is trusted as is.
+        cert = record.get("tls_cert")
+        verify: ssl.SSLContext | bool = not cert
+        if cert and cert.startswith(str(instance.state.root)):
+            verify = ssl.create_default_context(cafile=cert)
+        self._http = httpx.Client(base_url=self.url.replace("0.0.0.0", "127.0.0.1"),
+                                  timeout=timeout, trust_env=False, verify=verify,
                                   headers={"Authorization": f"Bearer {record['token']}"})
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from collections.abc import Iterable
@@ -34,9 +35,28 @@ def ephemeral_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def port_range() -> tuple[int, int] | None:
+    """The block of ports this instance must stay in, if any (a hub gives each student
+    one: `COURSESTACK_PORT_RANGE=20000-20039`, closed to other students by nftables)."""
+    text = os.environ.get("COURSESTACK_PORT_RANGE", "")
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        return None
+    return int(first), int(last)
+
+
 def choose_port(preferred: int | None, avoid: Iterable[int] = (), host: str = "127.0.0.1") -> int:
     """The preferred port if free, else a free one nearby, else any free one."""
     taken = set(avoid)
+    block = port_range()
+    if block is not None:
+        first, last = block
+        start: int = preferred if preferred and first <= preferred <= last else first
+        candidates: list[int] = list(range(start, last + 1)) + list(range(first, start))
+        for candidate in candidates:
+            if candidate not in taken and port_is_free(candidate, host):
+                return candidate
+        raise OSError(errno.EADDRINUSE, f"no free port left in {first}-{last}")
     if preferred:
         for candidate in range(preferred, min(preferred + _NEARBY, 65536)):
             if candidate not in taken and port_is_free(candidate, host):

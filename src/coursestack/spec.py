@@ -119,6 +119,24 @@ class DashboardSettings(_Strict):
         description="Require login. Turn off only for throw-away containers; refused on "
         "an address other than loopback.",
     )
+    tls: Literal["auto", "self-signed", "off"] = Field(
+        default="auto",
+        description='HTTPS for the dashboard. "auto": a self-signed certificate (made on '
+        'first use, in run/tls/) when `host` is not loopback, plain HTTP on loopback; '
+        '"self-signed": always; "off": never. `tls_cert` and `tls_key` take precedence.',
+    )
+    tls_cert: str = Field(
+        default="",
+        description="Certificate file (PEM) for HTTPS, relative to the course.toml; with "
+        "`tls_key`.",
+    )
+    tls_key: str = Field(default="", description="Private key file (PEM) of `tls_cert`.")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> DashboardSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both files")
+        return self
 
 
 class LogSettings(_Strict):

@@ -9,6 +9,7 @@ the student's home and nothing there can break it. The server runs under the bas
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -43,7 +44,16 @@ class JupyterKind(Kind[JupyterService]):
 
     @property
     def base_url(self) -> str:
-        return self.web_path()
+        # Under a hub the browser reaches the instance below the Hub's /user/<name>/.
+        return os.environ.get("COURSESTACK_URL_PREFIX", "").rstrip("/") + self.web_path()
+
+    def _kernel_transport(self) -> list[str]:
+        """Under a hub, kernels use unix sockets in the student's home, not TCP ports
+        that other students could reach (see coursestack.hub.network)."""
+        if os.environ.get("COURSESTACK_KERNEL_TRANSPORT") != "ipc":
+            return []
+        return ["--KernelManager.transport=ipc",
+                f"--KernelManager.ip={self.data_dir / 'home' / '.runtime' / 'kernel'}"]
 
     def _module(self) -> str:
         return "jupyterlab" if self.spec.app == "lab" else "jupyter_server"
@@ -85,6 +95,7 @@ class JupyterKind(Kind[JupyterService]):
                 # The front door forwards requests from the dashboard's own origin.
                 "--ServerApp.allow_remote_access=True",
                 "--ServerApp.trust_xheaders=True",
+                *self._kernel_transport(),
                 *self.spec.args]
         return self._launch(argv, self.notebooks)
 
