@@ -31,10 +31,11 @@ async def tcp_probe(host: str, port: int, timeout: float = 2.0) -> bool:
     return True
 
 
-async def http_probe(url: str, expect_status: int | None = None) -> bool:
+async def http_probe(url: str, expect_status: int | None = None,
+                     headers: Mapping[str, str] | None = None) -> bool:
     """True if GET url answers with `expect_status`, or with anything below 500."""
     try:
-        response = await http_client().get(url)
+        response = await http_client().get(url, headers=headers)
     except httpx.HTTPError:
         return False
     if expect_status is not None:

@@ -81,7 +81,10 @@ class LogPump:
         self.task = asyncio.create_task(self._run(), name=f"log:{spec.log_file.name}")
 
     def _open(self) -> Any:
-        return open(self._spec.log_file, "ab", buffering=0)
+        # Owner-only: a log may quote connection strings with passwords.
+        fd = os.open(self._spec.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        return open(fd, "ab", buffering=0)
 
     async def _run(self) -> None:
         spec = self._spec

@@ -140,7 +140,8 @@ def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
     spec = instance.spec()
     ports = read_json(instance.state.run / "ports.json", {}) or {}
     context = Context(instance.state, spec, Secrets(instance.state), dict(ports),
-                      service_account(), instance_name=instance.name)
+                      service_account(instance.state.root, instance.name),
+                      instance_name=instance.name)
     return {name: build_unit(name, service, context) for name, service in spec.services.items()}
 
 
