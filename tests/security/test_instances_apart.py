@@ -115,7 +115,8 @@ def test_remove_deletes_the_instance_and_its_account_leaving_no_file_to_its_uid(
     assert account_of(first) and (first.data / "postgres" / "pgdata").is_dir()
     assert cli("status", "--state", str(first.root)).returncode == 0
     places = [*second.root.parent.rglob("*"), *Path("/tmp").iterdir(), *Path("/dev/shm").iterdir()]
-    owned = [str(p) for p in places if not p.is_symlink() and p.exists() and p.lstat().st_uid == uid]
+    owned = [str(p) for p in places
+             if not p.is_symlink() and p.exists() and p.lstat().st_uid == uid]
     assert owned == [], f"files left to the freed account {name}: {owned[:5]}"
 
 
