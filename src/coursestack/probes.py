@@ -43,12 +43,18 @@ async def http_probe(url: str, expect_status: int | None = None,
     return response.status_code < 500
 
 
-async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float = 10.0) -> bool:
-    """True if the command exits with status 0 within `timeout` seconds."""
+async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float = 10.0,
+                     user: tuple[int, int] | None = None) -> bool:
+    """True if the command exits with status 0 within `timeout` seconds; run as `user`
+    (uid, gid) if given: a probe looks into the service's folders, which root must not."""
+    account: dict[str, object] = {}
+    if user is not None:
+        account = {"user": user[0], "group": user[1], "extra_groups": []}
     try:
         process = await asyncio.create_subprocess_exec(
             *argv, env=dict(env), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+            **account)  # type: ignore[arg-type]
     except OSError:
         return False
     try:
