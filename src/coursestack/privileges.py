@@ -155,6 +155,18 @@ def ensure_reachable(paths: Iterable[Path], account: RunAs | None) -> list[Path]
     return changed
 
 
+def revoke_reachable(paths: Iterable[Path], account: RunAs) -> list[Path]:
+    """Remove the traverse entries `ensure_reachable` gave `account` above `paths` (before
+    the account is deleted: a later account with its uid must not inherit them)."""
+    removed: list[Path] = []
+    folders = {folder for path in paths for folder in Path(path).resolve().parents}
+    for folder in sorted(folders):
+        if folder.is_dir() and _acl_grants(folder, account, "x"):
+            _set_acl([folder], f"u:{account.name}", needed_for=folder, remove=True)
+            removed.append(folder)
+    return removed
+
+
 def _set_acl(paths: list[str] | list[Path], entry: str, needed_for: Path | str,
              pass_fds: tuple[int, ...] = (), remove: bool = False) -> None:
     argv = [_setfacl(), "-x" if remove else "-m", entry, "--", *map(str, paths)]
@@ -231,6 +243,8 @@ def revoke_folder(folder: Path, account: RunAs) -> None:
         return
     with nofollow.folder(folder) as top:
         owner = os.fstat(top)
+        if owner.st_uid == account.uid:  # moved from the shared account: its parent's owner
+            owner = os.stat(folder.parent)
         nofollow.chown_owned_by(top, account.uid, owner.st_uid, owner.st_gid)
         if shutil.which("setfacl") is None:
             return

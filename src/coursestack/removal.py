@@ -14,14 +14,23 @@ import hashlib
 import os
 import shutil
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from coursestack.errors import UserError
 from coursestack.instances import Instance, stop_leftovers, wait_for_exit
 from coursestack.ownership import account_file
-from coursestack.privileges import RunAs, is_instance_account, lookup, remove_account, revoke_folder
+from coursestack.privileges import (
+    RunAs,
+    is_instance_account,
+    lookup,
+    remove_account,
+    revoke_folder,
+    revoke_reachable,
+)
 from coursestack.state import instance_registry, read_json
 
 #: Shared places a service may leave files in (kernels' temporary files, shared memory).
@@ -45,7 +54,7 @@ def remove_instance(instance: Instance, timeout: float = 120.0) -> Removal:
     result = Removal(state.root)
     recorded = read_json(account_file(state), {}) or {}
     account = lookup(str(recorded.get("name", ""))) if isinstance(recorded, dict) else None
-    shared = _shared_folders(instance)
+    shared, needed = _folders_outside(instance)
     _stop(instance, timeout)
     if account is not None:
         _end_processes(account)
@@ -53,6 +62,7 @@ def remove_instance(instance: Instance, timeout: float = 120.0) -> Removal:
             if folder.is_dir() and not folder.resolve().is_relative_to(state.root.resolve()):
                 revoke_folder(folder, account)
                 result.given_back.append(folder)
+        revoke_reachable([*needed, *shared, state.root], account)
     if state.root.exists():
         shutil.rmtree(state.root)  # descriptor-based: never follows a link out
     key = hashlib.sha256(str(state.root).encode()).hexdigest()[:16]
@@ -64,17 +74,23 @@ def remove_instance(instance: Instance, timeout: float = 120.0) -> Removal:
     return result
 
 
-def _shared_folders(instance: Instance) -> list[Path]:
+def _folders_outside(instance: Instance) -> tuple[list[Path], list[Path]]:
+    """Folders the account writes outside the state folder, and paths it was let reach."""
     from coursestack.kinds import Context, build_unit
     from coursestack.state import Secrets
 
+    shared: list[Path] = []
+    needed: list[Path] = [Path(sys.executable)]
     with contextlib.suppress(Exception):  # a broken or missing spec has no such folders
         spec = instance.spec()
         context = Context(instance.state, spec, Secrets(instance.state), {}, None,
                           instance_name=instance.name)
-        return [folder for name, service in spec.services.items()
-                for folder in build_unit(name, service, context).shared_folders()]
-    return []
+        for name, service in spec.services.items():
+            unit = build_unit(name, service, context)
+            shared += unit.shared_folders()
+            with contextlib.suppress(Exception):
+                needed += unit.needed_paths()
+    return shared, needed
 
 
 def _stop(instance: Instance, timeout: float) -> None:
@@ -86,7 +102,10 @@ def _stop(instance: Instance, timeout: float) -> None:
     pid = int(client.record["pid"])
     client.post("/api/shutdown")
     client.close()
-    wait_for_exit(pid, timeout)
+    if not wait_for_exit(pid, timeout):
+        raise UserError(f"the daemon did not stop within {timeout:g} s; nothing was deleted",
+                        where=str(instance.state.root),
+                        hint=f"stop it with `kill {pid}`, then run `coursestack remove` again")
 
 
 def _end_processes(account: RunAs) -> None:

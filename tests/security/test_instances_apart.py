@@ -135,3 +135,36 @@ def test_missing_setfacl_is_an_error_that_says_what_to_do(monkeypatch: pytest.Mo
         ensure_reachable([target], nobody)
     assert "apt-get install acl" in raised.value.render()
     assert (closed.stat().st_mode & 0o777) == 0o700, "the folder's mode was changed"
+
+
+@needs_root
+def test_notebooks_folder_access_is_an_acl_given_and_taken_back() -> None:
+    """A course team's folder is never chowned: the account gets ACL entries, and on
+    removal what it made there goes to the folder's owner and its entries go."""
+    base = open_folder("acl-")
+    team = base / "team-notebooks"
+    team.mkdir(mode=0o755)
+    (team / "lesson.ipynb").write_text("{}")
+    os.chmod(team / "lesson.ipynb", 0o644)
+    account = privileges.service_account(base / "state", "acl-test")
+    assert account is not None
+    try:
+        privileges.ensure_reachable([Path(sys.executable), team], account)
+        assert privileges.grant_folder(team, account)
+        wrote = as_account(account.name, f"open({str(team / 'mine.ipynb')!r}, 'w').write('x');"
+                           f"open({str(team / 'lesson.ipynb')!r}, 'a').write(' ')")
+        assert wrote.returncode == 0, wrote.stderr
+        # Owner and mode stay (the group bits show the ACL mask, as `ls` does).
+        assert os.stat(team).st_uid == 0 and os.stat(team).st_mode & 0o707 == 0o705
+        assert (team / "mine.ipynb").stat().st_uid == account.uid
+        privileges.revoke_folder(team, account)
+        assert {p.stat().st_uid for p in team.iterdir()} == {0}
+        acl = subprocess.run(["getfacl", "-R", "-p", "-c", str(team)], capture_output=True,
+                             text=True, check=True).stdout
+        assert account.name not in acl
+        privileges.revoke_reachable([Path(sys.executable)], account)
+        above = subprocess.run(["getfacl", "-p", "-c", *map(str, Path(sys.executable).parents)],
+                               capture_output=True, text=True, check=True).stdout
+        assert account.name not in above, "a traverse entry outlives the account"
+    finally:
+        privileges.remove_account(account.name)
