@@ -217,22 +217,16 @@ def grant_folder(folder: Path, account: RunAs | None) -> bool:
     if account is None or _acl_grants(folder, account, "rwx", default=True):
         return False
     _setfacl()
-    folders: list[int] = []
-    files: list[int] = []
+    with nofollow.folder(folder) as top, _AclBatches(folder) as batches:
+        def add(fd: int, info: os.stat_result) -> None:
+            if info.st_uid == account.uid:
+                return
+            if stat.S_ISDIR(info.st_mode):
+                batches.add(fd, f"u:{account.name}:rwx,d:u:{account.name}:rwx")
+            else:
+                batches.add(fd, f"u:{account.name}:rw")
 
-    def collect(fd: int, info: os.stat_result) -> None:
-        if info.st_uid == account.uid:
-            return
-        (folders if stat.S_ISDIR(info.st_mode) else files).append(os.dup(fd))
-
-    with nofollow.folder(folder) as top:
-        try:
-            nofollow.walk(top, collect)
-            _acl_on_fds(folders, f"u:{account.name}:rwx,d:u:{account.name}:rwx", folder)
-            _acl_on_fds(files, f"u:{account.name}:rw", folder)
-        finally:
-            for fd in folders + files:
-                os.close(fd)
+        nofollow.walk(top, add)
     return True
 
 
@@ -248,23 +242,48 @@ def revoke_folder(folder: Path, account: RunAs) -> None:
         nofollow.chown_owned_by(top, account.uid, owner.st_uid, owner.st_gid)
         if shutil.which("setfacl") is None:
             return
-        folders: list[int] = []
-        files: list[int] = []
+        with _AclBatches(folder, remove=True) as batches:
+            def drop(fd: int, info: os.stat_result) -> None:
+                batches.add(fd, f"u:{account.name},d:u:{account.name}"
+                            if stat.S_ISDIR(info.st_mode) else f"u:{account.name}")
 
-        def collect(fd: int, info: os.stat_result) -> None:
-            (folders if stat.S_ISDIR(info.st_mode) else files).append(os.dup(fd))
+            nofollow.walk(top, drop)
 
+
+class _AclBatches:
+    """Descriptors waiting for one `setfacl` call per ACL entry text, at most _FD_BATCH
+    open at a time (a big notebooks folder must not exhaust the descriptor limit)."""
+
+    def __init__(self, shown: Path, remove: bool = False) -> None:
+        self._shown = shown
+        self._remove = remove
+        self._waiting: dict[str, list[int]] = {}
+
+    def add(self, fd: int, entry: str) -> None:
+        waiting = self._waiting.setdefault(entry, [])
+        waiting.append(os.dup(fd))
+        if len(waiting) >= _FD_BATCH:
+            self._flush(entry)
+
+    def _flush(self, entry: str) -> None:
+        batch = tuple(self._waiting.pop(entry, []))
         try:
-            nofollow.walk(top, collect)
-            _acl_on_fds(folders, f"u:{account.name},d:u:{account.name}", folder, remove=True)
-            _acl_on_fds(files, f"u:{account.name}", folder, remove=True)
+            if batch:
+                _set_acl([f"/proc/self/fd/{fd}" for fd in batch], entry, self._shown,
+                         pass_fds=batch, remove=self._remove)
         finally:
-            for fd in folders + files:
+            for fd in batch:
                 os.close(fd)
 
+    def __enter__(self) -> _AclBatches:
+        return self
 
-def _acl_on_fds(fds: list[int], entry: str, shown: Path, remove: bool = False) -> None:
-    for start in range(0, len(fds), _FD_BATCH):
-        batch = tuple(fds[start:start + _FD_BATCH])
-        _set_acl([f"/proc/self/fd/{fd}" for fd in batch], entry, shown, pass_fds=batch,
-                 remove=remove)
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is not None:
+            for fds in self._waiting.values():
+                for fd in fds:
+                    os.close(fd)
+            self._waiting.clear()
+            return
+        for entry in list(self._waiting):
+            self._flush(entry)

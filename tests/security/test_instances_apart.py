@@ -146,6 +146,8 @@ def test_notebooks_folder_access_is_an_acl_given_and_taken_back() -> None:
     team.mkdir(mode=0o755)
     (team / "lesson.ipynb").write_text("{}")
     os.chmod(team / "lesson.ipynb", 0o644)
+    for number in range(450):  # more than one batch of descriptors
+        (team / f"data-{number:03}.csv").write_text("a,b\n")
     account = privileges.service_account(base / "state", "acl-test")
     assert account is not None
     try:
@@ -157,6 +159,9 @@ def test_notebooks_folder_access_is_an_acl_given_and_taken_back() -> None:
         # Owner and mode stay (the group bits show the ACL mask, as `ls` does).
         assert os.stat(team).st_uid == 0 and os.stat(team).st_mode & 0o707 == 0o705
         assert (team / "mine.ipynb").stat().st_uid == account.uid
+        last = subprocess.run(["getfacl", "-p", "-c", str(team / "data-449.csv")],
+                              capture_output=True, text=True, check=True).stdout
+        assert f"user:{account.name}:rw-" in last
         privileges.revoke_folder(team, account)
         assert {p.stat().st_uid for p in team.iterdir()} == {0}
         acl = subprocess.run(["getfacl", "-R", "-p", "-c", str(team)], capture_output=True,
