@@ -51,6 +51,9 @@ def remove_instance(instance: Instance, timeout: float = 120.0) -> Removal:
     """Stop the instance, give back or delete what its account owns, delete the state
     folder, its registry entry, and its account (only one coursestack made for it)."""
     state = instance.state
+    if not state.root.is_dir():
+        raise UserError(f"no instance {instance.name!r} here: {state.root} does not exist",
+                        where=str(state.root), hint="see `coursestack list`")
     result = Removal(state.root)
     recorded = read_json(account_file(state), {}) or {}
     account = lookup(str(recorded.get("name", ""))) if isinstance(recorded, dict) else None
