@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from coursestack.spec import (
     SERVICE_MODELS,
+    ContentSettings,
     CourseInfo,
     DashboardSettings,
     LogSettings,
@@ -48,7 +49,7 @@ def main() -> None:
     text = DOC.read_text(encoding="utf-8")
     common = set(ServiceSpec.model_fields)
     tables = {"course": table(CourseInfo), "dashboard": table(DashboardSettings),
-              "logs": table(LogSettings),
+              "logs": table(LogSettings), "content": table(ContentSettings),
               "service": table(ServiceSpec), "probe": table(ProbeSettings)}
     for kind, model in SERVICE_MODELS.items():
         tables[kind] = table(model, skip=common)

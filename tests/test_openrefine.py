@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from coursestack.instances import sample_course_source
+from coursestack.web.origins import dns_label
 from support import cli, open_folder
 
 pytestmark = pytest.mark.slow
@@ -25,11 +26,14 @@ def services(state: Path) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in data["services"]}
 
 
-def front_door(state: Path) -> httpx.Client:
+def front_door(state: Path, service: str) -> httpx.Client:
+    """A client of `service`'s own origin at the front door (the instance token as bearer)."""
     record = json.loads((state / "run" / "daemon.json").read_text())
+    instance = dns_label(json.loads((state / "instance.json").read_text())["name"])
     return httpx.Client(base_url=record["url"], trust_env=False, timeout=30,
                         headers={"Authorization": f"Bearer {record['token']}",
-                                 "Accept": "text/html"})
+                                 "Accept": "text/html",
+                                 "Host": f"{service}.{instance}.localhost:{record['port']}"})
 
 
 @pytest.fixture
@@ -49,18 +53,18 @@ def test_first_request_starts_openrefine_and_idle_stops_it(refine_course: Path) 
     found = services(refine_course)
     assert found["postgres"]["state"] == "ready"  # `up --only postgres` started it alone
     assert {found[n]["state"] for n in ("openrefine", "jupyter", "mongo")} == {"stopped"}
-    with front_door(refine_course) as client:
-        first = client.get("/s/openrefine/")
+    with front_door(refine_course, "openrefine") as client:
+        first = client.get("/")
         assert first.status_code == 503
         assert "Starting openrefine" in first.text and 'http-equiv="refresh"' in first.text
         deadline = time.monotonic() + 120
         page = first
         while page.status_code != 200 and time.monotonic() < deadline:
             time.sleep(1)
-            page = client.get("/s/openrefine/")
+            page = client.get("/")
         assert page.status_code == 200, page.text[:500]
         assert "<title>OpenRefine</title>" in page.text
-        version = client.get("/s/openrefine/command/core/get-version").json()
+        version = client.get("/command/core/get-version").json()
         assert version["version"].startswith("3.")
     assert services(refine_course)["openrefine"]["state"] == "ready"
     deadline = time.monotonic() + 60
@@ -80,12 +84,12 @@ def test_missing_openrefine_leaves_the_course_running(workdir: Path) -> None:
     state = workdir / "state"
     try:
         cli("up", str(spec), "--state", str(state))  # refine is on demand: up succeeds
-        with front_door(state) as client:
-            page = client.get("/s/refine/")
+        with front_door(state, "refine") as client:
+            page = client.get("/")
             deadline = time.monotonic() + 20
             while "could not start" not in page.text and time.monotonic() < deadline:
                 time.sleep(0.5)
-                page = client.get("/s/refine/")
+                page = client.get("/")
         assert "could not start" in page.text
         assert "apt-get install openrefine" in page.text
         found = services(state)

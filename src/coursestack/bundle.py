@@ -4,11 +4,14 @@ It holds the doctor's report, the course spec, the services' states and the daem
 history of state changes, the tail of every log, versions and facts about the OS (see
 `docs/support-guide.md`). Every file in it goes through `Redactor` first:
 
-- every value of `run/secrets.json` and the daemon token of `run/daemon.json`;
-- every password and token in `connections.json` (and in URLs there);
-- any value after a key that names a password, token or secret (`password=...`,
-  `PGPASSWORD=...`, `?token=...`, `"password": "..."`), a URL's password
-  (`postgresql://user:PASSWORD@host`) and `Bearer ...` credentials.
+- by value, wherever it appears (spec, logs, states) and whatever its key is called:
+  every value of `run/secrets.json`, the daemon token of `run/daemon.json`, every
+  password and token in `connections.json`, every password inside a URL in the spec,
+  and every value of a spec `env` table of `MIN_ENV_VALUE` characters or more (those
+  as whole tokens only, so a value such as `UTC` or `1` never shreds the text);
+- by pattern: any value after a key that names a password, token or secret
+  (`password=...`, `PGPASSWORD=...`, `?token=...`, `"password": "..."`), a URL's
+  password (`postgresql://user:PASSWORD@host`) and `Bearer ...` credentials.
 
 Known secrets are replaced by `[REDACTED:<name>]`, so a support desk can still see
 which secret a line used; patterns are replaced by `[REDACTED]`.
@@ -42,6 +45,8 @@ LOG_LINES = 1000
 HISTORY_LINES = 20000
 #: Secrets shorter than this are not replaced everywhere (it would garble the text).
 MIN_SECRET = 4
+#: Values of a spec `env` table this long or longer are redacted (as whole tokens).
+MIN_ENV_VALUE = 6
 
 _SECRET_WORDS = r"(?:password|passwd|token|secret|api[_-]?key|credential)"
 _SECRET_KEY = re.compile(rf"(?i){_SECRET_WORDS}")
@@ -63,31 +68,74 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 
 class Redactor:
-    """Replaces known secrets and anything that looks like a password or token."""
+    """Replaces known secrets and anything that looks like a password or token.
 
-    def __init__(self, secrets: Mapping[str, str]) -> None:
-        variants: dict[str, str] = {}
-        for label, value in secrets.items():
-            if not isinstance(value, str) or len(value) < MIN_SECRET:
-                continue
-            for form in (value, quote(value, safe=""), quote_plus(value),
-                         json.dumps(value)[1:-1]):
-                variants.setdefault(form, label)
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = sorted(variants.items(), key=lambda item: -len(item[0]))
+    `secrets` are replaced wherever they occur; `whole_tokens` (values a course team
+    wrote into an `env` table, which may be ordinary words) only where they stand alone,
+    not inside a longer word.
+    """
+
+    def __init__(self, secrets: Mapping[str, str],
+                 whole_tokens: Mapping[str, str] | None = None) -> None:
+        self._secrets = _variants(secrets, MIN_SECRET)
+        self._tokens = [(re.compile(rf"(?<![A-Za-z0-9_]){re.escape(value)}(?![A-Za-z0-9_])"),
+                         label) for value, label in _variants(whole_tokens or {},
+                                                              MIN_ENV_VALUE)]
 
     @classmethod
     def for_state(cls, state: StateFolder) -> Redactor:
         """A redactor for every secret the instance's state folder knows."""
-        return cls(collect_secrets(state))
+        secrets = collect_secrets(state)
+        known = set(secrets.values())
+        tokens = {label: value for label, value in collect_env_values(state).items()
+                  if value not in known}
+        return cls(secrets, tokens)
 
     def __call__(self, text: str) -> str:
         for value, label in self._secrets:
             if value in text:
                 text = text.replace(value, f"[REDACTED:{label}]")
+        for pattern, label in self._tokens:
+            text = pattern.sub(f"[REDACTED:{label}]", text)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
+
+
+def _variants(secrets: Mapping[str, str], shortest: int) -> list[tuple[str, str]]:
+    """(form, label) of every secret as written, URL-quoted and JSON-escaped; longest
+    first, so a secret that contains another is replaced whole."""
+    variants: dict[str, str] = {}
+    for label, value in secrets.items():
+        if not isinstance(value, str) or len(value) < shortest:
+            continue
+        for form in (value, quote(value, safe=""), quote_plus(value),
+                     json.dumps(value)[1:-1]):
+            variants.setdefault(form, label)
+    return sorted(variants.items(), key=lambda item: -len(item[0]))
+
+
+def collect_env_values(state: StateFolder) -> dict[str, str]:
+    """Every value of every `env` table in the instance's spec: path -> value."""
+    document = _spec_document(state)
+    found: dict[str, str] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if key == "env" and isinstance(value, dict):
+                    found.update({f"{where}.{k}": str(v) for k, v in value.items()
+                                  if isinstance(v, str | int | float) and not isinstance(
+                                      v, bool)})
+                else:
+                    walk(value, where)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}.{index}")
+
+    walk(document, "spec")
+    return found
 
 
 def collect_secrets(state: StateFolder) -> dict[str, str]:
@@ -129,18 +177,22 @@ def _secret_values(document: Any, path: str) -> Iterator[tuple[str, str]]:
                 yield f"{path}.password", password
 
 
-def _spec_env_secrets(state: StateFolder) -> Iterator[tuple[str, str]]:
-    """Secret-looking `env` values a course team wrote into the spec."""
+def _spec_document(state: StateFolder) -> Any:
+    """The instance's course spec as parsed TOML ({} if it cannot be read)."""
     import tomllib
 
     spec = state.instance().get("spec")
     if not spec:
-        return
+        return {}
     try:
-        document = tomllib.loads(Path(spec).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(spec).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return
-    yield from _secret_values(document, "spec")
+        return {}
+
+
+def _spec_env_secrets(state: StateFolder) -> Iterator[tuple[str, str]]:
+    """Secret-looking values a course team wrote into the spec, and URL passwords."""
+    yield from _secret_values(_spec_document(state), "spec")
 
 
 # -- the bundle ----------------------------------------------------------------------------

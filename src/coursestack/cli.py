@@ -20,7 +20,9 @@ from rich.live import Live
 from rich.table import Table
 
 from coursestack import __version__
+from coursestack.content import command as content_command
 from coursestack.errors import UserError
+from coursestack.export.cli import register as _register_export
 
 app = typer.Typer(
     name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
@@ -112,9 +114,15 @@ def up(
                       f"(dashboard {client.url}); nothing changed.")
         console.print(_services_table(client.get("/api/services")))
         console.print("Start one service with `coursestack start NAME`.")
+        if open_browser:
+            from coursestack.open_dashboard import open_dashboard
+
+            open_dashboard(client, chosen.state.run)
         return
+    from coursestack.content.command import update_before_start
     from coursestack.spec import StartPolicy
 
+    course = update_before_start(course, chosen.state, console)
     wanted = list(only or [n for n, s in course.services.items()
                            if s.start is StartPolicy.ALWAYS])
     wanted_all = sorted(course.with_dependencies(wanted))
@@ -125,10 +133,10 @@ def up(
     failed = _wait_for_services(client, wanted_all, timeout)
     url = client.url
     console.print(f"Dashboard: {url}login?token={client.record['token']}")
-    if open_browser:
-        import webbrowser
+    if open_browser:  # no secret on the browser's command line: see open_dashboard.py
+        from coursestack.open_dashboard import open_dashboard
 
-        webbrowser.open(f"{url}login?token={client.record['token']}")
+        open_dashboard(client, chosen.state.run)
     if failed:
         raise typer.Exit(1)
 
@@ -679,6 +687,8 @@ def _register_author() -> None:
 
 
 _register_author()
+app.command("update")(content_command.update)
+_register_export(app)
 
 
 def main() -> None:

@@ -233,7 +233,8 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         self.url = f"http://{host}:{port}/"
         config = uvicorn.Config(create_app(self), log_level="warning", access_log=False,
-                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2)
+                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
+                                proxy_headers=False)  # no proxy is trusted: see web/auth.py
         server = _QuietServer(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not server_task.done():

@@ -386,6 +386,32 @@ class OpenRefineService(ServiceSpec):
     )
 
 
+class ContentSettings(_Strict):
+    """The `[content]` table: where course material comes from, and when it is updated."""
+
+    source: str = Field(
+        description="Where the course's material is: a folder, a `.zip` file (path or "
+        "https URL), or a git repository (URL, or the path of a local one). Relative "
+        "paths start at the spec's folder.",
+    )
+    ref: str | None = Field(
+        default=None,
+        description="For a git source: the branch, tag or commit to deliver (default: the "
+        "repository's default branch).",
+    )
+    update: Literal["on-up", "manual"] = Field(
+        default="on-up",
+        description='"on-up": `coursestack up` updates the material before Jupyter starts '
+        '(offline, it warns and starts anyway); "manual": only `coursestack update` or '
+        "the dashboard's button does.",
+    )
+    target: str | None = Field(
+        default=None,
+        description="Folder the notebooks are delivered into, relative to the spec "
+        "(default: the jupyter service's notebooks folder).",
+    )
+
+
 SERVICE_MODELS: dict[str, type[ServiceSpec]] = {
     model.KIND: model for model in (PostgresService, JupyterService, CommandService,
                                     MongoService, MongoLiteService, OpenRefineService)
@@ -401,6 +427,7 @@ class CourseSpec(BaseModel):
     dashboard: DashboardSettings = DashboardSettings()
     logs: LogSettings = LogSettings()
     services: dict[str, ServiceSpec]
+    content: ContentSettings | None = None
     path: Path = Field(description="The spec file this was read from.")
 
     @property
@@ -427,6 +454,7 @@ class _TopLevel(_Strict):
     dashboard: DashboardSettings = DashboardSettings()
     logs: LogSettings = LogSettings()
     services: dict[str, dict[str, Any]] = Field(min_length=1)
+    content: ContentSettings | None = None
 
 
 def dependency_closure(graph: Mapping[str, Iterable[str]], names: Iterable[str]) -> set[str]:
@@ -518,7 +546,7 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
         )
     assert top is not None
     return CourseSpec(course=top.course, dashboard=top.dashboard, logs=top.logs,
-                      services=services, path=path)
+                      services=services, content=top.content, path=path)
 
 
 def _validate_service(

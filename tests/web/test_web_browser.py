@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -55,17 +56,22 @@ def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -
             page.get_by_role("button", name="Start postgres", exact=True).click()
             expect(postgres).to_have_text("ready", timeout=60_000)
 
-            # Jupyter through the front door: open a notebook, run its cell.
-            notebook = f"{daemon.url}s/jupyter/api/contents/web-test-{uuid.uuid4().hex[:8]}.ipynb"
-            same_origin = {"Origin": daemon.origin}
-            created = page.request.put(
-                notebook,
-                data=json.dumps({"type": "notebook", "content": NOTEBOOK}),
-                headers={**same_origin, "Content-Type": "application/json"})
-            assert created.ok, created.text()
+            # Jupyter through the front door: the dashboard's link logs the browser into
+            # Jupyter's own origin; open a notebook there and run its cell.
+            name = f"web-test-{uuid.uuid4().hex[:8]}.ipynb"
+            with daemon.bearer() as client:
+                jupyter = client.get("/api/connections?reveal=true").json()["services"][
+                    "jupyter"]
+            contents = f"{jupyter['url']}api/contents/{name}"
+            token = {"Authorization": f"token {jupyter['password']}"}
+            created = httpx.put(contents, json={"type": "notebook", "content": NOTEBOOK},
+                                headers=token, trust_env=False, timeout=30)
+            assert created.is_success, created.text
             lab = context.new_page()
             lab.set_viewport_size({"width": 1280, "height": 900})
-            lab.goto(notebook.replace("/api/contents/", "/lab/tree/"))
+            lab.goto(f"{daemon.url}s/jupyter/lab/tree/{name}")
+            lab.wait_for_url(re.compile(r"http://jupyter\.[a-z0-9-]+\.localhost:\d+/s/jupyter/"
+                                        r"lab/tree/"))
             cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
             expect(cell).to_contain_text("print(6 * 7)", timeout=60_000)
             expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
@@ -83,6 +89,6 @@ def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -
                     select_kernel.click()
             expect(output).to_have_text("42", timeout=30_000)
             assert errors == []
-            page.request.delete(notebook, headers=same_origin)
+            httpx.delete(contents, headers=token, trust_env=False, timeout=30)
         finally:
             browser.close()

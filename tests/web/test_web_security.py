@@ -25,7 +25,13 @@ from coursestack.procs import OSLauncher
 from coursestack.state import StateFolder
 from coursestack.supervisor import Supervisor
 from coursestack.web.app import PUBLIC_PATHS, create_app, routes_of
-from coursestack.web.auth import RateLimiter, check_password, password_file, set_password
+from coursestack.web.auth import (
+    Backoff,
+    check_password,
+    password_file,
+    session_cookie_name,
+    set_password,
+)
 
 SAMPLE_VALUES = {"name": "postgres", "path": "lab"}
 
@@ -79,7 +85,7 @@ def test_every_route_but_the_public_ones_refuses_strangers(daemon: Any) -> None:
     assert checked > 30
     with httpx.Client(base_url=daemon.url, trust_env=False) as client:
         assert client.get("/api/health").status_code == 200
-        client.cookies.set("coursestack_session", "e30.forged")
+        client.cookies.set(session_cookie_name(daemon.instance.state), "e30.forged")
         forged = client.get("/api/services")
         assert forged.status_code == 401
 
@@ -98,8 +104,8 @@ def test_cookie_sessions_need_the_csrf_token(daemon: Any,
         response = client.post("/api/services/postgres/stop", headers=headers)
         assert response.status_code == 403, response.text
     assert client.post("/logout", data={"csrf_token": "nope"}).status_code == 403
-    # The front door needs same-origin for unsafe methods (its service trusts the proxy).
-    assert client.post("/s/jupyter/api/kernels", json={}).status_code == 403
+    # On the dashboard's origin the front door only redirects (GET): nothing to post to.
+    assert client.post("/s/jupyter/api/kernels", json={}).status_code == 405
     after = client.get("/api/services/postgres").json()
     assert (after["state"], after["pid"]) == ("ready", before["pid"])
     # With the token it works; bearer clients (the CLI) need none.
@@ -170,10 +176,10 @@ def test_a_crash_shows_in_the_event_stream_within_a_second(daemon: Any,
     assert elapsed < 1.0, f"the stream showed the crash after {elapsed:.2f} s"
 
 
-def test_login_is_rate_limited_and_passwords_are_hashed(daemon: Any, tmp_path: Path) -> None:
+def test_wrong_passwords_back_off_and_passwords_are_hashed(daemon: Any, tmp_path: Path) -> None:
     app = build_app(daemon.instance.state.root)
     auth = app.state.web.auth
-    auth.limiter = RateLimiter(limit=5, window=60)
+    auth.backoff = Backoff(free=5, longest=60)
     state = StateFolder(tmp_path / "state")
     auth.state = state
     set_password(state, "correct horse battery")
@@ -191,9 +197,9 @@ def test_login_is_rate_limited_and_passwords_are_hashed(daemon: Any, tmp_path: P
             assert login_csrf
             form = {"login_csrf": login_csrf.group(1), "next": "/"}
             ok = await client.post("/login", data={**form, "secret": "correct horse battery"})
-            assert ok.status_code == 303 and "coursestack_session" in ok.headers["set-cookie"]
+            assert ok.status_code == 303 and auth.session_cookie in ok.headers["set-cookie"]
             cookie = ok.headers["set-cookie"].lower()
-            assert "httponly" in cookie and "samesite=lax" in cookie
+            assert "httponly" in cookie and "samesite=strict" in cookie
             client.cookies.clear()
             page = await client.get("/login")
             form["login_csrf"] = re.search(r'name="login_csrf" value="([^"]+)"',
@@ -203,21 +209,30 @@ def test_login_is_rate_limited_and_passwords_are_hashed(daemon: Any, tmp_path: P
             for _ in range(5):
                 bad = await client.post("/login", data={**form, "secret": "guess"})
                 assert bad.status_code == 401
-            limited = await client.post("/login", data={**form, "secret": daemon.token})
+            limited = await client.post("/login", data={**form, "secret": "guess again"})
             assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
-            assert "coursestack_session" not in limited.headers.get("set-cookie", "")
+            assert auth.session_cookie not in limited.headers.get("set-cookie", "")
+            # The instance token always works, back-off or not.
+            token = await client.post("/login", data={**form, "secret": daemon.token})
+            assert token.status_code == 303
 
     asyncio.run(scenario())
 
 
-def test_rate_limiter_forgets_after_the_window() -> None:
-    limiter = RateLimiter(limit=2, window=10)
-    limiter.failed("a", now=0)
-    assert limiter.retry_after("a", now=1) == 0
-    limiter.failed("a", now=1)
-    assert limiter.retry_after("a", now=2) == pytest.approx(8)
-    assert limiter.retry_after("b", now=2) == 0
-    assert limiter.retry_after("a", now=11) == 0
+def test_backoff_doubles_and_forgets_on_success() -> None:
+    backoff = Backoff(free=2, longest=8)
+    backoff.failed("a", now=0)
+    assert backoff.retry_after("a", now=0) == 0
+    backoff.failed("a", now=1)
+    assert backoff.retry_after("a", now=1) == pytest.approx(1)
+    backoff.failed("a", now=2)
+    assert backoff.retry_after("a", now=2) == pytest.approx(2)
+    for moment in range(3, 10):
+        backoff.failed("a", now=moment)
+    assert backoff.retry_after("a", now=9) == pytest.approx(8)
+    assert backoff.retry_after("b", now=9) == 0
+    backoff.succeeded("a")
+    assert backoff.retry_after("a", now=9) == 0
 
 
 def test_passwd_stores_a_hash_the_dashboard_accepts(daemon: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from coursestack import cgroups, nofollow
 from coursestack.cgroups import MemoryCgroup
+from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.logs import tail_lines
 from coursestack.privileges import RunAs
 from coursestack.procs import LaunchSpec
@@ -245,3 +246,25 @@ class Kind(Generic[S]):
                           cgroup_procs=self._cgroup.procs if self._cgroup else None,
                           log_max_bytes=parse_size(logs.max_size), log_keep=logs.keep,
                           log_rate=parse_size(logs.rate))
+
+    # -- export (what exporters ask; see kinds/export_hints.py) ---------------------------
+
+    @classmethod
+    def export_hints(cls, name: str, service: S, course: CourseSpec) -> ExportHints:
+        """What an exporter needs to run this service elsewhere.
+
+        The default, for a kind that knows nothing better: no official image; the course
+        image runs the service alone under coursestack (`coursestack run --only NAME`).
+        """
+        port = service.port or cls.default_port
+        web = type(service).WEB or bool(getattr(service, "web", False))
+        prefix = env_prefix(name)
+        scheme = "http" if web else "tcp"
+        connection = ({f"{prefix}_URL": f"{scheme}://{{host}}:{{port}}/",
+                       f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"} if port else {})
+        return ExportHints(
+            service=name, kind=service.kind, ports=(port,) if port else (), web=web,
+            environment=dict(service.env), connection_env=connection,
+            course_image_command=("coursestack", "run", f"{COURSE_DIR}/{course.path.name}",
+                                  "--only", name, "--state", f"{DATA_DIR}/state"),
+            readiness=("coursestack", "status", "--state", f"{DATA_DIR}/state"))

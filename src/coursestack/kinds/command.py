@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import shutil
 import signal
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.export_hints import ANY_ADDRESS, COURSE_DIR, DATA_DIR, ExportHints
+from coursestack.kinds.probe_commands import http_check, tcp_check
 from coursestack.probes import exec_probe, http_probe, tcp_probe
 from coursestack.procs import LaunchSpec
-from coursestack.spec import CommandService
+from coursestack.spec import CommandService, CourseSpec
 
 
 class _Placeholders(dict[str, Any]):
@@ -92,3 +95,55 @@ class CommandKind(Kind[CommandService]):
         url = f"{scheme}://{LOCALHOST}:{port}/" if port else ""
         return Connection(self.name, self.spec.kind, LOCALHOST, port, url,
                           web=self.spec.web)
+
+    # -- export ----------------------------------------------------------------------------
+
+    @classmethod
+    def export_hints(cls, name: str, service: CommandService,
+                     course: CourseSpec) -> ExportHints:
+        """The course image runs the program, placeholders filled for a container (other
+        services by their names); a program outside the course folder is reported."""
+        from coursestack.kinds import KINDS  # the registry imports this module
+        from coursestack.kinds.base import env_prefix
+
+        values = _Placeholders(port=service.port or "", data_dir=DATA_DIR,
+                               state_dir=f"{DATA_DIR}/state", host=ANY_ADDRESS)
+        for other, spec in course.services.items():
+            port = spec.port or KINDS[spec.kind].default_port
+            values[other] = SimpleNamespace(port=port or "", host=other,
+                                            url=f"http://{other}:{port}/")
+
+        def expand(texts: list[str], key: str) -> tuple[str, ...]:
+            try:
+                return tuple(text.format_map(values) for text in texts)
+            except (KeyError, AttributeError, IndexError, ValueError) as error:
+                raise UserError(f"unknown placeholder {error} in {key}",
+                                where=f"{course.path}: services.{name}") from None
+
+        argv = expand(service.command, "command")
+        program = Path(service.command[0]).expanduser()
+        local = None
+        if program.is_absolute() and not program.resolve().is_relative_to(course.folder):
+            local = service.command[0]
+        readiness: tuple[str, ...] | None = None
+        if service.probe.type == "tcp" and service.port:
+            readiness = tcp_check(service.port)
+        elif service.probe.type == "http" and service.port:
+            readiness = http_check(service.port, service.probe.path, service.probe.status)
+        elif service.probe.type == "exec":
+            readiness = expand(service.probe.command, "probe.command")
+        working_dir = None
+        if service.cwd:
+            inside = course.resolve(service.cwd)
+            working_dir = (f"{COURSE_DIR}/{inside.relative_to(course.folder).as_posix()}"
+                           if inside.is_relative_to(course.folder) else str(inside))
+        hints = super().export_hints(name, service, course)
+        connection = dict(hints.connection_env)
+        if service.port and service.probe.type == "http":  # HTTP, though not for people
+            connection[f"{env_prefix(name)}_URL"] = "http://{host}:{port}/"
+        return replace(
+            hints,
+            environment=dict(zip(service.env, expand(list(service.env.values()), "env"),
+                                 strict=True)),
+            course_image_command=argv, readiness=readiness, working_dir=working_dir,
+            local_program=local, connection_env=connection)

@@ -9,16 +9,20 @@ the student's home and nothing there can break it. The server runs under the bas
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.export_hints import ANY_ADDRESS, COURSE_DIR, SECRETS_DIR, ExportHints
+from coursestack.kinds.probe_commands import http_check
 from coursestack.privileges import grant_folder
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
-from coursestack.spec import JupyterService
+from coursestack.spec import CourseSpec, JupyterService
 
 
 class JupyterKind(Kind[JupyterService]):
@@ -100,3 +104,24 @@ class JupyterKind(Kind[JupyterService]):
                                  "notebooks": str(self.notebooks)}
         return Connection(self.name, self.KIND, LOCALHOST, self.port, url, web=True,
                           password=self.token, extra=extra)
+
+    # -- export ----------------------------------------------------------------------------
+
+    @classmethod
+    def export_hints(cls, name: str, service: JupyterService,
+                     course: CourseSpec) -> ExportHints:
+        """No official image has the course's packages: the course image runs Jupyter,
+        its token read from a secret file, the notebooks in a volume."""
+        port = service.port or cls.default_port or 8888
+        secret = f"{name}-token"
+        notebooks = f"{COURSE_DIR}/{Path(service.notebooks).as_posix().strip('/')}"
+        app = "lab" if service.app == "lab" else "server"
+        script = (f'JUPYTER_TOKEN="$(cat {SECRETS_DIR}/{secret})" exec jupyter {app} '
+                  f"--no-browser --ip={ANY_ADDRESS} --port={port} "
+                  f"--ServerApp.root_dir={shlex.quote(notebooks)}"
+                  + "".join(f" {shlex.quote(arg)}" for arg in service.args))
+        return replace(
+            super().export_hints(name, service, course), ports=(port,), web=True,
+            notebook_server=True, notebooks=service.notebooks, secrets=(secret,),
+            course_image_command=("sh", "-c", script),
+            working_dir=notebooks, readiness=http_check(port, "/api"), data_path=notebooks)

@@ -12,15 +12,25 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from coursestack import mongo_wire, nofollow
 from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.export_hints import (
+    SECRETS_DIR,
+    SEED_DIR,
+    Difference,
+    ExportHints,
+    InitFile,
+    OfficialImage,
+)
+from coursestack.kinds.probe_commands import tcp_check
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, read_documents, seed_checksum
-from coursestack.spec import MongoLiteService, MongoService
+from coursestack.spec import CourseSpec, MongoLiteService, MongoService
 
 STAND_IN_LABEL = "MongoDB-compatible stand-in, not MongoDB"
 REPLICA_SET = "rs0"
@@ -100,6 +110,33 @@ class _MongoBase(Kind[Any]):
         return Connection(self.name, self.spec.kind, LOCALHOST, self.port, self.url(), user,
                           password, self.database, conventional_env=conventional, extra=extra)
 
+    # -- export ----------------------------------------------------------------------------
+
+    @classmethod
+    def _mongo_export_hints(cls, name: str, service: Any, course: CourseSpec,
+                            official: OfficialImage, secrets: tuple[str, ...]) -> ExportHints:
+        port = service.port or cls.default_port or 27017
+        database = str(service.database or course.course.name).replace("-", "_")
+        from coursestack.kinds.base import env_prefix
+
+        prefix = env_prefix(name)
+        url = f"mongodb://{{host}}:{{port}}/{database}"
+        seeds = tuple(InitFile(f"{number:02d}-seed-{Path(seed).stem}.sh",
+                               text=_mongoimport_script(seed, database), reads=(seed,))
+                      for number, seed in enumerate(service.seed, start=50))
+        # The same port inside the container as on the host (see postgres.py).
+        official = replace(official, port=port, init_files=official.init_files + seeds,
+                           command=(*(official.command or ("mongod",)), "--port", str(port)),
+                           healthcheck=(*official.healthcheck, "--port", str(port)))
+        return replace(
+            super().export_hints(name, service, course),
+            ports=(port,), seeds=tuple(service.seed), secrets=secrets, official=official,
+            course_image_command=(), readiness=tcp_check(port),
+            connection_env={f"{prefix}_URL": url, f"{prefix}_HOST": "{host}",
+                            f"{prefix}_PORT": "{port}", "MONGO_URL": url, "MONGODB_URI": url,
+                            "MONGO_HOST": "{host}", "MONGO_PORT": "{port}",
+                            "MONGO_DB": database})
+
 
 class MongoLiteKind(_MongoBase):
     """The nx-27017 server, speaking MongoDB's wire protocol over SQLite files."""
@@ -144,6 +181,26 @@ class MongoLiteKind(_MongoBase):
 
     def connection(self) -> Connection:
         return self._connection(None, None, STAND_IN_LABEL)
+
+    @classmethod
+    def export_hints(cls, name: str, service: MongoLiteService,
+                     course: CourseSpec) -> ExportHints:
+        """Exports as real MongoDB where an official image runs it: the stand-in exists
+        only for machines where mongod cannot be installed."""
+        database = str(service.database or course.course.name).replace("-", "_")
+        official = OfficialImage(
+            image=f"mongo:{MONGO_SERIES}", port=27017,
+            environment={"MONGO_INITDB_DATABASE": database}, healthcheck=_MONGO_HEALTHCHECK,
+            data_path="/data/db", init_path="/docker-entrypoint-initdb.d")
+        hints = cls._mongo_export_hints(name, service, course, official, ())
+        return replace(
+            hints, runs_as_kind=MongoKind.KIND, apt_packages=_MONGO_APT_NEEDS,
+            install_commands=_MONGO_APT, notes=(
+                f"{cls.KIND!r} is a {STAND_IN_LABEL}: it exports as real MongoDB (compose: "
+                f"mongo:{MONGO_SERIES}; the course image and so Z2JH: MongoDB {MONGO_SERIES} "
+                "from MongoDB's repository, the image's course.toml saying kind = "
+                '"mongodb"); only Binder, which cannot change the repository\'s course.toml, '
+                "keeps the stand-in",))
 
 
 class MongoKind(_MongoBase):
@@ -281,3 +338,71 @@ class MongoKind(_MongoBase):
 
     def connection(self) -> Connection:
         return self._connection(self.spec.user, self.password)
+
+    @classmethod
+    def export_hints(cls, name: str, service: MongoService,
+                     course: CourseSpec) -> ExportHints:
+        """The official `mongo` image, with the course user made by an init script."""
+        database = str(service.database or course.course.name).replace("-", "_")
+        admin_secret, user_secret = f"{name}-admin-password", f"{name}-password"
+        create_user = InitFile("10-course-user.sh", text=(
+            "#!/bin/bash\n# The course's own user (generated by `coursestack export`)\n"
+            "set -euo pipefail\n"
+            f'password="$(cat {SECRETS_DIR}/{user_secret})"\n'
+            'mongosh --quiet --norc --username "$MONGO_INITDB_ROOT_USERNAME" --password '
+            '"$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin '
+            f'--eval "db.getSiblingDB(\'{database}\').createUser({{user: \'{service.user}\', '
+            f"pwd: '$password', roles: [{{role: 'readWrite', db: '{database}'}}]}})\"\n"))
+        official = OfficialImage(
+            image=f"mongo:{MONGO_SERIES}", port=27017,
+            command=("mongod", "--wiredTigerCacheSizeGB", f"{service.cache_size_gb:g}"),
+            environment={"MONGO_INITDB_ROOT_USERNAME": "admin",
+                         "MONGO_INITDB_DATABASE": database},
+            secret_environment={"MONGO_INITDB_ROOT_PASSWORD_FILE": admin_secret},
+            healthcheck=_MONGO_HEALTHCHECK, data_path="/data/db",
+            init_path="/docker-entrypoint-initdb.d", init_files=(create_user,))
+        hints = cls._mongo_export_hints(name, service, course, official,
+                                        (admin_secret, user_secret))
+        differences: tuple[Difference, ...] = ()
+        if service.replicas > 1:
+            differences = (Difference(
+                "replicas", f"the official image runs one mongod: a single server, not a "
+                f"{service.replicas}-member replica set (the course image, run by "
+                "coursestack, starts the replica set)"),)
+        return replace(hints, apt_packages=_MONGO_APT_NEEDS, install_commands=_MONGO_APT,
+                       user_install_commands=_MONGO_USER_INSTALL,
+                       official_differences=differences)
+
+
+#: The official image's MongoDB release, and the same from MongoDB's own repositories.
+MONGO_SERIES = "7.0"
+_MONGO_HEALTHCHECK = ("mongosh", "--quiet", "--norc", "--eval", "db.adminCommand('ping').ok")
+_MONGO_APT_NEEDS = ("curl", "gnupg", "ca-certificates")
+_MONGO_APT = (
+    "curl -fsSL https://www.mongodb.org/static/pgp/server-7.0.asc "
+    "| gpg --dearmor -o /usr/share/keyrings/mongodb-server-7.0.gpg",
+    'echo "deb [signed-by=/usr/share/keyrings/mongodb-server-7.0.gpg] '
+    'https://repo.mongodb.org/apt/debian bookworm/mongodb-org/7.0 main" '
+    "> /etc/apt/sources.list.d/mongodb-org-7.0.list",
+    "apt-get update && apt-get install -y --no-install-recommends mongodb-org-server "
+    "&& rm -rf /var/lib/apt/lists/*",
+)
+_MONGO_USER_INSTALL = (
+    "mkdir -p \"$HOME/.local/bin\" && curl -fsSL "
+    "https://fastdl.mongodb.org/linux/mongodb-linux-x86_64-ubuntu2204-7.0.14.tgz "
+    "| tar -xz --strip-components=2 -C \"$HOME/.local/bin\" --wildcards '*/bin/mongod'",
+)
+
+
+def _mongoimport_script(seed: str, database: str) -> str:
+    """A script the official image runs once: loads one JSON/JSONL seed file."""
+    name = Path(seed).name
+    array = "--jsonArray " if Path(seed).suffix.lower() == ".json" else ""
+    return (f"#!/bin/bash\n# {name}, loaded as coursestack loads it (generated by "
+            "`coursestack export`)\nset -euo pipefail\nauth=()\n"
+            'if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then\n'
+            '    auth=(--username "$MONGO_INITDB_ROOT_USERNAME" --password '
+            '"$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin)\nfi\n'
+            f'mongoimport "${{auth[@]}}" --quiet --db {database} --collection '
+            f"{Path(seed).stem} {array}--file {SEED_DIR}/{name}\n")
+

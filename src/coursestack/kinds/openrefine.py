@@ -10,14 +10,26 @@ cannot run under a path prefix, so the front door strips `/s/<name>` before forw
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.export_hints import ANY_ADDRESS, DATA_DIR, ExportHints
+from coursestack.kinds.probe_commands import http_check
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
-from coursestack.spec import OpenRefineService
+from coursestack.spec import CourseSpec, OpenRefineService
+
+#: OpenRefine's own Linux release, into ~/.local, as `openrefine` on PATH (Ubuntu has no
+#: package; its `refine` takes the same options as Debian's launcher).
+_USER_INSTALL = (
+    'mkdir -p "$HOME/.local/opt" "$HOME/.local/bin" && curl -fsSL '
+    "https://github.com/OpenRefine/OpenRefine/releases/download/3.8.7/"
+    'openrefine-linux-3.8.7.tar.gz | tar -xz -C "$HOME/.local/opt"',
+    'ln -sf "$HOME/.local/opt/openrefine-3.8.7/refine" "$HOME/.local/bin/openrefine"',
+)
 
 INSTALL_HINT = ("install OpenRefine (Debian/Ubuntu: sudo apt-get install openrefine; "
                 "elsewhere: https://openrefine.org/download) or set services.NAME.binary "
@@ -65,3 +77,20 @@ class OpenRefineKind(Kind[OpenRefineService]):
     def connection(self) -> Connection:
         return Connection(self.name, self.KIND, LOCALHOST, self.port,
                           f"http://{LOCALHOST}:{self.port}/", web=True)
+
+    # -- export ----------------------------------------------------------------------------
+
+    @classmethod
+    def export_hints(cls, name: str, service: OpenRefineService,
+                     course: CourseSpec) -> ExportHints:
+        """OpenRefine has no official image: the course image runs Debian's package."""
+        port = service.port or cls.default_port or 3333
+        workspace = f"{DATA_DIR}/workspace"
+        script = (f"mkdir -p {workspace} && exec openrefine -i {ANY_ADDRESS} -p {port} "
+                  f"-d {workspace} -m {service.memory} -x refine.headless=true")
+        return replace(
+            super().export_hints(name, service, course), ports=(port,), web=True,
+            apt_packages=("openrefine",), course_image_command=("sh", "-c", script),
+            user_install_apt_packages=("default-jre-headless", "curl"),
+            user_install_commands=_USER_INSTALL,
+            readiness=http_check(port, "/command/core/get-version", 200))

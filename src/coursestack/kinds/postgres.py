@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,17 @@ from psycopg import sql
 from coursestack import nofollow
 from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.export_hints import (
+    SEED_DIR,
+    Difference,
+    ExportHints,
+    InitFile,
+    OfficialImage,
+)
+from coursestack.kinds.probe_commands import tcp_check
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
-from coursestack.spec import PostgresService
+from coursestack.spec import CourseSpec, PostgresService
 
 SUPERUSER = "postgres"
 
@@ -257,6 +266,56 @@ class PostgresKind(Kind[PostgresService]):
         return Connection(self.name, self.KIND, LOCALHOST, self.port, url, self.spec.user,
                           self.password, self.database, conventional_env=conventional)
 
+    # -- export ----------------------------------------------------------------------------
+
+    @classmethod
+    def export_hints(cls, name: str, service: PostgresService,
+                     course: CourseSpec) -> ExportHints:
+        """The official `postgres` image runs SQL seeds once; CSV seeds become SQL files
+        (the types coursestack infers, or <name>.schema.json) that COPY the CSV in."""
+        database = service.database or course.course.name.replace("-", "_")
+        port = service.port or cls.default_port or 5432
+        secret = f"{name}-password"
+        init_files = []
+        for number, seed in enumerate(service.seed, start=1):
+            path = Path(seed)
+            if path.suffix.lower() == ".csv":
+                text = csv_seed_as_sql(course.resolve(seed), f"{SEED_DIR}/{path.name}")
+                init_files.append(InitFile(f"{number:02d}-{path.stem}.sql", text=text,
+                                           reads=(seed,)))
+            else:
+                init_files.append(InitFile(f"{number:02d}-{path.name}", source=seed))
+        command: tuple[str, ...] = ()
+        if service.settings:
+            command = ("postgres", *(part for key, value in service.settings.items()
+                                     for part in ("-c", f"{key}={value}")))
+        # The same port inside the container as on the host: placeholders such as
+        # {postgres.port} mean one thing everywhere (PGPORT sets the server's port too).
+        official = OfficialImage(
+            image=f"postgres:{OFFICIAL_MAJOR}", port=port, command=command,
+            environment={"POSTGRES_USER": service.user, "POSTGRES_DB": database,
+                         "PGPORT": str(port)},
+            secret_environment={"POSTGRES_PASSWORD_FILE": secret},
+            healthcheck=("pg_isready", "-h", "127.0.0.1", "-p", str(port), "-U",
+                         service.user, "-d", database),
+            data_path="/var/lib/postgresql/data", init_path="/docker-entrypoint-initdb.d",
+            init_files=tuple(init_files))
+        from coursestack.kinds.base import env_prefix
+
+        prefix = env_prefix(name)
+        url = f"postgresql://{service.user}@{{host}}:{{port}}/{database}"
+        return replace(
+            super().export_hints(name, service, course), ports=(port,),
+            seeds=tuple(service.seed), secrets=(secret,), official=official,
+            course_image_command=(), readiness=tcp_check(port),
+            connection_env={f"{prefix}_URL": url, f"{prefix}_HOST": "{host}",
+                            f"{prefix}_PORT": "{port}", "DATABASE_URL": url, "PGHOST": "{host}",
+                            "PGPORT": "{port}", "PGUSER": service.user,
+                            "PGDATABASE": database},
+            official_differences=(Difference(
+                "user", f"the official image makes {service.user!r} the database's "
+                "superuser (coursestack gives it only its own database)"),))
+
 
 def _applied_in_database(connection: psycopg.Connection[Any]) -> dict[str, Any] | None:
     row = connection.execute("SELECT to_regclass('coursestack.seed') IS NOT NULL").fetchone()
@@ -302,3 +361,28 @@ def _seed_error(error: psycopg.Error, path: Path) -> UserError:
     return UserError(f"seed failed: {diag.message_primary or error}", where=where,
                      hint="fix the seed file; nothing of the seed was kept, and the next "
                      "start tries again")
+
+
+#: PostgreSQL major version of the official image: the pgserver wheel's.
+OFFICIAL_MAJOR = 16
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def csv_seed_as_sql(path: Path, mounted_at: str) -> str:
+    """SQL that creates a CSV seed's table, COPYs the file in, then builds its indexes."""
+    plan = plan_table(path)
+    table = _quote_identifier(plan.table)
+    columns = ",\n    ".join(f"{_quote_identifier(column)} {kind}"
+                              for column, kind in plan.columns)
+    lines = [f"-- {path.name}, as coursestack loads it (generated by `coursestack export`)",
+             f"CREATE TABLE {table} (\n    {columns}\n);",
+             f"COPY {table} FROM '{mounted_at}' (FORMAT csv, HEADER true);"]
+    for number, index in enumerate(plan.indexes):
+        index_name = _quote_identifier(f"{plan.table}_{number}_idx")
+        lines.append(f"CREATE INDEX {index_name} ON {table} "
+                     f"({', '.join(_quote_identifier(c) for c in index)});")
+    return "\n".join(lines) + "\n"
+

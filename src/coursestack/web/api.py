@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
@@ -16,6 +17,7 @@ from coursestack.supervisor import State
 from coursestack.web.auth import Principal
 from coursestack.web.context import Context, ServiceView, require_login
 from coursestack.web.events import follow_log
+from coursestack.web.handoff import OPEN_LIFETIME
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -53,6 +55,13 @@ class SessionView(BaseModel):
 
     via: str
     csrf_token: str | None
+
+
+class LoginCode(BaseModel):
+    """A one-time login code for a browser (`coursestack up --open`)."""
+
+    code: str
+    expires_in: float
 
 
 class Problem(BaseModel):
@@ -100,6 +109,17 @@ async def session(request: Request, web: Context) -> SessionView:
     assert principal is not None
     return SessionView(via=principal.via,
                        csrf_token=principal.session.csrf if principal.session else None)
+
+
+@router.post("/login-code", response_model=LoginCode,
+             responses={403: {"model": Problem, "description": "Only for the instance token"}})
+async def login_code(request: Request, web: Context) -> LoginCode:
+    """A code that logs a browser in once, within a minute, by a POST to `/login/code`
+    (the CLI's `up --open` puts it in an owner-only local page, never on a command line)."""
+    principal: Principal | None = web.auth.identify(request)
+    if principal is None or principal.via != "bearer":
+        raise HTTPException(403, "only the instance token may ask for a login code")
+    return LoginCode(code=web.codes.issue("dashboard", OPEN_LIFETIME), expires_in=OPEN_LIFETIME)
 
 
 @router.get("/services", response_model=list[ServiceView])
@@ -214,3 +234,20 @@ async def events(web: Context) -> StreamingResponse:
     assert web.broker is not None
     return StreamingResponse(web.broker.stream(), media_type="text/event-stream",
                              headers=SSE_HEADERS)
+
+
+@router.post("/content/update", responses={**NO_CSRF, 409: {
+    "model": Problem, "description": "The update could not run (no `[content]` source, "
+    "source unreachable, ...); nothing was changed"}})
+async def update_content(web: Context, check: bool = False) -> dict[str, Any]:
+    """Update the course material (as `coursestack update`): the report, file by file."""
+    from fastapi import HTTPException
+
+    from coursestack.content.update import run_update
+    from coursestack.errors import UserError
+
+    try:
+        report = await asyncio.to_thread(run_update, web.daemon.spec, web.daemon.state, check)
+    except UserError as error:
+        raise HTTPException(409, detail=error.render()) from None
+    return report.as_dict()

@@ -4,10 +4,12 @@
 - api.py        the REST API the CLI and the dashboard use (`/api/...`, OpenAPI schema)
 - dashboard.py  server-rendered pages and the login flow
 - events.py     server-sent events (state changes, log lines)
-- proxy.py      the front door: web services under `/s/<name>/`, HTTP and WebSocket
-- auth.py       bearer token, session cookies, CSRF, login rate limit, password hash
+- front_door.py one origin per web service (`<service>.<instance>.localhost:<port>`),
+                the login hand-off to it, and `/s/<name>/` redirecting there
+- proxy.py      forwarding to a service: HTTP streamed, WebSockets bridged
+- auth.py       bearer token, session cookies, CSRF, login back-off, password hash
 
-Only `/api/health`, the login page and the static assets (CSS/JS) need no login.
+Only `/api/health`, the login pages and the static assets (CSS/JS) need no login.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -27,18 +30,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coursestack import __version__
 from coursestack.supervisor import RUNNING_STATES
-from coursestack.web import api, dashboard, proxy
+from coursestack.web import api, dashboard, front_door
 from coursestack.web.auth import Authenticator, check_listen_address
 from coursestack.web.context import NotLoggedIn, WebContext, require_login
 from coursestack.web.events import Broker
+from coursestack.web.front_door import ServiceOrigins
+from coursestack.web.origins import Origins
 
 if TYPE_CHECKING:
     from coursestack.daemon import Daemon
 
-#: Largest body accepted by the daemon's own routes (the front door allows more).
+#: Largest body accepted by the daemon's own routes (service origins allow more).
 MAX_BODY = 64 * 1024
 #: Paths that need no login (the route-enumeration test checks exactly these).
-PUBLIC_PATHS = frozenset({"/api/health", "/login", "/static"})
+PUBLIC_PATHS = frozenset({"/api/health", "/login", "/login/code", "/static"})
 
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -54,22 +59,22 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        own = not str(scope["path"]).startswith("/s/")
-        if own:
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            refusal: tuple[int, str] | None = None
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-                refusal = (413, f"request body too large (limit {MAX_BODY} bytes)")
-            elif length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
-                refusal = (411, "a Content-Length is required")
-            if refusal is not None:
-                response = JSONResponse({"detail": refusal[1]}, refusal[0])
-                await response(scope, receive, send)
-                return
+        # Service origins never reach this middleware (see front_door.py): every request
+        # here is for the daemon's own routes.
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        refusal: tuple[int, str] | None = None
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            refusal = (413, f"request body too large (limit {MAX_BODY} bytes)")
+        elif length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
+            refusal = (411, "a Content-Length is required")
+        if refusal is not None:
+            response = JSONResponse({"detail": refusal[1]}, refusal[0])
+            await response(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and own:
+            if message["type"] == "http.response.start":
                 extra = [(b"x-content-type-options", b"nosniff"),
                          (b"referrer-policy", b"same-origin"),
                          (b"x-frame-options", b"DENY"),
@@ -82,6 +87,15 @@ class Guard:
         await self.app(scope, receive, send_with_headers)
 
 
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing: the front door's one client serves every browser
+    and every service, so a cookie one service set must never ride on another request
+    (cookies ignore ports: all services share 127.0.0.1)."""
+
+    def __init__(self) -> None:
+        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def create_app(daemon: Daemon) -> FastAPI:
     """The FastAPI application of one daemon."""
     supervisor = daemon.supervisor
@@ -89,11 +103,13 @@ def create_app(daemon: Daemon) -> FastAPI:
     settings = daemon.spec.dashboard
     auth_enabled = bool(getattr(settings, "auth", True))
     check_listen_address(settings.host, auth_enabled)
-    web = WebContext(daemon, supervisor, Authenticator(daemon.token, daemon.state, auth_enabled))
+    web = WebContext(daemon, supervisor, Authenticator(daemon.token, daemon.state, auth_enabled),
+                     Origins(daemon.name, [name for name, unit in daemon.units.items()
+                                           if unit.connection().web]))
     web.broker = Broker(supervisor, web.snapshot, web.view_dict)
     supervisor.add_listener(web.forget_views)
     proxy_client = httpx.AsyncClient(
-        trust_env=False, follow_redirects=False,
+        trust_env=False, follow_redirects=False, cookies=_NoCookies(),
         timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=40))
 
@@ -114,6 +130,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.state.web = web
     app.state.proxy_client = proxy_client
     app.add_middleware(Guard)
+    app.add_middleware(ServiceOrigins)  # outermost: service origins never see the rest
 
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, _error: NotLoggedIn) -> Response:
@@ -134,7 +151,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(api.router)
     app.include_router(dashboard.public)
     app.include_router(dashboard.pages)
-    app.include_router(proxy.router)
+    app.include_router(front_door.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("coursestack.web") / "static")),
               name="static")
     _watch_shutdown(daemon, web)

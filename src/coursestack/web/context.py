@@ -15,8 +15,17 @@ from pydantic import BaseModel, TypeAdapter
 
 from coursestack.procs import process_tree_memory
 from coursestack.supervisor import Event, Service, Supervisor
-from coursestack.web.auth import CSRF_FIELD, CSRF_HEADER, SAFE_METHODS, Authenticator, Principal
+from coursestack.web.auth import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SAFE_METHODS,
+    Authenticator,
+    Principal,
+    foreign_request,
+)
 from coursestack.web.events import Broker
+from coursestack.web.handoff import OneTimeCodes
+from coursestack.web.origins import Origins
 
 if TYPE_CHECKING:
     from coursestack.daemon import Daemon
@@ -47,8 +56,12 @@ class ServiceView(BaseModel):
     memory: int | None
     web: bool
     url: str
-    #: Where the front door serves this service ("" if it is not a web service).
+    #: The dashboard's link to this service ("" if it is not a web service): it logs the
+    #: browser into the service's own origin and redirects there.
     proxy_path: str = ""
+    #: The service's own origin at the front door, e.g.
+    #: `http://jupyter.sample.localhost:8700/s/jupyter/` ("" if not a web service).
+    proxy_url: str = ""
     start: str
     last_log: list[str]
     #: How the service must be described, e.g. "MongoDB-compatible stand-in, not MongoDB".
@@ -66,6 +79,8 @@ class WebContext:
     daemon: Daemon
     supervisor: Supervisor
     auth: Authenticator
+    origins: Origins = field(default_factory=lambda: Origins("instance", []))
+    codes: OneTimeCodes = field(default_factory=OneTimeCodes)
     broker: Broker | None = None
     watcher: asyncio.Task[None] | None = None
     #: pid -> (when measured, bytes): walking a process tree is costly under load.
@@ -100,6 +115,17 @@ class WebContext:
         self._memory[pid] = (now, value)
         return value
 
+    def daemon_port(self) -> int | None:
+        """The port the daemon listens on (None before it listens: a test's app)."""
+        port = self.daemon.url.rstrip("/").rpartition(":")[2]
+        return int(port) if port.isdigit() else None
+
+    def proxy_url(self, name: str) -> str:
+        """Where service `name` lives at the front door, on its own origin."""
+        unit = self.daemon.units[name]
+        home = "/" if unit.proxy_strips_prefix else unit.web_path()
+        return self.origins.host_of(name, self.daemon_port()).origin + home
+
     def service_or_404(self, name: str) -> Service:
         service = self.supervisor.services.get(name)
         if service is None:
@@ -119,7 +145,8 @@ class WebContext:
             heartbeat=status.heartbeat, restarts=status.restarts,
             memory=self.memory(status.pid),
             web=connection.web, url=connection.url,
-            proxy_path=unit.web_path() if connection.web else "",
+            proxy_path=f"/s/{name}/" if connection.web else "",
+            proxy_url=self.proxy_url(name) if connection.web else "",
             start=str(unit.spec.start), last_log=status.last_log,
             label=str(connection.extra.get("label", "")))
 
@@ -171,12 +198,16 @@ async def _form_csrf(request: Request) -> str | None:
 async def require_login(request: Request,
                         _credentials: Annotated[HTTPAuthorizationCredentials | None,
                                                 Depends(_bearer)] = None) -> Principal:
-    """Any valid credential; a cookie session must add its CSRF token to unsafe methods
-    (the `X-CSRF-Token` header, or the `csrf_token` field of a form)."""
+    """Any valid credential; a cookie session must come from a page of the dashboard's
+    own origin, and add its CSRF token to unsafe methods (the `X-CSRF-Token` header, or
+    the `csrf_token` field of a form)."""
     context = get_context(request)
     principal = context.auth.identify(request)
     if principal is None:
         raise NotLoggedIn()
+    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if principal.via == "session" and foreign_request(request, own_origin):
+        raise HTTPException(403, "refused: sent by a page of another origin")
     if request.method not in SAFE_METHODS:
         supplied = request.headers.get(CSRF_HEADER)
         if supplied is None and principal.via == "session":

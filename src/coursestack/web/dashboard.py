@@ -7,6 +7,7 @@ import re
 import secrets
 import tempfile
 import time
+from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,10 @@ from coursestack.logs import tail_lines
 from coursestack.state import read_json
 from coursestack.web.auth import (
     CSRF_FIELD,
-    SESSION_COOKIE,
+    DEVICE_LIFETIME,
     SESSION_LIFETIME,
     Authenticator,
     Principal,
-    client_address,
 )
 from coursestack.web.context import Context, Login, WebContext, get_context, require_login
 
@@ -50,7 +50,8 @@ def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
 def _page_values(web: WebContext, principal: Principal, page: str) -> dict[str, Any]:
     spec = web.daemon.spec
     return {"csrf_token": principal.session.csrf if principal.session else "-",
-            "course_title": spec.course.title or spec.course.name, "page": page}
+            "course_title": spec.course.title or spec.course.name, "page": page,
+            "has_content": spec.content is not None}
 
 
 def _duration(seconds: float | None) -> str:
@@ -84,23 +85,39 @@ def _login_page(request: Request, error: str = "", status: int = 200,
     return response
 
 
-def _logged_in(request: Request, auth: Authenticator, next_url: str) -> Response:
+def _logged_in(request: Request, auth: Authenticator, next_url: str,
+               started_elsewhere: bool = False) -> Response:
+    """Set the session cookie (SameSite=Strict) and go on to `next_url`.
+
+    `started_elsewhere`: the login came from another site (the local page `up --open`
+    opens). A redirect would still count as started there, and the Strict cookie would
+    not go with it; a page that moves on by itself starts the next request here.
+    """
     _, cookie = auth.new_session()
-    response = RedirectResponse(safe_next(next_url), 303)
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=int(SESSION_LIFETIME), httponly=True,
-                        samesite="lax", path="/", secure=request.url.scheme == "https")
+    target = safe_next(next_url)
+    response: Response
+    if started_elsewhere:
+        response = HTMLResponse(f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
+                                f"content='0;url={escape(target)}'><title>Logged in</title>"
+                                f"<p><a href='{escape(target)}'>Open the dashboard</a></p>")
+    else:
+        response = RedirectResponse(target, 303)
+    secure = request.url.scheme == "https"
+    response.set_cookie(auth.session_cookie, cookie, max_age=int(SESSION_LIFETIME),
+                        httponly=True, samesite="strict", path="/", secure=secure)
+    if auth.throttle_key(request) == "anyone":  # remember this browser (see Backoff)
+        response.set_cookie(auth.device_cookie, auth.new_device(), max_age=int(DEVICE_LIFETIME),
+                            httponly=True, samesite="strict", path="/login", secure=secure)
     response.delete_cookie(LOGIN_COOKIE, path="/login")
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"  # the token was in the URL
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token may be in the URL
     return response
 
 
-def _too_many(auth: Authenticator, client: str) -> HTMLResponse | None:
-    wait = auth.limiter.retry_after(client)
-    if wait <= 0:
-        return None
+def _too_many(wait: float) -> HTMLResponse:
     response = render("login.html", 429, title="Log in", login_csrf="", next="/", csrf_token="",
-                      error=f"Too many failed attempts: wait {int(wait) + 1} s and try again.")
+                      error=f"Too many wrong passwords: wait {int(wait) + 1} s and try again "
+                      "(the link `coursestack up` prints always works).")
     response.headers["Retry-After"] = str(int(wait) + 1)
     return response
 
@@ -108,21 +125,31 @@ def _too_many(auth: Authenticator, client: str) -> HTMLResponse | None:
 @public.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, token: str | None = None,
                      next: str = "/") -> Response:
-    """The login form; `?token=` (the link `coursestack up` prints) logs in at once."""
+    """The login form; `?token=` (the link `coursestack up` prints) logs in at once.
+
+    The instance token is never throttled: it is 256 random bits, so guessing it is
+    hopeless, and the student must always be able to get in with it.
+    """
     auth = get_context(request).auth
     if token is None:
         if auth.identify(request) is not None:
             return RedirectResponse(safe_next(next), 303)
         return _login_page(request, next_url=next)
-    client = client_address(request)
-    if (refused := _too_many(auth, client)) is not None:
-        return refused
     if auth.token_ok(token):
-        auth.limiter.succeeded(client)
         return _logged_in(request, auth, next)
-    auth.limiter.failed(client)
     return _login_page(request, "That login link is not valid (an old one?). Run "
                        "`coursestack up` again for a fresh link.", 401, next)
+
+
+@public.post("/login/code", response_class=HTMLResponse)
+async def login_with_code(request: Request) -> Response:
+    """Log in with a one-time code (the local page `coursestack up --open` opens)."""
+    web = get_context(request)
+    form = await read_form(request)
+    if web.codes.redeem(form.get("code"), "dashboard") is None:
+        return _login_page(request, "That login page has expired (it works once, within a "
+                           "minute). Run `coursestack up --open` again, or log in here.", 401)
+    return _logged_in(request, web.auth, "/", started_elsewhere=True)
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -141,11 +168,13 @@ async def read_form(request: Request) -> dict[str, str]:
 
 @public.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    """Log in with the dashboard password or the instance token."""
+    """Log in with the dashboard password or the instance token.
+
+    The token always works. Wrong passwords back off per device (a browser that logged
+    in before keeps its own count, so a flood of guesses from elsewhere never locks the
+    student out); the check itself runs in a worker thread.
+    """
     auth = get_context(request).auth
-    client = client_address(request)
-    if (refused := _too_many(auth, client)) is not None:
-        return refused
     form = await read_form(request)
     expected = request.cookies.get(LOGIN_COOKIE, "")
     supplied = form.get("login_csrf", "")
@@ -153,16 +182,22 @@ async def login(request: Request) -> Response:
         return _login_page(request, "The form expired; please try again.", 403)
     secret = form.get("secret", "")
     next_url = form.get("next", "/")
-    if auth.token_ok(secret) or auth.password_ok(secret):
-        auth.limiter.succeeded(client)
+    if auth.token_ok(secret):
         return _logged_in(request, auth, next_url)
-    auth.limiter.failed(client)
+    key = auth.throttle_key(request)
+    wait = auth.backoff.retry_after(key)
+    if wait > 0:
+        return _too_many(wait)
+    if await auth.password_ok(secret):
+        auth.backoff.succeeded(key)
+        return _logged_in(request, auth, next_url)
+    auth.backoff.failed(key)
     return _login_page(request, "Wrong password or token.", 401, next_url)
 
 
 @pages.post("/logout")
 async def logout(request: Request, principal: Login) -> Response:
-    """End this browser's session."""
+    """End this browser's session, for good (and its sessions on service origins)."""
     form = await read_form(request)
     auth = get_context(request).auth
     if principal.session is not None:
@@ -170,7 +205,7 @@ async def logout(request: Request, principal: Login) -> Response:
             raise HTTPException(403, "missing or invalid CSRF token: reload the page")
         auth.revoke(principal.session)
     response = RedirectResponse("/login", 303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(auth.session_cookie, path="/")
     return response
 
 

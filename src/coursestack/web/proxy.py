@@ -1,14 +1,15 @@
-"""The front door: every web service under `/s/<name>/` on the dashboard's own port.
+"""Forwarding to a web service: HTTP streamed both ways (httpx), WebSockets bridged
+(`websockets` client). front_door.py decides who may pass; this module only forwards.
 
-HTTP is streamed both ways with httpx; WebSockets (Jupyter kernels) are bridged with the
-`websockets` client. Requests pass only with a dashboard login; the proxy then adds the
-service's own credential (Jupyter's token), so one login opens everything. Because that
-credential is added for the browser, an unsafe request must come from the dashboard's
-own origin (Origin/Referer check), which stops cross-site request forgery through the
-proxy. The dashboard session cookie is never forwarded to a service.
+Parsing, never pasting: the service and its port come from the spec (the caller has
+matched the `Host`), the upstream URL is built from the loopback address, that port and
+the request's path; `Host` and the forwarded headers are rebuilt; `X-Real-Ip`,
+`Forwarded`, `X-Forwarded-*` and the like from the browser are dropped, and so is every
+coursestack cookie and our own bearer credential.
 
-Services keep their own base path (Jupyter runs with `base_url=/s/<name>/`), so paths are
-forwarded unchanged and the browser's Host is kept, as with any reverse proxy.
+A service keeps its own base path (Jupyter runs with `base_url=/s/<name>/`) and sees its
+own origin's `Host`, so its same-origin and XSRF checks apply; other kinds serve at `/`
+of their origin and see `Host: 127.0.0.1:<port>` (OpenRefine checks it).
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from urllib.parse import unquote
 
 import httpx
 import websockets
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException
 from starlette.background import BackgroundTask
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from coursestack.web.auth import SAFE_METHODS, SESSION_COOKIE, same_origin
-from coursestack.web.context import NotLoggedIn, WebContext, get_context
+from coursestack.web.auth import COOKIE_PREFIX
+from coursestack.web.context import WebContext
+from coursestack.web.origins import ServiceHost
 
 log = logging.getLogger("coursestack.web.proxy")
 
@@ -38,22 +41,27 @@ log = logging.getLogger("coursestack.web.proxy")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
                         "proxy-connection"})
+#: Headers that claim who the client is or how it came: rebuilt by us, never copied.
+CLAIMS = frozenset({"forwarded", "x-real-ip", "x-client-ip", "true-client-ip",
+                    "cf-connecting-ip", "x-cluster-client-ip", "x-scheme", "via"})
 MAX_PROXY_BODY = 512 * 1024 * 1024
 WS_MAX_MESSAGE = 64 * 1024 * 1024
 
-router = APIRouter(include_in_schema=False)
-
 
 class Upstream:
-    """Where a proxied request goes, and the credential the service wants."""
+    """Where a proxied request goes, and how the service wants it."""
 
-    def __init__(self, port: int, path: str, query: str, token: str | None) -> None:
+    def __init__(self, port: int, path: str, query: str, host: str,
+                 token: str | None, public_host: str = "") -> None:
         self.port = port
         self.path = path
         self.query = query
+        #: The Host header the service sees (rebuilt, never the browser's).
+        self.host = host
+        #: The service's own credential (Jupyter's token), added for bearer clients only.
         self.token = token
-        #: The front-door prefix removed from the path ("" when the service keeps it).
-        self.prefix = ""
+        #: The origin's host as the browser reached it (rebuilt: X-Forwarded-Host).
+        self.public_host = public_host or host
 
     def url(self, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{self.path}" + (
@@ -69,26 +77,36 @@ def has_traversal(raw_path: str) -> bool:
     return any(part in ("..", ".") for part in parts) or "\x00" in decoded
 
 
-def resolve(web: WebContext, name: str, raw_path: str, query: str) -> Upstream:
-    """The upstream of `/s/<name>/...`; 404 for anything that is not a web service."""
+def web_unit(web: WebContext, name: str) -> Any:
+    """The kind of web service `name`; 404 for anything else."""
     unit = web.daemon.units.get(name)
     if unit is None:
         raise HTTPException(404, f"no service named {name!r}")
-    connection = unit.connection()
-    if not connection.web or unit.port is None:
+    if not unit.connection().web or unit.port is None:
         raise HTTPException(404, f"service {name!r} has no web interface")
+    return unit
+
+
+def home_path(unit: Any) -> str:
+    """Where a service's pages start on its own origin."""
+    return "/" if unit.proxy_strips_prefix else str(unit.web_path())
+
+
+def resolve(web: WebContext, target: ServiceHost, raw_path: str, query: str) -> Upstream:
+    """The upstream of a request to `target`'s origin."""
+    unit = web_unit(web, target.service)
     if has_traversal(raw_path):
         raise HTTPException(400, "path traversal is not allowed")
-    token = connection.extra.get("token")
-    path = raw_path
-    if unit.proxy_strips_prefix:  # an app that cannot live under /s/<name>/
-        path = raw_path[len(f"/s/{name}"):] or "/"
-    upstream = Upstream(unit.port, path, query, str(token) if token else None)
-    upstream.prefix = f"/s/{name}" if unit.proxy_strips_prefix else ""
-    return upstream
+    if not raw_path.startswith("/"):
+        raise HTTPException(400, "the path must start with /")
+    token = unit.connection().extra.get("token")
+    host = f"127.0.0.1:{unit.port}" if unit.proxy_strips_prefix else target.host
+    return Upstream(int(unit.port), raw_path, query, host, str(token) if token else None,
+                    target.host)
 
 
-def not_ready_page(web: WebContext, name: str, request: Request) -> Response | None:
+def not_ready_page(web: WebContext, name: str, request: Request,
+                   dashboard: str) -> Response | None:
     """Start an on-demand service on its first request; while a service is not ready,
     a page that says so (and refreshes itself) instead of a bare error."""
     service = web.daemon.supervisor.services.get(name) if web.daemon.supervisor else None
@@ -118,78 +136,71 @@ def not_ready_page(web: WebContext, name: str, request: Request) -> Response | N
             f"<title>{escape(title)}</title></head><body style='font-family:sans-serif;"
             f"max-width:40rem;margin:3rem auto;padding:0 1rem'>"
             f"<h1 role=status aria-live=polite>{escape(title)}</h1><p>{escape(text)}</p>"
-            f"<p><a href='/'>Back to the dashboard</a></p></body></html>")
+            f"<p><a href='{escape(dashboard)}'>Back to the dashboard</a></p></body></html>")
     return Response(body, status_code=503, media_type="text/html",
                     headers={"Retry-After": "1", "Cache-Control": "no-store"})
 
 
-def strip_session_cookie(header: str) -> str:
-    """The Cookie header without the dashboard's own session cookie."""
+def service_cookies(header: str) -> str:
+    """The Cookie header without any coursestack cookie (the service never sees ours)."""
     parts = [p.strip() for p in header.split(";") if p.strip()]
-    return "; ".join(p for p in parts if p.split("=", 1)[0].strip() != SESSION_COOKIE)
+    return "; ".join(p for p in parts if not p.split("=", 1)[0].strip().startswith(COOKIE_PREFIX))
 
 
 def upstream_headers(request_headers: list[tuple[bytes, bytes]], upstream: Upstream,
-                     client: str, scheme: str) -> list[tuple[str, str]]:
+                     client: str, add_token: bool) -> list[tuple[str, str]]:
+    """The headers a service gets: the browser's own, minus ours and every claim about
+    the client, plus a rebuilt Host and X-Forwarded-*."""
     headers: list[tuple[str, str]] = []
-    host = ""
     for raw_key, raw_value in request_headers:
         key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
-        if key in HOP_BY_HOP or key in ("authorization", "content-length") or \
+        if key in HOP_BY_HOP or key in CLAIMS or key in ("host", "content-length") or \
                 key.startswith("x-forwarded-") or key.startswith("sec-websocket"):
             continue
-        if key == "host":
-            host = value
+        if key == "authorization" and (add_token or value.lower().startswith("bearer ")):
+            continue  # our bearer credential stays with us
         if key == "cookie":
-            value = strip_session_cookie(value)
+            value = service_cookies(value)
             if not value:
                 continue
         headers.append((key, value))
-    if upstream.token:
+    if add_token and upstream.token:
         headers.append(("authorization", f"token {upstream.token}"))
-    headers += [("x-forwarded-for", client), ("x-forwarded-proto", scheme),
-                ("x-forwarded-host", host)]
+    headers += [("host", upstream.host), ("x-forwarded-for", client),
+                ("x-forwarded-proto", "http"), ("x-forwarded-host", upstream.public_host)]
     return headers
 
 
-def _raw_path(scope: MutableMapping[str, Any]) -> str:
+def raw_path(scope: MutableMapping[str, Any]) -> str:
     raw = scope.get("raw_path")
     return raw.decode("latin-1") if raw else str(scope["path"])
 
 
-@router.api_route("/s/{name}", methods=["GET", "HEAD"])
-async def service_root(name: str, request: Request) -> Response:
-    """`/s/<name>` -> `/s/<name>/`."""
-    web = get_context(request)
-    if web.auth.identify(request) is None:
-        raise NotLoggedIn()
-    resolve(web, name, f"/s/{name}/", "")
-    return RedirectResponse(f"/s/{name}/", 307)
+def _response_headers(response: httpx.Response, upstream: Upstream) -> list[tuple[str, str]]:
+    """The service's answer headers, minus hop-by-hop ones and any cookie in our name;
+    a Location at the service's loopback address made relative."""
+    kept: list[tuple[str, str]] = []
+    loopback = f"http://127.0.0.1:{upstream.port}"
+    for key, value in response.headers.multi_items():
+        lower = key.lower()
+        if lower in HOP_BY_HOP:
+            continue
+        if lower == "set-cookie" and value.lstrip().startswith(COOKIE_PREFIX):
+            continue
+        if lower == "location" and value.startswith(loopback):
+            value = value[len(loopback):] or "/"
+        kept.append((lower, value))
+    return kept
 
 
-@router.api_route("/s/{name}/{path:path}",
-                  methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-async def proxy_http(name: str, path: str, request: Request) -> Response:
+async def forward_http(request: Request, upstream: Upstream, add_token: bool) -> Response:
     """Forward one HTTP request to the service, streaming both bodies."""
-    web = get_context(request)
-    if web.auth.identify(request) is None:
-        raise NotLoggedIn()
-    if request.method not in SAFE_METHODS and not same_origin(request):
-        raise HTTPException(403, "cross-origin request refused by the front door")
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_PROXY_BODY):
         raise HTTPException(413, "request body too large")
-    upstream = resolve(web, name, _raw_path(request.scope), request.url.query)
-    waiting = not_ready_page(web, name, request)
-    if waiting is not None:
-        return waiting
     client: httpx.AsyncClient = request.app.state.proxy_client
     headers = upstream_headers(request.scope["headers"], upstream,
-                               request.client.host if request.client else "",
-                               request.url.scheme)
-    if upstream.prefix:  # such apps check Host against their own address
-        headers = [(k, v) for k, v in headers if k != "host"]
-        headers.append(("host", f"127.0.0.1:{upstream.port}"))
+                               request.client.host if request.client else "", add_token)
     has_body = request.method not in ("GET", "HEAD") and (
         length not in (None, "0") or "transfer-encoding" in request.headers)
     outgoing = client.build_request(request.method, upstream.url(), headers=headers,
@@ -197,23 +208,14 @@ async def proxy_http(name: str, path: str, request: Request) -> Response:
     try:
         response = await client.send(outgoing, stream=True)
     except httpx.TimeoutException:
-        raise HTTPException(504, f"service {name!r} did not answer in time") from None
+        raise HTTPException(504, "the service did not answer in time") from None
     except httpx.HTTPError:
-        raise HTTPException(502, f"service {name!r} is not answering; is it running? "
+        raise HTTPException(502, "the service is not answering; is it running? "
                             "See the dashboard") from None
-    response_headers = [(k, v) for k, v in response.headers.multi_items()
-                        if k.lower() not in HOP_BY_HOP]
-    location = response.headers.get("location", "")
-    upstream_origin = f"http://127.0.0.1:{upstream.port}"
-    if location.startswith(upstream_origin) or (upstream.prefix and location.startswith("/")):
-        relative = location[len(upstream_origin):] if location.startswith(
-            upstream_origin) else location
-        response_headers = [(k, v) for k, v in response_headers if k.lower() != "location"]
-        response_headers.append(("location", upstream.prefix + (relative or "/")))
     result = StreamingResponse(_body(response), status_code=response.status_code,
                                background=BackgroundTask(response.aclose))
-    result.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                          for k, v in response_headers]
+    result.raw_headers = [(k.encode("latin-1"), v.encode("latin-1"))
+                          for k, v in _response_headers(response, upstream)]
     return result
 
 
@@ -226,53 +228,37 @@ async def _body(response: httpx.Response) -> AsyncIterator[bytes]:
         return
 
 
-@router.websocket("/s/{name}/{path:path}")
-async def proxy_websocket(websocket: WebSocket, name: str, path: str) -> None:
+async def forward_websocket(websocket: WebSocket, web: WebContext, name: str,
+                            upstream: Upstream, add_token: bool) -> None:
     """Bridge a WebSocket (a Jupyter kernel channel) to the service."""
-    web = get_context_ws(websocket)
-    if web.auth.identify(websocket) is None or not same_origin(websocket):
-        await websocket.close(code=4401 if web.auth.identify(websocket) is None else 4403)
-        return
-    try:
-        upstream = resolve(web, name, _raw_path(websocket.scope), websocket.url.query)
-    except HTTPException as refused:
-        await websocket.close(code=4000 + refused.status_code)
-        return
     headers = [(k, v) for k, v in upstream_headers(
         websocket.scope["headers"], upstream,
-        websocket.client.host if websocket.client else "", "http")
+        websocket.client.host if websocket.client else "", add_token)
                if k not in ("host", "origin")]
-    host = websocket.headers.get("host", f"127.0.0.1:{upstream.port}")
     protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
                  if p.strip()]
+    origin = websocket.headers.get("origin")
     try:
         remote = await websockets.connect(
-            f"ws://{host}{upstream.path}" + (f"?{upstream.query}" if upstream.query else ""),
+            f"ws://{upstream.host}{upstream.path}" + (f"?{upstream.query}" if upstream.query
+                                                     else ""),
             host="127.0.0.1", port=upstream.port, additional_headers=headers,
-            origin=websockets.Origin(websocket.headers.get("origin", "")) or None,
+            origin=websockets.Origin(origin) if origin else None,
             subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
             max_size=WS_MAX_MESSAGE, open_timeout=10, compression=None)
-    except (OSError, InvalidHandshake, TimeoutError) as error:
+    except (OSError, InvalidHandshake, TimeoutError, ValueError) as error:
         code = error.response.status_code if isinstance(error, InvalidStatus) else 502
         log.info("front door: websocket to %s refused: %s", name, error)
         await websocket.close(code=4000 + min(code, 999))
         return
     await websocket.accept(subprotocol=remote.subprotocol)
     try:
-        await _bridge(websocket, remote)
+        await _bridge(websocket, remote, web, name)
     finally:
         await remote.close()
 
 
-def get_context_ws(websocket: WebSocket) -> WebContext:
-    context: WebContext = websocket.app.state.web
-    return context
-
-
-async def _bridge(browser: WebSocket, remote: Any) -> None:
-    web = get_context_ws(browser)
-    name = str(browser.path_params.get("name", ""))
-
+async def _bridge(browser: WebSocket, remote: Any, web: WebContext, name: str) -> None:
     async def browser_to_remote() -> None:
         while True:
             message = await browser.receive()

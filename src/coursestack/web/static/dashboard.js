@@ -82,4 +82,24 @@
       button.disabled = false;
     }
   });
+
+  // Course material: the same report as `coursestack update`, file by file.
+  const updateButton = document.getElementById("update-content");
+  const updateReport = document.getElementById("update-report");
+  if (updateButton && updateReport) {
+    updateButton.addEventListener("click", async () => {
+      updateButton.disabled = true;
+      updateReport.hidden = false;
+      updateReport.textContent = "Updating the course material…";
+      try {
+        const report = await cs.post("/api/content/update");
+        updateReport.textContent = report.lines.join("\n");
+        cs.announce(report.summary);
+      } catch (error) {
+        updateReport.textContent = "The course material was not updated: " + error.message;
+      } finally {
+        updateButton.disabled = false;
+      }
+    });
+  }
 })();
