@@ -76,9 +76,12 @@ def _remove_accounts_made_here(before: set[str]) -> None:
         if account is None:
             continue
         with contextlib.suppress(Exception):
-            for process in psutil.process_iter(["uids"]):
-                if process.info["uids"] and process.info["uids"].real == account.uid:
+            running = [process for process in psutil.process_iter(["uids"])
+                       if process.info["uids"] and process.info["uids"].real == account.uid]
+            for process in running:
+                with contextlib.suppress(psutil.Error):
                     process.kill()
+            psutil.wait_procs(running, timeout=10)  # userdel refuses while they live
             revoke_reachable([Path(sys.executable)], account)
             for folder in MADE:  # what tests left: to root, never to a freed uid
                 if folder.is_dir():
