@@ -689,6 +689,7 @@ def _register_author() -> None:
 _register_author()
 app.command("update")(content_command.update)
 _register_export(app)
+app.command()(__import__("coursestack.diagram_cli", fromlist=["diagram"]).diagram)
 
 
 def main() -> None:

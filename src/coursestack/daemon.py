@@ -32,6 +32,7 @@ from coursestack.ownership import move_to_account, secure_state_folder
 from coursestack.ports import choose_port, port_is_free
 from coursestack.privileges import RunAs, ensure_reachable, service_account
 from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_recorded_processes
+from coursestack.respec import Respec, SpecChanges
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
 from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_json, read_json
 from coursestack.supervisor import Event, Supervisor
@@ -207,6 +208,14 @@ class Daemon:
                 log.info("stopping %s: idle for %.0f s", name, now - last)
                 await service.stop()
                 service.status.detail = f"stopped after {spec.idle_stop:g} s idle"
+
+    async def apply_spec(self, spec: CourseSpec) -> SpecChanges:
+        """Run `spec` from now on, touching only the services it adds, removes or changes."""
+        assert self.supervisor is not None
+        changes = await Respec(self.supervisor, self.units, self.context, self.run_as,
+                               self._publish_connections).apply(spec)
+        self.spec = spec
+        return changes
 
     def autostart(self) -> list[str]:
         """Services `up` starts: `--only` if given, else every `start = "always"` one."""

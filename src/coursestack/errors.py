@@ -34,6 +34,8 @@ class SpecError(UserError):
     """The course spec is invalid; nothing was started."""
 
     exit_code = 2
+    #: Each problem as (line, dotted key, message, hint): editors point at the key.
+    problems: tuple[tuple[int, str, str, str], ...] = ()
 
 
 class UsageError(UserError):

@@ -30,6 +30,7 @@ from coursestack.spec_errors import (
     Problem,
     did_you_mean,
     line_of_decode_error,
+    located,
     problems_from,
     render_problems,
     strip_position,
@@ -521,11 +522,13 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
     except tomllib.TOMLDecodeError as error:
         # "at end of document" carries no line: the last line is where to look.
         line = line_of_decode_error(str(error)) or max(1, len(text.splitlines()))
-        raise SpecError(
+        invalid = SpecError(
             f"not valid TOML: {strip_position(str(error))}",
             where=f"{path}:{line}" if line else str(path),
             hint="check quotes, brackets and `key = value` on that line",
-        ) from None
+        )
+        invalid.problems = ((line, "", invalid.message, invalid.hint),)
+        raise invalid from None
     problems: list[Problem] = []
     services: dict[str, ServiceSpec] = {}
     try:
@@ -540,10 +543,12 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
                 services[name] = service
         _check_dependencies(top.services, services, problems)
     if problems:
-        raise SpecError(
+        wrong = SpecError(
             render_problems(problems, text, path),
             hint="fix the keys above; `docs/spec.md` lists every key with its meaning",
         )
+        wrong.problems = located(problems, text)
+        raise wrong
     assert top is not None
     return CourseSpec(course=top.course, dashboard=top.dashboard, logs=top.logs,
                       services=services, content=top.content, path=path)

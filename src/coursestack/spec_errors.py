@@ -89,6 +89,14 @@ def render_problems(problems: list[Problem], text: str, path: Path) -> str:
     return "\n".join(lines)
 
 
+def located(problems: list[Problem], text: str) -> tuple[tuple[int, str, str, str], ...]:
+    """Each problem as (line, dotted key, message, hint), in the order `render_problems`
+    prints them."""
+    return tuple((locate_key(text, problem.key),
+                  ".".join(str(part) for part in problem.key), problem.message, problem.hint)
+                 for problem in problems)
+
+
 _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY_RE = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
 

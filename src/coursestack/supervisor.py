@@ -575,6 +575,14 @@ class Supervisor:
             await self._changed.wait_for(
                 lambda: all(condition(self.services[n].status.state) for n in chosen))
 
+    def replace_units(self, units: Iterable[Unit], removed: Iterable[str]) -> None:
+        """Supervise `units` (new, or replacing a stopped service of the same name) and
+        forget the stopped services `removed`: the course spec changed."""
+        for unit in units:
+            self.services[unit.name] = Service(unit, self)
+        for name in removed:
+            del self.services[name]
+
     def statuses(self) -> list[ServiceStatus]:
         """Every service's status, in start order."""
         return [self.services[name].status for wave in self.waves() for name in wave]

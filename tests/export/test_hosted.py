@@ -54,8 +54,10 @@ def test_binder_start_brings_services_up_then_execs_the_command() -> None:
             os.environ.pop("COURSESTACK_STATE")
         servers = config.ServerProxy.servers
         assert set(servers) == {"coursestack", "openrefine"}
-        assert servers["openrefine"]["mappath"]("/") == "/s/openrefine/"
-        assert servers["openrefine"]["mappath"]("index.html") == "/s/openrefine/index.html"
+        # Each web service is reached on its own origin, never under the dashboard's.
+        refine_host = servers["openrefine"]["request_headers_override"]["Host"]
+        assert refine_host.startswith("openrefine.") and ".localhost:" in refine_host
+        assert "mappath" not in servers["openrefine"]
         from jupyter_server_proxy.config import make_server_process
 
         for name, entry in servers.items():

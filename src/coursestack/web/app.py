@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coursestack import __version__
 from coursestack.supervisor import RUNNING_STATES
-from coursestack.web import api, dashboard, front_door
+from coursestack.web import api, composer, dashboard, front_door
 from coursestack.web.auth import Authenticator, check_listen_address
 from coursestack.web.context import NotLoggedIn, WebContext, require_login
 from coursestack.web.events import Broker
@@ -151,6 +151,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(api.router)
     app.include_router(dashboard.public)
     app.include_router(dashboard.pages)
+    app.include_router(composer.router)
+    app.include_router(composer.pages)
     app.include_router(front_door.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("coursestack.web") / "static")),
               name="static")
