@@ -19,7 +19,7 @@ import pytest
 
 from coursestack.instances import Instance
 from coursestack.state import StateFolder
-from support import MADE, cli, open_folder
+from support import ACCOUNTS_SEEN, MADE, cli, open_folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,7 +63,7 @@ def _remove_accounts_made_here(before: set[str]) -> None:
             for record in folder.glob(pattern):
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     made.add(str(json.loads(record.read_text())["name"]))
-    made = (made & _instance_accounts()) - before
+    made = ((made | ACCOUNTS_SEEN) & _instance_accounts()) - before
     if not made:
         return
     for name, state in registered_instances():

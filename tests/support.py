@@ -17,6 +17,8 @@ _BASE = Path(tempfile.gettempdir()) / "coursestack-tests"
 
 #: Every folder open_folder made in this session (the session's clean-up looks there).
 MADE: list[Path] = []
+#: Service accounts of state folders that vanish before the session ends (unmounted).
+ACCOUNTS_SEEN: set[str] = set()
 
 
 def open_folder(prefix: str) -> Path:
