@@ -15,12 +15,19 @@ from coursestack.instances import Instance
 _BASE = Path(tempfile.gettempdir()) / "coursestack-tests"
 
 
+#: Every folder open_folder made in this session (the session's clean-up looks there).
+MADE: list[Path] = []
+#: Service accounts of state folders that vanish before the session ends (unmounted).
+ACCOUNTS_SEEN: set[str] = set()
+
+
 def open_folder(prefix: str) -> Path:
     """A new folder every user can traverse (services may run as another user)."""
     _BASE.mkdir(exist_ok=True)
     os.chmod(_BASE, 0o755)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=_BASE))
     os.chmod(folder, 0o755)
+    MADE.append(folder)
     return folder
 
 

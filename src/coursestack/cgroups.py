@@ -87,6 +87,10 @@ def create(instance_key: str, service: str, limit: int | None,
     group = base / "coursestack" / instance_key / service
     try:
         group.mkdir(parents=True, exist_ok=True)
+        # The service account opens cgroup.procs itself: it must pass these folders
+        # (the daemon's umask makes new folders owner-only).
+        for folder in (base / "coursestack", group.parent, group):
+            os.chmod(folder, 0o711)
         if version == 2:
             for parent in (base / "coursestack", base / "coursestack" / instance_key):
                 with contextlib.suppress(OSError):

@@ -665,6 +665,24 @@ def reset(name: ServiceArgument, instance: InstanceOption = None,
                   highlight=False)
 
 
+@app.command()
+def remove(instance: InstanceOption = None, state: StateOption = None,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+           ) -> None:
+    """Stop an instance and delete it: its state folder (data, backups) and its service
+    account."""
+    from coursestack.removal import remove_instance
+
+    chosen = _instance(instance, state)
+    if not yes:
+        typer.confirm(f"Delete instance {chosen.name} and everything in {chosen.state.root}?",
+                      abort=True)
+    done = remove_instance(chosen)
+    console.print(f"Removed {chosen.name}: {done.state} deleted"
+                  + (f", account {done.account} removed" if done.account else ""),
+                  markup=False, highlight=False)
+
+
 def _register_author() -> None:
     try:
         from coursestack.authoring.cli import author_app

@@ -28,8 +28,9 @@ from coursestack.connections import environment_for, write_connections
 from coursestack.errors import UserError
 from coursestack.kinds import Context, Kind, build_unit
 from coursestack.logs import rotate_if_large
+from coursestack.ownership import move_to_account, secure_state_folder
 from coursestack.ports import choose_port, port_is_free
-from coursestack.privileges import RunAs, ensure_reachable, hand_over_new, service_account
+from coursestack.privileges import RunAs, ensure_reachable, service_account
 from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_recorded_processes
 from coursestack.respec import Respec, SpecChanges
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
@@ -102,7 +103,8 @@ class Daemon:
 
     def build(self) -> None:
         """Choose ports, make secrets and connection info, bind every service to its kind."""
-        self.run_as = service_account()
+        self.run_as = service_account(self.state.root, self.name)
+        secure_state_folder(self.state, self.run_as)
         previous_ports = read_json(self.state.run / "ports.json", {}) or {}
         ports: dict[str, int] = {}
         context = Context(self.state, self.spec, self.secrets, ports, self.run_as,
@@ -128,7 +130,8 @@ class Daemon:
             for folder in changed:
                 log.warning("gave user %s traverse-only access (ACL) to %s",
                             self.run_as.name, folder)
-            hand_over_new(self.state.data, self.run_as)
+            move_to_account(self.state, self.run_as, [
+                folder for unit in self.units.values() for folder in unit.shared_folders()])
         self.supervisor = Supervisor(self.units.values(), OSLauncher())
         self.supervisor.add_listener(self._record_event)
         self.supervisor.on_spawn(self._record_pid)
@@ -345,6 +348,9 @@ def _load_web_app() -> Any:
 
 def run_daemon(state_root: Path) -> int:
     """Entry point of `coursestack daemon` (started in the background by `up`)."""
+    # Everything the daemon writes (logs, events, state files) is owner-only unless it
+    # says otherwise (connections.json); services inherit this too.
+    os.umask(0o077)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # At INFO httpx logs every probe and proxied request, with tokens in their URLs.

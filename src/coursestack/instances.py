@@ -137,7 +137,7 @@ def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
     """Start the instance's daemon in the background; return its daemon record."""
     log_path = instance.state.logs / "daemon.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "coursestack", "daemon", "--state", str(instance.state.root)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

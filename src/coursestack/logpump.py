@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -172,6 +173,12 @@ class LogPump:
             return
         self.failing = None
 
+    def _open_log(self) -> IO[bytes]:
+        # Owner-only: a log may quote connection strings with their passwords.
+        fd = os.open(self._settings.log_file,
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return open(fd, "ab", buffering=0)
+
     def _ensure_open(self, now: float, coming: int) -> bool:
         """An open log with room for `coming` bytes (rotated first if need be); False if
         the file cannot be opened now (it is tried again after RETRY_SECONDS)."""
@@ -179,13 +186,13 @@ class LogPump:
             return False
         try:
             if self._log is None:
-                self._log = open(self._settings.log_file, "ab", buffering=0)  # noqa: SIM115
+                self._log = self._open_log()
             size = self._log.tell()
             # Rotated before a write would take it past max_size: it stays below that.
             if size and size + coming > self._settings.log_max_bytes:
                 self._close()
                 rotate_by_rename(self._settings.log_file, self._settings.log_keep)
-                self._log = open(self._settings.log_file, "ab", buffering=0)  # noqa: SIM115
+                self._log = self._open_log()
         except OSError as error:
             self._fail(error, now)
             return False

@@ -31,10 +31,11 @@ async def tcp_probe(host: str, port: int, timeout: float = 2.0) -> bool:
     return True
 
 
-async def http_probe(url: str, expect_status: int | None = None) -> bool:
+async def http_probe(url: str, expect_status: int | None = None,
+                     headers: Mapping[str, str] | None = None) -> bool:
     """True if GET url answers with `expect_status`, or with anything below 500."""
     try:
-        response = await http_client().get(url)
+        response = await http_client().get(url, headers=headers)
     except httpx.HTTPError:
         return False
     if expect_status is not None:
@@ -42,12 +43,18 @@ async def http_probe(url: str, expect_status: int | None = None) -> bool:
     return response.status_code < 500
 
 
-async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float = 10.0) -> bool:
-    """True if the command exits with status 0 within `timeout` seconds."""
+async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float = 10.0,
+                     user: tuple[int, int] | None = None) -> bool:
+    """True if the command exits with status 0 within `timeout` seconds; run as `user`
+    (uid, gid) if given: a probe looks into the service's folders, which root must not."""
+    account: dict[str, object] = {}
+    if user is not None:
+        account = {"user": user[0], "group": user[1], "extra_groups": []}
     try:
         process = await asyncio.create_subprocess_exec(
             *argv, env=dict(env), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+            **account)  # type: ignore[arg-type]
     except OSError:
         return False
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from coursestack.kinds import Context, Kind, build_unit
 from coursestack.ports import choose_port
-from coursestack.privileges import RunAs, ensure_reachable, hand_over_new
+from coursestack.privileges import RunAs, ensure_reachable
 from coursestack.spec import CourseSpec, StartPolicy
 from coursestack.supervisor import Supervisor
 
@@ -82,8 +82,8 @@ class Respec:
         self.publish_connections()
         if self.run_as is not None:
             needed = [path for unit in fresh for path in unit.needed_paths()]
+            # Data folders are the account's from creation, made by each kind's prepare.
             ensure_reachable(needed, self.run_as)
-            hand_over_new(self.context.state.data, self.run_as)
         changes.started = sorted(
             name for name in [*changes.changed, *changes.added]
             if name in was_running or new.services[name].start is StartPolicy.ALWAYS)

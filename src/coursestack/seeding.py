@@ -18,8 +18,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from coursestack import nofollow
 from coursestack.errors import UserError
-from coursestack.state import atomic_write_json, read_json
+from coursestack.state import read_json
 
 _SAMPLE_ROWS = 10_000
 
@@ -47,12 +48,25 @@ class SeedLedger:
     path: Path
 
     def applied(self) -> dict[str, Any] | None:
-        record = read_json(self.path)
+        # It lives in the service's data folder, which the service account may change:
+        # read and written relative to that folder, never through a link.
+        try:
+            with nofollow.folder(self.path.parent) as folder:
+                data = nofollow.read_file(folder, self.path.name)
+        except (FileNotFoundError, nofollow.UnsafePath):
+            return None
+        try:
+            record = json.loads(data) if data is not None else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
         return record if isinstance(record, dict) and record.get("checksum") else None
 
     def record(self, checksum: str, files: Sequence[Path]) -> None:
-        atomic_write_json(self.path, {"checksum": checksum, "files": [str(f) for f in files],
-                                      "applied": datetime.now().isoformat(timespec="seconds")})
+        document = {"checksum": checksum, "files": [str(f) for f in files],
+                    "applied": datetime.now().isoformat(timespec="seconds")}
+        with nofollow.folder(self.path.parent) as folder:
+            nofollow.write_file(folder, self.path.name,
+                                (json.dumps(document, indent=2) + "\n").encode(), 0o644)
 
 
 # -- JSON documents (MongoDB) ------------------------------------------------------------

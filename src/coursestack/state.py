@@ -143,6 +143,7 @@ class StateFolder:
             for folder in (self.root, self.data, self.logs, self.run):
                 folder.mkdir(parents=True, exist_ok=True)
             os.chmod(self.run, 0o700)
+            os.chmod(self.logs, 0o700)
         except PermissionError as error:
             raise UserError(
                 f"cannot create the state folder: {error.strerror}", where=str(error.filename),

@@ -118,11 +118,17 @@ def file_digest(path: Path) -> tuple[str, int]:
     """SHA-256 and size of a file."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
+    with open_no_link(path) as handle:
         for block in iter(lambda: handle.read(_BLOCK), b""):
             digest.update(block)
             size += len(block)
     return digest.hexdigest(), size
+
+
+def open_no_link(path: Path) -> IO[bytes]:
+    """Open a file to back up, refusing a link put in its place since it was listed (the
+    service account can change the folders backed up; root must not read through it)."""
+    return open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
 
 def write_archive(output: Path, manifest: Manifest, files: Iterable[tuple[str, Path]]) -> int:
@@ -148,11 +154,11 @@ def write_archive(output: Path, manifest: Manifest, files: Iterable[tuple[str, P
                 info.size, info.mtime, info.mode = len(body), int(time.time()), 0o600
                 archive.addfile(info, _BytesReader(body))
                 for name, path in listed:
-                    stat = path.stat()
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mtime = stat.st_size, int(stat.st_mtime)
-                    info.mode = stat.st_mode & 0o755
-                    with open(path, "rb") as handle:
+                    with open_no_link(path) as handle:
+                        stat = os.fstat(handle.fileno())
+                        info = tarfile.TarInfo(name)
+                        info.size, info.mtime = stat.st_size, int(stat.st_mtime)
+                        info.mode = stat.st_mode & 0o755
                         archive.addfile(info, handle)
             packed.close()
             raw.flush()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from coursestack.backup import files, mongo, postgres
-from coursestack.backup.archive import SUFFIX, Manifest, read_archive, write_archive
+from coursestack.backup.archive import SUFFIX, Manifest, open_no_link, read_archive, write_archive
 from coursestack.errors import DaemonError, UsageError, UserError
 from coursestack.instances import DaemonClient, Instance, set_up_instance, start_daemon
 from coursestack.kinds import Context, Kind, build_unit
@@ -140,7 +140,8 @@ def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
     spec = instance.spec()
     ports = read_json(instance.state.run / "ports.json", {}) or {}
     context = Context(instance.state, spec, Secrets(instance.state), dict(ports),
-                      service_account(), instance_name=instance.name)
+                      service_account(instance.state.root, instance.name),
+                      instance_name=instance.name)
     return {name: build_unit(name, service, context) for name, service in spec.services.items()}
 
 
@@ -318,7 +319,11 @@ def _snapshot(found: list[tuple[str, Path]], folder: Path) -> list[tuple[str, Pa
     for member, path in found:
         copy = folder / member
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, copy)
+        # Never through a link put in the file's place since it was listed.
+        with open_no_link(path) as source, open(copy, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+            stamp = os.fstat(source.fileno())
+        os.utime(copy, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
         parts.append((member, copy))
     return parts
 
@@ -445,6 +450,7 @@ def _restore_one(unit: Kind, entry: dict[str, Any], folder: Path,  # type: ignor
         was_running = api.running(unit.name)
         if was_running:
             api.stop(unit.name)
+        unit.make_data_folders(unit.workspace.name)  # the account's, if new
         files.replace_folder(unit.workspace, folder / "files", unit.run_as,
                              [unit.context.state.root])
         if was_running:

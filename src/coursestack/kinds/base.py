@@ -8,16 +8,16 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from coursestack import cgroups
+from coursestack import cgroups, nofollow
 from coursestack.cgroups import MemoryCgroup
 from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.logs import tail_lines
-from coursestack.privileges import RunAs, hand_over_new
+from coursestack.privileges import RunAs
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, ServiceSpec
 from coursestack.state import Secrets, StateFolder
@@ -137,6 +137,10 @@ class Kind(Generic[S]):
         """Paths outside the state folder the service account must be able to reach."""
         return [Path(sys.executable)]
 
+    def shared_folders(self) -> list[Path]:
+        """Folders outside the state folder the service writes (with an ACL entry)."""
+        return []
+
     def connection(self) -> Connection:
         """Where this service is (known before it starts: ports and secrets are chosen)."""
         port = self.port
@@ -194,11 +198,36 @@ class Kind(Generic[S]):
             self._cgroup = None
 
     def _prepare_folders(self) -> None:
-        home = self.data_dir / "home"
-        (home / ".runtime").mkdir(parents=True, exist_ok=True)
-        os.chmod(home / ".runtime", 0o700)
         self.check_installed()
-        hand_over_new(self.data_dir, self.run_as)
+        self.make_data_folders("home/.runtime")
+
+    @contextlib.contextmanager
+    def data_folder(self) -> Iterator[int]:
+        """A descriptor of the service's data folder, made on first use and given to the
+        service account then (once, at creation). The account may change anything inside,
+        so root works in it only through `coursestack.nofollow`, relative to this."""
+        account = self.run_as
+        data = self.context.state.data
+        data.mkdir(parents=True, exist_ok=True)
+        parent = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = nofollow.make_folder(parent, self.name, 0o700,
+                                      account.uid if account else None,
+                                      account.gid if account else None)
+        finally:
+            os.close(parent)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def make_data_folders(self, *relative: str) -> None:
+        """Folders inside the data folder (`mkdir -p`), owned by the service account."""
+        account = self.run_as
+        with self.data_folder() as fd:
+            for path in relative:
+                nofollow.make_folders(fd, path, 0o700, account.uid if account else None,
+                                      account.gid if account else None)
 
     def launch_spec(self) -> LaunchSpec:
         raise NotImplementedError

@@ -80,7 +80,9 @@ class CommandKind(Kind[CommandService]):
             return True
         if probe.type == "exec":
             argv = self._expand_all(probe.command, "probe.command")
-            return await exec_probe(argv, self.environment())
+            account = self.run_as
+            return await exec_probe(argv, self.environment(),
+                                    user=(account.uid, account.gid) if account else None)
         if self.port is None:  # the spec refuses this; kept for safety
             return False
         if probe.type == "tcp":

@@ -20,7 +20,7 @@ from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.kinds.export_hints import ANY_ADDRESS, COURSE_DIR, SECRETS_DIR, ExportHints
 from coursestack.kinds.probe_commands import http_check
-from coursestack.privileges import hand_over
+from coursestack.privileges import grant_folder
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, JupyterService
@@ -68,12 +68,15 @@ class JupyterKind(Kind[JupyterService]):
     def needed_paths(self) -> list[Path]:
         return [*super().needed_paths(), self.notebooks]
 
+    def shared_folders(self) -> list[Path]:
+        return [self.notebooks]
+
     def _prepare_folders(self) -> None:
         super()._prepare_folders()
         self.notebooks.mkdir(parents=True, exist_ok=True)
-        # The service account must write notebooks; only hand over a folder we own.
-        if self.run_as is not None:
-            hand_over([self.notebooks], self.run_as)
+        # The course team's folder: the service account gets an ACL entry, never the
+        # folder itself (nothing outside what coursestack created changes owner or mode).
+        grant_folder(self.notebooks, self.run_as)
 
     def environment(self) -> dict[str, str]:
         env = super().environment()
@@ -82,6 +85,9 @@ class JupyterKind(Kind[JupyterService]):
                     "JUPYTER_RUNTIME_DIR": str(home / ".runtime" / "jupyter"),
                     "JUPYTER_DATA_DIR": str(home / ".local" / "share" / "jupyter"),
                     "IPYTHONDIR": str(home / ".ipython"),
+                    # The token by environment, never on the command line (`ps` shows
+                    # that to every local user); /proc/<pid>/environ is owner-only.
+                    "JUPYTER_TOKEN": self.token,
                     # Kernels started by this server find the course here.
                     "COURSESTACK_SERVICE": self.name})
         return env
@@ -89,7 +95,7 @@ class JupyterKind(Kind[JupyterService]):
     def launch_spec(self) -> LaunchSpec:
         argv = [sys.executable, "-m", self._module(), "--no-browser",
                 f"--ServerApp.ip={LOCALHOST}", f"--ServerApp.port={self.port}",
-                "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
+                "--ServerApp.port_retries=0",
                 f"--ServerApp.root_dir={self.notebooks}",
                 f"--ServerApp.base_url={self.base_url}",
                 # The front door forwards requests from the dashboard's own origin.
@@ -100,8 +106,8 @@ class JupyterKind(Kind[JupyterService]):
         return self._launch(argv, self.notebooks)
 
     async def probe(self) -> bool:
-        return await http_probe(
-            f"http://{LOCALHOST}:{self.port}{self.base_url}api/status?token={self.token}", 200)
+        return await http_probe(f"http://{LOCALHOST}:{self.port}{self.base_url}api/status", 200,
+                                headers={"Authorization": f"token {self.token}"})
 
     def connection(self) -> Connection:
         url = f"http://{LOCALHOST}:{self.port}{self.base_url}"

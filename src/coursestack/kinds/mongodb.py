@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import os
 import shlex
 import shutil
 import sys
@@ -17,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from coursestack import mongo_wire
+from coursestack import mongo_wire, nofollow
 from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.kinds.export_hints import (
@@ -29,7 +28,6 @@ from coursestack.kinds.export_hints import (
     OfficialImage,
 )
 from coursestack.kinds.probe_commands import tcp_check
-from coursestack.privileges import hand_over
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, read_documents, seed_checksum
 from coursestack.spec import CourseSpec, MongoLiteService, MongoService
@@ -162,8 +160,8 @@ class MongoLiteKind(_MongoBase):
         return self._launch(argv)
 
     def _prepare_folders(self) -> None:
-        (self.data_dir / "db").mkdir(parents=True, exist_ok=True)
         super()._prepare_folders()
+        self.make_data_folders("db")
 
     def url(self) -> str:
         return f"mongodb://{LOCALHOST}:{self.port}/{self.database}?directConnection=true"
@@ -245,15 +243,16 @@ class MongoKind(_MongoBase):
         return [*super().needed_paths(), Path(self.binary())]
 
     def _prepare_folders(self) -> None:
-        for member in range(self.spec.replicas):
-            (self.data_dir / f"db{member}").mkdir(parents=True, exist_ok=True)
-        if self.spec.replicas > 1:
-            key = self.data_dir / "keyfile"
-            if not key.exists():
-                key.write_text(self.context.secrets.get(f"{self.name}.keyfile", 48))
-            os.chmod(key, 0o400)
-            hand_over([key], self.run_as)
         super()._prepare_folders()
+        self.make_data_folders(*(f"db{member}" for member in range(self.spec.replicas)))
+        if self.spec.replicas > 1:
+            account = self.run_as
+            with self.data_folder() as folder:
+                if nofollow.read_file(folder, "keyfile") is None:
+                    secret = self.context.secrets.get(f"{self.name}.keyfile", 48)
+                    nofollow.write_file(folder, "keyfile", secret.encode(), 0o400,
+                                        account.uid if account else None,
+                                        account.gid if account else None)
 
     def _mongod_argv(self, member: int, port: int) -> list[str]:
         argv = [self.binary(), "--dbpath", str(self.data_dir / f"db{member}"),

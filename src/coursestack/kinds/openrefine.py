@@ -63,8 +63,8 @@ class OpenRefineKind(Kind[OpenRefineService]):
         return [Path(self.binary())]
 
     def _prepare_folders(self) -> None:
-        self.workspace.mkdir(parents=True, exist_ok=True)
         super()._prepare_folders()
+        self.make_data_folders(self.workspace.name)
 
     def launch_spec(self) -> LaunchSpec:
         argv = [self.binary(), "-i", LOCALHOST, "-p", str(self.port), "-d", str(self.workspace),

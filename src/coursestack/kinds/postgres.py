@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from coursestack import nofollow
 from coursestack.errors import MissingBinaryError, UserError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.kinds.export_hints import (
@@ -34,7 +35,6 @@ from coursestack.kinds.export_hints import (
     OfficialImage,
 )
 from coursestack.kinds.probe_commands import tcp_check
-from coursestack.privileges import hand_over
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
 from coursestack.spec import CourseSpec, PostgresService
@@ -131,23 +131,33 @@ class PostgresKind(Kind[PostgresService]):
 
     def _initdb(self) -> None:
         staging = self.data_dir / "pgdata.init"
-        shutil.rmtree(staging, ignore_errors=True)
-        password_file = self.data_dir / ".initdb-password"
-        password_file.write_text(self.superuser_password + "\n", encoding="utf-8")
-        os.chmod(password_file, 0o600)
-        hand_over([password_file], self.run_as)
+        password_file = ".initdb-password"
+        account = self.run_as
+        # The superuser password reaches initdb in a new file of the service account's
+        # own folder (0700), made through its descriptor: never on a command line, never
+        # written through a link the account planted.
+        with self.data_folder() as folder:
+            nofollow.remove(folder, staging.name)
+            nofollow.remove(folder, password_file)
+            nofollow.write_file(folder, password_file,
+                                (self.superuser_password + "\n").encode(), 0o600,
+                                account.uid if account else None,
+                                account.gid if account else None)
         argv = [str(self.bin_dir() / "initdb"), "-D", str(staging), "-U", SUPERUSER,
-                f"--pwfile={password_file}", "--auth=scram-sha-256", "--encoding=UTF8",
-                "--locale=C", "--no-sync"]
+                f"--pwfile={self.data_dir / password_file}", "--auth=scram-sha-256",
+                "--encoding=UTF8", "--locale=C", "--no-sync"]
         kwargs: dict[str, Any] = {}
-        if self.run_as is not None:
-            kwargs.update(user=self.run_as.uid, group=self.run_as.gid, extra_groups=[])
+        if account is not None:
+            kwargs.update(user=account.uid, group=account.gid, extra_groups=[])
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, env=self.environment(),
-                                    cwd=self.data_dir, check=False, **kwargs)
+            result = subprocess.run(argv, capture_output=True, text=True,
+                                    env=self.environment(), cwd=self.data_dir, check=False,
+                                    stdin=subprocess.DEVNULL, **kwargs)
         finally:
-            password_file.unlink(missing_ok=True)
-        with open(self.log_file, "a", encoding="utf-8") as log:
+            with self.data_folder() as folder:
+                nofollow.remove(folder, password_file)
+        with open(os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                  "a", encoding="utf-8") as log:
             log.write(result.stdout + result.stderr)
         if result.returncode != 0:
             raise UserError(f"initdb failed (exit {result.returncode})",
@@ -157,7 +167,8 @@ class PostgresKind(Kind[PostgresService]):
         # initdb --no-sync is fast; one sync of the finished cluster keeps it durable.
         if hasattr(os, "sync"):
             os.sync()
-        staging.rename(self.cluster)
+        with self.data_folder() as folder:
+            nofollow.rename(folder, staging.name, self.cluster.name)
 
     def launch_spec(self) -> LaunchSpec:
         argv = [str(self.bin_dir() / "postgres"), "-D", str(self.cluster),
