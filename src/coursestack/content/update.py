@@ -65,8 +65,9 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
     with _update_lock(store):
         pending = Journal.pending(store)
         finished_interrupted = False
+        left_alone: list[tuple[str, str]] = []
         if pending is not None and not check:
-            pending.apply()
+            left_alone = pending.apply()
             pending.finish()
             finished_interrupted = True
         release = fetch_release(settings.source, spec.folder, settings.ref, store.git_cache)
@@ -75,6 +76,8 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
         decisions = _decide_all(release, record, layout, store)
         report = _report(release, layout, decisions, check)
         report.finished_interrupted = finished_interrupted
+        for path, why in left_alone:
+            report.notes.append(f"{layout.shown(Path(path))} (interrupted update): {why}.")
         if check:
             if pending is not None:
                 report.notes.append("An interrupted update is waiting: the next update "
