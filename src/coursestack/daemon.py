@@ -16,9 +16,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 import uvicorn
@@ -36,6 +36,9 @@ from coursestack.respec import Respec, SpecChanges
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
 from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_json, read_json
 from coursestack.supervisor import Event, Supervisor
+
+if TYPE_CHECKING:
+    from coursestack.web.host import InstanceHost
 
 log = logging.getLogger("coursestack.daemon")
 
@@ -340,7 +343,8 @@ class Daemon:
         return [port for unit in self.units.values() if (port := unit.port) is not None]
 
 
-def _load_web_app() -> Any:
+def _load_web_app() -> Callable[[InstanceHost], Any]:
+    """The web app's factory, imported off the event loop (FastAPI is slow to import)."""
     from coursestack.web.app import create_app
 
     return create_app

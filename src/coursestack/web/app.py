@@ -38,7 +38,7 @@ from coursestack.web.front_door import ServiceOrigins
 from coursestack.web.origins import Origins
 
 if TYPE_CHECKING:
-    from coursestack.daemon import Daemon
+    from coursestack.web.host import InstanceHost
 
 #: Largest body accepted by the daemon's own routes (service origins allow more).
 MAX_BODY = 64 * 1024
@@ -96,7 +96,7 @@ class _NoCookies(CookieJar):
         super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: InstanceHost) -> FastAPI:
     """The FastAPI application of one daemon."""
     supervisor = daemon.supervisor
     assert supervisor is not None
@@ -174,7 +174,7 @@ def routes_of(app: FastAPI) -> list[BaseRoute]:
     return found
 
 
-def _watch_shutdown(daemon: Daemon, web: WebContext) -> None:
+def _watch_shutdown(daemon: InstanceHost, web: WebContext) -> None:
     """End event streams once the daemon is stopping and every service has stopped."""
 
     async def watch() -> None:

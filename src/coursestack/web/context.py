@@ -28,7 +28,7 @@ from coursestack.web.handoff import OneTimeCodes
 from coursestack.web.origins import Origins
 
 if TYPE_CHECKING:
-    from coursestack.daemon import Daemon
+    from coursestack.web.host import InstanceHost
 
 
 MEMORY_TTL = 1.0
@@ -78,7 +78,7 @@ class NotLoggedIn(Exception):
 class WebContext:
     """One daemon's web layer state."""
 
-    daemon: Daemon
+    daemon: InstanceHost
     supervisor: Supervisor
     auth: Authenticator
     origins: Origins = field(default_factory=lambda: Origins("instance", []))
