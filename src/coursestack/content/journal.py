@@ -7,7 +7,9 @@ file is always wholly before or wholly after. After a crash or `kill -9`, the ne
 update reads the journal and brings every listed file to its after state (skipping any
 the student changed in the meantime), then records the delivery: the update completes
 as a whole. An error while applying (a full disk, a permission) rolls every change
-already made back to its before state instead.
+already made back to its before state instead. Every file is reached from its anchor
+(the notebooks or the course folder) without following links (`anchored`): a link
+swapped in while the update runs is left alone and reported, never written through.
 """
 
 from __future__ import annotations
@@ -63,18 +65,9 @@ class Change:
         return Place.of(path, [Path(self.anchor)] if self.anchor else [])
 
 
-#: What file_hash says of something that is not a regular file (never a content hash).
+#: The "before" hash of a file that was a link or special file when staged (never a
+#: content hash): the journal leaves such a file alone.
 NOT_A_FILE = "not-a-regular-file"
-
-
-def file_hash(place: Place) -> str | None:
-    """The content hash of the regular file at `place` (no link followed on the way),
-    None if there is nothing there, NOT_A_FILE for a link, folder or special file."""
-    try:
-        found = anchored.read(place)
-    except UnsafePath:
-        return NOT_A_FILE
-    return None if found is None else digest(found.data)
 
 
 class Journal:
