@@ -82,12 +82,15 @@ def test_kill_9_each_service_in_turn_repeatedly(instance: Path) -> None:
             wait_for(lambda n=name, v=victim: services(instance)[n]["state"] == "ready"
                      and services(instance)[n]["pid"] != v, what=f"{name} back")
     found = services(instance)
-    assert all(found[name]["restarts"] == 2 for name in names), found
+    # Each of our kills is seen, named and healed. A loaded machine may add a restart of
+    # its own (a probe that timed out), so the counts are "at least", never exact.
+    assert all(found[name]["restarts"] >= 2 for name in names), found
     lines = (instance / "logs" / "events.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     for name in names:
-        backoffs = [e for e in events if e["service"] == name and e["state"] == "backoff"]
-        assert len(backoffs) == 2 and "killed by signal 9" in backoffs[0]["reason"]
+        killed = [e for e in events if e["service"] == name and e["state"] == "backoff"
+                  and "killed by signal 9" in e["reason"]]
+        assert len(killed) == 2, (name, killed)
     with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
         assert conn.execute("SELECT count(*) FROM students_notes WHERE note = 'survives'"
                             ).fetchone() == (1,)
