@@ -67,8 +67,8 @@ def _services_table(services: list[dict[str, Any]]) -> Table:
             note = f"{service['detail']}: {service['reason']}"
         if service.get("note"):
             note = f"{note} ({service['note']})" if note else service["note"]
-        kind = service["kind"] + (" (stand-in, not MongoDB)"
-                                  if service.get("label", "").endswith("not MongoDB") else "")
+        # The kind's own label says what the service is, e.g. a stand-in for another.
+        kind = service["kind"] + (f" ({service['label']})" if service.get("label") else "")
         table.add_row(service["name"], kind,
                       f"[{STATE_STYLES.get(state, '')}]{state}[/]",
                       str(service["port"] or "-"), str(service["pid"] or "-"),

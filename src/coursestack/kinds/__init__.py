@@ -1,6 +1,13 @@
-"""One module per kind; `build_unit` binds a service of the spec to its kind."""
+"""One module per kind; `build_unit` binds a service of the spec to its kind.
+
+Kinds are found through `coursestack.registry` (the `coursestack.kinds` entry points):
+`KINDS` holds the built-in ones and loads a kind another package brings when it is
+first asked for. See `kinds/base.py` for the verbs every kind answers.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from coursestack.kinds.base import Connection, Context, Kind
 from coursestack.kinds.command import CommandKind
@@ -8,16 +15,40 @@ from coursestack.kinds.jupyter import JupyterKind
 from coursestack.kinds.mongodb import MongoKind, MongoLiteKind
 from coursestack.kinds.openrefine import OpenRefineKind
 from coursestack.kinds.postgres import PostgresKind
+from coursestack.registry import registry
 from coursestack.spec import ServiceSpec
 
-KINDS: dict[str, type[Kind]] = {  # type: ignore[type-arg]
-    kind.KIND: kind for kind in (PostgresKind, JupyterKind, CommandKind, MongoKind,
-                                 MongoLiteKind, OpenRefineKind)
-}
 
-__all__ = ["KINDS", "Connection", "Context", "Kind", "build_unit"]
+class _KindTable(dict[str, type[Kind[Any]]]):
+    """Kind name -> class; a name not here yet is looked up in the registry."""
+
+    def __missing__(self, name: str) -> type[Kind[Any]]:
+        found = registry().get(name)
+        if found is None or not (isinstance(found, type) and issubclass(found, Kind)):
+            raise KeyError(name)
+        self[name] = found
+        return found
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
 
-def build_unit(name: str, spec: ServiceSpec, context: Context) -> Kind:  # type: ignore[type-arg]
+KINDS: dict[str, type[Kind[Any]]] = _KindTable(
+    {kind.KIND: kind for kind in (PostgresKind, JupyterKind, CommandKind, MongoKind,
+                                  MongoLiteKind, OpenRefineKind)})
+
+__all__ = ["KINDS", "Connection", "Context", "Kind", "build_unit", "kind_class"]
+
+
+def kind_class(name: str) -> type[Kind[Any]] | None:
+    """The class of kind `name` (None: no such kind, or its package is broken)."""
+    found: type[Kind[Any]] | None = KINDS.get(name)
+    return found
+
+
+def build_unit(name: str, spec: ServiceSpec, context: Context) -> Kind[Any]:
     """The kind object that runs service `name`."""
     return KINDS[spec.kind](name, spec, context)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from coursestack.errors import MissingBinaryError, UserError
-from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.base import LOCALHOST, Connection, Kind, program_at
 from coursestack.kinds.export_hints import ANY_ADDRESS, COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.kinds.probe_commands import http_check, tcp_check
 from coursestack.probes import exec_probe, http_probe, tcp_probe
@@ -27,6 +27,8 @@ class CommandKind(Kind[CommandService]):
     """Runs `command`; readiness by its `probe` (tcp, http, exec or none)."""
 
     KIND = "command"
+    settings_model = CommandService
+    # An arbitrary program: we cannot know; a small web server or script (the default).
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,6 +58,9 @@ class CommandKind(Kind[CommandService]):
 
     def argv(self) -> list[str]:
         return self._expand_all(self.spec.command, "command")
+
+    def program_version(self) -> str:
+        return program_at(self.argv()[0])
 
     def check_installed(self) -> None:
         program = self.argv()[0]
