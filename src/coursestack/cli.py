@@ -110,6 +110,10 @@ def up(
     from coursestack.instances import set_up_instance, start_daemon
 
     chosen, course = set_up_instance(spec, instance, state, list(only or []))
+    from coursestack.registry import problem_lines
+
+    for line in problem_lines():  # a broken kind package: the other kinds still work
+        console.print(f"[yellow]warning:[/] {line}; its kinds cannot be used")
     if chosen.daemon_alive():
         client = chosen.client()
         console.print(f"[bold]{chosen.name}[/] is already running "
