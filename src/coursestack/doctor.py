@@ -264,7 +264,7 @@ def _scratch_unit(name: str, service: ServiceSpec, spec: CourseSpec) -> Any:
     from coursestack.state import Secrets
 
     scratch = StateFolder(Path("/nonexistent"))
-    return build_unit(name, service, Context(scratch, spec, Secrets(scratch), {}, None))
+    return build_unit(name, service, Context(scratch, spec, Secrets(scratch), None))
 
 
 def program_version(unit: Any) -> str:

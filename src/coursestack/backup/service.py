@@ -26,9 +26,10 @@ from typing import Any
 
 from coursestack.backup import files
 from coursestack.backup.archive import SUFFIX, Manifest, open_no_link, read_archive, write_archive
+from coursestack.endpoints import EndpointTable
 from coursestack.errors import DaemonError, UsageError, UserError
 from coursestack.instances import DaemonClient, Instance, set_up_instance, start_daemon
-from coursestack.kinds import Context, Kind, build_unit, kind_class
+from coursestack.kinds import Context, Kind, bind_all, build_unit, kind_class
 from coursestack.kinds.base import BackupMode, count
 from coursestack.privileges import service_account
 from coursestack.seeding import SeedLedger, seed_checksum
@@ -132,10 +133,13 @@ def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
     """Every service bound to its kind, with the ports and secrets the daemon uses now."""
     spec = instance.spec()
     ports = read_json(instance.state.run / "ports.json", {}) or {}
-    context = Context(instance.state, spec, Secrets(instance.state), dict(ports),
+    context = Context(instance.state, spec, Secrets(instance.state),
                       service_account(instance.state.root, instance.name),
                       instance_name=instance.name)
-    return {name: build_unit(name, service, context) for name, service in spec.services.items()}
+    bound = {name: build_unit(name, service, context)
+             for name, service in spec.services.items()}
+    bind_all(bound, EndpointTable.from_ports(ports, spec.services))
+    return bound
 
 
 class Services:

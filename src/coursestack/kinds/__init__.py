@@ -7,8 +7,10 @@ first asked for. See `kinds/base.py` for the verbs every kind answers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from coursestack.endpoints import EndpointTable
 from coursestack.kinds.base import Connection, Context, Kind
 from coursestack.kinds.command import CommandKind
 from coursestack.kinds.jupyter import JupyterKind
@@ -40,13 +42,20 @@ KINDS: dict[str, type[Kind[Any]]] = _KindTable(
     {kind.KIND: kind for kind in (PostgresKind, JupyterKind, CommandKind, MongoKind,
                                   MongoLiteKind, OpenRefineKind)})
 
-__all__ = ["KINDS", "Connection", "Context", "Kind", "build_unit", "kind_class"]
+__all__ = ["KINDS", "Connection", "Context", "Kind", "bind_all", "build_unit", "kind_class"]
 
 
 def kind_class(name: str) -> type[Kind[Any]] | None:
     """The class of kind `name` (None: no such kind, or its package is broken)."""
     found: type[Kind[Any]] | None = KINDS.get(name)
     return found
+
+
+def bind_all(units: Mapping[str, Kind[Any]], endpoints: EndpointTable,
+              shared_env: Mapping[str, str] | None = None) -> None:
+    """Hand every kind its endpoint and the others' (see coursestack.endpoints)."""
+    for name, unit in units.items():
+        unit.bind(endpoints.get(name), endpoints.endpoints, shared_env)
 
 
 def build_unit(name: str, spec: ServiceSpec, context: Context) -> Kind[Any]:

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from coursestack import cgroups, nofollow
 from coursestack.cgroups import MemoryCgroup
+from coursestack.endpoints import Endpoint
 from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.logs import tail_lines
 from coursestack.plan import DEFAULT_ESTIMATE, DEFAULT_KERNELS, MB, KindEstimate
@@ -66,13 +67,8 @@ class Context:
     state: StateFolder
     spec: CourseSpec
     secrets: Secrets
-    ports: dict[str, int]
     run_as: RunAs | None
-    #: Environment every service gets: connection info of all services, and more.
-    shared_env: dict[str, str] = field(default_factory=dict)
     instance_name: str = ""
-    #: Called before each start: moves a service off a port somebody else took meanwhile.
-    port_guard: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,12 +167,27 @@ class Kind(Generic[S]):
         self.stop_timeout = spec.stop_timeout or self.default_stop_timeout
         self._cgroup: MemoryCgroup | None = None
         self._oom_kills_at_launch = 0
+        #: Where this service listens (None: no port, or not bound yet).
+        self.endpoint: Endpoint | None = None
+        #: Where every service of the instance listens (for placeholders, clients).
+        self.peers: Mapping[str, Endpoint] = {}
+        #: Environment every service gets: connection info of all services, and more.
+        self.shared_env: Mapping[str, str] = {}
+
+    def bind(self, endpoint: Endpoint | None, peers: Mapping[str, Endpoint],
+             shared_env: Mapping[str, str] | None = None) -> None:
+        """The daemon hands the kind its endpoint, the other services' endpoints and the
+        shared environment (again whenever a port moved); the kind keeps copies."""
+        self.endpoint = endpoint
+        self.peers = dict(peers)
+        if shared_env is not None:
+            self.shared_env = dict(shared_env)
 
     # -- facts -------------------------------------------------------------------------
 
     @property
     def port(self) -> int | None:
-        return self.context.ports.get(self.name)
+        return self.endpoint.port if self.endpoint is not None else None
 
     @property
     def port_count(self) -> int:
@@ -225,7 +236,7 @@ class Kind(Generic[S]):
         home = self.data_dir / "home"
         base.update({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / ".runtime"),
                      "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONUNBUFFERED": "1"})
-        base.update(self.context.shared_env)
+        base.update(self.shared_env)
         base.update(self.spec_env())
         return base
 
@@ -236,10 +247,9 @@ class Kind(Generic[S]):
     # -- supervisor verbs ------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Check the port is still free, create the data folder (owned by the service
-        account), and whatever else the kind needs before a launch."""
-        if self.port is not None and self.context.port_guard is not None:
-            self.context.port_guard(self.name)
+        """Create the data folder (owned by the service account), and whatever else the
+        kind needs before a launch. (That the port is still free, the daemon checks
+        before this: it alone moves ports.)"""
         await asyncio.to_thread(self._prepare_folders)
         if self._cgroup is None:
             # Every service gets one where possible: it holds the memory limit, if any,

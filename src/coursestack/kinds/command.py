@@ -38,9 +38,9 @@ class CommandKind(Kind[CommandService]):
         """Values for {port}, {data_dir}, {state_dir}, {host}, {other.port}, {other.url}."""
         values = _Placeholders(port=self.port or "", data_dir=str(self.data_dir),
                                state_dir=str(self.context.state.root), host=LOCALHOST)
-        for name, port in self.context.ports.items():
-            values[name] = SimpleNamespace(port=port, url=f"http://{LOCALHOST}:{port}/",
-                                           host=LOCALHOST)
+        for name, endpoint in self.peers.items():
+            values[name] = SimpleNamespace(port=endpoint.port, url=endpoint.url,
+                                           host=endpoint.host)
         return values
 
     def _expand_all(self, texts: list[str], where: str) -> list[str]:

@@ -257,7 +257,7 @@ class MongoKind(_MongoBase):
 
     def member_ports(self) -> list[int]:
         ports = [self.port or 0]
-        ports += [self.context.ports[f"{self.name}:{i}"] for i in range(1, self.spec.replicas)]
+        ports += list(self.endpoint.members if self.endpoint is not None else ())
         return ports
 
     @property
