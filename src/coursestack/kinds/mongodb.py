@@ -68,7 +68,10 @@ def seed_collections(database: Any, files: list[Path], report: Callable[[str], N
                         hint="fix the seed file; nothing of the seed was kept") from None
 
 
-class _MongoBase(Kind[Any]):
+class MongoBase(Kind[Any]):
+    """What MongoDB and its stand-in share: the course database, the driver-free probe,
+    seeding, and backups (one format, so each restores the other's)."""
+
     default_port: ClassVar[int | None] = 27017
     default_stop_timeout: ClassVar[float] = 20.0
     # Read live with pymongo: the same code for mongod and for the stand-in, so each
@@ -171,7 +174,7 @@ class _MongoBase(Kind[Any]):
                             "MONGO_DB": database})
 
 
-class MongoLiteKind(_MongoBase):
+class MongoLiteKind(MongoBase):
     """The nx-27017 server, speaking MongoDB's wire protocol over SQLite files."""
 
     KIND = "mongodb-lite"
@@ -242,7 +245,7 @@ class MongoLiteKind(_MongoBase):
                 "keeps the stand-in",))
 
 
-class MongoKind(_MongoBase):
+class MongoKind(MongoBase):
     """A real mongod with authentication; `replicas = N` starts an N-member replica set."""
 
     KIND = "mongodb"
