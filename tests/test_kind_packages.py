@@ -148,6 +148,7 @@ def _venv(root: Path, wheels: list[Path]) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_a_kind_from_another_package_runs_and_broken_ones_are_reported() -> None:
     root = open_folder("kind-packages-")
     packages = root / "packages"
