@@ -124,6 +124,18 @@ def make_folders(base: int, relative: str, mode: int, uid: int | None,
         os.close(fd)
 
 
+def _keeping_acl_grants(dir_fd: int, mode: int) -> int:
+    """`mode` for a new file in folder `dir_fd`. Where the folder has a default ACL (a
+    course team's notebooks folder shared with the service account), a file's group bits
+    are its ACL mask: 0644 would cut the account's `rw` entry to read-only, so the group
+    bits get the owner's read/write and the ACL entries alone decide who may write."""
+    try:
+        os.getxattr(dir_fd, "system.posix_acl_default")
+    except OSError:  # no default ACL (ENODATA), or no ACL support at all
+        return mode
+    return mode | ((mode & 0o600) >> 3)
+
+
 def write_file(dir_fd: int, name: str, data: bytes, mode: int, uid: int | None = None,
                gid: int | None = None, *, temporary: str | None = None,
                mtime_after: float | None = None) -> None:
@@ -133,6 +145,7 @@ def write_file(dir_fd: int, name: str, data: bytes, mode: int, uid: int | None =
     `temporary`: that fresh name (a stale file of that name is removed first);
     `mtime_after`: the new file's modification time is at least a second after it.
     """
+    mode = _keeping_acl_grants(dir_fd, mode)
     if temporary is None:
         temporary = f".{name}.{secrets.token_hex(6)}.tmp"
     else:
