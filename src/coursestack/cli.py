@@ -67,8 +67,8 @@ def _services_table(services: list[dict[str, Any]]) -> Table:
             note = f"{service['detail']}: {service['reason']}"
         if service.get("note"):
             note = f"{note} ({service['note']})" if note else service["note"]
-        kind = service["kind"] + (" (stand-in, not MongoDB)"
-                                  if service.get("label", "").endswith("not MongoDB") else "")
+        # The kind's own label says what the service is, e.g. a stand-in for another.
+        kind = service["kind"] + (f" ({service['label']})" if service.get("label") else "")
         table.add_row(service["name"], kind,
                       f"[{STATE_STYLES.get(state, '')}]{state}[/]",
                       str(service["port"] or "-"), str(service["pid"] or "-"),
@@ -110,6 +110,10 @@ def up(
     from coursestack.instances import set_up_instance, start_daemon
 
     chosen, course = set_up_instance(spec, instance, state, list(only or []))
+    from coursestack.registry import problem_lines
+
+    for line in problem_lines():  # a broken kind package: the other kinds still work
+        console.print(f"[yellow]warning:[/] {line}; its kinds cannot be used")
     if chosen.daemon_alive():
         client = chosen.client()
         console.print(f"[bold]{chosen.name}[/] is already running "

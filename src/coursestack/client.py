@@ -1,8 +1,9 @@
 """What notebooks import: where each course service is, and a live connection to it.
 
     import coursestack
-    conn = coursestack.connect("postgres")   # a psycopg connection
-    coursestack.connection_info("jupyter")   # url, host, port, ...
+    conn = coursestack.connect()             # the course's PostgreSQL (psycopg)
+    db = coursestack.connect("mongo")        # a service by name (or by kind)
+    coursestack.connection_info()            # every service: url, host, port, ...
 
 The daemon writes `connections.json` and points `COURSESTACK_CONNECTIONS` at it in every
 kernel's environment; the file is read on each call, so a port that changed after a
@@ -51,21 +52,34 @@ def connection_info(service: str | None = None) -> dict[str, Any]:
                     hint=f"services: {', '.join(sorted(services))}")
 
 
-def connect(service: str = "postgres", **kwargs: Any) -> Any:
-    """A live connection to a course service, by name or kind.
+def _first_database() -> dict[str, Any]:
+    services: dict[str, Any] = _document().get("services", {})
+    for info in services.values():
+        if info.get("driver") == "psycopg":
+            return dict(info)
+    raise UserError("this course has no PostgreSQL service",
+                    hint=f"name one: connect(NAME); services: {', '.join(sorted(services))}")
 
-    postgres: a psycopg connection. mongodb, mongodb-lite: a pymongo Database (the
-    course database; `db.client.close()` closes it). Other kinds: an httpx.Client whose
-    base URL is the service.
+
+def connect(service: str | None = None, **kwargs: Any) -> Any:
+    """A live connection to a course service, by name or kind (none: the first
+    PostgreSQL service, that is the first whose driver is psycopg).
+
+    What it returns follows the `driver` the service's kind publishes in
+    connections.json (this module never imports the kinds): "psycopg" (PostgreSQL): a
+    psycopg connection; "pymongo" (MongoDB and its stand-in): a pymongo Database (the
+    course database; `db.client.close()` closes it); anything else: an httpx.Client whose
+    base URL is the service. The file is read on every call: a port that moved since the
+    kernel started is found.
     """
-    info = connection_info(service)
-    kind = info["kind"]
-    if kind == "postgres":
+    info = connection_info(service) if service is not None else _first_database()
+    driver = info.get("driver", "http")
+    if driver == "psycopg":
         import psycopg
 
         return psycopg.connect(host=info["host"], port=info["port"], user=info["user"],
                                password=info["password"], dbname=info["database"], **kwargs)
-    if kind in ("mongodb", "mongodb-lite"):
+    if driver == "pymongo":
         import pymongo
 
         client: Any = pymongo.MongoClient(info["url"], **kwargs)

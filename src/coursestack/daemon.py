@@ -25,8 +25,9 @@ import uvicorn
 
 from coursestack import __version__
 from coursestack.connections import environment_for, write_connections
+from coursestack.endpoints import EndpointTable
 from coursestack.errors import UserError
-from coursestack.kinds import Context, Kind, build_unit
+from coursestack.kinds import Context, Kind, bind_all, build_unit
 from coursestack.logs import rotate_if_large
 from coursestack.ownership import move_to_account, secure_state_folder
 from coursestack.ports import choose_port, port_is_free
@@ -74,6 +75,8 @@ class Daemon:
         self.units: dict[str, Kind] = {}  # type: ignore[type-arg]
         self.supervisor: Supervisor | None = None
         self.context: Context
+        #: Where each service listens: chosen here, handed to the kinds by `bind`.
+        self.endpoints = EndpointTable()
         self.shutdown_requested = asyncio.Event()
         #: A stop signal while already stopping: kill what is left and go.
         self.hurry_requested = asyncio.Event()
@@ -109,20 +112,14 @@ class Daemon:
         self.run_as = service_account(self.state.root, self.name)
         secure_state_folder(self.state, self.run_as)
         previous_ports = read_json(self.state.run / "ports.json", {}) or {}
-        ports: dict[str, int] = {}
-        context = Context(self.state, self.spec, self.secrets, ports, self.run_as,
+        context = Context(self.state, self.spec, self.secrets, self.run_as,
                           instance_name=self.name)
         for name, service in self.spec.services.items():
             unit = build_unit(name, service, context)
             self.units[name] = unit
             preferred = service.port or previous_ports.get(name) or unit.default_port
-            if preferred is not None:
-                ports[name] = choose_port(preferred, avoid=ports.values())
-                for member in range(1, unit.port_count):
-                    ports[f"{name}:{member}"] = choose_port(preferred + member,
-                                                            avoid=ports.values())
+            self.endpoints.choose(name, preferred, unit.port_count)
         self.context = context
-        context.port_guard = self._keep_port_free
         self._publish_connections()
         if self.run_as is not None:
             needed: list[Path] = [self.state.root]
@@ -138,24 +135,28 @@ class Daemon:
         self.supervisor = Supervisor(self.units.values(), OSLauncher())
         self.supervisor.add_listener(self._record_event)
         self.supervisor.on_spawn(self._record_pid)
+        self.supervisor.before_start(self._keep_port_free)
 
     def _publish_connections(self) -> None:
-        """Write ports.json and connections.json, and the environment services get."""
-        atomic_write_json(self.state.run / "ports.json", self.context.ports, OWNER_ONLY)
+        """The one path by which endpoints reach the kinds and the notebooks: bind each
+        kind to its endpoint and the others', then write ports.json and connections.json
+        (each atomically) and hand every kind the environment they imply."""
+        bind_all(self.units, self.endpoints)
+        atomic_write_json(self.state.run / "ports.json", self.endpoints.as_ports(), OWNER_ONLY)
         connections = [unit.connection() for unit in self.units.values()]
-        self.context.shared_env.update(environment_for(connections, self.state, self.name))
+        environment = environment_for(connections, self.state, self.name)
+        bind_all(self.units, self.endpoints, environment)
         write_connections(connections, self.state, self.run_as)
 
     def _keep_port_free(self, name: str) -> None:
-        """Before a start: if another program took the service's port, choose another."""
-        ports = self.context.ports
-        if port_is_free(ports[name]):
+        """Before a start: if another program took the service's port, choose another
+        and publish it (the kind is rebound before its launch reads the port)."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or port_is_free(endpoint.port):
             return
-        taken = ports[name]
-        others = [port for key, port in ports.items() if key != name]
-        ports[name] = choose_port(taken, avoid=others)
-        log.warning("port %d of %s was taken by another program; using %d", taken, name,
-                    ports[name])
+        moved = self.endpoints.move(name)
+        log.warning("port %d of %s was taken by another program; using %d", endpoint.port,
+                    name, moved.port)
         self._publish_connections()
 
     def _record_event(self, event: Event) -> None:
@@ -219,7 +220,7 @@ class Daemon:
         """Run `spec` from now on, touching only the services it adds, removes or changes."""
         assert self.supervisor is not None
         changes = await Respec(self.supervisor, self.units, self.context, self.run_as,
-                               self._publish_connections).apply(spec)
+                               self._publish_connections, self.endpoints).apply(spec)
         self.spec = spec
         return changes
 
@@ -340,7 +341,7 @@ class Daemon:
         return listener
 
     def units_ports(self) -> list[int]:
-        return [port for unit in self.units.values() if (port := unit.port) is not None]
+        return self.endpoints.used()
 
 
 def _load_web_app() -> Callable[[InstanceHost], Any]:

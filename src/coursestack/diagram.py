@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
-from coursestack.spec import SERVICE_MODELS, CourseSpec, ServiceSpec
+from coursestack.spec import CourseSpec, ServiceSpec, service_models
 
 FRONT_DOOR = "front-door"
 
@@ -98,7 +98,7 @@ class CourseGraph:
 
 def is_web(service: ServiceSpec) -> bool:
     """Whether the front door serves this service (its kind speaks HTTP, or `web = true`)."""
-    model = SERVICE_MODELS.get(service.kind)
+    model = service_models().get(service.kind)
     return bool((model is not None and model.WEB) or getattr(service, "web", False))
 
 

@@ -92,6 +92,7 @@ def run_doctor(target: Instance | StateFolder | Path | str | None = None) -> lis
     add = findings.extend
     add(_guard("python", check_python))
     add(_guard("packages", check_packages))
+    add(_guard("kinds", check_kinds))
     spec: CourseSpec | None = None
     try:
         spec, spec_findings = _load_spec(instance)
@@ -213,9 +214,33 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def check_kinds() -> list[Finding]:
+    """Every package that registers a kind (entry point group `coursestack.kinds`) loads,
+    and no two register the same name."""
+    from coursestack.registry import registry
+
+    found = registry()
+    loaded = found.load_all()
+    findings = [Finding("warn", "kinds", f"A kind package is broken: {problem.line()}.",
+                        f"reinstall or uninstall package {problem.package!r}; the other "
+                        "kinds work")
+                for problem in found.problems]
+    others = sorted(name for name in loaded if found.package_of(name) != "coursestack")
+    extra = f" (from other packages: {', '.join(others)})" if others else ""
+    findings.append(Finding("ok", "kinds", f"{len(loaded)} kinds can be used{extra}."))
+    return findings
+
+
 def check_programs(spec: CourseSpec) -> list[Finding]:
-    """Each service's program is installed; its version, in words."""
-    return [check_program(name, service, spec) for name, service in spec.services.items()]
+    """Each service's program is installed; its version, in words; and what its kind
+    checks besides (`doctor_checks`)."""
+    findings = []
+    for name, service in spec.services.items():
+        findings.append(check_program(name, service, spec))
+        with contextlib.suppress(UserError):
+            findings += [Finding(check.status, f"kind:{name}", check.message, check.hint)
+                         for check in _scratch_unit(name, service, spec).doctor_checks()]
+    return findings
 
 
 def check_program(name: str, service: ServiceSpec, spec: CourseSpec) -> Finding:
@@ -239,42 +264,13 @@ def _scratch_unit(name: str, service: ServiceSpec, spec: CourseSpec) -> Any:
     from coursestack.state import Secrets
 
     scratch = StateFolder(Path("/nonexistent"))
-    return build_unit(name, service, Context(scratch, spec, Secrets(scratch), {}, None))
+    return build_unit(name, service, Context(scratch, spec, Secrets(scratch), None))
 
 
 def program_version(unit: Any) -> str:
-    """The version of a service's program, as its kind knows it."""
-    kind = unit.spec.kind
-    if kind == "postgres":
-        program = unit.bin_dir() / "postgres"
-        return f"{_first_line([str(program), '--version'])} at {program.parent}"
-    if kind == "jupyter":
-        module = unit._module()
-        return (f"{module} {importlib.metadata.version(module)} "
-                f"(jupyter_server {importlib.metadata.version('jupyter_server')})")
-    if kind == "mongodb":
-        program = unit.binary()
-        return f"{_first_line([program, '--version'])} at {program}"
-    if kind == "mongodb-lite":
-        return (f"nx-27017 {importlib.metadata.version('nx-27017')} (a MongoDB-compatible "
-                "stand-in, not MongoDB)")
-    if hasattr(unit, "binary"):
-        return f"{unit.binary()}"
-    program = unit.argv()[0]
-    return f"{program} at {shutil.which(program) or Path(program).resolve()}"
-
-
-def _first_line(argv: list[str]) -> str:
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False,
-                                stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError) as error:
-        return f"version unknown ({error})"
-    output = (result.stdout or result.stderr).strip().splitlines()
-    return output[0] if output else f"version unknown (exit {result.returncode})"
-
-
-# -- the course spec ----------------------------------------------------------------------
+    """The version of a service's program, as its kind knows it (`program_version`)."""
+    version: str = unit.program_version()
+    return version
 
 
 def _load_spec(instance: Instance) -> tuple[CourseSpec | None, list[Finding]]:

@@ -1,10 +1,10 @@
 """`coursestack plan`: how much memory a course is expected to use, and whether it fits.
 
-Each kind has a documented estimate (`ESTIMATES`), measured on Linux x86-64 with the
-sample course: resident memory (RSS) of the service's whole process tree, idle, right
-after start. They are planning figures, not limits: a student's queries and notebooks
-use more. When the instance is running, the measured RSS of each service is shown next
-to the estimate.
+Each kind has a documented estimate (its kind class's `memory_estimate`), measured on
+Linux x86-64 with the sample course: resident memory (RSS) of the service's whole
+process tree, idle, right after start. They are planning figures, not limits: a
+student's queries and notebooks use more. When the instance is running, the measured
+RSS of each service is shown next to the estimate.
 
 `[course] memory_budget` is a size such as "1G", "512M", "1.5GB" or "800MiB" (binary
 units: 1G = 1024 MiB). A budget that is not a size is a SpecError naming the file, the
@@ -13,19 +13,13 @@ line and the key.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from coursestack.errors import SpecError
-from coursestack.spec import (
-    CourseSpec,
-    MongoService,
-    OpenRefineService,
-    PostgresService,
-)
+from coursestack.spec import CourseSpec
 from coursestack.spec_errors import locate_key
 
 MB = 1024 * 1024
@@ -46,25 +40,8 @@ class KindEstimate:
     basis: str = ""
 
 
-#: Documented estimates per kind (resident memory of the service's process tree).
-ESTIMATES: dict[str, KindEstimate] = {
-    # postmaster + checkpointer, background writer, WAL writer, autovacuum launcher,
-    # logical replication launcher, with default shared_buffers mostly untouched.
-    "postgres": KindEstimate(60, basis="~60 MB idle (PostgreSQL server and its helpers)"),
-    # jupyter_server + JupyterLab's extension manager; each ipykernel is ~80 MB with
-    # numpy/pandas imported (pandas alone adds ~40 MB).
-    "jupyter": KindEstimate(120, 80, "kernel",
-                            basis="~120 MB for the server + ~80 MB per open kernel"),
-    # mongod with the WiredTiger cache mostly empty; the cache (cache_size_gb) is added
-    # per member as it fills (see expected_memory).
-    "mongodb": KindEstimate(100, basis="~100 MB per mongod"),
-    # nx-27017, a Python server: ~31 MB measured idle.
-    "mongodb-lite": KindEstimate(40, basis="~40 MB (the Python stand-in server)"),
-    # A JVM: the heap grows up to `memory` (-Xmx) in use; ~150 MB for the JVM itself.
-    "openrefine": KindEstimate(150, basis="~150 MB for the JVM"),
-    # An arbitrary program: we cannot know; a small web server or script.
-    "command": KindEstimate(50, basis="~50 MB (a guess: any program)"),
-}
+#: What `plan` assumes of a kind that says nothing better (an arbitrary program).
+DEFAULT_ESTIMATE = KindEstimate(50, basis="~50 MB (a guess: any program)")
 
 #: Open kernels per Jupyter service that `plan` assumes unless told otherwise.
 DEFAULT_KERNELS = 2
@@ -212,44 +189,25 @@ def budget_of(spec: CourseSpec) -> int | None:
 
 def expected_memory(kind: str, service: Any = None, kernels: int = DEFAULT_KERNELS,
                     ) -> tuple[int, str]:
-    """Expected bytes for one service of `kind`, and the basis in words."""
-    estimate = ESTIMATES.get(kind, ESTIMATES["command"])
-    megabytes = estimate.base_mb
-    basis = estimate.basis
-    if estimate.per_unit_mb:
-        megabytes += estimate.per_unit_mb * kernels
-        basis += f"; {kernels} {estimate.unit}{'s' if kernels != 1 else ''} assumed"
-    if isinstance(service, MongoService):
-        cache = int(service.cache_size_gb * 1024)
-        megabytes = (estimate.base_mb + cache) * service.replicas
-        basis += f" + its {cache} MB cache as it fills"
-        if service.replicas > 1:
-            basis += f", x {service.replicas} replica set members"
-    if isinstance(service, OpenRefineService):
-        with contextlib.suppress(ValueError):
-            heap = parse_size(service.memory)
-            megabytes += heap // MB
-            basis += f" + a heap of up to {service.memory}"
-    if isinstance(service, PostgresService):
-        shared = service.settings.get("shared_buffers")
-        extra = _postgres_shared_buffers_extra(shared) if shared else 0
-        if extra:
-            megabytes += extra // MB
-            basis += f"; + {extra // MB} MB as shared_buffers = {shared} fills"
-    return megabytes * MB, basis
+    """Expected bytes for one service of `kind`, and the basis in words (the kind's own
+    `expected_memory`; see `memory_estimate` in each kind module)."""
+    from coursestack.registry import registry
+
+    found = registry().get(kind)
+    if found is not None:
+        result: tuple[int, str] = found.expected_memory(service, kernels)
+        return result
+    estimate = DEFAULT_ESTIMATE
+    return estimate.base_mb * MB, estimate.basis
 
 
-#: PostgreSQL's default shared_buffers, which the idle estimate already allows for.
-POSTGRES_DEFAULT_SHARED_BUFFERS = 128 * MB
+def __getattr__(name: str) -> Any:
+    """`ESTIMATES`: each known kind's documented estimate, as its kind module states it."""
+    if name == "ESTIMATES":
+        from coursestack.registry import registry
 
-
-def _postgres_shared_buffers_extra(value: str) -> int:
-    """Bytes a larger shared_buffers may add once it fills (0 if smaller or unknown)."""
-    try:
-        size = parse_size(value)  # PostgreSQL writes 128MB, 1GB, 512kB
-    except ValueError:
-        return 0
-    return max(0, size - POSTGRES_DEFAULT_SHARED_BUFFERS)
+        return {kind: cls.memory_estimate for kind, cls in registry().load_all().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_plan(spec: CourseSpec, measured: dict[str, int | None] | None = None,

@@ -86,7 +86,7 @@ def _folders_outside(instance: Instance) -> tuple[list[Path], list[Path]]:
     needed: list[Path] = [Path(sys.executable)]
     with contextlib.suppress(Exception):  # a broken or missing spec has no such folders
         spec = instance.spec()
-        context = Context(instance.state, spec, Secrets(instance.state), {}, None,
+        context = Context(instance.state, spec, Secrets(instance.state), None,
                           instance_name=instance.name)
         for name, service in spec.services.items():
             unit = build_unit(name, service, context)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from coursestack.endpoints import EndpointTable
 from coursestack.kinds import Context, Kind, build_unit
-from coursestack.ports import choose_port
 from coursestack.privileges import RunAs, ensure_reachable
 from coursestack.spec import CourseSpec, StartPolicy
 from coursestack.supervisor import Supervisor
@@ -55,6 +55,7 @@ class Respec:
     context: Context
     run_as: RunAs | None
     publish_connections: Callable[[], None]
+    endpoints: EndpointTable
 
     async def apply(self, new: CourseSpec) -> SpecChanges:
         """Stop what was removed or changed, bind the new settings, start what should run."""
@@ -64,12 +65,10 @@ class Respec:
         await self.supervisor.stop(leaving)
         # From here to the start, no await: nobody sees a half-changed instance.
         self.context.spec = new
-        ports = self.context.ports
         fresh: list[Kind] = []  # type: ignore[type-arg]
         for name in changes.removed:
             self.units.pop(name).release()
-            for key in [key for key in ports if key == name or key.startswith(f"{name}:")]:
-                del ports[key]
+            self.endpoints.drop(name)
         for name in [*changes.changed, *changes.added]:
             old_unit = self.units.get(name)
             if old_unit is not None:
@@ -91,12 +90,6 @@ class Respec:
         return changes
 
     def _choose_ports(self, name: str, unit: Kind) -> None:  # type: ignore[type-arg]
-        ports = self.context.ports
-        preferred = unit.spec.port or ports.get(name) or unit.default_port
-        for key in [key for key in ports if key == name or key.startswith(f"{name}:")]:
-            del ports[key]
-        if preferred is None:
-            return
-        ports[name] = choose_port(preferred, avoid=ports.values())
-        for member in range(1, unit.port_count):
-            ports[f"{name}:{member}"] = choose_port(preferred + member, avoid=ports.values())
+        current = self.endpoints.get(name)
+        preferred = unit.spec.port or (current.port if current else None) or unit.default_port
+        self.endpoints.choose(name, preferred, unit.port_count)

@@ -454,10 +454,29 @@ class ContentSettings(_Strict):
     )
 
 
+#: Settings models of coursestack's own kinds (each kind class names its model as
+#: `settings_model`); kinds from other packages come from `service_models()`.
 SERVICE_MODELS: dict[str, type[ServiceSpec]] = {
     model.KIND: model for model in (PostgresService, JupyterService, CommandService,
                                     MongoService, MongoLiteService, OpenRefineService)
 }
+
+
+def service_models() -> dict[str, type[ServiceSpec]]:
+    """Settings model per kind: the built-in ones and those of registered kind packages."""
+    from coursestack.registry import settings_models
+
+    return {**settings_models(), **SERVICE_MODELS}
+
+
+def _broken_kind_hint(kind: str) -> str:
+    """Why a kind some package registers is not usable, if that is the case."""
+    from coursestack.registry import registry
+
+    for problem in registry().problems:
+        if problem.kind == kind:
+            return problem.line() + "; "
+    return ""
 
 
 class CourseSpec(BaseModel):
@@ -605,15 +624,17 @@ def _validate_service(
                                 "letter (it becomes part of paths, URLs and variable names)"))
         return None
     kind = table.get("kind")
+    models = service_models()
     if kind is None:
         problems.append(Problem(where, "missing key 'kind'",
-                                f"add kind = one of {', '.join(sorted(SERVICE_MODELS))}"))
+                                f"add kind = one of {', '.join(sorted(models))}"))
         return None
-    model = SERVICE_MODELS.get(str(kind))
+    model = models.get(str(kind))
     if model is None:
         problems.append(Problem((*where, "kind"), f"unknown kind {kind!r}",
-                                did_you_mean(str(kind), SERVICE_MODELS)
-                                + f"known kinds: {', '.join(sorted(SERVICE_MODELS))}"))
+                                _broken_kind_hint(str(kind))
+                                + did_you_mean(str(kind), models)
+                                + f"known kinds: {', '.join(sorted(models))}"))
         return None
     try:
         return model.model_validate(table)

@@ -284,6 +284,7 @@ class Service:
         """Prepare, launch, wait until ready, watch; None means 'failed for good'."""
         self._set(State.STARTING, detail="preparing")
         try:
+            self._supervisor.notify_starting(self.name)
             await self.unit.prepare()
             spec = self.unit.launch_spec()
         except UserError as error:
@@ -524,6 +525,7 @@ class Supervisor:
         self.history: deque[Event] = deque(maxlen=1000)
         self._listeners: list[Listener] = []
         self._spawn_listeners: list[Callable[[str, int, LaunchSpec], None]] = []
+        self._start_hooks: list[Callable[[str], None]] = []
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Future[None]] = set()
         #: While a stop with a deadline runs: when (clock.now()) everything must be gone.
@@ -540,6 +542,15 @@ class Supervisor:
     def remove_listener(self, listener: Listener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+
+    def before_start(self, hook: Callable[[str], None]) -> None:
+        """Call `hook(name)` before each start of a service, before its kind prepares
+        (the daemon moves a port another program took there)."""
+        self._start_hooks.append(hook)
+
+    def notify_starting(self, name: str) -> None:
+        for hook in self._start_hooks:
+            hook(name)
 
     def on_spawn(self, listener: Callable[[str, int, LaunchSpec], None]) -> None:
         """Call `listener(name, pid, spec)` whenever a service process is started."""

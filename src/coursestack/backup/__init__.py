@@ -1,7 +1,8 @@
 """Backup, restore and reset: one archive with every service's data and a manifest.
 
-`archive.py` is the file format, `postgres.py`, `mongo.py` and `files.py` hold each kind
-of data, and `service.py` runs them through an instance's daemon.
+`archive.py` is the file format, `files.py` copies folders, each kind dumps and restores
+its own data (its `backup_*` verbs, kinds/base.py), and `service.py` runs them through an
+instance's daemon.
 """
 
 from __future__ import annotations

@@ -24,23 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coursestack.backup import files, mongo, postgres
+from coursestack.backup import files
 from coursestack.backup.archive import SUFFIX, Manifest, open_no_link, read_archive, write_archive
+from coursestack.endpoints import EndpointTable
 from coursestack.errors import DaemonError, UsageError, UserError
 from coursestack.instances import DaemonClient, Instance, set_up_instance, start_daemon
-from coursestack.kinds import Context, Kind, build_unit
-from coursestack.kinds.jupyter import JupyterKind
-from coursestack.kinds.mongodb import MongoKind, MongoLiteKind
-from coursestack.kinds.openrefine import OpenRefineKind
-from coursestack.kinds.postgres import PostgresKind
+from coursestack.kinds import Context, Kind, bind_all, build_unit, kind_class
+from coursestack.kinds.base import BackupMode, count
 from coursestack.privileges import service_account
 from coursestack.seeding import SeedLedger, seed_checksum
 from coursestack.state import Secrets, StateFolder, read_json
 
-#: Kinds whose data is read from the running server.
-LIVE_KINDS = ("postgres", "mongodb", "mongodb-lite")
-#: Kinds whose data is a folder of files.
-FOLDER_KINDS = ("jupyter", "openrefine")
 READY_TIMEOUT = 300.0
 RAW_READY_TIMEOUT = 90.0
 
@@ -82,27 +76,27 @@ class ResetResult:
     state: str
 
 
+def mode_of(kind: str) -> BackupMode:
+    """How a backup takes the data of a service of `kind` (the kind says)."""
+    found = kind_class(kind)
+    return found.backup_mode if found is not None else "none"
+
+
 def describe(entry: dict[str, Any]) -> str:
     """One line saying what a manifest's service entry holds."""
-    kind = entry.get("kind", "")
     if entry.get("format") == "raw":
         return f"raw copy of its data folder ({_count(entry.get('files', 0), 'file')})"
-    if kind == "postgres":
-        return (f"database {entry.get('database')} with {_count(entry.get('tables', 0), 'table')}"
-                f" (PostgreSQL {entry.get('version')})")
-    if kind in ("mongodb", "mongodb-lite"):
-        collections = entry.get("collections", [])
-        documents = sum(int(c.get("documents", 0)) for c in collections)
-        return (f"database {entry.get('database')}: {_count(len(collections), 'collection')}"
-                f", {_count(documents, 'document')} ({kind} {entry.get('version')})")
+    found = kind_class(str(entry.get("kind", "")))
+    said = found.describe_backup(entry) if found is not None else None
+    if said is not None:
+        return said
     text = f"{_count(entry.get('files', 0), 'file')} from {entry.get('folder', '')}"
     if entry.get("raw_files"):
         text += f" (and a raw copy of its data folder, {_count(entry['raw_files'], 'file')})"
     return text
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
+_count = count
 
 
 # -- the instance as seen from the command line ----------------------------------------------
@@ -139,10 +133,13 @@ def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
     """Every service bound to its kind, with the ports and secrets the daemon uses now."""
     spec = instance.spec()
     ports = read_json(instance.state.run / "ports.json", {}) or {}
-    context = Context(instance.state, spec, Secrets(instance.state), dict(ports),
+    context = Context(instance.state, spec, Secrets(instance.state),
                       service_account(instance.state.root, instance.name),
                       instance_name=instance.name)
-    return {name: build_unit(name, service, context) for name, service in spec.services.items()}
+    bound = {name: build_unit(name, service, context)
+             for name, service in spec.services.items()}
+    bind_all(bound, EndpointTable.from_ports(ports, spec.services))
+    return bound
 
 
 class Services:
@@ -238,10 +235,11 @@ def create_backup(instance: Instance, output: Path | None = None,
         members: list[tuple[str, Path]] = []
         for name in names:
             kind = spec.services[name].kind
+            mode = mode_of(kind)
             entry: dict[str, Any] | None = None
             parts: list[tuple[str, Path]] = []
             view = api.view(name)
-            if kind in LIVE_KINDS and view["state"] != "ready":
+            if mode == "live" and view["state"] != "ready":
                 # Reset is often the cure for a service that cannot start: wait less.
                 timeout = RAW_READY_TIMEOUT if raw else READY_TIMEOUT
                 try:
@@ -259,15 +257,15 @@ def create_backup(instance: Instance, output: Path | None = None,
                                   "copy of its data folder instead")
                     api.stop(name)
                     entry, parts = _raw(units(instance)[name], work / name)
-            if kind == "openrefine" and api.running(name):
-                # OpenRefine keeps recent changes in memory; stopping it writes them out.
+            if _stops_for_backup(kind) and api.running(name):
+                # It keeps recent changes in memory (OpenRefine); stopping writes them out.
                 reporter.step(f"stopping {name} so it saves its projects")
                 api.stop(name)
                 paused.append(name)
-            if entry is None and (kind in LIVE_KINDS or kind in FOLDER_KINDS):
+            if entry is None and mode != "none":
                 reporter.step(f"backing up {name}")
                 entry, parts = _dump(units(instance)[name], work / name, reporter)
-                if raw and kind in FOLDER_KINDS:
+                if raw and mode == "files":
                     extra, more = _raw(units(instance)[name], work / name)
                     entry["raw_files"] = extra["files"]
                     parts += more
@@ -295,14 +293,16 @@ def create_backup(instance: Instance, output: Path | None = None,
     return BackupResult(target, size, time.monotonic() - began, manifest)
 
 
+def _stops_for_backup(kind: str) -> bool:
+    found = kind_class(kind)
+    return found is not None and found.stop_for_backup
+
+
 def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
           reporter: Reporter) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
-    if isinstance(unit, PostgresKind):
-        return postgres.dump(unit, folder)
-    if isinstance(unit, MongoKind | MongoLiteKind):
-        return mongo.dump(unit, folder)
-    source = unit.notebooks if isinstance(unit, JupyterKind) else (
-        unit.workspace if isinstance(unit, OpenRefineKind) else unit.data_dir)
+    if unit.backup_mode == "live":
+        return unit.backup_dump(folder)
+    source = unit.backup_folder()
     found, skipped = files.folder_members(source, "files", [unit.context.state.root])
     for relative in skipped:
         reporter.note(f"{unit.name}: skipped {relative} (not a regular file)")
@@ -376,19 +376,15 @@ def restore_backup(instance: Instance, archive: Path,
         _check_fits(manifest, spec.course.name, dict(spec.services.items()), where)
         bound = units(instance)
         for name, entry in manifest.services.items():
-            unit = bound[name]
-            if isinstance(unit, PostgresKind):
-                postgres.check_restorable(unit, entry, where)
-            elif isinstance(unit, MongoKind | MongoLiteKind):
-                mongo.check_entry(entry, {m.removeprefix(f"services/{name}/"): v
-                                          for m, v in manifest.members.items()}, where)
+            bound[name].backup_check(entry, {m.removeprefix(f"services/{name}/"): v
+                                             for m, v in manifest.members.items()}, where)
         if not instance.daemon_alive():
             reporter.step(f"starting instance {instance.name}")
             start_daemon(instance)
             reporter.note(f"started instance {instance.name}")
         api = Services(instance.client(), reporter)
         for name in manifest.services:
-            if spec.services[name].kind in LIVE_KINDS:
+            if mode_of(spec.services[name].kind) == "live":
                 reporter.step(f"waiting for {name}")
                 api.start(name)
         before = None
@@ -423,8 +419,9 @@ def _check_fits(manifest: Manifest, course: str, services: dict[str, Any], where
             raise UserError(f"the backup has a service {name!r} this course does not have; "
                             "nothing was changed", where=where,
                             hint="restore into an instance of the course it was made from")
-        if service.kind != entry["kind"] and {service.kind, entry["kind"]} != {
-                "mongodb", "mongodb-lite"}:
+        found = kind_class(service.kind)
+        family = found.backup_family if found is not None else frozenset()
+        if service.kind != entry["kind"] and entry["kind"] not in family:
             raise UserError(f"service {name!r} is {entry['kind']} in the backup but "
                             f"{service.kind} here; nothing was changed", where=where,
                             hint="restore into an instance of the course it was made from")
@@ -438,20 +435,17 @@ def _check_fits(manifest: Manifest, course: str, services: dict[str, Any], where
 
 def _restore_one(unit: Kind, entry: dict[str, Any], folder: Path,  # type: ignore[type-arg]
                  api: Services) -> None:
-    if isinstance(unit, PostgresKind):
-        postgres.restore(unit, folder)
-    elif isinstance(unit, MongoKind | MongoLiteKind):
-        mongo.restore(unit, entry, folder)
-    elif isinstance(unit, JupyterKind):
-        files.replace_folder(unit.notebooks, folder / "files", unit.run_as,
-                             [unit.context.state.root])
-    elif isinstance(unit, OpenRefineKind):
-        # OpenRefine keeps projects in memory and writes them back: stop it first.
-        was_running = api.running(unit.name)
+    if unit.backup_mode == "live":
+        unit.backup_restore(entry, folder)
+    elif unit.backup_mode == "files":
+        # A kind that keeps its files in memory writes them back: stop it first.
+        was_running = unit.stop_for_backup and api.running(unit.name)
         if was_running:
             api.stop(unit.name)
-        unit.make_data_folders(unit.workspace.name)  # the account's, if new
-        files.replace_folder(unit.workspace, folder / "files", unit.run_as,
+        target = unit.backup_folder()
+        if target.is_relative_to(unit.data_dir):
+            unit.make_data_folders(str(target.relative_to(unit.data_dir)))  # the account's
+        files.replace_folder(target, folder / "files", unit.run_as,
                              [unit.context.state.root])
         if was_running:
             api.start(unit.name)
@@ -462,7 +456,7 @@ def _record_seeds(bound: dict[str, Kind], manifest: Manifest) -> None:  # type: 
     for name in manifest.services:
         unit = bound[name]
         seed = getattr(unit.spec, "seed", None)
-        if unit.spec.kind in LIVE_KINDS and seed:
+        if unit.backup_mode == "live" and seed:
             paths = [unit.context.spec.resolve(item) for item in seed]
             SeedLedger(unit.data_dir / "seeded.json").record(seed_checksum(paths, name), paths)
 
@@ -480,7 +474,7 @@ def reset_service(instance: Instance, name: str,
     client = _client(instance, "reset")
     api = Services(client, reporter)
     was_running = api.running(name)
-    live = spec.services[name].kind in LIVE_KINDS
+    live = mode_of(spec.services[name].kind) == "live"
     if not live:
         # Files are copied while nothing writes them.
         reporter.step(f"stopping {name}")

@@ -1,4 +1,22 @@
-"""What every kind shares: the instance context, connection info, the Unit verbs."""
+"""What every kind shares: the instance context, connection info, and the verbs.
+
+A kind is one class; everything coursestack does that depends on what a service *is*
+goes through these verbs (in the spirit of JupyterHub's Spawner), so `backup`, `doctor`,
+`plan`, `cli` and `web` never ask which kind they hold:
+
+- spec: `settings_model` (the pydantic model of its course.toml table), `default_port`
+- run: `prepare`, `launch_spec` (launch), `probe`, `after_ready`, `explain_exit`,
+  `release`
+- connect: `connection` (what connections.json publishes, with the client `driver`)
+- diagnose: `check_installed`, `program_version`, `doctor_checks`
+- plan: `expected_memory` (from `memory_estimate`)
+- backup: `backup_mode`, `backup_folder`, `backup_dump`, `backup_check`,
+  `backup_restore`, `describe_backup`, `stop_for_backup`, `backup_family`
+- export: `export_hints` (kinds/export_hints.py)
+
+A third-party package ships a kind by subclassing `Kind` and registering the class in
+the `coursestack.kinds` entry-point group (see `coursestack/registry.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +24,40 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from coursestack import cgroups, nofollow
 from coursestack.cgroups import MemoryCgroup
+from coursestack.endpoints import Endpoint
 from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.logs import tail_lines
+from coursestack.plan import DEFAULT_ESTIMATE, DEFAULT_KERNELS, MB, KindEstimate
 from coursestack.privileges import RunAs
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, ServiceSpec
 from coursestack.state import Secrets, StateFolder
 
 LOCALHOST = "127.0.0.1"
+
+#: How a backup takes a kind's data: read from the running server, copied as a folder of
+#: files, or not at all (the course team backs it up themselves).
+BackupMode = Literal["live", "files", "none"]
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One finding a kind adds to `coursestack doctor` about one of its services."""
+
+    status: Literal["ok", "warn", "fail"]
+    message: str
+    hint: str = ""
 
 
 @dataclass
@@ -32,13 +67,8 @@ class Context:
     state: StateFolder
     spec: CourseSpec
     secrets: Secrets
-    ports: dict[str, int]
     run_as: RunAs | None
-    #: Environment every service gets: connection info of all services, and more.
-    shared_env: dict[str, str] = field(default_factory=dict)
     instance_name: str = ""
-    #: Called before each start: moves a service off a port somebody else took meanwhile.
-    port_guard: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +87,9 @@ class Connection:
     #: Conventional variables (DATABASE_URL, PGHOST, ...) for the first service of a kind.
     conventional_env: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: How `coursestack.connect()` talks to it ("psycopg", "pymongo", "http"): notebook
+    #: kernels read this from connections.json and never import the kinds.
+    driver: str = "http"
 
     def env(self) -> dict[str, str]:
         """Variables naming this service: <NAME>_URL, <NAME>_HOST, <NAME>_PORT."""
@@ -70,7 +103,29 @@ class Connection:
         return {"service": self.service, "kind": self.kind, "host": self.host,
                 "port": self.port, "url": self.url, "user": self.user,
                 "password": self.password, "database": self.database, "web": self.web,
+                "driver": self.driver,
                 "env": {**self.env(), **self.conventional_env}, **dict(self.extra)}
+
+
+def program_at(program: str) -> str:
+    """`program at /where/it/is` (for `program_version`)."""
+    return f"{program} at {shutil.which(program) or Path(program).resolve()}"
+
+
+def first_output_line(argv: list[str]) -> str:
+    """The first line a program prints (e.g. for `--version`), or why there is none."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=15,
+                                check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"version unknown ({error})"
+    output = (result.stdout or result.stderr).strip().splitlines()
+    return output[0] if output else f"version unknown (exit {result.returncode})"
+
+
+def count(number: int, noun: str) -> str:
+    """`1 file`, `3 files`."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def env_prefix(service: str) -> str:
@@ -94,6 +149,16 @@ class Kind(Generic[S]):
     proxy_strips_prefix: ClassVar[bool] = True
     #: Output lines holding this are the kind's own probe talking: kept out of the log.
     probe_log_marker: ClassVar[bytes | None] = None
+    #: The pydantic model of this kind's table in course.toml.
+    settings_model: ClassVar[type[ServiceSpec]] = ServiceSpec
+    #: Expected idle memory (`coursestack plan`); refine per service in `expected_memory`.
+    memory_estimate: ClassVar[KindEstimate] = DEFAULT_ESTIMATE
+    #: How a backup takes this kind's data (see `backup_*`).
+    backup_mode: ClassVar[BackupMode] = "none"
+    #: The service must be stopped for its files to be complete in a backup.
+    stop_for_backup: ClassVar[bool] = False
+    #: Other kinds whose backups this kind restores (same data, another server).
+    backup_family: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str, spec: S, context: Context) -> None:
         self.name = name
@@ -102,12 +167,27 @@ class Kind(Generic[S]):
         self.stop_timeout = spec.stop_timeout or self.default_stop_timeout
         self._cgroup: MemoryCgroup | None = None
         self._oom_kills_at_launch = 0
+        #: Where this service listens (None: no port, or not bound yet).
+        self.endpoint: Endpoint | None = None
+        #: Where every service of the instance listens (for placeholders, clients).
+        self.peers: Mapping[str, Endpoint] = {}
+        #: Environment every service gets: connection info of all services, and more.
+        self.shared_env: Mapping[str, str] = {}
+
+    def bind(self, endpoint: Endpoint | None, peers: Mapping[str, Endpoint],
+             shared_env: Mapping[str, str] | None = None) -> None:
+        """The daemon hands the kind its endpoint, the other services' endpoints and the
+        shared environment (again whenever a port moved); the kind keeps copies."""
+        self.endpoint = endpoint
+        self.peers = dict(peers)
+        if shared_env is not None:
+            self.shared_env = dict(shared_env)
 
     # -- facts -------------------------------------------------------------------------
 
     @property
     def port(self) -> int | None:
-        return self.context.ports.get(self.name)
+        return self.endpoint.port if self.endpoint is not None else None
 
     @property
     def port_count(self) -> int:
@@ -156,7 +236,7 @@ class Kind(Generic[S]):
         home = self.data_dir / "home"
         base.update({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / ".runtime"),
                      "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONUNBUFFERED": "1"})
-        base.update(self.context.shared_env)
+        base.update(self.shared_env)
         base.update(self.spec_env())
         return base
 
@@ -167,10 +247,9 @@ class Kind(Generic[S]):
     # -- supervisor verbs ------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Check the port is still free, create the data folder (owned by the service
-        account), and whatever else the kind needs before a launch."""
-        if self.port is not None and self.context.port_guard is not None:
-            self.context.port_guard(self.name)
+        """Create the data folder (owned by the service account), and whatever else the
+        kind needs before a launch. (That the port is still free, the daemon checks
+        before this: it alone moves ports.)"""
         await asyncio.to_thread(self._prepare_folders)
         if self._cgroup is None:
             # Every service gets one where possible: it holds the memory limit, if any,
@@ -251,6 +330,54 @@ class Kind(Generic[S]):
                           cgroup_procs=self._cgroup.procs if self._cgroup else None,
                           log_max_bytes=parse_size(logs.max_size), log_keep=logs.keep,
                           log_rate=parse_size(logs.rate), log_filter=self.probe_log_marker)
+
+    # -- diagnosis (doctor) ---------------------------------------------------------------
+
+    def program_version(self) -> str:
+        """The version of the service's program, in words (for `doctor`)."""
+        return "version not known to its kind"
+
+    def doctor_checks(self) -> list[DoctorCheck]:
+        """Findings beyond "is the program installed" (none by default)."""
+        return []
+
+    # -- planning ------------------------------------------------------------------------
+
+    @classmethod
+    def expected_memory(cls, service: S | None,
+                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+        """Expected bytes for one service of this kind, and the basis in words."""
+        estimate = cls.memory_estimate
+        megabytes = estimate.base_mb
+        basis = estimate.basis
+        if estimate.per_unit_mb:
+            megabytes += estimate.per_unit_mb * kernels
+            basis += f"; {kernels} {estimate.unit}{'s' if kernels != 1 else ''} assumed"
+        return megabytes * MB, basis
+
+    # -- backup --------------------------------------------------------------------------
+
+    def backup_folder(self) -> Path:
+        """The folder a "files" backup copies (the data folder by default)."""
+        return self.data_dir
+
+    def backup_dump(self, folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+        """A "live" kind writes its data into `folder`: the manifest entry and the files
+        (archive member name relative to the service, path)."""
+        raise NotImplementedError(f"kind {self.KIND!r} has no live backup")
+
+    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any],
+                     where: str) -> None:
+        """Raise UserError if this entry of an archive cannot be restored here."""
+
+    def backup_restore(self, entry: dict[str, Any], folder: Path) -> None:
+        """A "live" kind replaces its data with the archive's (`folder`)."""
+        raise NotImplementedError(f"kind {self.KIND!r} has no live restore")
+
+    @classmethod
+    def describe_backup(cls, entry: dict[str, Any]) -> str | None:
+        """One line saying what a manifest entry holds (None: the generic description)."""
+        return None
 
     # -- export (what exporters ask; see kinds/export_hints.py) ---------------------------
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from coursestack.errors import MissingBinaryError, UserError
-from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.base import LOCALHOST, Connection, Kind, program_at
 from coursestack.kinds.export_hints import ANY_ADDRESS, COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.kinds.probe_commands import http_check, tcp_check
 from coursestack.probes import exec_probe, http_probe, tcp_probe
@@ -27,6 +27,8 @@ class CommandKind(Kind[CommandService]):
     """Runs `command`; readiness by its `probe` (tcp, http, exec or none)."""
 
     KIND = "command"
+    settings_model = CommandService
+    # An arbitrary program: we cannot know; a small web server or script (the default).
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -36,9 +38,9 @@ class CommandKind(Kind[CommandService]):
         """Values for {port}, {data_dir}, {state_dir}, {host}, {other.port}, {other.url}."""
         values = _Placeholders(port=self.port or "", data_dir=str(self.data_dir),
                                state_dir=str(self.context.state.root), host=LOCALHOST)
-        for name, port in self.context.ports.items():
-            values[name] = SimpleNamespace(port=port, url=f"http://{LOCALHOST}:{port}/",
-                                           host=LOCALHOST)
+        for name, endpoint in self.peers.items():
+            values[name] = SimpleNamespace(port=endpoint.port, url=endpoint.url,
+                                           host=endpoint.host)
         return values
 
     def _expand_all(self, texts: list[str], where: str) -> list[str]:
@@ -56,6 +58,9 @@ class CommandKind(Kind[CommandService]):
 
     def argv(self) -> list[str]:
         return self._expand_all(self.spec.command, "command")
+
+    def program_version(self) -> str:
+        return program_at(self.argv()[0])
 
     def check_installed(self) -> None:
         program = self.argv()[0]

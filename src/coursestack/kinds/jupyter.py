@@ -8,6 +8,7 @@ the student's home and nothing there can break it. The server runs under the bas
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shlex
@@ -20,6 +21,7 @@ from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.kinds.export_hints import ANY_ADDRESS, COURSE_DIR, SECRETS_DIR, ExportHints
 from coursestack.kinds.probe_commands import http_check
+from coursestack.plan import KindEstimate
 from coursestack.privileges import grant_folder
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
@@ -33,6 +35,12 @@ class JupyterKind(Kind[JupyterService]):
     default_port = 8888
     proxy_strips_prefix = False
     default_stop_timeout = 15.0
+    settings_model = JupyterService
+    # jupyter_server + JupyterLab's extension manager; each ipykernel is ~80 MB with
+    # numpy/pandas imported (pandas alone adds ~40 MB).
+    memory_estimate = KindEstimate(120, 80, "kernel",
+                                   basis="~120 MB for the server + ~80 MB per open kernel")
+    backup_mode = "files"
 
     @property
     def token(self) -> str:
@@ -57,6 +65,14 @@ class JupyterKind(Kind[JupyterService]):
 
     def _module(self) -> str:
         return "jupyterlab" if self.spec.app == "lab" else "jupyter_server"
+
+    def program_version(self) -> str:
+        module = self._module()
+        return (f"{module} {importlib.metadata.version(module)} "
+                f"(jupyter_server {importlib.metadata.version('jupyter_server')})")
+
+    def backup_folder(self) -> Path:
+        return self.notebooks
 
     def check_installed(self) -> None:
         module = self._module()

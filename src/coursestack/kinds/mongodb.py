@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import importlib.util
 import shlex
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from coursestack import mongo_wire, nofollow
 from coursestack.errors import MissingBinaryError, UserError
-from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.base import LOCALHOST, Connection, Kind, count, first_output_line
 from coursestack.kinds.export_hints import (
     SECRETS_DIR,
     SEED_DIR,
@@ -28,6 +29,7 @@ from coursestack.kinds.export_hints import (
     OfficialImage,
 )
 from coursestack.kinds.probe_commands import tcp_check
+from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, read_documents, seed_checksum
 from coursestack.spec import CourseSpec, MongoLiteService, MongoService
@@ -66,9 +68,16 @@ def seed_collections(database: Any, files: list[Path], report: Callable[[str], N
                         hint="fix the seed file; nothing of the seed was kept") from None
 
 
-class _MongoBase(Kind[Any]):
+class MongoBase(Kind[Any]):
+    """What MongoDB and its stand-in share: the course database, the driver-free probe,
+    seeding, and backups (one format, so each restores the other's)."""
+
     default_port: ClassVar[int | None] = 27017
     default_stop_timeout: ClassVar[float] = 20.0
+    # Read live with pymongo: the same code for mongod and for the stand-in, so each
+    # restores the other's backups.
+    backup_mode = "live"
+    backup_family = frozenset({"mongodb", "mongodb-lite"})
 
     @property
     def database(self) -> str:
@@ -102,13 +111,40 @@ class _MongoBase(Kind[Any]):
         seed_collections(database, files, report)
         SeedLedger(self.data_dir / "seeded.json").record(checksum, files)
 
+    # -- backup ----------------------------------------------------------------------------
+
+    def backup_dump(self, folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+        from coursestack.kinds import mongodb_backup
+
+        return mongodb_backup.dump(self, folder)
+
+    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any],
+                     where: str) -> None:
+        from coursestack.kinds import mongodb_backup
+
+        mongodb_backup.check_entry(entry, dict(members), where)
+
+    def backup_restore(self, entry: dict[str, Any], folder: Path) -> None:
+        from coursestack.kinds import mongodb_backup
+
+        mongodb_backup.restore(self, entry, folder)
+
+    @classmethod
+    def describe_backup(cls, entry: dict[str, Any]) -> str | None:
+        collections = entry.get("collections", [])
+        documents = sum(int(c.get("documents", 0)) for c in collections)
+        return (f"database {entry.get('database')}: {count(len(collections), 'collection')}"
+                f", {count(documents, 'document')} ({entry.get('kind', cls.KIND)} "
+                f"{entry.get('version')})")
+
     def _connection(self, user: str | None, password: str | None, label: str = "") -> Connection:
         conventional = {"MONGO_URL": self.url(), "MONGODB_URI": self.url(),
                         "MONGO_HOST": LOCALHOST, "MONGO_PORT": str(self.port),
                         "MONGO_DB": self.database}
         extra = {"label": label} if label else {}
         return Connection(self.name, self.spec.kind, LOCALHOST, self.port, self.url(), user,
-                          password, self.database, conventional_env=conventional, extra=extra)
+                          password, self.database, conventional_env=conventional, extra=extra,
+                          driver="pymongo")
 
     # -- export ----------------------------------------------------------------------------
 
@@ -138,10 +174,13 @@ class _MongoBase(Kind[Any]):
                             "MONGO_DB": database})
 
 
-class MongoLiteKind(_MongoBase):
+class MongoLiteKind(MongoBase):
     """The nx-27017 server, speaking MongoDB's wire protocol over SQLite files."""
 
     KIND = "mongodb-lite"
+    settings_model = MongoLiteService
+    # nx-27017, a Python server: ~31 MB measured idle.
+    memory_estimate = KindEstimate(40, basis="~40 MB (the Python stand-in server)")
     spec: MongoLiteService
 
     def check_installed(self) -> None:
@@ -182,6 +221,9 @@ class MongoLiteKind(_MongoBase):
     def connection(self) -> Connection:
         return self._connection(None, None, STAND_IN_LABEL)
 
+    def program_version(self) -> str:
+        return (f"nx-27017 {importlib.metadata.version('nx-27017')} (a {STAND_IN_LABEL})")
+
     @classmethod
     def export_hints(cls, name: str, service: MongoLiteService,
                      course: CourseSpec) -> ExportHints:
@@ -203,11 +245,14 @@ class MongoLiteKind(_MongoBase):
                 "keeps the stand-in",))
 
 
-class MongoKind(_MongoBase):
+class MongoKind(MongoBase):
     """A real mongod with authentication; `replicas = N` starts an N-member replica set."""
 
     KIND = "mongodb"
     spec: MongoService
+    settings_model = MongoService
+    # mongod with the WiredTiger cache mostly empty (see expected_memory).
+    memory_estimate = KindEstimate(100, basis="~100 MB per mongod")
 
     @property
     def port_count(self) -> int:
@@ -215,7 +260,7 @@ class MongoKind(_MongoBase):
 
     def member_ports(self) -> list[int]:
         ports = [self.port or 0]
-        ports += [self.context.ports[f"{self.name}:{i}"] for i in range(1, self.spec.replicas)]
+        ports += list(self.endpoint.members if self.endpoint is not None else ())
         return ports
 
     @property
@@ -238,6 +283,23 @@ class MongoKind(_MongoBase):
 
     def check_installed(self) -> None:
         self.binary()
+
+    def program_version(self) -> str:
+        program = self.binary()
+        return f"{first_output_line([program, '--version'])} at {program}"
+
+    @classmethod
+    def expected_memory(cls, service: MongoService | None,
+                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+        total, basis = super().expected_memory(service, kernels)
+        if service is None:
+            return total, basis
+        # The WiredTiger cache (cache_size_gb) is added per member as it fills.
+        cache = int(service.cache_size_gb * 1024)
+        basis += f" + its {cache} MB cache as it fills"
+        if service.replicas > 1:
+            basis += f", x {service.replicas} replica set members"
+        return (cls.memory_estimate.base_mb + cache) * service.replicas * MB, basis
 
     def needed_paths(self) -> list[Path]:
         return [*super().needed_paths(), Path(self.binary())]

@@ -9,6 +9,7 @@ cannot run under a path prefix, so the front door strips `/s/<name>` before forw
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.kinds.export_hints import ANY_ADDRESS, DATA_DIR, ExportHints
 from coursestack.kinds.probe_commands import http_check
+from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate, parse_size
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, OpenRefineService
@@ -43,6 +45,12 @@ class OpenRefineKind(Kind[OpenRefineService]):
     default_port: ClassVar[int | None] = 3333
     default_stop_timeout: ClassVar[float] = 20.0
     proxy_strips_prefix: ClassVar[bool] = True
+    settings_model = OpenRefineService
+    # A JVM: the heap grows up to `memory` (-Xmx) in use; ~150 MB for the JVM itself.
+    memory_estimate = KindEstimate(150, basis="~150 MB for the JVM")
+    # Its files, copied while it is stopped: it keeps recent changes in memory.
+    backup_mode = "files"
+    stop_for_backup = True
 
     @property
     def workspace(self) -> Path:
@@ -58,6 +66,23 @@ class OpenRefineKind(Kind[OpenRefineService]):
 
     def check_installed(self) -> None:
         self.binary()
+
+    def program_version(self) -> str:
+        return self.binary()
+
+    def backup_folder(self) -> Path:
+        return self.workspace
+
+    @classmethod
+    def expected_memory(cls, service: OpenRefineService | None,
+                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+        total, basis = super().expected_memory(service, kernels)
+        if service is not None:
+            with contextlib.suppress(ValueError):
+                heap = parse_size(service.memory)
+                total += heap // MB * MB
+                basis += f" + a heap of up to {service.memory}"
+        return total, basis
 
     def needed_paths(self) -> list[Path]:
         return [Path(self.binary())]

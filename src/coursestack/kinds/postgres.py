@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from psycopg import sql
 
 from coursestack import nofollow
 from coursestack.errors import MissingBinaryError, UserError
-from coursestack.kinds.base import LOCALHOST, Connection, Kind
+from coursestack.kinds.base import LOCALHOST, Connection, Kind, count, first_output_line
 from coursestack.kinds.export_hints import (
     SEED_DIR,
     Difference,
@@ -35,6 +35,7 @@ from coursestack.kinds.export_hints import (
     OfficialImage,
 )
 from coursestack.kinds.probe_commands import tcp_check
+from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate, parse_size
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
 from coursestack.spec import CourseSpec, PostgresService
@@ -75,6 +76,12 @@ class PostgresKind(Kind[PostgresService]):
     stop_signal = signal.SIGINT
     default_port = 5432
     default_stop_timeout = 30.0
+    settings_model = PostgresService
+    # postmaster + checkpointer, background writer, WAL writer, autovacuum launcher,
+    # logical replication launcher, with default shared_buffers mostly untouched.
+    memory_estimate = KindEstimate(60, basis="~60 MB idle (PostgreSQL server and its helpers)")
+    # The course database, read live with pg_dump (kinds/postgres_backup.py).
+    backup_mode = "live"
 
     @property
     def cluster(self) -> Path:
@@ -279,7 +286,46 @@ class PostgresKind(Kind[PostgresService]):
                         "PGUSER": self.spec.user, "PGPASSWORD": self.password,
                         "PGDATABASE": self.database}
         return Connection(self.name, self.KIND, LOCALHOST, self.port, url, self.spec.user,
-                          self.password, self.database, conventional_env=conventional)
+                          self.password, self.database, conventional_env=conventional,
+                          driver="psycopg")
+
+    # -- doctor, plan, backup ------------------------------------------------------------
+
+    def program_version(self) -> str:
+        program = self.bin_dir() / "postgres"
+        return f"{first_output_line([str(program), '--version'])} at {program.parent}"
+
+    @classmethod
+    def expected_memory(cls, service: PostgresService | None,
+                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+        total, basis = super().expected_memory(service, kernels)
+        shared = service.settings.get("shared_buffers") if service is not None else None
+        extra = _shared_buffers_extra(shared) if shared else 0
+        if extra:
+            total += extra // MB * MB
+            basis += f"; + {extra // MB} MB as shared_buffers = {shared} fills"
+        return total, basis
+
+    def backup_dump(self, folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+        from coursestack.kinds import postgres_backup
+
+        return postgres_backup.dump(self, folder)
+
+    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any],
+                     where: str) -> None:
+        from coursestack.kinds import postgres_backup
+
+        postgres_backup.check_restorable(self, entry, where)
+
+    def backup_restore(self, entry: dict[str, Any], folder: Path) -> None:
+        from coursestack.kinds import postgres_backup
+
+        postgres_backup.restore(self, folder)
+
+    @classmethod
+    def describe_backup(cls, entry: dict[str, Any]) -> str | None:
+        return (f"database {entry.get('database')} with {count(entry.get('tables', 0), 'table')}"
+                f" (PostgreSQL {entry.get('version')})")
 
     # -- export ----------------------------------------------------------------------------
 
@@ -401,3 +447,16 @@ def csv_seed_as_sql(path: Path, mounted_at: str) -> str:
                      f"({', '.join(_quote_identifier(c) for c in index)});")
     return "\n".join(lines) + "\n"
 
+
+
+#: PostgreSQL's default shared_buffers, which the idle estimate already allows for.
+DEFAULT_SHARED_BUFFERS = 128 * MB
+
+
+def _shared_buffers_extra(value: str) -> int:
+    """Bytes a larger shared_buffers may add once it fills (0 if smaller or unknown)."""
+    try:
+        size = parse_size(value)  # PostgreSQL writes 128MB, 1GB, 512kB
+    except ValueError:
+        return 0
+    return max(0, size - DEFAULT_SHARED_BUFFERS)

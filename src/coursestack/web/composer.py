@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from coursestack.diagram import course_graph, to_svg
 from coursestack.errors import SpecError, UserError
-from coursestack.spec import SERVICE_MODELS, CourseInfo, DependencyCondition, load_spec
+from coursestack.spec import CourseInfo, DependencyCondition, load_spec, service_models
 from coursestack.spec_edit import (
     Checked,
     SpecConflict,
@@ -253,7 +253,7 @@ async def apply_spec(web: Context) -> JSONResponse:
 async def spec_schema() -> dict[str, Any]:
     """JSON schema of each kind's settings (the composer builds its forms from them)."""
     return {"kinds": {kind: model.model_json_schema() for kind, model in
-                      sorted(SERVICE_MODELS.items())},
+                      sorted(service_models().items())},
             "course": CourseInfo.model_json_schema(),
             "conditions": [str(condition) for condition in DependencyCondition]}
 

@@ -17,25 +17,25 @@ from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from coursestack.errors import UserError
-from coursestack.kinds.mongodb import MongoKind, MongoLiteKind
+from coursestack.kinds.mongodb import MongoBase
 
 _BATCH = 1000
 _INDEX_OPTIONS = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
 
 
-def _client(kind: MongoKind | MongoLiteKind) -> Any:
+def _client(kind: MongoBase) -> Any:
     import pymongo
 
     return pymongo.MongoClient(kind.url(), serverSelectionTimeoutMS=10_000,
                                connectTimeoutMS=10_000)
 
 
-def _failure(kind: MongoKind | MongoLiteKind, what: str, error: Exception) -> UserError:
+def _failure(kind: MongoBase, what: str, error: Exception) -> UserError:
     return UserError(f"{what} failed: {error}", where=f"services.{kind.name}",
                      hint=f"see `coursestack logs {kind.name}`")
 
 
-def dump(kind: MongoKind | MongoLiteKind, folder: Path
+def dump(kind: MongoBase, folder: Path
          ) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
     """Write each collection to `folder/NNNN.jsonl`; the manifest entry and the files."""
     import pymongo.errors
@@ -93,7 +93,7 @@ def check_entry(entry: dict[str, Any], members: dict[str, Any], where: str) -> N
                         hint="use another backup")
 
 
-def restore(kind: MongoKind | MongoLiteKind, entry: dict[str, Any], folder: Path) -> int:
+def restore(kind: MongoBase, entry: dict[str, Any], folder: Path) -> int:
     """Replace the course database's collections with the backup's; documents restored."""
     import pymongo
     import pymongo.errors
