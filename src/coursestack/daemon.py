@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
-import uvicorn
 
 from coursestack import __version__
 from coursestack.connections import environment_for, write_connections
@@ -38,6 +37,8 @@ from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_jso
 from coursestack.supervisor import Event, Supervisor
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from coursestack.web.host import InstanceHost
 
 log = logging.getLogger("coursestack.daemon")
@@ -47,14 +48,6 @@ EXIT_ALREADY_RUNNING = 3
 
 class AlreadyRunning(UserError):
     """Another daemon holds this instance's lock."""
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon stops services first."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class Daemon:
@@ -238,7 +231,7 @@ class Daemon:
         # Services first; the web layer loads in a thread meanwhile, so the event loop
         # keeps launching and probing them instead of waiting for imports.
         self.supervisor.start(self.autostart())
-        create_app = await asyncio.to_thread(_load_web_app)
+        create_app, quiet_server = await asyncio.to_thread(_load_web_app)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -248,11 +241,13 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         cert, key = self._tls_files(host)
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
+        import uvicorn  # loaded by _load_web_app, off the event loop
+
         config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
                                 access_log=False, ssl_certfile=cert, ssl_keyfile=key,
                                 lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
                                 proxy_headers=False)  # no proxy is trusted: see web/auth.py
-        server = _QuietServer(config)
+        server = quiet_server(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)
@@ -343,11 +338,21 @@ class Daemon:
         return [port for unit in self.units.values() if (port := unit.port) is not None]
 
 
-def _load_web_app() -> Callable[[InstanceHost], Any]:
-    """The web app's factory, imported off the event loop (FastAPI is slow to import)."""
+def _load_web_app() -> tuple[Callable[[InstanceHost], Any], type[uvicorn.Server]]:
+    """The web app's factory and the server class, imported in a thread while the
+    services start: nothing before the first launch waits for the web stack."""
+    import uvicorn
+
     from coursestack.web.app import create_app
 
-    return create_app
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the daemon stops services first."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return create_app, QuietServer
 
 
 def run_daemon(state_root: Path) -> int:
