@@ -34,7 +34,7 @@ from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_rec
 from coursestack.respec import Respec, SpecChanges
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
 from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_json, read_json
-from coursestack.supervisor import Event, Supervisor
+from coursestack.supervisor import Event, Service, State, Supervisor
 
 if TYPE_CHECKING:
     import uvicorn
@@ -228,9 +228,11 @@ class Daemon:
     async def serve(self) -> None:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
-        # Services first; the web layer loads in a thread meanwhile, so the event loop
-        # keeps launching and probing them instead of waiting for imports.
+        # Services first: the web stack (FastAPI, uvicorn, httpx: ~0.2-0.4 s of imports
+        # that hold the GIL) loads once every service is launched or waits on another,
+        # in a thread, so the event loop keeps probing meanwhile.
         self.supervisor.start(self.autostart())
+        await self._until_launched()
         create_app, quiet_server = await asyncio.to_thread(_load_web_app)
 
         loop = asyncio.get_running_loop()
@@ -270,6 +272,24 @@ class Daemon:
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    async def _until_launched(self, at_most: float = 2.0) -> None:
+        """Until no service is about to launch (each has a process, waits for a dependency
+        that is not there yet, or is not starting), or `at_most` seconds have passed."""
+        assert self.supervisor is not None
+        supervisor = self.supervisor
+
+        def about_to_launch(service: Service) -> bool:
+            status = service.status
+            if status.state is not State.STARTING or status.pid is not None:
+                return False
+            return all(supervisor.satisfied(name, condition)
+                       for name, condition in service.unit.spec.depends_on.items())
+
+        deadline = time.monotonic() + at_most
+        while time.monotonic() < deadline and any(
+                about_to_launch(service) for service in supervisor.services.values()):
+            await asyncio.sleep(0.01)
 
     def _on_stop_signal(self) -> None:
         if self.shutdown_requested.is_set():
