@@ -9,7 +9,10 @@ HTTP client and the database driver are imported later (in a thread while the se
 start, or on first use), so they should not appear here.
 
     python bench/bench_imports.py                    # the code on PYTHONPATH
-    python bench/bench_imports.py --src /work/main/src --label main
+    python bench/bench_imports.py --src before=/work/main/src --src after=src
+
+With several --src, their runs alternate (the machine's load then hits all alike) and
+the table has one column per tree.
 """
 
 from __future__ import annotations
@@ -60,23 +63,34 @@ def one_run(env: dict[str, str]) -> tuple[dict[str, int], float, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--src", help="PYTHONPATH of the code to measure (default: as is)")
-    parser.add_argument("--label", default="this tree")
+    parser.add_argument("--src", action="append", default=[],
+                        help="LABEL=PYTHONPATH of a tree to measure (repeatable; default: "
+                             "the code on PYTHONPATH)")
     args = parser.parse_args()
-    env = dict(os.environ)
-    if args.src:
-        env["PYTHONPATH"] = args.src
-    runs = [one_run(env) for _ in range(args.runs)]
-    names = sorted({n for r in runs for n in r[0]})
-    medians = {n: statistics.median(r[0].get(n, 0) for r in runs) / 1000 for n in names}
-    rss = statistics.median(r[1] for r in runs)
-    print(f"### `import coursestack.daemon` ({args.label}; median of {args.runs} fresh "
-          "interpreters)\n")
-    print("| module (cumulative, incl. what it imports) | ms |\n| --- | ---: |")
-    for name in sorted(medians, key=lambda n: -medians[n]):
-        if medians[name] >= 5:
-            print(f"| {name} | {medians[name]:.0f} |")
-    print(f"\nRSS after the import: {rss:.1f} MB; heavy packages loaded: {runs[0][2] or '-'}")
+    trees = dict(item.split("=", 1) for item in args.src) or {
+        "this tree": os.environ.get("PYTHONPATH", "")}
+    runs: dict[str, list[tuple[dict[str, int], float, str]]] = {label: [] for label in trees}
+    for _ in range(args.runs):
+        for label, path in trees.items():
+            runs[label].append(one_run({**os.environ, "PYTHONPATH": path}))
+    medians = {label: {n: statistics.median(r[0].get(n, 0) for r in tree_runs) / 1000
+                       for n in {n for r in tree_runs for n in r[0]}}
+               for label, tree_runs in runs.items()}
+    names = sorted({n for m in medians.values() for n, v in m.items() if v >= 5},
+                   key=lambda n: -max(m.get(n, 0) for m in medians.values()))
+    labels = list(trees)
+    print(f"`import coursestack.daemon`, median ms of {args.runs} fresh interpreters per "
+          "tree, runs alternating (cumulative: a module with what it imports)\n")
+    print("| module | " + " | ".join(labels) + " |")
+    print("| --- | " + " | ".join("---:" for _ in labels) + " |")
+    for name in names:
+        print(f"| {name} | " + " | ".join(
+            f"{medians[label].get(name, 0):.0f}" if medians[label].get(name, 0) >= 1 else "-"
+            for label in labels) + " |")
+    print("| RSS after the import (MB) | " + " | ".join(
+        f"{statistics.median(r[1] for r in runs[label]):.1f}" for label in labels) + " |")
+    print("| heavy packages loaded | " + " | ".join(
+        runs[label][0][2].replace(",", ", ") or "-" for label in labels) + " |")
     return 0
 
 

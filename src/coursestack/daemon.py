@@ -421,15 +421,11 @@ def run_daemon(state_root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m coursestack.daemon --state DIR`: how `up` starts the daemon. The same
-    as `coursestack daemon`, without importing the CLI (typer, rich: ~0.1-0.3 s, 4 MB)."""
+    """`python -m coursestack daemon --state DIR` (see coursestack/__main__.py): how `up`
+    starts the daemon. The same as `coursestack daemon`, without importing the CLI."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m coursestack.daemon",
+    parser = argparse.ArgumentParser(prog="python -m coursestack daemon",
                                      description="Run an instance's daemon in the foreground.")
     parser.add_argument("--state", type=Path, required=True, help="State folder.")
     return run_daemon(parser.parse_args(argv).state)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
