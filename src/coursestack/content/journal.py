@@ -7,14 +7,15 @@ file is always wholly before or wholly after. After a crash or `kill -9`, the ne
 update reads the journal and brings every listed file to its after state (skipping any
 the student changed in the meantime), then records the delivery: the update completes
 as a whole. An error while applying (a full disk, a permission) rolls every change
-already made back to its before state instead.
+already made back to its before state instead. Every file is reached from its anchor
+(the notebooks or the course folder) without following links (`anchored`): a link
+swapped in while the update runs is left alone and reported, never written through.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterable
@@ -22,18 +23,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coursestack import nofollow
+from coursestack.content import anchored
+from coursestack.content.anchored import Place
 from coursestack.content.record import ContentStore, DeliveryRecord
 from coursestack.content.sources import digest
 from coursestack.errors import UserError
+from coursestack.nofollow import UnsafePath
 from coursestack.state import atomic_write_json, read_json
 
 #: Test seam: pause (sleep) after this many changes, so a test can kill -9 mid-update.
 PAUSE_VARIABLE = "COURSESTACK_UPDATE_PAUSE_AFTER"
 TEMPORARY_SUFFIX = ".coursestack-tmp"
 NEW_FILE_MODE = 0o644
-#: Open without following a final symbolic link (Windows has no such flag, nor such links
-#: a student makes by accident).
-NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CHANGED_MEANWHILE = "changed while the update ran; left as you had it"
 
 
 class UpdateFailed(UserError):
@@ -52,25 +55,19 @@ class Change:
     mode: int
     #: Where the student's previous version was copied ("" if there was none).
     backup: str = ""
+    #: The folder `path` is reached from without following links (the notebooks or the
+    #: course folder); "" in journals of older versions: the file's own folder.
+    anchor: str = ""
+
+    @property
+    def place(self) -> Place:
+        path = Path(self.path)
+        return Place.of(path, [Path(self.anchor)] if self.anchor else [])
 
 
-#: What file_hash says of something that is not a regular file (never a content hash).
+#: The "before" hash of a file that was a link or special file when staged (never a
+#: content hash): the journal leaves such a file alone.
 NOT_A_FILE = "not-a-regular-file"
-
-
-def file_hash(path: Path) -> str | None:
-    """The content hash of the regular file at `path` (links are not followed), None if
-    there is nothing there."""
-    try:
-        fd = os.open(path, os.O_RDONLY | NO_FOLLOW)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError:  # a link (ELOOP), or something we may not read
-        return NOT_A_FILE
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return NOT_A_FILE
-        return digest(handle.read())
 
 
 class Journal:
@@ -99,11 +96,12 @@ class Journal:
                           {"changes": [asdict(change) for change in self.changes],
                            "record": self.record.as_dict(), "report": self.report}, 0o600)
 
-    def apply(self) -> list[str]:
-        """Bring every file to its after state; paths skipped because the student changed
-        them meanwhile. On an error, roll back and raise UpdateFailed."""
+    def apply(self) -> list[tuple[str, str]]:
+        """Bring every file to its after state; the paths left alone, each with why
+        (the student changed it meanwhile, or a link is in its way). On an error, roll
+        back and raise UpdateFailed."""
         pause_after = int(os.environ.get(PAUSE_VARIABLE, "-1"))
-        skipped: list[str] = []
+        skipped: list[tuple[str, str]] = []
         done: list[Change] = []
         for count, change in enumerate(self.changes):
             if count == pause_after:
@@ -111,8 +109,10 @@ class Journal:
                 time.sleep(3600)
             try:
                 if not self._bring(change, change.after, change.before):
-                    skipped.append(change.path)
+                    skipped.append((change.path, CHANGED_MEANWHILE))
                 done.append(change)
+            except UnsafePath as error:
+                skipped.append((change.path, error.message))
             except OSError as error:
                 self._roll_back(done)
                 raise UpdateFailed(f"could not write {change.path}: "
@@ -128,121 +128,84 @@ class Journal:
         self.store.save_record(self.record)
         self.store.journal_file.unlink(missing_ok=True)
         self.store.keep_only({entry.sha for entry in self.record.files.values()})
-        _remove_temporaries(Path(change.path) for change in self.changes)
+        _remove_temporaries(change.place for change in self.changes)
 
     def _roll_back(self, done: list[Change]) -> None:
         for change in reversed(done):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, UnsafePath):
                 self._bring(change, change.before, change.after)
         self.store.journal_file.unlink(missing_ok=True)
-        _remove_temporaries(Path(change.path) for change in self.changes)
+        _remove_temporaries(change.place for change in self.changes)
 
     def _bring(self, change: Change, wanted: str | None, other: str | None) -> bool:
         """Make `change.path` hold `wanted` if it holds `wanted` or `other` now; False if
-        it holds something else (left alone)."""
-        path = Path(change.path)
-        current = file_hash(path)
-        if current == wanted:
+        it holds something else (left alone). Raises UnsafePath for a link on the way."""
+        place = change.place
+        with anchored.folder_of(place, create=wanted is not None, uid=change.uid,
+                                gid=change.gid) as fd:
+            found = None if fd is None else anchored.read_in(fd, place.name, place.path)
+            current = None if found is None else digest(found.data)
+            if current == wanted:
+                return True
+            if current != other:
+                return False
+            assert fd is not None  # something was there, or wanted is a file (created)
+            if wanted is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(place.name, dir_fd=fd)
+                return True
+            data = self.store.get(wanted)
+            if data is None:
+                raise OSError(f"the update's copy of {place.name} is missing")
+            write_file(place.path, data, change.uid, change.gid, change.mode, fd,
+                       found.info.st_mtime if found is not None else 0.0)
             return True
-        if current != other:
-            return False
-        if wanted is None:
-            path.unlink()
-            return True
-        data = self.store.get(wanted)
-        if data is None:
-            raise OSError(f"the update's copy of {path.name} is missing")
-        write_file(path, data, change.uid, change.gid, change.mode)
-        return True
 
 
-def back_up(path: Path, backup: Path) -> None:
-    """Copy the student's file before it changes (content and mode)."""
+def back_up(data: bytes, info: os.stat_result, backup: Path) -> None:
+    """Keep a copy of the student's file (content, mode and times) before it changes.
+
+    `backup` lies in the state folder, which is root's, but is written the same careful
+    way: nothing already there (a link included) is ever written through.
+    """
     backup.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, backup, follow_symlinks=False)
+    with nofollow.folder(backup.parent) as fd:
+        nofollow.write_file(fd, backup.name, data, stat.S_IMODE(info.st_mode) & 0o777)
+        os.utime(backup.name, ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=fd,
+                 follow_symlinks=False)
 
 
-def write_file(path: Path, data: bytes, uid: int, gid: int, mode: int) -> None:
-    """Replace `path` atomically with `data`, owned by uid:gid (when we may chown).
+def write_file(path: Path, data: bytes, uid: int, gid: int, mode: int, dir_fd: int,
+               old_mtime: float) -> None:
+    """Replace `path` (a name in the folder `dir_fd`) atomically with `data`, owned by
+    uid:gid when run as root.
 
     The new modification time is at least a second after the old one: JupyterLab tells
     a student "the file has changed on disk" by comparing times, with some tolerance.
+    A fresh file (O_EXCL) is written and renamed over the name, so whatever a student
+    puts there meanwhile, a link included, is never written, chmod-ed or chown-ed.
     """
-    _make_folders(path.parent, uid, gid)
-    try:
-        old_mtime = os.lstat(path).st_mtime
-    except FileNotFoundError:
-        old_mtime = 0.0
-    temporary = path.parent / f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}"
-    # A fresh file (O_EXCL), changed through its descriptor only: whatever a student puts
-    # at that name meanwhile, a link included, is never written, chmod-ed or chown-ed.
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            _set_attributes(handle.fileno(), temporary, uid, gid, mode, old_mtime)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _sync_folder(path.parent)
-
-
-def _set_attributes(fd: int, path: Path, uid: int, gid: int, mode: int,
-                    old_mtime: float) -> None:
-    """Owner, permissions and a modification time later than `old_mtime`."""
-    if _may_chown() and (uid, gid) != (os.geteuid(), os.getegid()):
-        os.fchown(fd, uid, gid)
-    now = time.time()
-    times = (now, max(now, old_mtime + 1.0))
-    if hasattr(os, "fchmod") and os.utime in os.supports_fd:
-        os.fchmod(fd, mode)
-        os.utime(fd, times)
-    else:  # Windows: by path (no links there that a student could swap in)
-        os.chmod(path, mode)
-        os.utime(path, times)
-
-
-def _make_folders(folder: Path, uid: int, gid: int) -> None:
-    missing: list[Path] = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for created in reversed(missing):
-        created.mkdir(mode=0o755)
-        if _may_chown():
-            os.chown(created, uid, gid, follow_symlinks=False)
-
-
-def _may_chown() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _sync_folder(folder: Path) -> None:
+    as_root = anchored.running_as_root()
+    nofollow.write_file(dir_fd, path.name, data, mode, uid if as_root else None,
+                        gid if as_root else None,
+                        temporary=f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}",
+                        mtime_after=old_mtime)
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(dir_fd)
 
 
-def _remove_temporaries(paths: Iterable[Path]) -> None:
+def _remove_temporaries(places: Iterable[Place]) -> None:
     """Temporary files a killed update left beside the files it was writing."""
-    for folder in {path.parent for path in paths}:
-        with contextlib.suppress(OSError):
-            for leftover in folder.glob(f".*{TEMPORARY_SUFFIX}"):
-                leftover.unlink()
+    folders = {(place.anchor, place.folders): place for place in places}
+    for place in folders.values():
+        with contextlib.suppress(OSError, UnsafePath), anchored.folder_of(place) as fd:
+            if fd is None:
+                continue
+            for name in os.listdir(fd):
+                if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
+                    os.unlink(name, dir_fd=fd)
 
 
-def mode_of(path: Path) -> int:
+def mode_of(found: anchored.Found | None) -> int:
     """Permission bits of an existing file, else those of a new file."""
-    try:
-        return stat.S_IMODE(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return NEW_FILE_MODE
+    return NEW_FILE_MODE if found is None else stat.S_IMODE(found.info.st_mode)

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from coursestack.content.anchored import Place
 from coursestack.content.sources import Release, SourceError
 from coursestack.errors import SpecError
 from coursestack.spec import CourseSpec, JupyterService, parse_spec
@@ -38,11 +39,10 @@ class Layout:
             return self.target / path[len(self.notebooks_prefix):]
         return self.course_folder / path
 
-    def contains(self, folder: Path) -> bool:
-        """True if `folder`, links resolved, is inside the target or the course folder."""
-        real = folder.resolve()
-        return any(real.is_relative_to(root.resolve())
-                   for root in (self.target, self.course_folder))
+    def place(self, destination: Path) -> Place:
+        """`destination` as reached from the notebooks or the course folder, without
+        following links (see coursestack.content.anchored)."""
+        return Place.of(destination, (self.target, self.course_folder))
 
     def shown(self, destination: Path) -> str:
         """A destination as the student knows it: relative to the notebooks folder, or

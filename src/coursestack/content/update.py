@@ -16,20 +16,15 @@ from pathlib import Path
 
 import filelock
 
+from coursestack.content import anchored
 from coursestack.content.decide import Action, Decision, Namer, Sides, decide, upstream_warning
-from coursestack.content.journal import (
-    NO_FOLLOW,
-    Change,
-    Journal,
-    back_up,
-    file_hash,
-    mode_of,
-)
+from coursestack.content.journal import NOT_A_FILE, Change, Journal, back_up, mode_of
 from coursestack.content.layout import SPEC_NAME, Layout, layout_for
 from coursestack.content.record import ContentStore, Delivered, DeliveryRecord
 from coursestack.content.report import Entry, Report, words_for
-from coursestack.content.sources import Release, fetch_release
+from coursestack.content.sources import Release, digest, fetch_release
 from coursestack.errors import UserError
+from coursestack.nofollow import UnsafePath
 from coursestack.spec import CourseSpec
 from coursestack.state import StateFolder, atomic_write_json
 
@@ -70,8 +65,9 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
     with _update_lock(store):
         pending = Journal.pending(store)
         finished_interrupted = False
+        left_alone: list[tuple[str, str]] = []
         if pending is not None and not check:
-            pending.apply()
+            left_alone = pending.apply()
             pending.finish()
             finished_interrupted = True
         release = fetch_release(settings.source, spec.folder, settings.ref, store.git_cache)
@@ -80,6 +76,8 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
         decisions = _decide_all(release, record, layout, store)
         report = _report(release, layout, decisions, check)
         report.finished_interrupted = finished_interrupted
+        for path, why in left_alone:
+            report.notes.append(f"{layout.shown(Path(path))} (interrupted update): {why}.")
         if check:
             if pending is not None:
                 report.notes.append("An interrupted update is waiting: the next update "
@@ -92,9 +90,8 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
         journal = Journal(store, changes, new_record, report.as_dict())
         journal.write()
         skipped = journal.apply()
-        for path in skipped:
-            report.notes.append(f"{layout.shown(Path(path))} changed while the update ran; "
-                                "left as you had it.")
+        for path, why in skipped:
+            report.notes.append(f"{layout.shown(Path(path))}: {why}.")
         journal.finish()
         atomic_write_json(store.last_report, report.as_dict(), 0o600)
         return report
@@ -126,20 +123,33 @@ def _student_copy(destination: Path, layout: Layout) -> tuple[bytes | None, bool
     Links are never followed: run as root, an update must not read or replace a file
     outside the course's folders that a student's symbolic link points at.
     """
-    if not layout.contains(destination.parent):
-        return None, False, "a link of yours leads this folder outside the course's folders"
+    place = layout.place(destination)
     try:
-        info = os.lstat(destination)
-    except (FileNotFoundError, NotADirectoryError):
+        with anchored.folder_of(place) as fd:
+            if fd is None:
+                return None, False, ""
+            try:
+                found = anchored.read_in(fd, place.name, destination)
+            except UnsafePath:
+                return None, False, _odd_entry(fd, place.name)
+    except UnsafePath:
+        return None, False, "a link or file of yours is in the way of its folder"
+    if found is None:
         return None, False, ""
+    return found.data, not found.info.st_mode & 0o222, ""
+
+
+def _odd_entry(dir_fd: int, name: str) -> str:
+    """Why the entry `name` in `dir_fd` cannot be read as the student's copy."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return "something of yours has this name"
     if stat.S_ISDIR(info.st_mode):
-        return None, False, "a folder of yours has this name"
-    if not stat.S_ISREG(info.st_mode):
-        return None, False, "a link or special file of yours has this name"
-    fd = os.open(destination, os.O_RDONLY | NO_FOLLOW)
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read()
-    return data, not info.st_mode & 0o222, ""
+        return "a folder of yours has this name"
+    if stat.S_ISREG(info.st_mode):
+        return "a file of yours with several hard links has this name"
+    return "a link or special file of yours has this name"
 
 
 def _namer(stamp: str) -> Namer:
@@ -206,26 +216,36 @@ def _stage(decisions: list[Decision], layout: Layout,
     changes: list[Change] = []
     for decision in decisions:
         for path, data in decision.writes:
-            before = file_hash(path)
+            place = layout.place(path)
+            try:
+                found = anchored.read(place)
+                before = None if found is None else digest(found.data)
+            except UnsafePath:  # a link since the decision: the journal leaves it, says so
+                found, before = None, NOT_A_FILE
             backup_path = ""
-            if before is not None:
+            if found is not None:
                 copy = backup / _relative(layout.shown(path))
-                back_up(path, copy)
+                back_up(found.data, found.info, copy)
                 # Only needed to roll back within this process: no fsync.
-                store.put(path.read_bytes(), durable=False)
+                store.put(found.data, durable=False)
                 backup_path = str(copy)
             uid, gid = layout.owner_of(path)
             changes.append(Change(str(path), before, store.put(data), uid, gid,
-                                  _mode_for(path, decision), backup_path))
+                                  _mode_for(path, decision, found, layout), backup_path,
+                                  str(place.anchor)))
     return changes, backup
 
 
-def _mode_for(path: Path, decision: Decision) -> int:
+def _mode_for(path: Path, decision: Decision, found: anchored.Found | None,
+              layout: Layout) -> int:
     """A replaced file keeps its permissions, and so does the student's file under its
     new name; a new file gets the usual ones."""
     if decision.action is Action.RENAMED and path != decision.destination:
-        return mode_of(decision.destination)
-    return mode_of(path)
+        try:
+            return mode_of(anchored.read(layout.place(decision.destination)))
+        except UnsafePath:
+            return mode_of(None)
+    return mode_of(found)
 
 
 def _relative(shown: str) -> str:
