@@ -178,6 +178,8 @@ def rss():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
 out = {"bare": rss()}
+import coursestack.daemon  # as the daemon does: keep out what it never uses
+getattr(coursestack.daemon, "keep_out_unused_imports", lambda: None)()
 for name in sys.argv[1:]:
     importlib.import_module(name)
 out["imports"] = rss()
