@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
-import uvicorn
 
 from coursestack import __version__
 from coursestack.connections import environment_for, write_connections
@@ -36,9 +35,11 @@ from coursestack.procs import LaunchSpec, OSLauncher, process_identity, stop_rec
 from coursestack.respec import Respec, SpecChanges
 from coursestack.spec import CourseSpec, StartPolicy, load_spec
 from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_json, read_json
-from coursestack.supervisor import Event, Supervisor
+from coursestack.supervisor import Event, Service, State, Supervisor
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from coursestack.web.host import InstanceHost
 
 log = logging.getLogger("coursestack.daemon")
@@ -48,14 +49,6 @@ EXIT_ALREADY_RUNNING = 3
 
 class AlreadyRunning(UserError):
     """Another daemon holds this instance's lock."""
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon stops services first."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class Daemon:
@@ -236,10 +229,12 @@ class Daemon:
     async def serve(self) -> None:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
-        # Services first; the web layer loads in a thread meanwhile, so the event loop
-        # keeps launching and probing them instead of waiting for imports.
+        # Services first: the web stack (FastAPI, uvicorn, httpx: ~0.2-0.4 s of imports
+        # that hold the GIL) loads once every service is launched or waits on another,
+        # in a thread, so the event loop keeps probing meanwhile.
         self.supervisor.start(self.autostart())
-        create_app = await asyncio.to_thread(_load_web_app)
+        await self._until_launched()
+        create_app, quiet_server = await asyncio.to_thread(_load_web_app)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -249,11 +244,13 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         cert, key = self._tls_files(host)
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
+        import uvicorn  # loaded by _load_web_app, off the event loop
+
         config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
                                 access_log=False, ssl_certfile=cert, ssl_keyfile=key,
                                 lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
                                 proxy_headers=False)  # no proxy is trusted: see web/auth.py
-        server = _QuietServer(config)
+        server = quiet_server(config)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)
@@ -276,6 +273,24 @@ class Daemon:
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    async def _until_launched(self, at_most: float = 2.0) -> None:
+        """Until no service is about to launch (each has a process, waits for a dependency
+        that is not there yet, or is not starting), or `at_most` seconds have passed."""
+        assert self.supervisor is not None
+        supervisor = self.supervisor
+
+        def about_to_launch(service: Service) -> bool:
+            status = service.status
+            if status.state is not State.STARTING or status.pid is not None:
+                return False
+            return all(supervisor.satisfied(name, condition)
+                       for name, condition in service.unit.spec.depends_on.items())
+
+        deadline = time.monotonic() + at_most
+        while time.monotonic() < deadline and any(
+                about_to_launch(service) for service in supervisor.services.values()):
+            await asyncio.sleep(0.01)
 
     def _on_stop_signal(self) -> None:
         if self.shutdown_requested.is_set():
@@ -344,15 +359,39 @@ class Daemon:
         return self.endpoints.used()
 
 
-def _load_web_app() -> Callable[[InstanceHost], Any]:
-    """The web app's factory, imported off the event loop (FastAPI is slow to import)."""
+def _load_web_app() -> tuple[Callable[[InstanceHost], Any], type[uvicorn.Server]]:
+    """The web app's factory and the server class, imported in a thread while the
+    services start: nothing before the first launch waits for the web stack."""
+    import uvicorn
+
     from coursestack.web.app import create_app
 
-    return create_app
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the daemon stops services first."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return create_app, QuietServer
+
+
+#: Optional imports that libraries make when the package happens to be installed, and
+#: which the daemon never uses: httpx imports its command line (click, rich, pygments)
+#: and httpcore imports trio. Together ~9 MB of the daemon's RSS (docs/benchmarks-core.md).
+#: A None entry in sys.modules makes `import NAME` raise ImportError, their fallback.
+UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "trio")
+
+
+def keep_out_unused_imports() -> None:
+    """Make the optional imports the daemon never uses fail (see UNUSED_OPTIONAL_IMPORTS)."""
+    for name in UNUSED_OPTIONAL_IMPORTS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def run_daemon(state_root: Path) -> int:
     """Entry point of `coursestack daemon` (started in the background by `up`)."""
+    keep_out_unused_imports()
     # Everything the daemon writes (logs, events, state files) is owner-only unless it
     # says otherwise (connections.json); services inherit this too.
     os.umask(0o077)
@@ -380,3 +419,14 @@ def run_daemon(state_root: Path) -> int:
         print(error.render(), file=sys.stderr)
         return error.exit_code
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m coursestack daemon --state DIR` (see coursestack/__main__.py): how `up`
+    starts the daemon. The same as `coursestack daemon`, without importing the CLI."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m coursestack daemon",
+                                     description="Run an instance's daemon in the foreground.")
+    parser.add_argument("--state", type=Path, required=True, help="State folder.")
+    return run_daemon(parser.parse_args(argv).state)

@@ -139,6 +139,7 @@ def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         process = subprocess.Popen(
+            # `-m coursestack daemon` skips the CLI's libraries (see coursestack/__main__.py).
             [sys.executable, "-m", "coursestack", "daemon", "--state", str(instance.state.root)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True)

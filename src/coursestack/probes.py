@@ -1,22 +1,17 @@
-"""Readiness probes shared by kinds: TCP connect, HTTP GET, a command's exit status."""
+"""Readiness probes shared by kinds: TCP connect, HTTP GET, a command's exit status.
+
+They speak their protocols with the standard library only: an HTTP client library costs
+the daemon ~0.1 s of imports before its first launch and several MB for good, for
+what is one GET and one status line (see docs/benchmarks-core.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Mapping, Sequence
-
-import httpx
-
-_http_client: httpx.AsyncClient | None = None
-
-
-def http_client() -> httpx.AsyncClient:
-    """One shared client for probes (connection reuse keeps idle CPU low)."""
-    global _http_client
-    if _http_client is None:
-        _http_client = httpx.AsyncClient(timeout=5.0, trust_env=False)
-    return _http_client
+from urllib.parse import urlsplit
 
 
 async def tcp_probe(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -31,16 +26,54 @@ async def tcp_probe(host: str, port: int, timeout: float = 2.0) -> bool:
     return True
 
 
+async def http_status(url: str, headers: Mapping[str, str] | None = None,
+                      timeout: float = 5.0) -> int | None:
+    """The status code of an HTTP/1.1 GET of `url` (http or https, certificates
+    verified), or None if there is no well-formed answer within `timeout` seconds.
+
+    One connection per probe, closed after the status line: a probe every few seconds
+    costs less than keeping a connection (and a client library) alive for it.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
+             "Accept: */*", "User-Agent: coursestack-probe"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()
+              if name.lower() not in ("host", "connection")]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    context = ssl.create_default_context() if secure else None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
+            try:
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError, ssl.SSLError, UnicodeError):
+        return None
+    fields = status_line.split(maxsplit=2)
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+        return None
+    return int(fields[1])
+
+
 async def http_probe(url: str, expect_status: int | None = None,
                      headers: Mapping[str, str] | None = None) -> bool:
     """True if GET url answers with `expect_status`, or with anything below 500."""
-    try:
-        response = await http_client().get(url, headers=headers)
-    except httpx.HTTPError:
+    status = await http_status(url, headers)
+    if status is None:
         return False
     if expect_status is not None:
-        return response.status_code == expect_status
-    return response.status_code < 500
+        return status == expect_status
+    return status < 500
 
 
 async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float = 10.0,
