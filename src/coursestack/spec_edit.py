@@ -11,10 +11,7 @@ only over the version the editor started from, and keeps the previous file as
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 import threading
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +24,7 @@ from tomlkit.items import InlineTable, Item, Table
 
 from coursestack.errors import SpecError, UserError
 from coursestack.spec import CourseSpec, parse_spec
+from coursestack.state import atomic_write_bytes
 
 #: Top-level keys written as `[table]`s; deeper tables become inline `{ ... }`.
 SECTIONS = ("course", "dashboard", "logs", "services")
@@ -183,22 +181,6 @@ def save(path: Path, text: str, expected_version: str) -> Saved:
             return Saved(path, current_version, None, changed=False)
         mode = path.stat().st_mode & 0o777
         backup = path.with_name(path.name + BACKUP_SUFFIX)
-        _atomic_write(backup, current_text.encode("utf-8"), mode)
-        _atomic_write(path, data, mode)
+        atomic_write_bytes(backup, current_text.encode("utf-8"), mode)
+        atomic_write_bytes(path, data, mode)
         return Saved(path, version_of(data), backup, changed=True)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Readers see the old file or the new one, never half (bytes: no newline changes)."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
