@@ -19,7 +19,6 @@ cold start (root's own threads only; the services' own accesses run as the accou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pwd
@@ -27,12 +26,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from coursestack.instances import Instance
 from coursestack.state import StateFolder
+from security.victims import Victims
 from support import cli, open_folder, wait_for
 
 pytestmark = pytest.mark.slow
@@ -40,33 +39,6 @@ pytestmark = pytest.mark.slow
 if os.geteuid() != 0:
     pytest.skip("services run as another account only when coursestack runs as root",
                 allow_module_level=True)
-
-
-class Victims:
-    """A root-only folder and file outside every instance, and what they look like."""
-
-    def __init__(self, base: Path) -> None:
-        self.folder = base / "root-only"
-        self.folder.mkdir(mode=0o700)
-        (self.folder / "inside.txt").write_text("root's own\n")
-        os.chmod(self.folder / "inside.txt", 0o600)
-        self.file = base / "root-only.txt"
-        self.file.write_text("root's secret\n")
-        os.chmod(self.file, 0o600)
-        self.before = self.snapshot()
-
-    def snapshot(self) -> dict[str, object]:
-        found: dict[str, object] = {}
-        for path in (self.folder, self.folder / "inside.txt", self.file, *self.folder.iterdir()):
-            info = os.lstat(path)
-            acl = subprocess.run(["getfacl", "-p", "-c", str(path)], capture_output=True,
-                                 text=True, check=False).stdout
-            content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-            found[str(path)] = (info.st_uid, info.st_gid, info.st_mode, acl, content)
-        return found
-
-    def assert_untouched(self, after: str) -> None:
-        assert self.snapshot() == self.before, f"root followed a link planted in {after}"
 
 
 def as_account(account: str, code: str) -> subprocess.CompletedProcess[str]:
@@ -151,7 +123,7 @@ def test_mongo_folders_swapped_for_links(running: tuple[Instance, str, Victims],
     result = as_account(account, swap)
     assert result.returncode == 0, result.stderr
     kill_and_wait_for_restart(instance, account, "mongo")
-    victims.assert_untouched(str(path))
+    victims.assert_untouched(f"in {path}")
     repair(instance, account, f"import os; p = {str(path)!r}\nos.unlink(p) if os.path.islink(p) "
            f"else None\nos.path.exists(p) or os.rename(p + '.away', p)", "mongo")
 
@@ -171,7 +143,7 @@ def test_postgres_cluster_moved_and_initdb_paths_planted(
     result = as_account(account, plant)
     assert result.returncode == 0, result.stderr
     kill_and_wait_for_restart(instance, account, "postgres")
-    victims.assert_untouched(str(folder))
+    victims.assert_untouched(f"in {folder}")
     # Root removed the links (never what they point to) and made a new cluster.
     assert not (folder / ".initdb-password").exists()
     assert (folder / "pgdata" / "PG_VERSION").is_file()
@@ -189,7 +161,7 @@ def test_notebooks_folder_entries_swapped_for_links(
     # As on a first start: the folder has no ACL yet, so the daemon walks it all.
     subprocess.run(["setfacl", "-b", str(notebooks)], check=True)
     kill_and_wait_for_restart(instance, account, "jupyter")
-    victims.assert_untouched(str(notebooks))
+    victims.assert_untouched(f"in {notebooks}")
     entry = pwd.getpwnam(account)
     acl = subprocess.run(["getfacl", "-p", "-c", str(notebooks / "01-anscombe.ipynb")],
                          capture_output=True, text=True, check=True).stdout

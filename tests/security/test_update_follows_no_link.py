@@ -12,7 +12,6 @@ says what was left alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pwd
@@ -27,38 +26,13 @@ from typing import Any
 import pytest
 
 from coursestack.content.journal import PAUSE_VARIABLE
+from security.victims import SECRET, Victims
 from support import cli, open_folder
 
 if os.geteuid() != 0:
     pytest.skip("the hole exists only when the update runs as root", allow_module_level=True)
 
 ACCOUNT = "nobody"
-SECRET = "root's secret\n"
-
-
-class Victims:
-    """A root-only folder (with a file) and a root-only file beside the course."""
-
-    def __init__(self, base: Path) -> None:
-        self.folder = base / "root-only"
-        self.folder.mkdir(mode=0o700)
-        (self.folder / "inside.txt").write_text("root's own\n")
-        os.chmod(self.folder / "inside.txt", 0o600)
-        self.file = base / "root-only.txt"
-        self.file.write_text(SECRET)
-        os.chmod(self.file, 0o600)
-        self.before = self.snapshot()
-
-    def snapshot(self) -> dict[str, tuple[object, ...]]:
-        found: dict[str, tuple[object, ...]] = {}
-        for path in (self.folder, self.file, *self.folder.iterdir()):
-            info = os.lstat(path)
-            content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-            found[str(path)] = (info.st_uid, info.st_gid, info.st_mode, content)
-        return found
-
-    def assert_untouched(self, when: str) -> None:
-        assert self.snapshot() == self.before, f"root followed a link planted {when}"
 
 
 def as_account(script: str) -> None:
