@@ -13,7 +13,6 @@ the normal flow still works: from the dashboard, open Jupyter and run a cell.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -28,6 +27,7 @@ import pytest
 from websockets.sync.client import connect
 
 from kernel import _collect, _execute_request
+from lab_cell import run_first_cell
 from support import cli, open_folder, wait_for
 
 pytestmark = pytest.mark.slow
@@ -282,8 +282,7 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
 
 def test_the_student_still_opens_jupyter_from_the_dashboard_and_runs_a_cell(
         attacked_course: dict[str, Any]) -> None:
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     course = attacked_course
     name = f"origins-{uuid.uuid4().hex[:8]}.ipynb"
@@ -306,21 +305,7 @@ def test_the_student_still_opens_jupyter_from_the_dashboard_and_runs_a_cell(
             lab = opened.value
             lab.wait_for_url(re.compile(r"http://jupyter\.origins-test\.localhost:\d+/s/jupyter/"))
             lab.goto(lab.url.split("/s/jupyter/")[0] + f"/s/jupyter/lab/tree/{name}")
-            cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
-            expect(cell).to_contain_text("print(6 * 7)", timeout=60_000)
-            expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-                   ).to_have_count(1, timeout=60_000)
-            output = lab.locator(".jp-OutputArea-output").first
-            select_kernel = lab.get_by_role("button", name="Select Kernel")
-            for _attempt in range(3):
-                cell.click()
-                lab.keyboard.press("Shift+Enter")
-                with contextlib.suppress(PlaywrightTimeout):
-                    output.wait_for(timeout=10_000)
-                    break
-                if select_kernel.is_visible():
-                    select_kernel.click()
-            expect(output).to_have_text("42", timeout=30_000)
+            run_first_cell(lab, "print(6 * 7)", "42")
         finally:
             browser.close()
     path.unlink(missing_ok=True)

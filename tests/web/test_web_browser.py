@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import uuid
@@ -29,8 +28,9 @@ NOTEBOOK = {
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium")
 def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -> None:
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
+
+    from lab_cell import run_first_cell
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -72,22 +72,7 @@ def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -
             lab.goto(f"{daemon.url}s/jupyter/lab/tree/{name}")
             lab.wait_for_url(re.compile(r"http://jupyter\.[a-z0-9-]+\.localhost:\d+/s/jupyter/"
                                         r"lab/tree/"))
-            cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
-            expect(cell).to_contain_text("print(6 * 7)", timeout=60_000)
-            expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-                   ).to_have_count(1, timeout=60_000)
-            output = lab.locator(".jp-OutputArea-output").first
-            select_kernel = lab.get_by_role("button", name="Select Kernel")
-            for _attempt in range(3):
-                cell.click()
-                lab.keyboard.press("Shift+Enter")
-                with contextlib.suppress(PlaywrightTimeout):
-                    output.wait_for(timeout=10_000)
-                    break
-                # JupyterLab may ask which kernel to start; take the suggested one.
-                if select_kernel.is_visible():
-                    select_kernel.click()
-            expect(output).to_have_text("42", timeout=30_000)
+            run_first_cell(lab, "print(6 * 7)", "42")
             assert errors == []
             httpx.delete(contents, headers=token, trust_env=False, timeout=30)
         finally:
