@@ -56,6 +56,8 @@ def _instance(instance: str | None, state: Path | None) -> Any:
 
 
 def _services_table(services: list[dict[str, Any]]) -> Table:
+    from coursestack.units import format_duration, format_size
+
     table = Table(box=None, header_style="bold")
     for column in ("SERVICE", "KIND", "STATE", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY",
                    "NOTE"):
@@ -72,26 +74,9 @@ def _services_table(services: list[dict[str, Any]]) -> Table:
         table.add_row(service["name"], kind,
                       f"[{STATE_STYLES.get(state, '')}]{state}[/]",
                       str(service["port"] or "-"), str(service["pid"] or "-"),
-                      _duration(service["uptime"]), str(service["restarts"]),
-                      _size(service["memory"]), note.splitlines()[0] if note else "")
+                      format_duration(service["uptime"]), str(service["restarts"]),
+                      format_size(service["memory"] or None), note.splitlines()[0] if note else "")
     return table
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _size(count: int | None) -> str:
-    if not count:
-        return "-"
-    return f"{count / 1024 / 1024:.0f} MB"
 
 
 @app.command()
@@ -498,8 +483,9 @@ def plan(
     memory_budget (exit status 1 if not). Shows measured memory when running."""
     from rich.markup import escape
 
-    from coursestack.plan import format_size, make_plan
+    from coursestack.plan import make_plan
     from coursestack.spec import load_spec
+    from coursestack.units import format_size
 
     measured: dict[str, int | None] | None = None
     if spec is not None:
@@ -582,12 +568,6 @@ def _backup_progress(task: Any) -> Any:
         return task(reporter)
 
 
-def _megabytes(size: int) -> str:
-    if size < 1024 * 1024:
-        return f"{size / 1024:.0f} kB"
-    return f"{size / 1024 / 1024:.1f} MB"
-
-
 @app.command()
 def backup(
     output: Annotated[Path | None, typer.Option(
@@ -600,13 +580,14 @@ def backup(
 ) -> None:
     """Write one archive with the instance's notebooks, databases and OpenRefine projects."""
     from coursestack.backup import create_backup
+    from coursestack.units import format_size
 
     chosen = _instance(instance, state)
     result = _backup_progress(lambda reporter: create_backup(
         chosen, output.expanduser().resolve() if output else None, only or None, reporter))
     for line in result.lines():
         console.print(f"  {line}", markup=False, highlight=False)
-    console.print(f"Backup written: {result.path} ({_megabytes(result.size)}, "
+    console.print(f"Backup written: {result.path} ({format_size(result.size)}, "
                   f"{result.seconds:.1f} s)", markup=False, highlight=False)
     console.print(f"Restore it with `coursestack restore {result.path}`.", markup=False,
                   highlight=False)

@@ -185,7 +185,7 @@ class Daemon:
 
     async def _housekeeping(self, every: float = 2.0) -> None:
         """Every few seconds: stop idle on-demand services, keep the events log bounded."""
-        from coursestack.plan import parse_size
+        from coursestack.units import parse_size
 
         max_bytes = parse_size(self.spec.logs.max_size)
         while True:

@@ -36,9 +36,10 @@ import psutil
 
 from coursestack.errors import UserError
 from coursestack.instances import SAMPLE_INSTANCE, Instance, sample_course_source
-from coursestack.plan import MB, format_size, make_plan
+from coursestack.plan import make_plan
 from coursestack.spec import CourseSpec, ServiceSpec, StartPolicy, load_spec
 from coursestack.state import StateFolder, read_json
+from coursestack.units import MB, format_size
 
 Status = Literal["ok", "warn", "fail"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from coursestack.logs import rotate_by_rename
+from coursestack.units import format_size
 
 #: How often a log file that failed is tried again.
 RETRY_SECONDS = 1.0
@@ -47,18 +48,6 @@ class PumpSettings(Protocol):
 
     @property
     def log_filter(self) -> bytes | None: ...
-
-
-def human_size(count: int) -> str:
-    """Bytes as a short human figure: 512 bytes, 3.2 KB, 41 MB."""
-    if count < 1024:
-        return f"{count} bytes"
-    value = float(count)
-    for unit in ("KB", "MB", "GB"):
-        value /= 1024
-        if value < 1024 or unit == "GB":
-            break
-    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
 
 
 class LogPump:
@@ -96,10 +85,10 @@ class LogPump:
     def note(self) -> str:
         """A line for the status: what was dropped and whether the log is written now."""
         if self.failing is not None:
-            return (f"log not written ({self.failing}); {human_size(self.dropped)} of output "
+            return (f"log not written ({self.failing}); {format_size(self.dropped)} of output "
                     "dropped so far, the pipe is still read")
         if self.dropped:
-            return f"{human_size(self.dropped)} of output dropped ({self.drop_reason})"
+            return f"{format_size(self.dropped)} of output dropped ({self.drop_reason})"
         return ""
 
     async def _run(self) -> None:
@@ -119,7 +108,7 @@ class LogPump:
         if now - self._window_start >= 1.0:
             self._window_start, self._window_bytes = now, 0
         if self._window_bytes >= self._settings.log_rate:
-            self._drop(len(data), f"over the [logs] rate of {human_size(self._settings.log_rate)}"
+            self._drop(len(data), f"over the [logs] rate of {format_size(self._settings.log_rate)}"
                        " a second")
             return
         self._window_bytes += len(data)
@@ -217,7 +206,7 @@ class LogPump:
         since = time.strftime("%H:%M:%S", time.localtime(self._unreported_since))
         until = time.strftime("%H:%M:%S")
         start = b"" if self._ends_with_newline else b"\n"
-        text = (f"[coursestack] {human_size(self._unreported)} of output dropped between "
+        text = (f"[coursestack] {format_size(self._unreported)} of output dropped between "
                 f"{since} and {until}: {'; '.join(self._unreported_reasons)}\n")
         return start + text.encode()
 

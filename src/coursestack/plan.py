@@ -13,20 +13,13 @@ line and the key.
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from coursestack.errors import SpecError
 from coursestack.spec import CourseSpec
 from coursestack.spec_errors import locate_key
-
-MB = 1024 * 1024
-
-_UNITS = {"": None, "b": 1, "k": 1024, "m": MB, "g": 1024 * MB, "t": 1024 * 1024 * MB}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
-_BYTES_RE = re.compile(r"^\s*(\d+)\s*b\s*$", re.IGNORECASE)
+from coursestack.units import MB, format_size, parse_size
 
 
 @dataclass(frozen=True)
@@ -144,29 +137,6 @@ class MemoryPlan:
                 "fits_at_peak": self.fits_at_peak, "verdict": self.verdict()}
 
 
-def parse_size(text: str) -> int:
-    """A size such as "1G", "512M", "1.5GB", "800MiB" or "65536B", in bytes.
-
-    Raises ValueError with a plain message for anything else (no unit, zero, negative).
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"a size must be text such as \"1G\", not {text!r}")
-    found = _SIZE_RE.match(text)
-    if not found:
-        raise ValueError(f"{text!r} is not a size")
-    number, unit, suffix = found.group(1), found.group(2).lower(), (found.group(3) or "")
-    if not unit:
-        if not suffix or suffix.lower() != "b" or not _BYTES_RE.match(text):
-            raise ValueError(f"{text!r} has no unit")
-        unit = "b"
-    scale = _UNITS[unit]
-    assert scale is not None
-    value = float(number) * scale
-    if not math.isfinite(value) or value < 1:
-        raise ValueError(f"{text!r} is not a positive size")
-    return int(value)
-
-
 def budget_of(spec: CourseSpec) -> int | None:
     """The course's memory_budget in bytes (None if unset); SpecError if it is not a size."""
     text = spec.course.memory_budget
@@ -223,12 +193,3 @@ def make_plan(spec: CourseSpec, measured: dict[str, int | None] | None = None,
     return MemoryPlan(course=spec.course.name, services=services, budget=budget,
                       budget_text=spec.course.memory_budget, kernels=kernels,
                       running=measured is not None)
-
-
-def format_size(count: int | None) -> str:
-    """Bytes in words: 60 MB, 1.2 GB."""
-    if count is None:
-        return "-"
-    if count >= 1024 * MB:
-        return f"{count / 1024 / MB:.1f} GB"
-    return f"{count / MB:.0f} MB"

@@ -35,6 +35,7 @@ from coursestack.spec_errors import (
     render_problems,
     strip_position,
 )
+from coursestack.units import parse_size
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,29}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -43,8 +44,6 @@ _NAME_RE = re.compile(NAME_PATTERN)
 def _check_size(value: str | None) -> str | None:
     """Refuse a size such as "1G" that is not one (ValueError says why)."""
     if value is not None:
-        from coursestack.plan import parse_size  # plan imports spec
-
         parse_size(value)
     return value
 
@@ -270,8 +269,6 @@ class ServiceSpec(_Strict):
         """`memory_limit` in bytes."""
         if self.memory_limit is None:
             return None
-        from coursestack.plan import parse_size
-
         return parse_size(self.memory_limit)
 
     @field_validator("depends_on", mode="before")

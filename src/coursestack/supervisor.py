@@ -44,6 +44,7 @@ from coursestack.spec import (
     dependency_closure,
     dependency_waves,
 )
+from coursestack.units import format_size
 
 log = logging.getLogger("coursestack.supervisor")
 #: Sizes in a note ("3.2 MB"): a change of figure alone is not news worth an event.
@@ -476,7 +477,7 @@ class Service:
         if outcome is _Outcome.TIMEOUT:
             return f"not ready after {self.unit.spec.start_timeout:g} s"
         if outcome is _Outcome.MEMORY:
-            return (f"used {self._last_memory / 2**20:.0f} MB, above its memory_limit of "
+            return (f"used {format_size(self._last_memory)}, above its memory_limit of "
                     f"{self.unit.spec.memory_limit}")
         if outcome is _Outcome.LIVENESS:
             return (f"stopped answering its health probe "

@@ -33,10 +33,10 @@ from coursestack.doctor import (
     worst,
 )
 from coursestack.instances import Instance
-from coursestack.plan import MB
 from coursestack.procs import process_identity
 from coursestack.spec import load_spec
 from coursestack.state import StateFolder, atomic_write_json
+from coursestack.units import MB
 from support import cli
 
 HOUR = 3600.0

@@ -156,8 +156,8 @@ def _previous_settings(folder: Path) -> dict[str, Any]:
 
 def _memory_limit(spec: Path | None) -> int:
     from coursestack.instances import sample_course_source
-    from coursestack.plan import parse_size
     from coursestack.spec import load_spec
+    from coursestack.units import parse_size
 
     course = load_spec(spec if spec else sample_course_source() / "course.toml")
     budget = course.course.memory_budget
@@ -254,6 +254,8 @@ def _student_rows(api: HubAPI) -> list[dict[str, Any]]:
 def status(hub_dir: HubDirOption = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The Hub's address and, per student: unix user, state, state folder, URL, memory."""
+    from coursestack.units import format_size
+
     folder = _hub_dir(hub_dir)
     pid = _hub_pid(folder)
     if pid is None:
@@ -269,7 +271,7 @@ def status(hub_dir: HubDirOption = None,
         return
     _print(f"Hub: {api.settings.url} (pid {pid}, hub folder {folder})")
     for row in rows:
-        memory = f"{row['memory'] / 2**20:.0f} MB" if row["memory"] else "-"
+        memory = format_size(row["memory"] or None)
         _print(f"  {row['name']:<20} {row['unix_user']:<20} {row['state']:<9} {memory:>8}  "
                f"{row['url']}")
 

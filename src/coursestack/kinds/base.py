@@ -38,11 +38,12 @@ from coursestack.cgroups import MemoryCgroup
 from coursestack.endpoints import Endpoint
 from coursestack.kinds.export_hints import COURSE_DIR, DATA_DIR, ExportHints
 from coursestack.logs import tail_lines
-from coursestack.plan import DEFAULT_ESTIMATE, DEFAULT_KERNELS, MB, KindEstimate
+from coursestack.plan import DEFAULT_ESTIMATE, DEFAULT_KERNELS, KindEstimate
 from coursestack.privileges import RunAs
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, ServiceSpec
 from coursestack.state import Secrets, StateFolder
+from coursestack.units import MB, parse_size
 
 LOCALHOST = "127.0.0.1"
 
@@ -321,8 +322,6 @@ class Kind(Generic[S]):
         return tail_lines(self.log_file, lines)
 
     def _launch(self, argv: list[str], cwd: Path | None = None) -> LaunchSpec:
-        from coursestack.plan import parse_size
-
         logs = self.context.spec.logs
         return LaunchSpec(argv=argv, env=self.environment(), cwd=cwd or self.data_dir,
                           log_file=self.log_file, run_as=self.run_as,

@@ -29,10 +29,11 @@ from coursestack.kinds.export_hints import (
     OfficialImage,
 )
 from coursestack.kinds.probe_commands import tcp_check
-from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate
+from coursestack.plan import DEFAULT_KERNELS, KindEstimate
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, read_documents, seed_checksum
 from coursestack.spec import CourseSpec, MongoLiteService, MongoService
+from coursestack.units import MB
 
 STAND_IN_LABEL = "MongoDB-compatible stand-in, not MongoDB"
 REPLICA_SET = "rs0"

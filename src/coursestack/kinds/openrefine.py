@@ -19,10 +19,11 @@ from coursestack.errors import MissingBinaryError
 from coursestack.kinds.base import LOCALHOST, Connection, Kind
 from coursestack.kinds.export_hints import ANY_ADDRESS, DATA_DIR, ExportHints
 from coursestack.kinds.probe_commands import http_check
-from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate, parse_size
+from coursestack.plan import DEFAULT_KERNELS, KindEstimate
 from coursestack.probes import http_probe
 from coursestack.procs import LaunchSpec
 from coursestack.spec import CourseSpec, OpenRefineService
+from coursestack.units import MB, parse_size
 
 #: OpenRefine's own Linux release, into ~/.local, as `openrefine` on PATH (Ubuntu has no
 #: package; its `refine` takes the same options as Debian's launcher).

@@ -33,10 +33,11 @@ from coursestack.kinds.export_hints import (
 )
 from coursestack.kinds.probe_commands import tcp_check
 from coursestack.lazy_import import load_now
-from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate, parse_size
+from coursestack.plan import DEFAULT_KERNELS, KindEstimate
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
 from coursestack.spec import CourseSpec, PostgresService
+from coursestack.units import MB, parse_size
 
 if TYPE_CHECKING:
     import psycopg

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from coursestack.connections import masked
 from coursestack.logs import tail_lines
 from coursestack.state import read_json
+from coursestack.units import format_duration, format_size
 from coursestack.web.auth import (
     CSRF_FIELD,
     DEVICE_LIFETIME,
@@ -52,17 +53,6 @@ def _page_values(web: WebContext, principal: Principal, page: str) -> dict[str, 
     return {"csrf_token": principal.session.csrf if principal.session else "-",
             "course_title": spec.course.title or spec.course.name, "page": page,
             "has_content": spec.content is not None}
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return NONE
-    whole = int(max(0, seconds))
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def safe_next(target: str | None) -> str:
@@ -218,10 +208,10 @@ async def dashboard(web: Context, principal: Login) -> HTMLResponse:
     rows = []
     for view in web.views():
         row = view.model_dump()
-        row["heartbeat_text"] = (f"{_duration(time.time() - view.heartbeat)} ago"
+        row["heartbeat_text"] = (f"{format_duration(time.time() - view.heartbeat)} ago"
                                  if view.heartbeat and view.pid else NONE)
-        row["uptime_text"] = _duration(view.uptime)
-        row["memory_text"] = f"{view.memory / 1048576:.0f} MB" if view.memory else NONE
+        row["uptime_text"] = format_duration(view.uptime, NONE)
+        row["memory_text"] = format_size(view.memory or None, NONE)
         rows.append(row)
     return render("dashboard.html", title="Services", services=rows,
                   **_page_values(web, principal, "services"))

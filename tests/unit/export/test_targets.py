@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from coursestack.export.write import export_course
-from coursestack.plan import parse_size
 from coursestack.spec import load_spec
+from coursestack.units import parse_size
 from export_readback import (
     DATA,
     compose_problems,
