@@ -141,8 +141,8 @@ def collect_env_values(state: StateFolder) -> dict[str, str]:
 def collect_secrets(state: StateFolder) -> dict[str, str]:
     """Every secret of an instance: name -> value (names say where it came from)."""
     found: dict[str, str] = {}
-    for name in ("secrets.backup.json", "secrets.json"):
-        stored = read_json(state.run / name, {}) or {}
+    for secrets_file in (state.secrets_backup_file, state.secrets_file):
+        stored = read_json(secrets_file, {}) or {}
         if isinstance(stored, dict):
             found.update({str(k): str(v) for k, v in stored.items() if v})
     daemon = read_json(state.daemon_file, {}) or {}
@@ -272,7 +272,7 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
     members["events.jsonl"] = "\n".join(tail_lines(state.events_file, HISTORY_LINES)) + "\n"
     if state.logs.is_dir():
         for log in sorted(state.logs.iterdir()):
-            if log.is_file() and log.name != "events.jsonl":
+            if log.is_file() and log != state.events_file:
                 members[f"logs/{log.name}"] = "\n".join(tail_lines(log, LOG_LINES)) + "\n"
     # Some programs keep their own log in their data folder (nx-27017, for one).
     if state.data.is_dir():
@@ -280,10 +280,10 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
             if log.is_file():
                 members[f"logs/data/{log.parent.name}/{log.name}"] = "\n".join(
                     tail_lines(log, LOG_LINES)) + "\n"
-    for name in ("ports.json", "pids.json", "daemon.json"):
-        data = read_json(state.run / name)
+    for path in state.runtime_files:
+        data = read_json(path)
         if data is not None:
-            members[f"run/{name}"] = _json(data)
+            members[f"run/{path.name}"] = _json(data)
     connections = read_json(state.connections_file)
     if connections is not None:
         members["connections.json"] = _json(connections)

@@ -276,7 +276,7 @@ def logs(name: ServiceArgument, instance: InstanceOption = None, state: StateOpt
     if name not in known:
         raise UserError(f"no service named {name!r}",
                         hint=f"services: {', '.join(sorted(known))}")
-    path = chosen.state.logs / ("events.jsonl" if name == "events" else f"{name}.log")
+    path = chosen.state.events_file if name == "events" else chosen.state.log_file(name)
     for line in tail_lines(path, lines):
         print(line)
     if follow:

@@ -96,15 +96,15 @@ class Daemon:
 
     def clean_up_leftovers(self) -> list[str]:
         """Stop processes a dead daemon left behind; return the services that had some."""
-        cleaned = stop_recorded_processes(self.state.run / "pids.json")
-        atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+        cleaned = stop_recorded_processes(self.state.pids_file)
+        atomic_write_json(self.state.pids_file, {}, OWNER_ONLY)
         return cleaned
 
     def build(self) -> None:
         """Choose ports, make secrets and connection info, bind every service to its kind."""
         self.run_as = service_account(self.state.root, self.name)
         secure_state_folder(self.state, self.run_as)
-        previous_ports = read_json(self.state.run / "ports.json", {}) or {}
+        previous_ports = read_json(self.state.ports_file, {}) or {}
         context = Context(self.state, self.spec, self.secrets, self.run_as,
                           instance_name=self.name)
         for name, service in self.spec.services.items():
@@ -135,7 +135,7 @@ class Daemon:
         kind to its endpoint and the others', then write ports.json and connections.json
         (each atomically) and hand every kind the environment they imply."""
         bind_all(self.units, self.endpoints)
-        atomic_write_json(self.state.run / "ports.json", self.endpoints.as_ports(), OWNER_ONLY)
+        atomic_write_json(self.state.ports_file, self.endpoints.as_ports(), OWNER_ONLY)
         connections = [unit.connection() for unit in self.units.values()]
         environment = environment_for(connections, self.state, self.name)
         bind_all(self.units, self.endpoints, environment)
@@ -162,7 +162,7 @@ class Daemon:
         self._pids[name] = {"pid": pid, "created": process_identity(pid),
                             "signal": int(spec.stop_signal), "grace": unit.stop_timeout,
                             "cgroup": str(spec.cgroup_procs) if spec.cgroup_procs else None}
-        atomic_write_json(self.state.run / "pids.json", self._pids, OWNER_ONLY)
+        atomic_write_json(self.state.pids_file, self._pids, OWNER_ONLY)
 
     # -- on-demand services (the front door calls these) ---------------------------------
 
@@ -272,7 +272,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
-            atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+            atomic_write_json(self.state.pids_file, {}, OWNER_ONLY)
 
     async def _until_launched(self, at_most: float = 2.0) -> None:
         """Until no service is about to launch (each has a process, waits for a dependency
@@ -327,7 +327,7 @@ class Daemon:
             return None, None
         from coursestack.tls import self_signed
 
-        cert, key = self_signed(self.state.run / "tls", [host, "localhost", "127.0.0.1"])
+        cert, key = self_signed(self.state.tls_dir, [host, "localhost", "127.0.0.1"])
         return str(cert), str(key)
 
     def wrap_web_app(self, app: Any) -> Any:
@@ -338,7 +338,7 @@ class Daemon:
         settings = self.spec.dashboard
         # The spec's port, else the one used last time (open pages reconnect to it and
         # bookmarks keep working), else a free one nearby.
-        remembered = self.state.run / "dashboard-port.json"
+        remembered = self.state.dashboard_port_file
         previous = (read_json(remembered, {}) or {}).get("port")
         port = settings.port
         if not port_is_free(port, settings.host) and previous and port_is_free(

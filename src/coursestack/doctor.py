@@ -315,7 +315,7 @@ def check_state_folder(state: StateFolder) -> list[Finding]:
         findings.append(Finding("fail", "state-folder", "coursestack cannot write in "
                                 + ", ".join(str(p) for p in unwritable) + ".",
                                 f"give yourself write access: chmod -R u+rwX {root}"))
-    loose = [p for p in (state.run / "secrets.json", state.daemon_file)
+    loose = [p for p in (state.secrets_file, state.daemon_file)
              if p.exists() and p.stat().st_mode & 0o077]
     if loose:
         findings.append(Finding("warn", "state-folder", "Files holding passwords can be read "
@@ -374,7 +374,7 @@ def check_ports(spec: CourseSpec, instance: Instance, alive: bool) -> list[Findi
 
     ours = _own_pids(instance) if alive else set()
     leftovers = set() if alive else _leftover_pids(instance.state)
-    actual = read_json(instance.state.run / "ports.json", {}) or {}
+    actual = read_json(instance.state.ports_file, {}) or {}
     daemon = instance.state.daemon() or {}
     if alive and daemon.get("port"):
         actual = {**actual, "dashboard": daemon["port"]}
@@ -468,7 +468,7 @@ def _leftover_pids(state: StateFolder) -> set[int]:
     """Processes recorded by a daemon that died, still running (same creation time)."""
     from coursestack.procs import process_identity
 
-    recorded = read_json(state.run / "pids.json", {}) or {}
+    recorded = read_json(state.pids_file, {}) or {}
     found: set[int] = set()
     for entry in recorded.values() if isinstance(recorded, dict) else ():
         with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -545,7 +545,7 @@ def check_daemon_stopped(instance: Instance) -> Finding:
     if instance.state.daemon_file.exists():
         from coursestack.logs import tail_lines
 
-        last = [line for line in tail_lines(instance.state.logs / "daemon.log", 20)
+        last = [line for line in tail_lines(instance.state.daemon_log, 20)
                 if "error" in line.lower() or "traceback" in line.lower()]
         said = f" Its log ends with: {last[-1].strip()}" if last else ""
         return Finding("warn", "daemon", f"The daemon of {instance.name!r} stopped without "

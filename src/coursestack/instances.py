@@ -111,10 +111,10 @@ def set_up_instance(spec_path: Path | None, instance: str | None, state: Path | 
         folder = StateFolder(state.expanduser().resolve()) if state else (
             _named(name).state)
         folder.create()
-        if not (folder.course / "course.toml").exists():
+        if not (folder.spec_file).exists():
             # The student's own copy: notebooks they edit survive upgrades of coursestack.
             shutil.copytree(sample_course_source(), folder.course, dirs_exist_ok=True)
-        spec = load_spec(folder.course / "course.toml")
+        spec = load_spec(folder.spec_file)
     else:
         spec = load_spec(spec_path)
         name = instance or spec.course.name
@@ -135,7 +135,7 @@ def set_up_instance(spec_path: Path | None, instance: str | None, state: Path | 
 
 def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
     """Start the instance's daemon in the background; return its daemon record."""
-    log_path = instance.state.logs / "daemon.log"
+    log_path = instance.state.daemon_log
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         process = subprocess.Popen(
@@ -222,9 +222,9 @@ def stop_leftovers(instance: Instance) -> list[str]:
         raise UserError("the daemon is still running", hint="try `coursestack down` again") \
             from None
     try:
-        cleaned = stop_recorded_processes(instance.state.run / "pids.json")
+        cleaned = stop_recorded_processes(instance.state.pids_file)
         if instance.state.run.is_dir():
-            atomic_write_json(instance.state.run / "pids.json", {}, OWNER_ONLY)
+            atomic_write_json(instance.state.pids_file, {}, OWNER_ONLY)
         return cleaned
     finally:
         lock.release()

@@ -23,15 +23,6 @@ from coursestack.state import OWNER_ONLY, StateFolder, atomic_write_json, read_j
 
 log = logging.getLogger("coursestack.ownership")
 
-#: Private folders of the state folder, and the mode of every file in `logs/`.
-PRIVATE_FOLDERS = ("run", "logs", "backups")
-
-
-def account_file(state: StateFolder) -> Path:
-    """`run/account.json`: the account this instance's files belong to."""
-    return state.run / "account.json"
-
-
 def secure_state_folder(state: StateFolder, account: RunAs | None) -> None:
     """Modes and owners of the state folder's own parts (not of what services made).
 
@@ -49,8 +40,7 @@ def secure_state_folder(state: StateFolder, account: RunAs | None) -> None:
             info = os.lstat(folder)
         if info.st_uid == me:
             os.chmod(folder, traverse)
-    for name in PRIVATE_FOLDERS:
-        folder = state.root / name
+    for folder in state.private_folders:
         if folder.is_dir() and not folder.is_symlink() and os.lstat(folder).st_uid == me:
             os.chmod(folder, 0o700)
     if state.logs.is_dir():
@@ -70,7 +60,7 @@ def move_to_account(state: StateFolder, account: RunAs | None,
     """
     if account is None:
         return 0
-    record = read_json(account_file(state), {}) or {}
+    record = read_json(state.account_file, {}) or {}
     previous: int | None = record.get("uid") if isinstance(record, dict) else None
     if previous is None:
         legacy = lookup(LEGACY_SERVICE_USER)
@@ -87,6 +77,6 @@ def move_to_account(state: StateFolder, account: RunAs | None,
             log.warning("moved %d files of this instance from uid %d to its own account %s",
                         moved, previous, account.name)
     if record.get("uid") != account.uid:
-        atomic_write_json(account_file(state), {"name": account.name, "uid": account.uid,
+        atomic_write_json(state.account_file, {"name": account.name, "uid": account.uid,
                                                 "gid": account.gid}, OWNER_ONLY)
     return moved

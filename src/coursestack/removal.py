@@ -22,7 +22,6 @@ import psutil
 
 from coursestack.errors import UserError
 from coursestack.instances import Instance, stop_leftovers, wait_for_exit
-from coursestack.ownership import account_file
 from coursestack.privileges import (
     RunAs,
     is_instance_account,
@@ -55,7 +54,7 @@ def remove_instance(instance: Instance, timeout: float = 120.0) -> Removal:
         raise UserError(f"no instance {instance.name!r} here: {state.root} does not exist",
                         where=str(state.root), hint="see `coursestack list`")
     result = Removal(state.root)
-    recorded = read_json(account_file(state), {}) or {}
+    recorded = read_json(state.account_file, {}) or {}
     account = lookup(str(recorded.get("name", ""))) if isinstance(recorded, dict) else None
     shared, needed = _folders_outside(instance)
     _stop(instance, timeout)

@@ -136,6 +136,75 @@ class StateFolder:
     def events_file(self) -> Path:
         return self.logs / "events.jsonl"
 
+    @property
+    def daemon_log(self) -> Path:
+        return self.logs / "daemon.log"
+
+    @property
+    def spec_file(self) -> Path:
+        """The instance's own copy of the course spec."""
+        return self.course / "course.toml"
+
+    @property
+    def backups(self) -> Path:
+        return self.root / "backups"
+
+    @property
+    def content(self) -> Path:
+        """What `coursestack update` keeps: releases, record, journal."""
+        return self.root / "content"
+
+    @property
+    def private_folders(self) -> tuple[Path, ...]:
+        """Folders only the instance's owner may enter (0700)."""
+        return (self.run, self.logs, self.backups)
+
+    # run/: the daemon's and the CLI's own records, owner-only.
+    @property
+    def pids_file(self) -> Path:
+        """Process identities of every service started, for leftovers after a crash."""
+        return self.run / "pids.json"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.run / "ports.json"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.run / "secrets.json"
+
+    @property
+    def secrets_backup_file(self) -> Path:
+        return self.run / "secrets.backup.json"
+
+    @property
+    def account_file(self) -> Path:
+        """The service account this instance's files belong to."""
+        return self.run / "account.json"
+
+    @property
+    def dashboard_port_file(self) -> Path:
+        return self.run / "dashboard-port.json"
+
+    @property
+    def password_file(self) -> Path:
+        """The dashboard password's hash."""
+        return self.run / "dashboard-password.json"
+
+    @property
+    def revoked_sessions_file(self) -> Path:
+        return self.run / "revoked-sessions.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The dashboard's self-signed certificate and key."""
+        return self.run / "tls"
+
+    @property
+    def runtime_files(self) -> tuple[Path, ...]:
+        """run/ files that describe one run of the daemon: not the instance's to keep."""
+        return (self.pids_file, self.daemon_file, self.ports_file)
+
     def data_dir(self, service: str) -> Path:
         return self.data / service
 
@@ -177,8 +246,8 @@ class Secrets:
     """
 
     def __init__(self, state: StateFolder) -> None:
-        self._path = state.run / "secrets.json"
-        self._backup = state.run / "secrets.backup.json"
+        self._path = state.secrets_file
+        self._backup = state.secrets_backup_file
         loaded = read_json(self._path)
         if not isinstance(loaded, dict):
             loaded = read_json(self._backup, {})

@@ -103,7 +103,7 @@ _count = count
 
 def backups_folder(state: StateFolder) -> Path:
     """`<state>/backups/`, private to the owner (backups hold the student's data)."""
-    folder = state.root / "backups"
+    folder = state.backups
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     return folder
@@ -132,7 +132,7 @@ def _work_folder(state: StateFolder, what: str) -> Path:
 def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
     """Every service bound to its kind, with the ports and secrets the daemon uses now."""
     spec = instance.spec()
-    ports = read_json(instance.state.run / "ports.json", {}) or {}
+    ports = read_json(instance.state.ports_file, {}) or {}
     context = Context(instance.state, spec, Secrets(instance.state),
                       service_account(instance.state.root, instance.name),
                       instance_name=instance.name)

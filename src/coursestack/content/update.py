@@ -35,7 +35,7 @@ class NoContentSource(UserError):
 
 def content_store(state: StateFolder) -> ContentStore:
     """The instance's `content/` folder."""
-    return ContentStore(state.root / "content")
+    return ContentStore(state.content)
 
 
 @contextlib.contextmanager

@@ -76,8 +76,10 @@ WEB_SERVICES = {entries!r}
 
 def _daemon():
     """The running instance's address and token (the start script started it)."""
+    from coursestack.state import StateFolder
+
     try:
-        return json.loads((STATE / "run" / "daemon.json").read_text(encoding="utf-8"))
+        return json.loads(StateFolder(STATE).daemon_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -85,10 +87,11 @@ def _daemon():
 def _service_host(daemon, name):
     """The service's own origin on the dashboard's port (`<service>.<instance>.localhost`):
     the front door serves each web service only there, never under the dashboard's."""
+    from coursestack.state import StateFolder
     from coursestack.web.origins import BASE_DOMAIN, dns_label
 
     try:
-        record = json.loads((STATE / "instance.json").read_text(encoding="utf-8"))
+        record = json.loads(StateFolder(STATE).instance_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = {{}}
     instance = dns_label(str(record.get("name") or STATE.name))

@@ -33,6 +33,7 @@ from traitlets import Bool, Integer, Unicode
 from coursestack import cgroups
 from coursestack.hub import network, users
 from coursestack.ports import port_is_free
+from coursestack.state import StateFolder
 
 
 def instance_key(unix_name: str) -> str:
@@ -124,7 +125,7 @@ class CoursestackSpawner(LocalProcessSpawner):  # type: ignore[misc]
         env.setdefault("JUPYTERHUB_ACTIVITY_INTERVAL", "60")
         state = self.state_dir(student)
         template = Path(self.hub_dir) / "template"
-        if self.disposable and not state.exists() and (template / "instance.json").exists():
+        if self.disposable and not state.exists() and StateFolder(template).instance_file.exists():
             state.mkdir(mode=0o700)
             from coursestack.hub.template import copy_for
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from coursestack.errors import UserError
 from coursestack.hub import network, users
+from coursestack.state import StateFolder
 
 TEMPLATE_DIR = "template"
 
@@ -32,7 +33,7 @@ def template_path(hub_dir: Path) -> Path:
 def prepare(hub_dir: Path, spec: str, unix_prefix: str, timeout: float = 300.0) -> Path:
     """Make the template state folder (once); return it."""
     target = template_path(hub_dir)
-    if (target / "instance.json").exists():
+    if StateFolder(target).instance_file.exists():
         return target
     unix_name = users.normalise("template", unix_prefix)
     student = users.ensure_student("(template)", unix_name)
@@ -74,5 +75,5 @@ def copy_for(template: Path, state: Path, uid: int, gid: int) -> None:
                      *(os.path.join(folder, f) for f in files)]:
             os.lchown(name, uid, gid)
     # Runtime leftovers of the template run are not the visitor's.
-    for leftover in ("pids.json", "daemon.json", "ports.json"):
-        (state / "run" / leftover).unlink(missing_ok=True)
+    for leftover in StateFolder(state).runtime_files:
+        leftover.unlink(missing_ok=True)

@@ -49,8 +49,6 @@ CSRF_FIELD = "csrf_token"
 SESSION_LIFETIME = 7 * 24 * 3600.0
 #: A browser that logged in once is remembered this long (it is spared the back-off).
 DEVICE_LIFETIME = 365 * 24 * 3600.0
-PASSWORD_FILE = "dashboard-password.json"
-REVOKED_FILE = "revoked-sessions.json"
 MIN_PASSWORD_LENGTH = 8
 #: argon2 checks running at once (each takes ~50 ms of CPU and 64 MiB).
 PASSWORD_CHECKS = 2
@@ -77,7 +75,7 @@ def session_cookie_name(state: StateFolder) -> str:
 
 def password_file(state: StateFolder) -> Path:
     """Where the dashboard password hash lives."""
-    return state.run / PASSWORD_FILE
+    return state.password_file
 
 
 def hash_password(password: str) -> str:
@@ -191,7 +189,7 @@ class Revocations:
     """
 
     def __init__(self, state: StateFolder) -> None:
-        self.path = state.run / REVOKED_FILE
+        self.path = state.revoked_sessions_file
         self.not_before = 0.0
         self.revoked: dict[str, float] = {}
         self._seen: tuple[int, int] | None = None
