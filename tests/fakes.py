@@ -1,5 +1,6 @@
 """Test doubles for the supervisor, named for what they stage: a fake clock that only
-moves when told, and fake processes that crash, hang or ignore signals on cue."""
+moves when told; launchers whose processes crash, are killed or ignore stop signals; and
+units that get ready, never do, fall ill or go mute on cue."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import asyncio
 import heapq
 import itertools
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from coursestack.procs import LaunchSpec, ProcessHandle
@@ -91,24 +91,26 @@ class FakeProcess:
         return self.note
 
 
-@dataclass
 class FakeLauncher:
-    """Starts FakeProcesses; `on_launch` may script each one (crash at once, ...)."""
+    """Starts FakeProcesses that run until told to exit and stop on SIGTERM or SIGINT."""
 
-    honours: set[int] = field(default_factory=lambda: {signal.SIGTERM, signal.SIGINT})
-    launched: list[tuple[str, FakeProcess]] = field(default_factory=list)
-    on_launch: Callable[[str, FakeProcess], None] | None = None
+    #: The stop signals its processes obey (SIGKILL always works).
+    honours: frozenset[int] = frozenset({signal.SIGTERM, signal.SIGINT})
 
-    clock: FakeClock | None = None
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock
+        self.launched: list[tuple[str, FakeProcess]] = []
 
     async def launch(self, spec: LaunchSpec) -> ProcessHandle:
-        process = FakeProcess(self.honours)
+        process = FakeProcess(set(self.honours))
         process.launched_at = self.clock.now() if self.clock else None
         name = spec.argv[0]
         self.launched.append((name, process))
-        if self.on_launch is not None:
-            self.on_launch(name, process)
+        self.script(name, process)
         return process
+
+    def script(self, name: str, process: FakeProcess) -> None:
+        """What befalls each process once launched: nothing, here."""
 
     def last(self, name: str) -> FakeProcess:
         return [p for n, p in self.launched if n == name][-1]
@@ -117,8 +119,65 @@ class FakeLauncher:
         return sum(1 for n, _ in self.launched if n == name)
 
 
+class SigtermDeafLauncher(FakeLauncher):
+    """Processes that ignore SIGTERM (SIGINT and SIGKILL still stop them)."""
+
+    honours = frozenset({signal.SIGINT})
+
+
+class StubbornLauncher(FakeLauncher):
+    """Processes that ignore every stop signal: only SIGKILL, after the grace, ends them."""
+
+    honours = frozenset()
+
+
+class CrashingLauncher(FakeLauncher):
+    """Every process exits with `exit_code` the moment it starts (a program that dies on
+    its first line)."""
+
+    def __init__(self, exit_code: int, clock: FakeClock | None = None) -> None:
+        super().__init__(clock)
+        self.exit_code = exit_code
+
+    def script(self, name: str, process: FakeProcess) -> None:
+        process.exit(self.exit_code)
+
+
+class CrashesOnceLauncher(CrashingLauncher):
+    """The first process exits with `exit_code` at once; the ones after it run."""
+
+    def script(self, name: str, process: FakeProcess) -> None:
+        if len(self.launched) == 1:
+            process.exit(self.exit_code)
+
+
+class KilledLauncher(FakeLauncher):
+    """Each process dies of SIGKILL (a kill -9 from outside, or a crash) some seconds
+    after its launch: `lives` is one figure for every process, or one per launch in turn."""
+
+    def __init__(self, clock: FakeClock, lives: float | Iterable[float]) -> None:
+        super().__init__(clock)
+        self._lives = itertools.repeat(lives) if isinstance(lives, int | float) else iter(lives)
+
+    def script(self, name: str, process: FakeProcess) -> None:
+        assert self.clock is not None
+        clock, life = self.clock, next(self._lives)
+
+        async def later() -> None:
+            await clock.sleep(life)
+            process.exit(-signal.SIGKILL)
+
+        task = asyncio.ensure_future(later())
+        _scripts.add(task)
+        task.add_done_callback(_scripts.discard)
+
+
+#: Tasks of scripted deaths, kept so that they are not collected before they run.
+_scripts: set[asyncio.Future[None]] = set()
+
+
 class ScriptedUnit:
-    """A service whose probe answers as the test says."""
+    """A service whose probe answers "ready" `ready_after` seconds after each launch."""
 
     stop_signal = signal.SIGTERM
     stop_timeout = 10.0
@@ -130,9 +189,6 @@ class ScriptedUnit:
             {"kind": "command", "command": [name], "probe": {"type": "none"}, **settings})
         self.clock = clock
         self.ready_after = ready_after
-        self.healthy = True
-        #: The probe never returns (a server that accepts but does not answer).
-        self.probe_hangs = False
         self.launched_at: float | None = None
         self.prepared = 0
 
@@ -144,11 +200,9 @@ class ScriptedUnit:
         return LaunchSpec(argv=[self.name], env={}, cwd=Path("/"), log_file=Path("/dev/null"))
 
     async def probe(self) -> bool:
-        if self.probe_hangs:
-            await asyncio.get_running_loop().create_future()
         if self.launched_at is None:
             return False
-        return self.healthy and self.clock.now() - self.launched_at >= self.ready_after
+        return self.clock.now() - self.launched_at >= self.ready_after
 
     async def after_ready(self, report: Callable[[str], None]) -> None:
         return None
@@ -167,20 +221,38 @@ class NeverReadyUnit(ScriptedUnit):
         super().__init__(name, clock, ready_after=float("inf"), **settings)
 
 
-def crash_after(clock: FakeClock, seconds: float) -> Callable[[str, FakeProcess], None]:
-    """An `on_launch` script: every process exits with SIGKILL's status `seconds` after
-    its launch (a kill -9 from outside, or a crash)."""
+class FallsIllUnit(ScriptedUnit):
+    """Ready as a ScriptedUnit; from `fall_ill()` until `recover()` its probe says no."""
 
-    def schedule(name: str, process: FakeProcess) -> None:
-        async def later() -> None:
-            await clock.sleep(seconds)
-            process.exit(-signal.SIGKILL)
+    def __init__(self, name: str, clock: FakeClock, **settings: object) -> None:
+        super().__init__(name, clock, ready_after=0.0, **settings)
+        self._ill = False
 
-        task = asyncio.ensure_future(later())
-        _scripts.add(task)
-        task.add_done_callback(_scripts.discard)
+    def fall_ill(self) -> None:
+        self._ill = True
 
-    return schedule
+    def recover(self) -> None:
+        self._ill = False
+
+    async def probe(self) -> bool:
+        return not self._ill and await super().probe()
 
 
-_scripts: set[asyncio.Future[None]] = set()
+class GoesMuteUnit(ScriptedUnit):
+    """Ready as a ScriptedUnit; from `go_mute()` until `recover()` its probe never returns
+    (a server that accepts the connection but does not answer)."""
+
+    def __init__(self, name: str, clock: FakeClock, **settings: object) -> None:
+        super().__init__(name, clock, ready_after=0.0, **settings)
+        self._mute = False
+
+    def go_mute(self) -> None:
+        self._mute = True
+
+    def recover(self) -> None:
+        self._mute = False
+
+    async def probe(self) -> bool:
+        if self._mute:
+            await asyncio.get_running_loop().create_future()
+        return await super().probe()

@@ -7,7 +7,19 @@ import itertools
 import signal
 
 from coursestack.supervisor import State, Supervisor, Timing
-from fakes import FakeClock, FakeLauncher, FakeProcess, NeverReadyUnit, ScriptedUnit, crash_after
+from fakes import (
+    CrashesOnceLauncher,
+    CrashingLauncher,
+    FakeClock,
+    FakeLauncher,
+    FallsIllUnit,
+    GoesMuteUnit,
+    KilledLauncher,
+    NeverReadyUnit,
+    ScriptedUnit,
+    SigtermDeafLauncher,
+    StubbornLauncher,
+)
 
 
 def build(*units: ScriptedUnit, launcher: FakeLauncher | None = None,
@@ -59,7 +71,7 @@ async def test_started_condition_does_not_wait_for_ready() -> None:
 async def test_crash_is_restarted_with_exponential_backoff_then_fails() -> None:
     clock = FakeClock()
     unit = ScriptedUnit("flaky", clock, ready_after=0.0, max_restarts=3)
-    launcher = FakeLauncher(on_launch=lambda name, p: p.exit(3))
+    launcher = CrashingLauncher(exit_code=3)
     supervisor, _ = build(unit, launcher=launcher)
     supervisor.start(["flaky"])
     launches_at = []
@@ -129,7 +141,7 @@ async def test_restart_never_leaves_a_crash_failed() -> None:
 
 async def test_start_timeout_counts_as_a_failed_start() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("slow", clock, ready_after=1e9, start_timeout=5, max_restarts=0)
+    unit = NeverReadyUnit("slow", clock, start_timeout=5, max_restarts=0)
     supervisor, launcher = build(unit)
     supervisor.start(["slow"])
     await clock.advance(10.0)
@@ -141,18 +153,18 @@ async def test_start_timeout_counts_as_a_failed_start() -> None:
 
 async def test_liveness_restarts_a_live_process_that_stops_answering() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("hung", clock, ready_after=0.0, probe_interval=1, liveness_failures=3)
+    unit = FallsIllUnit("hung", clock, probe_interval=1, liveness_failures=3)
     supervisor, launcher = build(unit)
     supervisor.start(["hung"])
     await clock.advance(1.0)
     first = launcher.last("hung")
-    unit.healthy = False
+    unit.fall_ill()
     await clock.advance(1.01)
     assert supervisor.services["hung"].status.state is State.UNHEALTHY
     assert supervisor.services["hung"].status.detail == "health probe failed (1/3)"
     await clock.advance(2.01)
     assert first.returncode is not None  # killed by us
-    unit.healthy = True
+    unit.recover()
     await clock.advance(2.0)
     status = supervisor.services["hung"].status
     assert status.state is State.READY and launcher.count("hung") == 2
@@ -164,7 +176,7 @@ async def test_stop_runs_in_reverse_dependency_order_and_escalates_to_sigkill() 
     clock = FakeClock()
     db = ScriptedUnit("db", clock, ready_after=0.0)
     app = ScriptedUnit("app", clock, ready_after=0.0, depends_on=["db"])
-    stubborn = FakeLauncher(honours={signal.SIGINT})  # ignores SIGTERM
+    stubborn = SigtermDeafLauncher()
     supervisor, launcher = build(db, app, launcher=stubborn)
     supervisor.start(["app"])
     await clock.advance(1.0)
@@ -182,15 +194,8 @@ async def test_stop_runs_in_reverse_dependency_order_and_escalates_to_sigkill() 
 
 async def test_stop_during_backoff_and_start_again() -> None:
     clock = FakeClock()
-    crash_first: list[FakeProcess] = []
-
-    def crash_once(name: str, process: FakeProcess) -> None:
-        if not crash_first:
-            crash_first.append(process)
-            process.exit(1)
-
     unit = ScriptedUnit("svc", clock, ready_after=0.0)
-    supervisor, _launcher = build(unit, launcher=FakeLauncher(on_launch=crash_once))
+    supervisor, _launcher = build(unit, launcher=CrashesOnceLauncher(exit_code=1))
     supervisor.start(["svc"])
     await clock.advance(0.1)
     assert supervisor.services["svc"].status.state is State.BACKOFF
@@ -227,7 +232,7 @@ async def test_memory_limit_restarts_a_service_over_it_three_probes_in_a_row() -
 async def test_a_kill_storm_of_a_ready_service_never_ends_in_failed() -> None:
     clock = FakeClock()
     unit = ScriptedUnit("db", clock, ready_after=0.3)
-    launcher = FakeLauncher(on_launch=crash_after(clock, 2.5))  # ready, then kill -9
+    launcher = KilledLauncher(clock, lives=2.5)  # ready, then kill -9
     supervisor, _ = build(unit, launcher=launcher)
     supervisor.start(["db"])
     await clock.advance(2.6 * 12)
@@ -246,7 +251,7 @@ async def test_more_starts_than_burst_within_interval_is_a_crash_loop() -> None:
     clock = FakeClock()
     unit = ScriptedUnit("loop", clock, ready_after=0.1, stable_after=0.5, burst=5,
                         interval=10)
-    launcher = FakeLauncher(on_launch=crash_after(clock, 1.5))  # ready 1.4 s, then dies
+    launcher = KilledLauncher(clock, lives=1.5)  # ready 1.4 s, then dies
     supervisor, _ = build(unit, launcher=launcher)
     supervisor.start(["loop"])
     await clock.advance(20.0)
@@ -261,13 +266,8 @@ async def test_more_starts_than_burst_within_interval_is_a_crash_loop() -> None:
 
 async def test_backoff_grows_between_quick_crashes_and_resets_when_stable() -> None:
     clock = FakeClock()
-    lives = iter([0.2, 0.2, 0.2, 5.0, 0.2, 99.0])
     unit = ScriptedUnit("svc", clock, ready_after=0.1, stable_after=2.0, max_restarts=5)
-
-    def script(name: str, process: FakeProcess) -> None:
-        crash_after(clock, next(lives))(name, process)
-
-    launcher = FakeLauncher(on_launch=script)
+    launcher = KilledLauncher(clock, lives=[0.2, 0.2, 0.2, 5.0, 0.2, 99.0])
     supervisor, _ = build(unit, launcher=launcher)
     supervisor.start(["svc"])
     await clock.advance(40.0)
@@ -292,13 +292,12 @@ async def test_a_start_that_never_gets_ready_fails_after_max_restarts_in_a_row()
 
 async def test_liveness_restart_shows_the_last_failure_and_stopping_in_its_grace() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("hung", clock, ready_after=0.0, probe_interval=1,
-                        liveness_failures=3)
-    stubborn = FakeLauncher(honours=set())  # ignores its stop signal: the grace runs out
+    unit = FallsIllUnit("hung", clock, probe_interval=1, liveness_failures=3)
+    stubborn = StubbornLauncher()  # the grace runs out
     supervisor, launcher = build(unit, launcher=stubborn)
     supervisor.start(["hung"])
     await clock.advance(1.0)
-    unit.healthy = False
+    unit.fall_ill()
     await clock.advance(3.05)
     status = supervisor.services["hung"].status
     assert status.state is State.STOPPING
@@ -307,7 +306,7 @@ async def test_liveness_restart_shows_the_last_failure_and_stopping_in_its_grace
     details = [e.detail for e in supervisor.history if e.state is State.UNHEALTHY]
     assert details == [f"health probe failed ({n}/3)" for n in (1, 2, 3)]
     await clock.advance(10.0)  # the grace period ends: SIGKILL, then a new start
-    unit.healthy = True
+    unit.recover()
     await clock.advance(2.0)
     assert launcher.count("hung") == 2 and status.state is State.READY
     await stop_in_fake_time(supervisor, clock)
@@ -326,7 +325,7 @@ async def test_stop_with_a_deadline_ends_every_wave_by_it() -> None:
     units = [ScriptedUnit("db", clock, ready_after=0.0),
              ScriptedUnit("app", clock, ready_after=0.0, depends_on=["db"]),
              ScriptedUnit("web", clock, ready_after=0.0, depends_on=["app"])]
-    stubborn = FakeLauncher(honours=set())  # each would take its whole 10 s grace
+    stubborn = StubbornLauncher()  # each would take its whole 10 s grace
     supervisor, launcher = build(*units, launcher=stubborn)
     supervisor.start(["web"])
     await clock.advance(1.0)
@@ -354,18 +353,18 @@ async def test_what_the_log_pump_dropped_is_shown() -> None:
 
 async def test_a_probe_that_never_returns_counts_as_failed() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("mute", clock, ready_after=0.0, probe_interval=1, liveness_failures=2)
+    unit = GoesMuteUnit("mute", clock, probe_interval=1, liveness_failures=2)
     launcher = FakeLauncher(clock=clock)
     supervisor = Supervisor([unit], launcher, clock=clock, timing=Timing(probe_timeout=0.01))
     supervisor.start(["mute"])
     await clock.advance(0.5)
     assert supervisor.services["mute"].status.state is State.READY
-    unit.probe_hangs = True
+    unit.go_mute()
     for _ in range(3):  # each probe waits its (real, 10 ms) time limit
         await clock.advance(1.0)
         await asyncio.sleep(0.05)
     details = [e.detail for e in supervisor.history if e.state is State.UNHEALTHY]
     assert details[:2] == ["health probe failed (1/2)", "health probe failed (2/2)"]
     assert launcher.count("mute") == 2  # restarted: a hung probe is no answer
-    unit.probe_hangs = False
+    unit.recover()
     await stop_in_fake_time(supervisor, clock)
