@@ -12,6 +12,8 @@ import contextlib
 import itertools
 import struct
 
+from coursestack.units import MB
+
 _OP_MSG = 2013
 _request_ids = itertools.count(1)
 
@@ -51,7 +53,7 @@ async def ping(host: str, port: int, timeout: float = 2.0) -> bool:
         await writer.drain()
         header = await asyncio.wait_for(reader.readexactly(16), timeout)
         length = struct.unpack_from("<i", header)[0]
-        if not 16 < length < 16 * 2**20:
+        if not 16 < length < 16 * MB:
             return False
         rest = await asyncio.wait_for(reader.readexactly(length - 16), timeout)
         return struct.unpack_from("<i", header, 12)[0] == _OP_MSG and reply_is_ok(header + rest)

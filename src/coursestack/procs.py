@@ -25,6 +25,7 @@ import psutil
 from coursestack.logpump import LogPump
 from coursestack.privileges import RunAs
 from coursestack.proctree import ProcessTree, pipe_inode
+from coursestack.units import MB
 
 _PR_SET_PDEATHSIG = 1
 
@@ -40,10 +41,10 @@ class LaunchSpec:
     run_as: RunAs | None = None
     stop_signal: int = signal.SIGTERM
     #: Rotate the log past this size, keeping this many old ones.
-    log_max_bytes: int = 10 * 2**20
+    log_max_bytes: int = 10 * MB
     log_keep: int = 3
     #: Most log output per second; more is dropped and counted (never left in the pipe).
-    log_rate: int = 4 * 2**20
+    log_rate: int = 4 * MB
     #: Lines holding this are left out of the log (a probe's own lines).
     log_filter: bytes | None = None
     #: A cgroup's `cgroup.procs`: the child moves itself in before it runs the program.
