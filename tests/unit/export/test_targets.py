@@ -4,6 +4,7 @@ environment names and seeds."""
 
 from __future__ import annotations
 
+import functools
 import json
 import plistlib
 import re
@@ -37,7 +38,9 @@ SECURITY_LIMIT = 5.0
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    # The test environment's own copy first: a version manager's shim on PATH (pyenv's)
+    # costs ~0.1 s of shell per call and may pick another environment's tool.
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
         pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
     return found
@@ -129,6 +132,13 @@ def _deep_merge(base: Any, override: Any) -> Any:
     return override
 
 
+@functools.cache
+def _chart_yaml(name: str) -> Any:
+    """The vendored chart's values or schema, read once (the schema is 130 KB of YAML);
+    callers must not change what they get."""
+    return yaml.safe_load((DATA / "z2jh" / name).read_text(encoding="utf-8"))
+
+
 async def test_z2jh_config_passes_the_chart_schema_and_the_pod_validates(
         course_spec: Path, tmp_path: Path) -> None:
     import jsonschema
@@ -138,9 +148,8 @@ async def test_z2jh_config_passes_the_chart_schema_and_the_pod_validates(
     out = tmp_path / "config.yaml"
     export_course("z2jh", course_spec, out, force=False)
     config = yaml.safe_load(out.read_text(encoding="utf-8"))
-    values = yaml.safe_load((DATA / "z2jh" / "values.yaml").read_text(encoding="utf-8"))
-    schema = yaml.safe_load((DATA / "z2jh" / "values.schema.yaml").read_text(encoding="utf-8"))
-    merged = _deep_merge(values, config)
+    merged = _deep_merge(_chart_yaml("values.yaml"), config)
+    schema = _chart_yaml("values.schema.yaml")
     jsonschema.validate(merged, schema)
 
     user = merged["singleuser"]
