@@ -346,7 +346,14 @@ class Connection:
         error: ServerError | None = None
         current = Result()
         while True:
-            kind, body = await self._receive()
+            try:
+                kind, body = await self._receive()
+            except ConnectionLost:
+                if error is None:
+                    raise
+                # A FATAL error (the backend was terminated, ...) ends the session.
+                raise ConnectionLost(f"the server closed the connection: {error.message}"
+                                     ) from error
             if kind == b"T":
                 current.columns = row_description(body)
             elif kind == b"D":
