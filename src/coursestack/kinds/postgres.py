@@ -199,11 +199,11 @@ class PostgresKind(Kind[PostgresService]):
             raise ConnectionLost(f"service {self.name} has no port yet")
         return self.port
 
-    async def superuser_session(self, database: str = "postgres",
-                                options: str | None = None) -> WireConnection:
+    async def superuser_session(self, database: str = "postgres", options: str | None = None,
+                                timeout: float = 3.0) -> WireConnection:
         """A session as the cluster's superuser (over our own wire client: no driver)."""
         return await connect(LOCALHOST, self._bound_port(), SUPERUSER, self.superuser_password,
-                             database, options=options, timeout=3)
+                             database, options=options, timeout=timeout)
 
     async def course_session(self) -> WireConnection:
         """A session as the course role, in the course database."""
