@@ -172,6 +172,22 @@ def test_copy_streams_chunks_and_reports_a_bad_row_by_line(course: Path) -> None
     assert after == [("5000",)]  # the failed COPY added nothing; the session still works
 
 
+def test_a_source_that_fails_mid_copy_ends_the_copy_not_the_session(course: Path) -> None:
+    async def failing() -> Any:
+        yield b"1,a\n"
+        raise OSError("disk went away")
+
+    async def work() -> tuple[list[tuple[str | None, ...]], str]:
+        async with await course_session(course) as session:
+            await session.execute("CREATE TEMP TABLE partial (id int, name text)")
+            with pytest.raises(OSError, match="disk went away"):
+                await session.copy_in("COPY partial FROM STDIN (FORMAT csv)", failing())
+            return await session.fetch("SELECT count(*) FROM partial"), \
+                session.transaction_status
+
+    assert run(work) == ([("0",)], "I")
+
+
 def test_a_server_that_ends_the_session_is_a_clear_error(course: Path) -> None:
     async def work() -> None:
         async with await course_session(course) as session:

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import secrets
 import struct
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 PROTOCOL_VERSION = 3 << 16
@@ -400,27 +400,44 @@ class Connection:
         # The server may refuse mid-stream (a bad row): stop sending once it has answered.
         answer = asyncio.ensure_future(self._until_ready(results))
         try:
-            if isinstance(chunks, AsyncIterable):
-                async for chunk in chunks:
-                    if answer.done():
-                        break
-                    await self._send(message(b"d", chunk))
-                    await asyncio.sleep(0)  # lets `answer` see an early refusal
-            else:
-                for chunk in chunks:
-                    if answer.done():
-                        break
-                    await self._send(message(b"d", chunk))
-                    await asyncio.sleep(0)  # lets `answer` see an early refusal
-            if not answer.done():
-                await self._send(message(b"c"))
+            try:
+                await self._stream(chunks, answer)
+            except Exception as error:
+                # Our side failed (e.g. reading the file): CopyFail ends the COPY and the
+                # session stays usable (in a transaction block, that transaction failed).
+                if not answer.done():
+                    with contextlib.suppress(WireError):
+                        await self._send(message(b"f", _cstring(
+                            f"the client stopped sending: {type(error).__name__}")))
+                with contextlib.suppress(WireError):
+                    await answer
+                raise
             await answer
         finally:
-            if not answer.done():
+            if not answer.done():  # cancelled: the session is not reusable anyway
                 answer.cancel()
                 with contextlib.suppress(BaseException):
                     await answer
         return results[-1].command if results else ""
+
+    async def _stream(self, chunks: Iterable[bytes] | AsyncIterable[bytes],
+                      answer: asyncio.Future[None]) -> None:
+        """Send the chunks as CopyData, then CopyDone, unless the server answered first."""
+        async def each() -> AsyncIterator[bytes]:
+            if isinstance(chunks, AsyncIterable):
+                async for chunk in chunks:
+                    yield chunk
+            else:
+                for chunk in chunks:
+                    yield chunk
+
+        async for chunk in each():
+            if answer.done():
+                return
+            await self._send(message(b"d", chunk))
+            await asyncio.sleep(0)  # lets `answer` see an early refusal
+        if not answer.done():
+            await self._send(message(b"c"))
 
     async def close(self) -> None:
         """Say Terminate (if the line still works) and close the socket."""
