@@ -4,7 +4,9 @@ First start runs `initdb` into a temporary folder and renames it into place, so 
 killed half-way never leaves a half-made cluster behind. The server listens on loopback
 TCP only (no Unix socket: its path length limit bites deep state folders, and Windows
 has none), with scram-sha-256 passwords. The course gets its own role and database;
-seed SQL runs once, in one transaction, and is recorded with its checksum.
+seed SQL runs once, in one transaction, and is recorded with its checksum. The daemon
+does all of that, and its probe, over its own protocol client (postgres_wire.py): psycopg
+is for notebooks, and never loads in the daemon.
 """
 
 from __future__ import annotations
