@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROBE = r'''
+PROBE = r"""
 import asyncio, json, resource, sys, time
 
 def rss() -> float:
@@ -76,15 +76,19 @@ async def main() -> dict[str, float]:
             "cpu_ms": per_probe_cpu * 1000, "final_mb": rss()}
 
 print(json.dumps(asyncio.run(main())))
-'''
+"""
 
 VARIANTS = ("wire", "psycopg")
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coursestack", *args], check=True,
-                          capture_output=True, text=True,
-                          env={**os.environ, "COURSESTACK_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "coursestack", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COURSESTACK_HOME": str(home)},
+    )
 
 
 def make_csv(path: Path, rows: int) -> None:
@@ -92,17 +96,24 @@ def make_csv(path: Path, rows: int) -> None:
         writer = csv.writer(handle)
         writer.writerow(["id", "station", "reading", "taken", "ok"])
         for number in range(rows):
-            writer.writerow([number, f"st-{number % 977}", (number * 7919) % 6000 / 100 - 20,
-                             f"2024-{1 + number % 12:02d}-{1 + number % 28:02d}",
-                             "true" if number % 3 else "false"])
+            writer.writerow(
+                [
+                    number,
+                    f"st-{number % 977}",
+                    (number * 7919) % 6000 / 100 - 20,
+                    f"2024-{1 + number % 12:02d}-{1 + number % 28:02d}",
+                    "true" if number % 3 else "false",
+                ]
+            )
 
 
 async def load_over_wire(info: dict[str, Any], data: Path) -> float:
     from coursestack.kinds.postgres import load_csv
     from coursestack.kinds.postgres_wire import connect
 
-    async with await connect("127.0.0.1", info["port"], info["user"], info["password"],
-                             info["database"]) as session:
+    async with await connect(
+        "127.0.0.1", info["port"], info["user"], info["password"], info["database"]
+    ) as session:
         await session.execute("DROP TABLE IF EXISTS readings")
         started = time.perf_counter()
         await session.execute("BEGIN")
@@ -117,32 +128,38 @@ def load_over_psycopg(info: dict[str, Any], data: Path) -> float:
 
     from coursestack.seeding import plan_table
 
-    with psycopg.connect(host="127.0.0.1", port=info["port"], user=info["user"],
-                         password=info["password"], dbname=info["database"]) as connection:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=info["port"],
+        user=info["user"],
+        password=info["password"],
+        dbname=info["database"],
+    ) as connection:
         connection.execute("DROP TABLE IF EXISTS readings")
         connection.commit()
         started = time.perf_counter()
         plan = plan_table(data)  # what load_csv did before the wire client (1f1bd4c)
-        columns = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k))
-                                     for n, k in plan.columns)
+        columns = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in plan.columns
+        )
         connection.execute(sql.SQL("CREATE TABLE readings ({})").format(columns))
-        with connection.cursor() as cursor, cursor.copy(
-                "COPY readings FROM STDIN (FORMAT csv, HEADER true)") as stream, \
-                open(data, "rb") as source:
+        with (
+            connection.cursor() as cursor,
+            cursor.copy("COPY readings FROM STDIN (FORMAT csv, HEADER true)") as stream,
+            open(data, "rb") as source,
+        ):
             for block in iter(lambda: source.read(1 << 20), b""):
                 stream.write(block)
         connection.commit()
         return time.perf_counter() - started
 
 
-def measure(rounds: int, rows: int) -> tuple[dict[str, dict[str, float]],
-                                             dict[str, float]]:
+def measure(rounds: int, rows: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     base = Path(tempfile.mkdtemp(prefix="bench-pg-probe-"))
     os.chmod(base, 0o755)
     home, state = base / "home", base / "state"
     spec = base / "course.toml"
-    spec.write_text('[course]\nname = "probe"\n[services.db]\nkind = "postgres"\n'
-                    'port = 15731\n')
+    spec.write_text('[course]\nname = "probe"\n[services.db]\nkind = "postgres"\nport = 15731\n')
     cli("up", str(spec), "--state", str(state), home=home)
     try:
         from coursestack.state import Secrets, StateFolder
@@ -154,44 +171,65 @@ def measure(rounds: int, rows: int) -> tuple[dict[str, dict[str, float]],
             for variant in VARIANTS if number % 2 == 0 else reversed(VARIANTS):
                 # The password goes through argv of a short-lived local child here only
                 # because this is a throwaway benchmark instance.
-                out = subprocess.run([sys.executable, "-c", PROBE, variant, str(port), password],
-                                     check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", PROBE, variant, str(port), password],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 samples[variant].append(json.loads(out))
-        probes = {variant: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
-                  for variant, runs in samples.items()}
+        probes = {
+            variant: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
+            for variant, runs in samples.items()
+        }
         data = base / "readings.csv"
         make_csv(data, rows)
         info = json.loads((state / "connections.json").read_text())["services"]["db"]
         loads: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for number in range(rounds):
             for variant in VARIANTS if number % 2 == 0 else reversed(VARIANTS):
-                loads[variant].append(asyncio.run(load_over_wire(info, data))
-                                      if variant == "wire" else load_over_psycopg(info, data))
+                loads[variant].append(
+                    asyncio.run(load_over_wire(info, data))
+                    if variant == "wire"
+                    else load_over_psycopg(info, data)
+                )
         return probes, {variant: statistics.median(times) for variant, times in loads.items()}
     finally:
         cli("down", "--state", str(state), home=home)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def markdown(results: dict[str, dict[str, float]], loads: dict[str, float], rounds: int,
-             rows: int) -> str:
+def markdown(
+    results: dict[str, dict[str, float]], loads: dict[str, float], rounds: int, rows: int
+) -> str:
     wire, driver = results["wire"], results["psycopg"]
-    lines = [f"PostgreSQL probe in a fresh interpreter that imported `coursestack.daemon`, "
-             f"median of {rounds} rounds (bench/bench_pg_probe.py):", "",
-             "| | own wire client | psycopg | ratio |", "| --- | ---: | ---: | ---: |"]
-    measured = [("RSS after `import coursestack.daemon` (MB)", "import_mb"),
-            ("RSS after the first probe (MB)", "probe_mb"),
-            ("RSS after 11 probes (MB)", "final_mb"),
-            ("first probe, incl. loading the client (ms)", "first_ms"),
-            ("CPU per later probe (ms)", "cpu_ms")]
+    lines = [
+        f"PostgreSQL probe in a fresh interpreter that imported `coursestack.daemon`, "
+        f"median of {rounds} rounds (bench/bench_pg_probe.py):",
+        "",
+        "| | own wire client | psycopg | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    measured = [
+        ("RSS after `import coursestack.daemon` (MB)", "import_mb"),
+        ("RSS after the first probe (MB)", "probe_mb"),
+        ("RSS after 11 probes (MB)", "final_mb"),
+        ("first probe, incl. loading the client (ms)", "first_ms"),
+        ("CPU per later probe (ms)", "cpu_ms"),
+    ]
     for label, key in measured:
-        lines.append(f"| {label} | {wire[key]:.1f} | {driver[key]:.1f} | "
-                     f"{wire[key] / driver[key]:.2f}x |")
-    lines += ["", f"The probe itself adds {wire['probe_mb'] - wire['import_mb']:.1f} MB with "
-              f"the wire client, {driver['probe_mb'] - driver['import_mb']:.1f} MB with psycopg.",
-              "", f"Seeding {rows:,} CSV rows (median s of {rounds}): wire client "
-              f"{loads['wire']:.2f} s, psycopg {loads['psycopg']:.2f} s "
-              f"({loads['wire'] / loads['psycopg']:.2f}x)."]
+        lines.append(
+            f"| {label} | {wire[key]:.1f} | {driver[key]:.1f} | {wire[key] / driver[key]:.2f}x |"
+        )
+    lines += [
+        "",
+        f"The probe itself adds {wire['probe_mb'] - wire['import_mb']:.1f} MB with "
+        f"the wire client, {driver['probe_mb'] - driver['import_mb']:.1f} MB with psycopg.",
+        "",
+        f"Seeding {rows:,} CSV rows (median s of {rounds}): wire client "
+        f"{loads['wire']:.2f} s, psycopg {loads['psycopg']:.2f} s "
+        f"({loads['wire'] / loads['psycopg']:.2f}x).",
+    ]
     return "\n".join(lines)
 
 

@@ -61,15 +61,21 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
 
 def course_session(course: Path, password: str | None = None) -> Awaitable[wire.Connection]:
     info = database(course)
-    return wire.connect("127.0.0.1", info["port"], info["user"],
-                        info["password"] if password is None else password, info["database"])
+    return wire.connect(
+        "127.0.0.1",
+        info["port"],
+        info["user"],
+        info["password"] if password is None else password,
+        info["database"],
+    )
 
 
 def test_seeded_rows_read_back_as_text_with_nulls(course: Path) -> None:
     async def work() -> list[wire.Result]:
         async with await course_session(course) as session:
             return await session.execute(
-                "SELECT name, age FROM people ORDER BY name; SELECT 1 AS one, NULL AS none")
+                "SELECT name, age FROM people ORDER BY name; SELECT 1 AS one, NULL AS none"
+            )
 
     people, constants = run(work)
     assert people.columns == ["name", "age"] and people.command == "SELECT 2"
@@ -90,11 +96,17 @@ def test_a_wrong_password_is_refused_without_echoing_it(course: Path) -> None:
 
 def test_the_superuser_logs_in_with_scram(course: Path) -> None:
     async def work() -> tuple[list[tuple[str | None, ...]], dict[str, str]]:
-        async with await wire.connect("127.0.0.1", database(course)["port"], "postgres",
-                                      superuser_password(course), "postgres") as session:
+        async with await wire.connect(
+            "127.0.0.1",
+            database(course)["port"],
+            "postgres",
+            superuser_password(course),
+            "postgres",
+        ) as session:
             rows = await session.fetch(
                 "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
-                f"WHERE rolname = {wire.quote_literal(database(course)['user'])}")
+                f"WHERE rolname = {wire.quote_literal(database(course)['user'])}"
+            )
             return rows, session.parameters
 
     rows, parameters = run(work)
@@ -103,8 +115,10 @@ def test_the_superuser_logs_in_with_scram(course: Path) -> None:
 
 
 def test_an_error_mid_script_undoes_the_script_and_keeps_the_session(course: Path) -> None:
-    script = ("CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\n"
-              "SELEC oops;\nINSERT INTO half VALUES (2);")
+    script = (
+        "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\n"
+        "SELEC oops;\nINSERT INTO half VALUES (2);"
+    )
 
     async def work() -> tuple[wire.ServerError, list[tuple[str | None, ...]]]:
         async with await course_session(course) as session:
@@ -120,8 +134,15 @@ def test_an_error_mid_script_undoes_the_script_and_keeps_the_session(course: Pat
 
 
 def test_quoted_values_and_names_come_back_unchanged(course: Path) -> None:
-    values = ["it's", "back\\slash", "\u00fc \u20ac \U0001f600", "'; DROP TABLE people; --",
-              "E'\\x41'", "$$", ""]
+    values = [
+        "it's",
+        "back\\slash",
+        "\u00fc \u20ac \U0001f600",
+        "'; DROP TABLE people; --",
+        "E'\\x41'",
+        "$$",
+        "",
+    ]
     name = 'odd "name"; --'
 
     async def work() -> tuple[list[str | None], list[tuple[str | None, ...]]]:
@@ -130,8 +151,10 @@ def test_quoted_values_and_names_come_back_unchanged(course: Path) -> None:
             for value in values:
                 echoed.append((await session.fetch("SELECT " + wire.quote_literal(value)))[0][0])
             table = wire.quote_identifier(name)
-            await session.execute(f"CREATE TEMP TABLE {table} (v text); "
-                                  f"INSERT INTO {table} VALUES ({wire.quote_literal(name)})")
+            await session.execute(
+                f"CREATE TEMP TABLE {table} (v text); "
+                f"INSERT INTO {table} VALUES ({wire.quote_literal(name)})"
+            )
             return echoed, await session.fetch(f"SELECT v FROM {table}")
 
     echoed, rows = run(work)
@@ -141,27 +164,38 @@ def test_quoted_values_and_names_come_back_unchanged(course: Path) -> None:
 
 def test_copy_streams_chunks_and_reports_a_bad_row_by_line(course: Path) -> None:
     body = b"".join(b"%d,name %d,\n" % (n, n) for n in range(5000))
-    chunks = [body[i:i + 997] for i in range(0, len(body), 997)]  # rows cut mid-way
+    chunks = [body[i : i + 997] for i in range(0, len(body), 997)]  # rows cut mid-way
 
     async def blocks(data: list[bytes]) -> Any:
         for block in data:
             yield block
 
-    async def work() -> tuple[str, list[tuple[str | None, ...]], wire.ServerError,
-                              wire.ServerError, list[tuple[str | None, ...]]]:
+    async def work() -> tuple[
+        str,
+        list[tuple[str | None, ...]],
+        wire.ServerError,
+        wire.ServerError,
+        list[tuple[str | None, ...]],
+    ]:
         async with await course_session(course) as session:
             await session.execute("CREATE TEMP TABLE loaded (id int, name text, note text)")
             tag = await session.copy_in("COPY loaded FROM STDIN (FORMAT csv)", chunks)
-            counted = await session.fetch(
-                "SELECT count(*), count(note), max(id) FROM loaded")
+            counted = await session.fetch("SELECT count(*), count(note), max(id) FROM loaded")
             bad = b"1,a,\n2,b,\nthree,c,\n" + b"4,d,\n" * 100_000
             with pytest.raises(wire.ServerError) as refused:
-                await session.copy_in("COPY loaded FROM STDIN (FORMAT csv)",
-                                      blocks([bad[i:i + 4096] for i in range(0, len(bad), 4096)]))
+                await session.copy_in(
+                    "COPY loaded FROM STDIN (FORMAT csv)",
+                    blocks([bad[i : i + 4096] for i in range(0, len(bad), 4096)]),
+                )
             with pytest.raises(wire.ServerError) as missing:
                 await session.copy_in("COPY nowhere FROM STDIN", [b"1\n"])
-            return tag, counted, refused.value, missing.value, await session.fetch(
-                "SELECT count(*) FROM loaded")
+            return (
+                tag,
+                counted,
+                refused.value,
+                missing.value,
+                await session.fetch("SELECT count(*) FROM loaded"),
+            )
 
     tag, counted, refused, missing, after = run(work)
     assert tag == "COPY 5000"
@@ -182,8 +216,7 @@ def test_a_source_that_fails_mid_copy_ends_the_copy_not_the_session(course: Path
             await session.execute("CREATE TEMP TABLE partial (id int, name text)")
             with pytest.raises(OSError, match="disk went away"):
                 await session.copy_in("COPY partial FROM STDIN (FORMAT csv)", failing())
-            return await session.fetch("SELECT count(*) FROM partial"), \
-                session.transaction_status
+            return await session.fetch("SELECT count(*) FROM partial"), session.transaction_status
 
     assert run(work) == ([("0",)], "I")
 
@@ -201,13 +234,21 @@ def test_the_probe_line_stays_out_of_the_log_and_others_do_not(course: Path) -> 
     log = course / "state" / "logs" / "db.log"
 
     async def work() -> None:
-        async with await wire.connect("127.0.0.1", database(course)["port"], "postgres",
-                                      superuser_password(course), "postgres") as session:
+        async with await wire.connect(
+            "127.0.0.1",
+            database(course)["port"],
+            "postgres",
+            superuser_password(course),
+            "postgres",
+        ) as session:
             await session.execute("DO $$BEGIN RAISE LOG 'wire test line'; END$$")
 
     run(work)
-    wait_for(lambda: "wire test line" in log.read_text(errors="replace"), timeout=30,
-             what="our own LOG line in the server's log")
+    wait_for(
+        lambda: "wire test line" in log.read_text(errors="replace"),
+        timeout=30,
+        what="our own LOG line in the server's log",
+    )
     time.sleep(2)  # probe_interval = 1: at least one more probe since
     assert "coursestack health probe" not in log.read_text(errors="replace")
     status = json.loads(cli("status", "--json", "--state", str(course / "state")).stdout)
@@ -217,14 +258,21 @@ def test_the_probe_line_stays_out_of_the_log_and_others_do_not(course: Path) -> 
 def psycopg_libraries(pid: int) -> list[str]:
     """psycopg's (or libpq's) shared libraries mapped into process `pid`."""
     maps = Path(f"/proc/{pid}/maps").read_text()
-    return sorted({line.split()[-1] for line in maps.splitlines()
-                   if "psycopg" in line or "libpq" in line})
+    return sorted(
+        {line.split()[-1] for line in maps.splitlines() if "psycopg" in line or "libpq" in line}
+    )
 
 
 def test_the_check_sees_psycopg_where_it_is_loaded() -> None:
-    with subprocess.Popen([sys.executable, "-c", "import psycopg, sys; "
-                           "psycopg.pq.version(); print(flush=True); sys.stdin.read()"],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import psycopg, sys; psycopg.pq.version(); print(flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as child:
         assert child.stdout is not None
         child.stdout.readline()
         try:

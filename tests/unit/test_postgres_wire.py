@@ -21,30 +21,45 @@ def test_frontend_messages_carry_type_length_and_body() -> None:
     assert wire.query_message("SELECT 1") == b"Q" + struct.pack("!i", 13) + b"SELECT 1\x00"
     assert wire.message(b"X") == b"X\x00\x00\x00\x04"
     startup = wire.startup_message({"user": "ada", "database": "db"})
-    assert startup == (struct.pack("!ii", 8 + 22, 196608)
-                       + b"user\x00ada\x00database\x00db\x00\x00")
+    assert startup == (
+        struct.pack("!ii", 8 + 22, 196608) + b"user\x00ada\x00database\x00db\x00\x00"
+    )
     with pytest.raises(ValueError, match="NUL"):
         wire.query_message("SELECT '\x00'")
 
 
 def test_backend_rows_and_errors_decode() -> None:
-    row = struct.pack("!h", 3) + struct.pack("!i", 2) + b"42" + struct.pack("!i", -1) \
+    row = (
+        struct.pack("!h", 3)
+        + struct.pack("!i", 2)
+        + b"42"
+        + struct.pack("!i", -1)
         + struct.pack("!i", 0)
+    )
     assert wire.data_row(row) == ("42", None, "")
     description = struct.pack("!h", 2) + b"id\x00" + bytes(18) + b"name\x00" + bytes(18)
     assert wire.row_description(description) == ["id", "name"]
-    error = wire.ServerError(wire.error_fields(
-        b"SERROR\x00C42601\x00Msyntax error at or near \"SELEC\"\x00P17\x00"
-        b"WCOPY people, line 3\x00\x00"))
+    error = wire.ServerError(
+        wire.error_fields(
+            b'SERROR\x00C42601\x00Msyntax error at or near "SELEC"\x00P17\x00'
+            b"WCOPY people, line 3\x00\x00"
+        )
+    )
     assert error.sqlstate == "42601" and error.message == 'syntax error at or near "SELEC"'
     assert error.position == 17 and error.context == "COPY people, line 3"
     assert "SQLSTATE 42601" in str(error)
 
 
-@pytest.mark.parametrize(("value", "quoted"), [
-    ("plain", "'plain'"), ("it's", "'it''s'"), ("back\\slash", " E'back\\\\slash'"),
-    ("'; DROP TABLE x; --", "'''; DROP TABLE x; --'"), ("", "''"),
-])
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("plain", "'plain'"),
+        ("it's", "'it''s'"),
+        ("back\\slash", " E'back\\\\slash'"),
+        ("'; DROP TABLE x; --", "'''; DROP TABLE x; --'"),
+        ("", "''"),
+    ],
+)
 def test_literals_are_quoted_safely(value: str, quoted: str) -> None:
     assert wire.quote_literal(value) == quoted
 
@@ -62,10 +77,13 @@ def test_identifiers_are_quoted_safely() -> None:
 
 # RFC 7677, section 3: user "user", password "pencil".
 RFC_CLIENT_NONCE = "rOprNGfwEbeRWgbNEkqO"
-RFC_SERVER_FIRST = (b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-                    b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
-RFC_CLIENT_FINAL = (b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-                    b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+RFC_SERVER_FIRST = (
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
+RFC_CLIENT_FINAL = (
+    b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+    b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+)
 RFC_SERVER_FINAL = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
 
@@ -90,8 +108,12 @@ def test_scram_refuses_a_server_that_does_not_know_the_password() -> None:
 
 def test_scram_refuses_a_challenge_that_does_not_extend_our_nonce() -> None:
     scram = wire.ScramClient("", "pencil", nonce="abc")
-    for challenge in (b"r=xyz123,s=QUJD,i=4096", b"r=abc,s=QUJD,i=4096", b"r=abcd,i=4096",
-                      b"r=abcd,s=QUJD,i=many"):
+    for challenge in (
+        b"r=xyz123,s=QUJD,i=4096",
+        b"r=abc,s=QUJD,i=4096",
+        b"r=abcd,i=4096",
+        b"r=abcd,s=QUJD,i=many",
+    ):
         with pytest.raises(wire.WireError, match="malformed"):
             scram.client_final(challenge)
 
@@ -171,8 +193,12 @@ def test_trust_cleartext_and_md5_logins() -> None:
             if request:
                 writer.write(request)
                 seen.append((await read_message(reader))[1])
-            writer.write(auth(0) + backend(b"S", b"server_version\x0016.2\x00")
-                         + backend(b"K", bytes(8)) + READY)
+            writer.write(
+                auth(0)
+                + backend(b"S", b"server_version\x0016.2\x00")
+                + backend(b"K", bytes(8))
+                + READY
+            )
             await read_message(reader)  # Terminate
             writer.close()
 
@@ -190,8 +216,11 @@ def test_trust_cleartext_and_md5_logins() -> None:
 def test_a_login_refused_raises_the_servers_error() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_startup(reader)
-        writer.write(backend(b"E", b"SFATAL\x00C28P01\x00Mpassword authentication failed "
-                             b"for user \"ada\"\x00\x00"))
+        writer.write(
+            backend(
+                b"E", b'SFATAL\x00C28P01\x00Mpassword authentication failed for user "ada"\x00\x00'
+            )
+        )
         writer.close()
 
     async def log_in(port: int) -> None:

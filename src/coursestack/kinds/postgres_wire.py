@@ -68,6 +68,7 @@ class Result:
 
 # -- quoting --------------------------------------------------------------------------------
 
+
 def quote_identifier(name: str) -> str:
     """`name` as an SQL identifier, whatever it holds (a"b becomes "a""b")."""
     if "\x00" in name:
@@ -91,6 +92,7 @@ def quote_literal(value: str) -> str:
 
 
 # -- messages -------------------------------------------------------------------------------
+
 
 def _cstring(text: str) -> bytes:
     encoded = text.encode()
@@ -135,7 +137,7 @@ def data_row(body: bytes) -> tuple[str | None, ...]:
         if length < 0:
             values.append(None)
         else:
-            values.append(body[offset:offset + length].decode())
+            values.append(body[offset : offset + length].decode())
             offset += length
     return tuple(values)
 
@@ -153,6 +155,7 @@ def row_description(body: bytes) -> list[str]:
 
 # -- authentication -------------------------------------------------------------------------
 
+
 def _normalized_password(password: str) -> bytes:
     """The password as SCRAM hashes it: SASLprep'd (RFC 4013), as PostgreSQL does.
 
@@ -164,18 +167,29 @@ def _normalized_password(password: str) -> bytes:
     import stringprep
     import unicodedata
 
-    mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password
-                     if not stringprep.in_table_b1(c))
+    mapped = "".join(
+        " " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c)
+    )
     normal = unicodedata.normalize("NFKC", mapped)
-    prohibited = (stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3,
-                  stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6,
-                  stringprep.in_table_c7, stringprep.in_table_c8, stringprep.in_table_c9,
-                  stringprep.in_table_a1)
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
     if not normal or any(test(c) for c in normal for test in prohibited):
         return password.encode()
     right_to_left = [stringprep.in_table_d1(c) for c in normal]
-    if any(right_to_left) and (any(stringprep.in_table_d2(c) for c in normal)
-                               or not (right_to_left[0] and right_to_left[-1])):
+    if any(right_to_left) and (
+        any(stringprep.in_table_d2(c) for c in normal)
+        or not (right_to_left[0] and right_to_left[-1])
+    ):
         return password.encode()
     return normal.encode()
 
@@ -197,8 +211,10 @@ def scram_verifier(password: str, iterations: int = 4096, salt: bytes | None = N
     salt = salt if salt is not None else secrets.token_bytes(16)
     _, stored_key, server_key = _scram_keys(password, salt, iterations)
     encode = base64.b64encode
-    return (f"SCRAM-SHA-256${iterations}:{encode(salt).decode()}$"
-            f"{encode(stored_key).decode()}:{encode(server_key).decode()}")
+    return (
+        f"SCRAM-SHA-256${iterations}:{encode(salt).decode()}$"
+        f"{encode(stored_key).decode()}:{encode(server_key).decode()}"
+    )
 
 
 class ScramClient:
@@ -223,11 +239,17 @@ class ScramClient:
         text = server_first.decode()
         attributes = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
         nonce, salt, iterations = attributes.get("r", ""), attributes.get("s"), attributes.get("i")
-        if not nonce.startswith(self.nonce) or nonce == self.nonce or not salt \
-                or not iterations or not iterations.isdigit():
+        if (
+            not nonce.startswith(self.nonce)
+            or nonce == self.nonce
+            or not salt
+            or not iterations
+            or not iterations.isdigit()
+        ):
             raise WireError("the server's SCRAM challenge is malformed")
         client_key, stored_key, server_key = _scram_keys(
-            self.password, base64.b64decode(salt), int(iterations))
+            self.password, base64.b64decode(salt), int(iterations)
+        )
         without_proof = f"c=biws,r={nonce}"
         auth_message = f"{self.client_first_bare},{text},{without_proof}".encode()
         signature = _hmac(stored_key, auth_message)
@@ -245,10 +267,11 @@ class ScramClient:
             signature = base64.b64decode(given.split(",")[0], validate=True)
         except ValueError:
             signature = b""
-        if not self._server_signature or \
-                not hmac.compare_digest(signature, self._server_signature):
-            raise WireError("the server's SCRAM signature is wrong: it does not know the "
-                            "password (not the PostgreSQL server expected?)")
+        if not self._server_signature or not hmac.compare_digest(signature, self._server_signature):
+            raise WireError(
+                "the server's SCRAM signature is wrong: it does not know the "
+                "password (not the PostgreSQL server expected?)"
+            )
         self.verified = True
 
 
@@ -327,19 +350,24 @@ class Connection:
             elif code == _AUTH_SASL:
                 offered = [m.decode() for m in body[4:].split(b"\x00") if m]
                 if SCRAM_MECHANISM not in offered:
-                    raise WireError(f"the server offers only {', '.join(offered)} "
-                                    f"(this client speaks {SCRAM_MECHANISM})")
+                    raise WireError(
+                        f"the server offers only {', '.join(offered)} "
+                        f"(this client speaks {SCRAM_MECHANISM})"
+                    )
                 scram = ScramClient("", password)
                 first = scram.client_first()
-                await self._send(message(b"p", _cstring(SCRAM_MECHANISM)
-                                         + struct.pack("!i", len(first)) + first))
+                await self._send(
+                    message(b"p", _cstring(SCRAM_MECHANISM) + struct.pack("!i", len(first)) + first)
+                )
             elif code == _AUTH_SASL_CONTINUE and scram is not None:
                 await self._send(message(b"p", scram.client_final(body[4:])))
             elif code == _AUTH_SASL_FINAL and scram is not None:
                 scram.verify_server_final(body[4:])
             else:
-                raise WireError(f"the server asks for an authentication method this client "
-                                f"does not speak (code {code})")
+                raise WireError(
+                    f"the server asks for an authentication method this client "
+                    f"does not speak (code {code})"
+                )
 
     async def _until_ready(self, results: list[Result]) -> None:
         """Read a simple query's answers up to ReadyForQuery; raise its first error then."""
@@ -352,8 +380,9 @@ class Connection:
                 if error is None:
                     raise
                 # A FATAL error (the backend was terminated, ...) ends the session.
-                raise ConnectionLost(f"the server closed the connection: {error.message}"
-                                     ) from error
+                raise ConnectionLost(
+                    f"the server closed the connection: {error.message}"
+                ) from error
             if kind == b"T":
                 current.columns = row_description(body)
             elif kind == b"D":
@@ -386,8 +415,7 @@ class Connection:
         results = await self.execute(query)
         return results[-1].rows if results else []
 
-    async def copy_in(self, statement: str,
-                      chunks: Iterable[bytes] | AsyncIterable[bytes]) -> str:
+    async def copy_in(self, statement: str, chunks: Iterable[bytes] | AsyncIterable[bytes]) -> str:
         """Run `COPY ... FROM STDIN` and stream `chunks` into it; the command tag."""
         await self._send(query_message(statement))
         kind, body = await self._receive()
@@ -407,8 +435,12 @@ class Connection:
                 # session stays usable (in a transaction block, that transaction failed).
                 if not answer.done():
                     with contextlib.suppress(WireError):
-                        await self._send(message(b"f", _cstring(
-                            f"the client stopped sending: {type(error).__name__}")))
+                        await self._send(
+                            message(
+                                b"f",
+                                _cstring(f"the client stopped sending: {type(error).__name__}"),
+                            )
+                        )
                 with contextlib.suppress(WireError):
                     await answer
                 raise
@@ -420,9 +452,11 @@ class Connection:
                     await answer
         return results[-1].command if results else ""
 
-    async def _stream(self, chunks: Iterable[bytes] | AsyncIterable[bytes],
-                      answer: asyncio.Future[None]) -> None:
+    async def _stream(
+        self, chunks: Iterable[bytes] | AsyncIterable[bytes], answer: asyncio.Future[None]
+    ) -> None:
         """Send the chunks as CopyData, then CopyDone, unless the server answered first."""
+
         async def each() -> AsyncIterator[bytes]:
             if isinstance(chunks, AsyncIterable):
                 async for chunk in chunks:
@@ -454,25 +488,39 @@ class Connection:
         await self.close()
 
 
-async def connect(host: str, port: int, user: str, password: str, database: str,
-                  options: str | None = None, timeout: float = 10.0) -> Connection:
+async def connect(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    database: str,
+    options: str | None = None,
+    timeout: float = 10.0,
+) -> Connection:
     """Open a session (TCP), logged in and ready for queries, within `timeout` seconds."""
-    parameters = {"user": user, "database": database, "client_encoding": "UTF8",
-                  "application_name": "coursestack"}
+    parameters = {
+        "user": user,
+        "database": database,
+        "client_encoding": "UTF8",
+        "application_name": "coursestack",
+    }
     if options:
         parameters["options"] = options
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError) as error:
-        raise ConnectionLost(f"cannot connect to PostgreSQL at {host}:{port}: "
-                             f"{getattr(error, 'strerror', None) or 'timed out'}") from None
+        raise ConnectionLost(
+            f"cannot connect to PostgreSQL at {host}:{port}: "
+            f"{getattr(error, 'strerror', None) or 'timed out'}"
+        ) from None
     connection = Connection(reader, writer)
     try:
         await asyncio.wait_for(connection._log_in(parameters, password), timeout)
     except TimeoutError:
         await connection.close()
-        raise ConnectionLost(f"PostgreSQL at {host}:{port} did not finish the login "
-                             f"within {timeout:g} s") from None
+        raise ConnectionLost(
+            f"PostgreSQL at {host}:{port} did not finish the login within {timeout:g} s"
+        ) from None
     except BaseException:
         await connection.close()
         raise
