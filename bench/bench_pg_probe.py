@@ -195,7 +195,8 @@ def measure(rounds: int, rows: int) -> tuple[dict[str, dict[str, float]], dict[s
                 )
         return probes, {variant: statistics.median(times) for variant, times in loads.items()}
     finally:
-        cli("down", "--state", str(state), home=home)
+        # `remove`: stops it and deletes its state and its service account (run as root).
+        cli("remove", "--state", str(state), "--yes", home=home)
         shutil.rmtree(base, ignore_errors=True)
 
 
