@@ -256,3 +256,18 @@ class GoesMuteUnit(ScriptedUnit):
         if self._mute:
             await asyncio.get_running_loop().create_future()
         return await super().probe()
+
+
+class ReportsOnTheLoopUnit(ScriptedUnit):
+    """Once ready, reports progress from the event loop and returns at once (a seed that
+    changed and is not re-applied)."""
+
+    async def after_ready(self, report: Callable[[str], None]) -> None:
+        report("seed files changed; not re-applied")
+
+
+class ReportsFromAThreadUnit(ScriptedUnit):
+    """Once ready, reports progress from a worker thread (a seed being loaded)."""
+
+    async def after_ready(self, report: Callable[[str], None]) -> None:
+        await asyncio.to_thread(report, "seeding in a thread")

@@ -16,6 +16,8 @@ from fakes import (
     GoesMuteUnit,
     KilledLauncher,
     NeverReadyUnit,
+    ReportsFromAThreadUnit,
+    ReportsOnTheLoopUnit,
     ScriptedUnit,
     SigtermDeafLauncher,
     StubbornLauncher,
@@ -368,3 +370,16 @@ async def test_a_probe_that_never_returns_counts_as_failed() -> None:
     assert launcher.count("mute") == 2  # restarted: a hung probe is no answer
     unit.recover()
     await stop_in_fake_time(supervisor, clock)
+
+
+async def test_progress_reported_after_ready_never_outlives_the_ready_state() -> None:
+    clock = FakeClock()
+    on_loop = ReportsOnTheLoopUnit("postgres", clock)
+    in_thread = ReportsFromAThreadUnit("mongo", clock)
+    supervisor, _ = build(on_loop, in_thread)
+    supervisor.start(["postgres", "mongo"])
+    for _ in range(20):
+        await clock.advance(0.2)
+        await asyncio.sleep(0.01)  # lets the thread's report land
+    assert states(supervisor) == {"postgres": State.READY, "mongo": State.READY}
+    await supervisor.stop_all()
