@@ -249,6 +249,10 @@ class ClientGone(Exception):
     """The browser went away while its request body was coming in."""
 
 
+class BodyTooLarge(Exception):
+    """A request body without a Content-Length grew beyond MAX_PROXY_BODY."""
+
+
 async def _request_body(receive: Receive, first: bytes, more: bool) -> AsyncIterator[bytes]:
     """The rest of a request body as the browser sends it, MAX_PROXY_BODY at most."""
     size = len(first)
@@ -262,7 +266,7 @@ async def _request_body(receive: Receive, first: bytes, more: bool) -> AsyncIter
         more = message.get("more_body", False)
         size += len(chunk)
         if size > MAX_PROXY_BODY:
-            raise ClientGone()  # the upstream request is cut off; nothing to answer
+            raise BodyTooLarge()  # the upstream request is cut off
         if chunk:
             yield chunk
 
@@ -303,6 +307,7 @@ async def forward(scope: Scope, receive: Receive, send: Send, pool: UpstreamPool
     headers = upstream_headers(scope["headers"], upstream, client[0] if client else "",
                                add_token)
     body: Body = None
+    size: int | None = None
     if method not in (b"GET", b"HEAD") and (length not in (None, b"0") or chunked):
         try:
             first, more = await _read_body(receive)
@@ -310,17 +315,18 @@ async def forward(scope: Scope, receive: Receive, send: Send, pool: UpstreamPool
             return
         if more:
             body = _request_body(receive, first, more)
-            headers.append((b"content-length", length) if length is not None
-                           else (b"transfer-encoding", b"chunked"))
+            size = int(length) if length is not None else None
         else:
             body = first
-            headers.append((b"content-length", str(len(first)).encode()))
     elif length is not None and method not in (b"GET", b"HEAD"):
-        headers.append((b"content-length", b"0"))
+        body = b""  # sent with Content-Length: 0, as it came
     target = upstream.target()
     try:
-        response = await pool.request(method, upstream.port, target, headers, body)
+        response = await pool.request(method, upstream.port, target, headers, body, size)
     except ClientGone:
+        return
+    except BodyTooLarge:
+        await send_error(send, 413, "request body too large")
         return
     except UpstreamTimeout:
         await send_error(send, 504, "the service did not answer in time")
@@ -330,8 +336,12 @@ async def forward(scope: Scope, receive: Receive, send: Send, pool: UpstreamPool
         await send_error(send, 502, "the service is not answering; is it running? "
                          "See the dashboard")
         return
-    await send({"type": "http.response.start", "status": response.status,
-                "headers": response_headers(response.headers, upstream)})
+    try:
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": response_headers(response.headers, upstream)})
+    except BaseException:
+        response.close()
+        raise
     if response.complete:
         await send({"type": "http.response.body", "body": response.body_so_far})
         return

@@ -1,23 +1,30 @@
 """The front door's HTTP/1.1 client: kept-alive connections to the services on loopback,
-pooled per address, over asyncio with h11 doing the protocol (framing, chunked bodies,
-HEAD, 1xx, keep-alive rules).
+pooled per address, over asyncio, with httptools (llhttp, the parser uvicorn and Node.js
+use) reading the answers.
 
 Why not httpx: a proxied request went through httpx, httpcore and anyio (a cancel scope,
-a task group, several context managers) and cost more than the service's own answer;
-httpx also weighs ~16 MB of the daemon's RSS. This client does only what the front door
-needs:
+a task group, several context managers) and cost more than the service's own answer,
+and httpx weighs ~16 MB of the daemon's RSS. h11 was tried too: ~80 µs of pure Python
+per exchange, a tenth of Jupyter's whole answer. This client does only what the front
+door needs:
 - one request at a time per connection; idle connections are kept per address, the
   newest used first, at most `max_idle` each, closed after `idle_seconds`;
-- a connection the service closed while it sat idle (or one that sent bytes nobody asked
+- a connection the service closed while it sat idle (or that sent bytes nobody asked
   for) is never reused; a reused connection that fails before any byte of the answer
-  came back is retried once on a new connection, when the request is idempotent and its
-  body can be sent again;
-- bodies stream both ways (Content-Length or chunked); reading pauses while the consumer
-  has not taken what came in;
+  came back is retried once on a new one, if the request is idempotent and its body
+  can be sent again;
+- bodies stream both ways: a request body as given or chunked, an answer's as it comes
+  (Content-Length, chunked, or until the service closes), reading paused while the
+  consumer has not taken what came in;
 - 1xx informational answers are skipped (ASGI cannot pass them on); a 101 is an error
   (the front door strips `Upgrade` from plain requests; WebSockets are bridged apart);
+  the answer to HEAD has no body whatever its headers say;
 - connect timeout 5 s, write timeout 60 s, no read timeout (long polls); no cookies,
   no redirects, no proxy settings from the environment, no TLS (loopback only).
+
+The request head is written here (method, target, headers joined), after checking that
+nothing in it could end a line early: its parts come from a request the daemon's own
+server already parsed, and from the daemon.
 """
 
 from __future__ import annotations
@@ -25,20 +32,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import cast
 
-import h11
+import httptools
 
 Headers = list[tuple[bytes, bytes]]
-#: A request body: none, all of it, or chunks as they come (sent chunked or with the
-#: Content-Length the caller put in the headers).
+#: A request body: none, all of it, or chunks as they come.
 Body = bytes | AsyncIterator[bytes] | None
 
 #: Methods that may be sent twice (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 #: Largest answer head accepted (status line and headers).
 MAX_HEAD = 64 * 1024
-#: Bytes read ahead of the consumer before reading from the socket pauses.
+#: Body bytes read ahead of the consumer before reading from the socket pauses.
 READ_AHEAD = 256 * 1024
 
 
@@ -51,27 +56,54 @@ class UpstreamTimeout(UpstreamError):
 
 
 class _StaleConnection(UpstreamError):
-    """A reused connection was found closed before any byte of the answer came back."""
+    """A connection was found closed before any byte of the answer came back."""
+
+
+def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    """`METHOD target HTTP/1.1`, the headers, the blank line; UpstreamError if any part
+    would break the framing (a line break, a NUL, a space in the target)."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    head = b"".join(parts)
+    lines = len(headers) + 2
+    if (head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head
+            or b" " in target or b" " in method or not target):
+        raise UpstreamError("the request cannot be forwarded: a line break, NUL or space "
+                            "where none may be")
+    return head
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class _Connection(asyncio.Protocol):
-    """One connection to a service: h11's state plus what the socket delivered."""
+    """One connection to a service: the parser's view of the answer coming in."""
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.transport: asyncio.Transport | None = None
         self.reused = False
         self.idle_since = 0.0
+        self.closed = False
         #: True while a request is out: bytes arriving at any other time are stray.
-        self.waiting_for_answer = False
+        self.waiting = False
         #: Some byte of the current answer arrived (a failure after it is never retried).
         self.answered = False
-        self.closed = False
-        self._incoming: list[bytes] = []
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = False
+        self._status = 0
+        self._headers: Headers = []
+        self._head_size = 0
+        self._head_done = False
+        self._framed = False  # Content-Length or chunked: the end is known without EOF
+        self._complete = False
+        self._reusable = True
+        self._error: UpstreamError | None = None
+        self._body: list[bytes] = []
         self._buffered = 0
-        self._eof = False
-        self._eof_fed = False
         self._reading_paused = False
         self._wakeup: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
@@ -83,27 +115,32 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if not self.waiting_for_answer:
-            self.close()  # e.g. a "408" some servers send before they close: never an answer
+        if not self.waiting or self._complete:
+            self.close()  # e.g. a "408" some servers send before closing: never an answer
             return
         self.answered = True
-        self._incoming.append(data)
-        self._buffered += len(data)
-        if self._buffered > READ_AHEAD and self.transport is not None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("the service switched protocols unasked"))
+        except httptools.HttpParserError as error:
+            if self._error is None:
+                self._fail(UpstreamError(f"the service broke HTTP: {error}"))
+        if self._buffered > READ_AHEAD and self.transport is not None \
+                and not self._reading_paused:
             self.transport.pause_reading()
             self._reading_paused = True
         self._wake()
 
     def eof_received(self) -> bool | None:
-        self._eof = True
-        self._wake()
+        self._at_end()
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._eof = True
-        self._wake()
-        self.resume_writing()  # a writer waiting to drain wakes up and sees `closed`
+        self._at_end()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)  # a writer waiting to drain sees `closed`
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
@@ -113,21 +150,65 @@ class _Connection(asyncio.Protocol):
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
-    # -- used by the pool ------------------------------------------------------------------
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second answer to one request
+            self._reusable = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            self._fail(UpstreamError("the service's answer head is too large"))
+            raise UpstreamError("head too large")  # stops the parser
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._headers, self._head_size = [], 0  # 100 Continue, 103 Early Hints
+            return
+        self._status = status
+        self._head_done = True
+        self._framed = any(name in (b"content-length", b"transfer-encoding")
+                           for name, _ in self._headers) or status in (204, 304)
+        if self._head_only:  # HEAD: llhttp would wait for the body the headers announce
+            self._reusable = False
+            self._complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self._complete:
+            self._body.append(body)
+            self._buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_done and not self._complete:
+            self._complete = True
+            if not self._parser.should_keep_alive():
+                self._reusable = False
+
+    # -- used by the pool and the answer ---------------------------------------------------
+
+    def begin(self, method: bytes) -> None:
+        """Get ready for the answer to a request with `method`."""
+        self.waiting = True
+        self.answered = False
+        self._head_only = method == b"HEAD"
+        self._status, self._headers, self._head_size = 0, [], 0
+        self._head_done = self._complete = False
 
     def usable(self, now: float, idle_seconds: float) -> bool:
         """Still worth sending a request on (the service has not closed it meanwhile)."""
-        return not (self.closed or self._eof or self.transport is None
-                    or self.transport.is_closing() or now - self.idle_since > idle_seconds)
+        return not (self.closed or not self._reusable or self._error is not None
+                    or self.transport is None or self.transport.is_closing()
+                    or now - self.idle_since > idle_seconds)
 
-    def has_leftovers(self) -> bool:
-        """Bytes beyond the answer: the connection's framing cannot be trusted."""
-        return bool(self._incoming) or bool(self.h11.trailing_data[0])
+    def reusable(self) -> bool:
+        return self._complete and self._reusable and not self.closed and not self._body
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
-            raise _StaleConnection("the connection is closed") if not self.answered else \
-                UpstreamError("the service closed the connection")
+            raise self._closed_error()
         self.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
@@ -140,42 +221,54 @@ class _Connection(asyncio.Protocol):
             except TimeoutError:
                 raise UpstreamTimeout("the service did not take the request in time") from None
         if self.closed:
-            raise (UpstreamError if self.answered else _StaleConnection)(
-                "the service closed the connection")
+            raise self._closed_error()
 
-    def poll_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
-        """The next event from what already came in (NEED_DATA: wait for more)."""
-        while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as error:
-                raise UpstreamError(f"the service broke HTTP: {error}") from None
-            if event is not h11.NEED_DATA:
-                return event
-            if self._incoming:
-                data = b"".join(self._incoming) if len(self._incoming) > 1 else self._incoming[0]
-                self._incoming.clear()
-                self._buffered = 0
-                if self._reading_paused and self.transport is not None:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
-                self.h11.receive_data(data)
-            elif self._eof and not self._eof_fed:
-                self._eof_fed = True
-                self.h11.receive_data(b"")
-            else:
-                return event
+    async def head(self) -> tuple[int, Headers]:
+        """Status and headers of the answer, once they are in."""
+        while not self._head_done:
+            await self._wait()
+        return self._status, self._headers
 
-    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
-        """The next event, waiting for the service as long as it takes (long polls)."""
-        while True:
-            event = self.poll_event()
-            if event is not h11.NEED_DATA:
-                return cast("h11.Event | type[h11.PAUSED]", event)
-            if self._eof_fed:  # h11 asks for more after the end: it will not come
-                raise UpstreamError("the service closed the connection")
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
+    def take_body(self) -> tuple[bytes, bool]:
+        """(body bytes that came in so far, whether that is the end of it)."""
+        data = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body.clear()
+        self._buffered = 0
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data, self._complete
+
+    async def wait_for_body(self) -> None:
+        """Until more of the body (or its end) came in."""
+        if not self._body and not self._complete:
+            await self._wait()
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._wakeup = asyncio.get_running_loop().create_future()
+        await self._wakeup
+        if self._error is not None and not (self._head_done and (self._body or self._complete)):
+            raise self._error
+
+    def _at_end(self) -> None:
+        """The service closed its side: the end of an answer read until EOF, or an error."""
+        self._reusable = False
+        if self.waiting and self._head_done and not self._complete and not self._framed:
+            self._complete = True
+        elif self.waiting and not self._complete and self._error is None:
+            self._error = self._closed_error()
+        self._wake()
+
+    def _closed_error(self) -> UpstreamError:
+        if self.answered:
+            return UpstreamError("the service closed the connection mid-answer")
+        return _StaleConnection("the service closed the connection")
+
+    def _fail(self, error: UpstreamError) -> None:
+        self._error = error
+        self.close()
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -183,62 +276,45 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        self._eof = True
+        self._reusable = False
         if self.transport is not None:
             self.transport.abort()  # nothing left to send that anyone waits for
+        if self._error is None and self.waiting and not self._complete:
+            self._error = self._closed_error()
         self._wake()
 
 
 class UpstreamResponse:
     """A service's answer: status and headers at once, the body as it comes.
 
-    `body_so_far` holds what arrived with the head; `complete` says it is all of it (then
-    the connection is already back in the pool). Otherwise iterate `chunks()`; `close()`
-    (always safe) gives up the rest and the connection.
+    `body_so_far` holds what arrived with the head; `complete` says it is all of it (the
+    connection is then back in the pool). Otherwise iterate `chunks()`; `close()` (always
+    safe) gives up the rest and the connection.
     """
 
     def __init__(self, pool: UpstreamPool, connection: _Connection, status: int,
                  headers: Headers) -> None:
         self.status = status
-        #: Header names lower case, as h11 gives them; hop-by-hop ones included.
+        #: Header names lower case; hop-by-hop ones included.
         self.headers = headers
-        self.body_so_far = b""
-        self.complete = False
         self._pool = pool
         self._connection: _Connection | None = connection
-
-    def _take_ready(self) -> None:
-        """Collect body bytes that already came in, without waiting."""
-        connection = self._connection
-        assert connection is not None
-        parts: list[bytes] = []
-        while True:
-            event = connection.poll_event()
-            if isinstance(event, h11.Data):
-                parts.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                self._finish()
-                break
-            elif event is h11.NEED_DATA:
-                break
-            else:
-                self.close()
-                raise UpstreamError(f"unexpected {event!r} in the service's answer")
-        self.body_so_far = b"".join(parts)
+        self.body_so_far, self.complete = connection.take_body()
+        if self.complete:
+            self._finish()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body: what came with the head first, then the rest as it arrives."""
         if self.body_so_far:
             yield self.body_so_far
         while self._connection is not None:
-            event = await self._connection.next_event()
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            connection = self._connection
+            await connection.wait_for_body()
+            data, complete = connection.take_body()
+            if complete:
                 self._finish()
-            else:
-                self.close()
-                raise UpstreamError(f"unexpected {event!r} in the service's answer")
+            if data:
+                yield data
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -271,18 +347,26 @@ class UpstreamPool:
         self.opened = 0
 
     async def request(self, method: bytes, port: int, target: bytes, headers: Headers,
-                      body: Body = None, host: str = "127.0.0.1") -> UpstreamResponse:
-        """Send a request to `host:port` and return once the answer's head is in.
+                      body: Body = None, length: int | None = None,
+                      host: str = "127.0.0.1") -> UpstreamResponse:
+        """Send a request to `host:port`; return once the answer's head is in.
 
-        `headers` must hold `host`, and `content-length` or `transfer-encoding: chunked`
-        when there is a body. Raises UpstreamError (UpstreamTimeout) if no answer comes.
+        `headers` hold `host` and no framing headers: bytes go with their Content-Length,
+        an iterator with `length` (if the caller knows it) or chunked. Raises
+        UpstreamError (UpstreamTimeout) if no answer comes.
         """
         address = (host, port)
+        if isinstance(body, bytes):
+            headers = [*headers, (b"content-length", b"%d" % len(body))]
+        elif body is not None:
+            headers = [*headers, (b"content-length", b"%d" % length) if length is not None
+                       else (b"transfer-encoding", b"chunked")]
+        head = request_head(method, target, headers)
         retry = method in IDEMPOTENT and not isinstance(body, AsyncIterator)
         while True:
             connection = self._reuse(address) or await self._connect(address)
             try:
-                return await self._exchange(connection, method, target, headers, body)
+                return await self._exchange(connection, method, head, body, length is None)
             except _StaleConnection:
                 connection.close()
                 if not (retry and connection.reused):
@@ -292,46 +376,22 @@ class UpstreamPool:
                 connection.close()
                 raise
 
-    async def _exchange(self, connection: _Connection, method: bytes, target: bytes,
-                        headers: Headers, body: Body) -> UpstreamResponse:
-        connection.waiting_for_answer = True
-        try:
-            head = connection.h11.send(h11.Request(method=method, target=target,
-                                                   headers=headers))
-            if body is None or isinstance(body, bytes):
-                middle = connection.h11.send(h11.Data(data=body)) if body else b""
-                end = connection.h11.send(h11.EndOfMessage())
-                connection.write(b"".join((head or b"", middle or b"", end or b"")))
-                await connection.drain(self.write_timeout)
-            else:
-                connection.write(head or b"")
-                async for chunk in body:
-                    if chunk:
-                        connection.write(connection.h11.send(h11.Data(data=chunk)) or b"")
-                        await connection.drain(self.write_timeout)
-                connection.write(connection.h11.send(h11.EndOfMessage()) or b"")
-                await connection.drain(self.write_timeout)
-        except h11.LocalProtocolError as error:
-            raise UpstreamError(f"the request cannot be forwarded: {error}") from None
-        while True:
-            try:
-                event = await connection.next_event()
-            except UpstreamError:
-                if not connection.answered:
-                    raise _StaleConnection("closed before answering") from None
-                raise
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101:
-                    raise UpstreamError("the service switched protocols unasked")
-                continue  # 100 Continue, 103 Early Hints: nothing ASGI can pass on
-            if isinstance(event, h11.Response):
-                response = UpstreamResponse(self, connection, event.status_code,
-                                            list(event.headers))
-                response._take_ready()
-                return response
-            if isinstance(event, h11.ConnectionClosed) and not connection.answered:
-                raise _StaleConnection("closed before answering")
-            raise UpstreamError(f"unexpected {event!r} from the service")
+    async def _exchange(self, connection: _Connection, method: bytes, head: bytes,
+                        body: Body, chunked: bool) -> UpstreamResponse:
+        connection.begin(method)
+        if body is None or isinstance(body, bytes):
+            connection.write(head + body if body else head)
+        else:
+            connection.write(head)
+            async for chunk in body:
+                if chunk:
+                    connection.write(_chunked(chunk) if chunked else chunk)
+                    await connection.drain(self.write_timeout)
+            if chunked:
+                connection.write(b"0\r\n\r\n")
+        await connection.drain(self.write_timeout)
+        status, headers = await connection.head()
+        return UpstreamResponse(self, connection, status, headers)
 
     def _reuse(self, address: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(address)
@@ -340,7 +400,6 @@ class UpstreamPool:
             connection = idle.pop()
             if connection.usable(now, self.idle_seconds):
                 connection.reused = True
-                connection.answered = False
                 return connection
             connection.close()
         return None
@@ -361,15 +420,9 @@ class UpstreamPool:
         return connection
 
     def release(self, connection: _Connection) -> None:
-        """Back to the pool after a complete exchange (closed if it cannot be reused)."""
-        connection.waiting_for_answer = False
-        if connection.h11.our_state is not h11.DONE or \
-                connection.h11.their_state is not h11.DONE or connection.has_leftovers():
-            connection.close()
-            return
-        try:
-            connection.h11.start_next_cycle()
-        except h11.LocalProtocolError:
+        """Back to the pool after a complete answer (closed if it cannot be reused)."""
+        connection.waiting = False
+        if not connection.reusable():
             connection.close()
             return
         connection.idle_since = time.monotonic()
