@@ -100,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self._head_done = False
         self._framed = False  # Content-Length or chunked: the end is known without EOF
         self._complete = False
+        self._stray = False  # bytes beyond the answer
         self._reusable = True
         self._error: UpstreamError | None = None
         self._body: list[bytes] = []
@@ -153,10 +154,13 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._complete:  # a second answer to one request
+        if self._complete:  # a second answer to one request: ignored, never trusted
             self._reusable = False
+            self._stray = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._stray:
+            return
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             self._fail(UpstreamError("the service's answer head is too large"))
@@ -164,8 +168,13 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self._stray:
+            return
         status = self._parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            self._fail(UpstreamError("the service switched protocols unasked"))
+            return
+        if 100 <= status < 200:
             self._headers, self._head_size = [], 0  # 100 Continue, 103 Early Hints
             return
         self._status = status
