@@ -32,7 +32,7 @@ from starlette.websockets import WebSocket
 from coursestack.web.auth import SESSION_LIFETIME, Principal, foreign_request
 from coursestack.web.context import NotLoggedIn, WebContext, get_context
 from coursestack.web.handoff import SERVICE_LIFETIME
-from coursestack.web.origins import MISDIRECTED, ServiceHost, request_port
+from coursestack.web.origins import MISDIRECTED, Origins, ServiceHost, request_port
 from coursestack.web.proxy import (
     Forwarding,
     forward_http,
@@ -125,18 +125,30 @@ class ServiceOrigins:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        #: Host header -> what it names (a browser sends the same few again and again),
+        #: for the origins of `_matched_in` (a respec replaces them).
+        self._matched: dict[bytes | None, ServiceHost | None] = {}
+        self._matched_in: Origins | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         web: WebContext = scope["app"].state.web
-        host = None
+        host: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"host":
-                host = value.decode("latin-1")
+                host = value
                 break
-        target = web.origins.match(host)
+        if self._matched_in is not web.origins:
+            self._matched, self._matched_in = {}, web.origins
+        try:
+            target = self._matched[host]
+        except KeyError:
+            target = web.origins.match(host.decode("latin-1") if host is not None else None)
+            if len(self._matched) >= 256:  # made-up names cannot grow it without bound
+                self._matched.clear()
+            self._matched[host] = target
         if target is None:
             await self.app(scope, receive, send)
             return
