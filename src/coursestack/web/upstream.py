@@ -68,10 +68,17 @@ def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
     parts.append(b"\r\n")
     head = b"".join(parts)
     lines = len(headers) + 2
-    if (head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head
-            or b" " in target or b" " in method or not target):
-        raise UpstreamError("the request cannot be forwarded: a line break, NUL or space "
-                            "where none may be")
+    if (
+        head.count(b"\n") != lines
+        or head.count(b"\r") != lines
+        or b"\0" in head
+        or b" " in target
+        or b" " in method
+        or not target
+    ):
+        raise UpstreamError(
+            "the request cannot be forwarded: a line break, NUL or space where none may be"
+        )
     return head
 
 
@@ -127,8 +134,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             if self._error is None:
                 self._fail(UpstreamError(f"the service broke HTTP: {error}"))
-        if self._buffered > READ_AHEAD and self.transport is not None \
-                and not self._reading_paused:
+        if self._buffered > READ_AHEAD and self.transport is not None and not self._reading_paused:
             self.transport.pause_reading()
             self._reading_paused = True
         self._wake()
@@ -179,8 +185,9 @@ class _Connection(asyncio.Protocol):
             return
         self._status = status
         self._head_done = True
-        self._framed = any(name in (b"content-length", b"transfer-encoding")
-                           for name, _ in self._headers) or status in (204, 304)
+        self._framed = any(
+            name in (b"content-length", b"transfer-encoding") for name, _ in self._headers
+        ) or status in (204, 304)
         if self._head_only:  # HEAD: llhttp would wait for the body the headers announce
             self._reusable = False
             self._complete = True
@@ -208,9 +215,14 @@ class _Connection(asyncio.Protocol):
 
     def usable(self, now: float, idle_seconds: float) -> bool:
         """Still worth sending a request on (the service has not closed it meanwhile)."""
-        return not (self.closed or not self._reusable or self._error is not None
-                    or self.transport is None or self.transport.is_closing()
-                    or now - self.idle_since > idle_seconds)
+        return not (
+            self.closed
+            or not self._reusable
+            or self._error is not None
+            or self.transport is None
+            or self.transport.is_closing()
+            or now - self.idle_since > idle_seconds
+        )
 
     def reusable(self) -> bool:
         return self._complete and self._reusable and not self.closed and not self._body
@@ -301,8 +313,9 @@ class UpstreamResponse:
     safe) gives up the rest and the connection.
     """
 
-    def __init__(self, pool: UpstreamPool, connection: _Connection, status: int,
-                 headers: Headers) -> None:
+    def __init__(
+        self, pool: UpstreamPool, connection: _Connection, status: int, headers: Headers
+    ) -> None:
         self.status = status
         #: Header names lower case; hop-by-hop ones included.
         self.headers = headers
@@ -345,8 +358,13 @@ class UpstreamResponse:
 class UpstreamPool:
     """Kept-alive HTTP/1.1 connections to services, pooled per (host, port)."""
 
-    def __init__(self, connect_timeout: float = 5.0, write_timeout: float = 60.0,
-                 max_idle: int = 32, idle_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = 5.0,
+        write_timeout: float = 60.0,
+        max_idle: int = 32,
+        idle_seconds: float = 30.0,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.write_timeout = write_timeout
         self.max_idle = max_idle
@@ -355,9 +373,16 @@ class UpstreamPool:
         #: Connections opened so far (the tests count reuse with it).
         self.opened = 0
 
-    async def request(self, method: bytes, port: int, target: bytes, headers: Headers,
-                      body: Body = None, length: int | None = None,
-                      host: str = "127.0.0.1") -> UpstreamResponse:
+    async def request(
+        self,
+        method: bytes,
+        port: int,
+        target: bytes,
+        headers: Headers,
+        body: Body = None,
+        length: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> UpstreamResponse:
         """Send a request to `host:port`; return once the answer's head is in.
 
         `headers` hold `host` and no framing headers: bytes go with their Content-Length,
@@ -368,8 +393,12 @@ class UpstreamPool:
         if isinstance(body, bytes):
             headers = [*headers, (b"content-length", b"%d" % len(body))]
         elif body is not None:
-            headers = [*headers, (b"content-length", b"%d" % length) if length is not None
-                       else (b"transfer-encoding", b"chunked")]
+            headers = [
+                *headers,
+                (b"content-length", b"%d" % length)
+                if length is not None
+                else (b"transfer-encoding", b"chunked"),
+            ]
         head = request_head(method, target, headers)
         retry = method in IDEMPOTENT and not isinstance(body, AsyncIterator)
         while True:
@@ -385,8 +414,9 @@ class UpstreamPool:
                 connection.close()
                 raise
 
-    async def _exchange(self, connection: _Connection, method: bytes, head: bytes,
-                        body: Body, chunked: bool) -> UpstreamResponse:
+    async def _exchange(
+        self, connection: _Connection, method: bytes, head: bytes, body: Body, chunked: bool
+    ) -> UpstreamResponse:
         connection.begin(method)
         if body is None or isinstance(body, bytes):
             connection.write(head + body if body else head)
@@ -418,13 +448,16 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _transport, connection = await loop.create_connection(
-                    lambda: _Connection(address), address[0], address[1])
+                    lambda: _Connection(address), address[0], address[1]
+                )
         except TimeoutError:
-            raise UpstreamTimeout(f"no connection to {address[0]}:{address[1]} within "
-                                  f"{self.connect_timeout:g} s") from None
+            raise UpstreamTimeout(
+                f"no connection to {address[0]}:{address[1]} within {self.connect_timeout:g} s"
+            ) from None
         except OSError as error:
-            raise UpstreamError(f"cannot connect to {address[0]}:{address[1]}: "
-                                f"{error.strerror or error}") from None
+            raise UpstreamError(
+                f"cannot connect to {address[0]}:{address[1]}: {error.strerror or error}"
+            ) from None
         self.opened += 1
         return connection
 

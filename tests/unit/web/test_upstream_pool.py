@@ -74,8 +74,7 @@ class TinyServer:
                     elif isinstance(event, h11.ConnectionClosed):
                         return
                 assert request is not None
-                seen = Seen(number, request.method, request.target,
-                            dict(request.headers), body)
+                seen = Seen(number, request.method, request.target, dict(request.headers), body)
                 self.seen.append(seen)
                 if not await self.handler(seen, writer):
                     return
@@ -104,8 +103,12 @@ class TinyServer:
 
 
 def answer(body: bytes = b"hello", status: str = "200 OK", extra: bytes = b"") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n".encode() + extra
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n".encode()
+        + extra
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
 
 
 async def ok(seen: Seen, writer: asyncio.StreamWriter) -> bool:
@@ -113,8 +116,9 @@ async def ok(seen: Seen, writer: asyncio.StreamWriter) -> bool:
     return True
 
 
-async def get(pool: UpstreamPool, port: int, target: bytes = b"/",
-              method: bytes = b"GET") -> tuple[int, bytes]:
+async def get(
+    pool: UpstreamPool, port: int, target: bytes = b"/", method: bytes = b"GET"
+) -> tuple[int, bytes]:
     response = await pool.request(method, port, target, [(b"host", b"127.0.0.1")])
     return response.status, await response.read()
 
@@ -124,7 +128,9 @@ async def test_kept_alive_connections_are_reused() -> None:
     async with TinyServer(ok).running() as server:
         for number in range(5):
             assert await get(pool, server.port, b"/%d" % number) == (
-                200, b"you asked for /%d" % number)
+                200,
+                b"you asked for /%d" % number,
+            )
         assert pool.opened == 1 and server.connections == 1
         assert pool.idle_count(server.port) == 1
         await pool.aclose()
@@ -200,8 +206,9 @@ async def test_a_chunked_answer_streams_as_it_comes_and_the_connection_is_kept()
 
 async def test_request_bodies_stream_chunked_or_with_their_length() -> None:
     async def echo(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        framing = seen.headers.get(b"transfer-encoding", b"length " + seen.headers.get(
-            b"content-length", b"-"))
+        framing = seen.headers.get(
+            b"transfer-encoding", b"length " + seen.headers.get(b"content-length", b"-")
+        )
         writer.write(answer(framing + b":" + seen.body))
         return True
 
@@ -214,8 +221,9 @@ async def test_request_bodies_stream_chunked_or_with_their_length() -> None:
     async with TinyServer(echo).running() as server:
         response = await pool.request(b"PUT", server.port, b"/", [(b"host", b"x")], parts())
         assert await response.read() == b"chunked:one,two,three"
-        response = await pool.request(b"PUT", server.port, b"/", [(b"host", b"x")], parts(),
-                                      length=13)
+        response = await pool.request(
+            b"PUT", server.port, b"/", [(b"host", b"x")], parts(), length=13
+        )
         assert await response.read() == b"length 13:one,two,three"
         response = await pool.request(b"POST", server.port, b"/", [(b"host", b"x")], b"")
         assert await response.read() == b"length 0:"
@@ -242,11 +250,15 @@ async def test_head_answers_have_no_body_whatever_their_headers_say() -> None:
 async def test_informational_answers_are_skipped_and_101_is_refused() -> None:
     async def hints(seen: Seen, writer: asyncio.StreamWriter) -> bool:
         if seen.target == b"/switch":
-            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n"
+            )
             return True
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n"
-                     b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        )
         await writer.drain()
         await asyncio.sleep(0.01)
         writer.write(answer(b"after hints"))
@@ -318,8 +330,10 @@ async def test_nothing_listening_and_line_breaks_in_headers_are_errors() -> None
     with pytest.raises(UpstreamError, match="cannot connect"):
         await get(pool, free)
     async with TinyServer(ok).running() as server:
-        for headers in ([(b"host", b"x"), (b"x-evil", b"a\r\nInjected: 1")],
-                        [(b"host", b"x\nInjected: 1")]):
+        for headers in (
+            [(b"host", b"x"), (b"x-evil", b"a\r\nInjected: 1")],
+            [(b"host", b"x\nInjected: 1")],
+        ):
             with pytest.raises(UpstreamError, match="line break"):
                 await pool.request(b"GET", server.port, b"/", headers)
         with pytest.raises(UpstreamError):
@@ -337,8 +351,13 @@ async def front(upstream_port: int) -> AsyncIterator[tuple[str, UpstreamPool]]:
 
     async def app(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
         query = scope["query_string"].decode("latin-1")
-        upstream = Upstream(upstream_port, scope["raw_path"].decode("latin-1"), query,
-                            f"127.0.0.1:{upstream_port}", None)
+        upstream = Upstream(
+            upstream_port,
+            scope["raw_path"].decode("latin-1"),
+            query,
+            f"127.0.0.1:{upstream_port}",
+            None,
+        )
         await forward(scope, receive, send, pool, upstream, add_token=False)
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -359,16 +378,21 @@ async def front(upstream_port: int) -> AsyncIterator[tuple[str, UpstreamPool]]:
 async def test_forward_streams_both_ways_and_keeps_the_upstream_connection() -> None:
     async def echo(seen: Seen, writer: asyncio.StreamWriter) -> bool:
         if seen.target.startswith(b"/stream"):
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-                         b"Connection: keep-alive\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+            )
             for number in range(3):
                 writer.write(b"6\r\npart %d\r\n" % number)
                 await writer.drain()
                 await asyncio.sleep(0.02)
             writer.write(b"0\r\n\r\n")
             return True
-        writer.write(answer(seen.method + b" " + seen.target + b" " + seen.body,
-                            extra=b"Set-Cookie: coursestack_x=1\r\nSet-Cookie: theirs=1\r\n"))
+        writer.write(
+            answer(
+                seen.method + b" " + seen.target + b" " + seen.body,
+                extra=b"Set-Cookie: coursestack_x=1\r\nSet-Cookie: theirs=1\r\n",
+            )
+        )
         return True
 
     async with TinyServer(echo).running() as server, front(server.port) as (url, pool):
@@ -401,8 +425,10 @@ async def test_forward_drops_the_upstream_connection_when_the_browser_goes() -> 
     writing = asyncio.Event()
 
     async def endless(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         with contextlib.suppress(ConnectionError):
             while True:
                 writer.write(b"5\r\ntick\n\r\n")
@@ -412,8 +438,10 @@ async def test_forward_drops_the_upstream_connection_when_the_browser_goes() -> 
         return False
 
     async with TinyServer(endless).running() as server, front(server.port) as (url, _pool):
-        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client, \
-                client.stream("GET", "/events") as streamed:
+        async with (
+            httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client,
+            client.stream("GET", "/events") as streamed,
+        ):
             async for chunk in streamed.aiter_raw():
                 assert b"tick" in chunk
                 break
@@ -429,8 +457,10 @@ async def test_forward_answers_502_when_the_service_is_down() -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         free = placeholder.getsockname()[1]
-    async with front(free) as (url, _pool), \
-            httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client:
+    async with (
+        front(free) as (url, _pool),
+        httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client,
+    ):
         answered = await client.get("/")
     assert answered.status_code == 502
     assert "not answering" in answered.json()["detail"]
