@@ -35,13 +35,13 @@ from coursestack.web.handoff import SERVICE_LIFETIME
 from coursestack.web.origins import MISDIRECTED, Origins, ServiceHost, request_port
 from coursestack.web.proxy import (
     Forwarding,
-    forward_http,
     forward_websocket,
     has_traversal,
     home_path,
     not_ready_page,
     raw_path,
     resolve,
+    service_is_up,
     web_unit,
 )
 from coursestack.web.upstream import UpstreamError, UpstreamPool
@@ -192,10 +192,11 @@ async def _serve_http(request: Request, web: WebContext,
     if path == "/" and home_path(unit) != "/":
         return RedirectResponse(home_path(unit), 307)
     upstream = resolve(web, target, path, request.scope["query_string"].decode("latin-1"))
-    waiting = not_ready_page(web, target.service, request, _dashboard_of(web, target))
-    if waiting is not None:
-        return waiting
-    return await forward_http(request, upstream, add_token=principal.via == "bearer")
+    if not service_is_up(web, target.service):
+        waiting = not_ready_page(web, target.service, request, _dashboard_of(web, target))
+        if waiting is not None:
+            return waiting
+    return Forwarding(upstream, add_token=principal.via == "bearer")
 
 
 def _dashboard_of(web: WebContext, target: ServiceHost) -> str:

@@ -145,6 +145,16 @@ def resolve(web: WebContext, target: ServiceHost, raw_path: str, query: str) -> 
     return Upstream(int(unit.port), raw_path, query, host, token, target.host)
 
 
+def service_is_up(web: WebContext, name: str) -> bool:
+    """True (and `name` noted as in use) if requests can go to it right away; else
+    not_ready_page says what to do."""
+    service = web.daemon.supervisor.services.get(name) if web.daemon.supervisor else None
+    if service is None or str(service.status.state) not in ("ready", "unhealthy"):
+        return False
+    web.daemon.note_activity(name)
+    return True
+
+
 def not_ready_page(web: WebContext, name: str, request: Request,
                    dashboard: str) -> Response | None:
     """Start an on-demand service on its first request; while a service is not ready,
