@@ -15,6 +15,7 @@ import h11
 import httpx
 import pytest
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 from coursestack.web.proxy import Upstream, forward
 from coursestack.web.upstream import UpstreamError, UpstreamPool
@@ -349,7 +350,7 @@ async def front(upstream_port: int) -> AsyncIterator[tuple[str, UpstreamPool]]:
     """uvicorn serving `forward` to the tiny server (as the front door does)."""
     pool = UpstreamPool()
 
-    async def app(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         query = scope["query_string"].decode("latin-1")
         upstream = Upstream(
             upstream_port,
