@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 from bench_startup import Workspace, free_port_block
 
-BARE_PROXY = r'''
+BARE_PROXY = r"""
 import asyncio, sys
 import httptools
 
@@ -79,7 +79,7 @@ async def main():
     await server.serve_forever()
 
 asyncio.run(main())
-'''
+"""
 
 
 def _median_ms(client: httpx.Client, url: str, headers: dict[str, str], count: int) -> float:
@@ -99,20 +99,27 @@ def measure(state: Path, rounds: int, count: int) -> dict[str, list[float]]:
     token = {"Authorization": f"token {secrets['jupyter.token']}"}
     with httpx.Client(trust_env=False, timeout=10) as client:
         name = client.get(f"{base}/api/instance", headers=bearer).json()["name"]
-        jupyter = next(s for s in client.get(f"{base}/api/services", headers=bearer).json()
-                       if s["name"] == "jupyter")
+        jupyter = next(
+            s
+            for s in client.get(f"{base}/api/services", headers=bearer).json()
+            if s["name"] == "jupyter"
+        )
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
     front = {**bearer, "Host": f"jupyter.{label}.localhost:{record['port']}"}
     bare_port = free_port_block(1)[0]
-    bare = subprocess.Popen([sys.executable, "-c", BARE_PROXY, str(jupyter["port"]),
-                             str(bare_port)], stdout=subprocess.PIPE, text=True)
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_PROXY, str(jupyter["port"]), str(bare_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
         path = "/s/jupyter/api/status"
-        targets = {"straight to Jupyter": (f"http://127.0.0.1:{jupyter['port']}{path}", token),
-                   "through the front door": (f"{base}{path}", front),
-                   "through a bare asyncio proxy": (f"http://127.0.0.1:{bare_port}{path}",
-                                                    token)}
+        targets = {
+            "straight to Jupyter": (f"http://127.0.0.1:{jupyter['port']}{path}", token),
+            "through the front door": (f"{base}{path}", front),
+            "through a bare asyncio proxy": (f"http://127.0.0.1:{bare_port}{path}", token),
+        }
         results: dict[str, list[float]] = {name: [] for name in targets}
         clients = {name: httpx.Client(trust_env=False, timeout=10) for name in targets}
         try:
@@ -130,15 +137,22 @@ def measure(state: Path, rounds: int, count: int) -> dict[str, list[float]]:
 
 def markdown(results: dict[str, list[float]], count: int) -> str:
     straight = results["straight to Jupyter"]
-    rows = ["| Jupyter's api/status, kept alive | median ms per round | ratio to straight, "
-            "per round | median ratio |", "| --- | --- | --- | ---: |"]
+    rows = [
+        "| Jupyter's api/status, kept alive | median ms per round | ratio to straight, "
+        "per round | median ratio |",
+        "| --- | --- | --- | ---: |",
+    ]
     for name, times in results.items():
         ratios = [t / s for t, s in zip(times, straight, strict=True)]
-        rows.append(f"| {name} | {' '.join(f'{t:.2f}' for t in times)} | "
-                    f"{' '.join(f'{r:.2f}' for r in ratios)} | "
-                    f"{statistics.median(ratios):.2f}x |")
-    return (f"Rounds alternate; each is the median of {count} requests on one kept-alive "
-            "connection.\n\n" + "\n".join(rows) + "\n")
+        rows.append(
+            f"| {name} | {' '.join(f'{t:.2f}' for t in times)} | "
+            f"{' '.join(f'{r:.2f}' for r in ratios)} | "
+            f"{statistics.median(ratios):.2f}x |"
+        )
+    return (
+        f"Rounds alternate; each is the median of {count} requests on one kept-alive "
+        "connection.\n\n" + "\n".join(rows) + "\n"
+    )
 
 
 def main() -> int:
