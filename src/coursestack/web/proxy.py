@@ -24,8 +24,8 @@ from urllib.parse import unquote
 
 import httpx
 import websockets
-from fastapi import HTTPException
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
