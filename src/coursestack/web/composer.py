@@ -20,28 +20,24 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from coursestack.api_types import Problem
-from coursestack.diagram import course_graph, to_svg
 from coursestack.errors import SpecError, UserError
 from coursestack.spec import CourseInfo, DependencyCondition, load_spec, service_models
-from coursestack.spec_edit import (
-    Checked,
-    SpecConflict,
-    SpecProblem,
-    check_text,
-    compose,
-    read_spec_text,
-    save,
-)
 from coursestack.web.api import NO_CSRF, NOT_LOGGED_IN
 from coursestack.web.dashboard import _page_values, render
 from coursestack.web.origins import Origins
 from coursestack.web.routing import Answer, Call, Responses, Routes
+
+if TYPE_CHECKING:
+    from coursestack.spec_edit import Checked
+
+# spec_edit (tomlkit) and diagram load on first use, inside the handlers: an idle daemon
+# whose composer is never opened does not carry them.
 
 
 class SpecProblemView(BaseModel):
@@ -162,6 +158,8 @@ def _validation(checked: Checked) -> dict[str, Any]:
 
 def _refused(error: SpecError) -> JSONResponse:
     """400: the spec has problems, each with its line and key (a `Refused`)."""
+    from coursestack.spec_edit import SpecProblem
+
     return JSONResponse({"detail": error.message, "problems": [
         SpecProblem(*problem).as_dict() for problem in error.problems]}, 400)
 
@@ -169,6 +167,8 @@ def _refused(error: SpecError) -> JSONResponse:
 @router.get("/spec", response=SpecDocument)
 async def get_spec(call: Call) -> JSONResponse:
     """The instance's course spec: text, data, version (also the `ETag`) and problems."""
+    from coursestack.spec_edit import check_text, read_spec_text
+
     path = call.web.daemon.spec.path
     text, version = await asyncio.to_thread(read_spec_text, path)
     checked = check_text(text, path)
@@ -189,6 +189,8 @@ async def spec_other_methods(_call: Call) -> Response:
              responses={**NO_CSRF, **BAD_BODY})
 async def validate_spec(call: Call) -> Validation:
     """Check a spec text with the real loader: each problem with its line and key."""
+    from coursestack.spec_edit import check_text
+
     text = call.body_as(SpecText).text
     return Validation(**_validation(check_text(text, call.web.daemon.spec.path)))
 
@@ -198,6 +200,8 @@ async def validate_spec(call: Call) -> Validation:
 async def compose_spec(call: Call) -> Composed:
     """Write edited data back into a spec text (comments and order kept), and check it.
     A `base` that is not TOML comes back unchanged, with its problem."""
+    from coursestack.spec_edit import SpecProblem, check_text, compose
+
     body = call.body_as(ComposeRequest)
     path = call.web.daemon.spec.path
     try:
@@ -216,6 +220,8 @@ async def compose_spec(call: Call) -> Composed:
 async def put_spec(call: Call) -> JSONResponse:
     """Save a new spec text: only a valid spec, only over the version it started from;
     the previous file is kept as `course.toml.bak`."""
+    from coursestack.spec_edit import SpecConflict, read_spec_text, save
+
     body, web = call.body_as(SpecSave), call.web
     if_match = call.headers_as(IfMatch).if_match
     versions = {body.version} | ({if_match.strip().strip('"')} if if_match else set())
@@ -269,6 +275,8 @@ async def spec_schema(_call: Call) -> dict[str, Any]:
 async def download_spec(call: Call) -> Response:
     """The saved spec, with its exports to every target runtime (a zip); only the spec
     when the export package is not installed."""
+    from coursestack.spec_edit import read_spec_text
+
     web = call.web
     path = web.daemon.spec.path
     text, _version = await asyncio.to_thread(read_spec_text, path)
@@ -333,6 +341,8 @@ def _exports(path: Path) -> dict[str, bytes] | None:
 @pages.get("/diagram.svg")
 async def diagram_svg(call: Call) -> Response:
     """The course picture; each service links to its row of the services page."""
+    from coursestack.diagram import course_graph, to_svg
+
     svg = to_svg(course_graph(call.web.daemon.spec), links=True)
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
