@@ -526,8 +526,9 @@ def _ask_daemon(instance: Instance) -> tuple[list[dict[str, Any]] | None,
     try:
         client = instance.client()
         try:
-            services: list[dict[str, Any]] = client.get("/api/services")
-            history: list[dict[str, Any]] = client.get("/api/events/history")
+            # As dicts: the checks also read the history file, written before a crash.
+            services = [view.model_dump() for view in client.services()]
+            history = [event.model_dump() for event in client.history()]
         finally:
             client.close()
     except UserError as error:
