@@ -205,7 +205,7 @@ def check_packages(distribution: str = "coursestack") -> Finding:
 def package_versions() -> dict[str, str]:
     """Versions of coursestack and the packages its services depend on most."""
     versions = {}
-    for name in ("coursestack", "pydantic", "uvicorn", "httpx", "psutil", "psycopg",
+    for name in ("coursestack", "pydantic", "starlette", "uvicorn", "httpx", "psutil", "psycopg",
                  "pgserver", "pymongo", "nx-27017", "jupyter_server", "jupyterlab", "ipykernel"):
         try:
             versions[name] = importlib.metadata.version(name)
