@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+from collections.abc import Callable
 
 from coursestack.supervisor import State, Supervisor, Timing
 from fakes import FakeClock, FakeLauncher, FakeProcess, NeverReadyUnit, ScriptedUnit, crash_after
@@ -369,3 +370,30 @@ async def test_a_probe_that_never_returns_counts_as_failed() -> None:
     assert launcher.count("mute") == 2  # restarted: a hung probe is no answer
     unit.probe_hangs = False
     await stop_in_fake_time(supervisor, clock)
+
+
+class SeedingUnit(ScriptedUnit):
+    """A service that reports progress after it is ready, from the loop or a thread."""
+
+    def __init__(self, name: str, clock: FakeClock, in_thread: bool) -> None:
+        super().__init__(name, clock)
+        self.in_thread = in_thread
+
+    async def after_ready(self, report: Callable[[str], None]) -> None:
+        if self.in_thread:
+            await asyncio.to_thread(report, "seeding in a thread")
+        else:
+            report("seed files changed; not re-applied")  # and returns at once
+
+
+async def test_progress_reported_after_ready_never_outlives_the_ready_state() -> None:
+    clock = FakeClock()
+    on_loop = SeedingUnit("postgres", clock, in_thread=False)
+    in_thread = SeedingUnit("mongo", clock, in_thread=True)
+    supervisor, _ = build(on_loop, in_thread)
+    supervisor.start(["postgres", "mongo"])
+    for _ in range(20):
+        await clock.advance(0.2)
+        await asyncio.sleep(0.01)  # lets the thread's report land
+    assert states(supervisor) == {"postgres": State.READY, "mongo": State.READY}
+    await supervisor.stop_all()
