@@ -18,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib import resources
 from typing import TYPE_CHECKING
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -41,6 +39,7 @@ from coursestack.web.events import Broker
 from coursestack.web.front_door import ServiceOrigins
 from coursestack.web.origins import Origins
 from coursestack.web.routing import Call, Operation, Routes, openapi_document
+from coursestack.web.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from coursestack.web.host import InstanceHost
@@ -90,15 +89,6 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class _NoCookies(CookieJar):
-    """A cookie jar that keeps nothing: the front door's one client serves every browser
-    and every service, so a cookie one service set must never ride on another request
-    (cookies ignore ports: all services share 127.0.0.1)."""
-
-    def __init__(self) -> None:
-        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 DESCRIPTION = ("Control one coursestack instance: its services, logs and connection info. "
@@ -154,10 +144,9 @@ def create_app(daemon: InstanceHost) -> Starlette:
                                            if unit.connection().web]))
     web.broker = Broker(supervisor, web.snapshot, web.view_dict)
     supervisor.add_listener(web.forget_views)
-    proxy_client = httpx.AsyncClient(
-        trust_env=False, follow_redirects=False, cookies=_NoCookies(),
-        timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40))
+    # The front door's kept-alive connections to the services (no cookie jar: it serves
+    # every browser and every service).
+    proxy_client = UpstreamPool(connect_timeout=5.0, write_timeout=60.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -223,8 +223,9 @@ class Revocations:
         self.revoked = {str(k): float(v) for k, v in revoked.items()} if isinstance(
             revoked, dict) else {}
 
-    def is_revoked(self, sid: str, issued: float) -> bool:
-        self.refresh()
+    def is_revoked(self, sid: str, issued: float, refresh: bool = True) -> bool:
+        if refresh:
+            self.refresh()
         return issued < self.not_before or sid in self.revoked
 
     def revoke(self, sid: str, expires: float) -> None:
@@ -294,6 +295,8 @@ class Authenticator:
         self.revocations = Revocations(state)
         self._key = hashlib.sha256(b"coursestack-session\0" + token.encode()).digest()
         self._checks: asyncio.Semaphore | None = None
+        #: (cookie value, audience) -> its session, once its signature was checked.
+        self._verified: dict[tuple[str, str], Session] = {}
 
     def service_cookie(self, service: str) -> str:
         """The cookie of `service`'s own origin (host-only, so no other origin gets it)."""
@@ -367,6 +370,31 @@ class Authenticator:
 
     def session_from_cookie(self, value: str | None,
                             audience: str = DASHBOARD) -> Session | None:
+        """The live session a cookie value names (None if forged, expired or revoked).
+
+        A value seen before is not verified again (its signature cannot change); its
+        expiry and the revocations (re-read when the file changes) are checked every time.
+        """
+        if not value:
+            return None
+        session = self._verified.get((value, audience))
+        if session is None:
+            session = self._session_of(value, audience)
+            if session is None:
+                return None
+            if len(self._verified) >= 1024:
+                self._verified.clear()
+            self._verified[(value, audience)] = session
+        if session.expires < time.time():
+            return None
+        self.revocations.refresh()
+        if self.revocations.is_revoked(session.sid, session.issued, refresh=False) or (
+                session.parent and self.revocations.is_revoked(session.parent, session.issued,
+                                                               refresh=False)):
+            return None
+        return session
+
+    def _session_of(self, value: str, audience: str) -> Session | None:
         data = self._verify(value)
         if data is None or data.get("aud") != audience:
             return None
@@ -374,9 +402,6 @@ class Authenticator:
             sid, expires = str(data["sid"]), float(data["exp"])
             issued, parent = float(data.get("iat", 0.0)), str(data.get("parent", ""))
         except (ValueError, KeyError, TypeError):
-            return None
-        if self.revocations.is_revoked(sid, issued) or (
-                parent and self.revocations.is_revoked(parent, issued)):
             return None
         return Session(sid, expires, self._csrf_for(sid), audience, issued, parent)
 
