@@ -264,7 +264,7 @@ def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: 
         extra += (f"\n- Where the daemon's RSS comes from: the same interpreter is "
                   f"{daemon['python_bare']:.1f} MB bare and {daemon['python_imports']:.1f} MB "
                   "after importing what the daemon imports (coursestack.daemon, "
-                  "coursestack.web.app with FastAPI/pydantic/uvicorn, and psycopg), "
+                  "coursestack.web.app with Starlette/pydantic/uvicorn, and psycopg), "
                   "before doing anything.")
     if "api_kept_ms" in daemon:
         extra += (f"\n- The daemon's API, GET /api/health (median of 20): "

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -23,6 +23,10 @@ from coursestack import __version__
 from coursestack.content import command as content_command
 from coursestack.errors import UserError
 from coursestack.export.cli import register as _register_export
+
+if TYPE_CHECKING:
+    from coursestack.api_types import ServiceView
+    from coursestack.instances import DaemonClient, Instance
 
 app = typer.Typer(
     name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
@@ -49,13 +53,13 @@ def print_error(message: str) -> None:
     errors.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def _instance(instance: str | None, state: Path | None) -> Any:
+def _instance(instance: str | None, state: Path | None) -> Instance:
     from coursestack.instances import resolve_instance
 
     return resolve_instance(instance, state)
 
 
-def _services_table(services: list[dict[str, Any]]) -> Table:
+def _services_table(services: list[ServiceView]) -> Table:
     from coursestack.units import format_duration, format_size
 
     table = Table(box=None, header_style="bold")
@@ -63,19 +67,19 @@ def _services_table(services: list[dict[str, Any]]) -> Table:
                    "NOTE"):
         table.add_column(column, no_wrap=column != "NOTE", overflow="fold")
     for service in services:
-        state = service["state"]
-        note = service["reason"] if state in ("failed", "backoff") else service["detail"]
-        if state == "backoff" and service["detail"]:
-            note = f"{service['detail']}: {service['reason']}"
-        if service.get("note"):
-            note = f"{note} ({service['note']})" if note else service["note"]
+        state = service.state
+        note = service.reason if state in ("failed", "backoff") else service.detail
+        if state == "backoff" and service.detail:
+            note = f"{service.detail}: {service.reason}"
+        if service.note:
+            note = f"{note} ({service.note})" if note else service.note
         # The kind's own label says what the service is, e.g. a stand-in for another.
-        kind = service["kind"] + (f" ({service['label']})" if service.get("label") else "")
-        table.add_row(service["name"], kind,
+        kind = service.kind + (f" ({service.label})" if service.label else "")
+        table.add_row(service.name, kind,
                       f"[{STATE_STYLES.get(state, '')}]{state}[/]",
-                      str(service["port"] or "-"), str(service["pid"] or "-"),
-                      format_duration(service["uptime"]), str(service["restarts"]),
-                      format_size(service["memory"] or None), note.splitlines()[0] if note else "")
+                      str(service.port or "-"), str(service.pid or "-"),
+                      format_duration(service.uptime), str(service.restarts),
+                      format_size(service.memory or None), note.splitlines()[0] if note else "")
     return table
 
 
@@ -103,7 +107,7 @@ def up(
         client = chosen.client()
         console.print(f"[bold]{chosen.name}[/] is already running "
                       f"(dashboard {client.url}); nothing changed.")
-        console.print(_services_table(client.get("/api/services")))
+        console.print(_services_table(client.services()))
         console.print("Start one service with `coursestack start NAME`.")
         if open_browser:
             from coursestack.open_dashboard import open_dashboard
@@ -132,16 +136,16 @@ def up(
         raise typer.Exit(1)
 
 
-def _wait_for_services(client: Any, names: list[str], timeout: float) -> bool:
+def _wait_for_services(client: DaemonClient, names: list[str], timeout: float) -> bool:
     """Show progress until the named services are ready; True if one failed or timed out."""
     deadline = time.monotonic() + timeout
-    services: list[dict[str, Any]] = []
+    services: list[ServiceView] = []
     with Live(console=console, auto_refresh=False) as live:
         while True:
-            services = client.get("/api/services")
-            chosen = [s for s in services if s["name"] in names]
+            services = client.services()
+            chosen = [s for s in services if s.name in names]
             live.update(_services_table(chosen), refresh=True)
-            states = {s["name"]: s["state"] for s in chosen}
+            states = {s.name: s.state for s in chosen}
             if all(state == "ready" for state in states.values()):
                 break
             if any(state == "failed" for state in states.values()):
@@ -152,19 +156,19 @@ def _wait_for_services(client: Any, names: list[str], timeout: float) -> bool:
     console.print()
     problem = False
     for service in services:
-        if service["name"] not in names:
+        if service.name not in names:
             continue
-        if service["state"] == "failed":
+        if service.state == "failed":
             problem = True
-            print_error(f"{service['name']} failed: {service['reason']}")
-            for line in service["last_log"][-8:]:
+            print_error(f"{service.name} failed: {service.reason}")
+            for line in service.last_log[-8:]:
                 print(f"    {line}", file=sys.stderr)
-        elif service["state"] != "ready":
+        elif service.state != "ready":
             problem = True
-            waiting = service["detail"] if service["detail"].startswith("waiting for") else ""
-            print_error(f"{service['name']} not started: {waiting}, which failed" if waiting
-                        else f"{service['name']} not ready after {timeout:g} s "
-                        f"({service['state']}: {service['detail']})")
+            waiting = service.detail if service.detail.startswith("waiting for") else ""
+            print_error(f"{service.name} not started: {waiting}, which failed" if waiting
+                        else f"{service.name} not ready after {timeout:g} s "
+                        f"({service.state}: {service.detail})")
     if problem:
         errors.print("hint: `coursestack logs NAME` shows what the service said")
     return problem
@@ -186,10 +190,10 @@ def down(instance: InstanceOption = None, state: StateOption = None,
         console.print(f"{chosen.name} is not running.")
         return
     client = chosen.client()
-    pid = int(client.record["pid"])
+    pid = client.pid
     if timeout is None:  # the daemon ends by its own deadline; a margin for its exit
         timeout = float(client.record.get("down_timeout", 45.0)) + 15.0
-    client.post("/api/shutdown")
+    client.shutdown()
     with console.status(f"Stopping {chosen.name}…"):
         if not wait_for_exit(pid, timeout):
             raise UserError(f"the daemon did not stop within {timeout:g} s",
@@ -209,33 +213,34 @@ def status(instance: InstanceOption = None, state: StateOption = None,
         else:
             console.print(f"{chosen.name} is not running (start it with `coursestack up`).")
         raise typer.Exit(EXIT_NOT_RUNNING)
-    data = chosen.client().get("/api/instance")
+    data = chosen.client().instance_view()
     if as_json:
-        print(json.dumps({**data, "running": True}, indent=2))
+        print(json.dumps({**data.model_dump(), "running": True}, indent=2))
         return
-    console.print(f"[bold]{data['title'] or data['course']}[/] — instance {data['name']}, "
-                  f"dashboard {data['url']}")
-    console.print(_services_table(data["services"]))
+    console.print(f"[bold]{data.title or data.course}[/] — instance {data.name}, "
+                  f"dashboard {data.url}")
+    console.print(_services_table(data.services))
 
 
-def _action(verb: str, name: str, instance: str | None, state: Path | None) -> None:
+def _action(verb: Literal["start", "stop", "restart"], name: str, instance: str | None,
+            state: Path | None) -> None:
     chosen = _instance(instance, state)
     client = chosen.client()
-    result = client.post(f"/api/services/{name}/{verb}")
+    result = client.act(name, verb)
     if verb == "stop":
-        console.print(f"{name}: {result['state']}")
+        console.print(f"{name}: {result.state}")
         return
     deadline = time.monotonic() + 300
     with console.status(f"{verb} {name}…"):
         while time.monotonic() < deadline:
-            service = client.get(f"/api/services/{name}")
-            if service["state"] in ("ready", "failed"):
+            service = client.service(name)
+            if service.state in ("ready", "failed"):
                 break
             time.sleep(0.1)
-    style = STATE_STYLES.get(service["state"], "")
-    console.print(f"{name}: [{style}]{service['state']}[/]"
-                  + (f" — {service['reason']}" if service["state"] == "failed" else ""))
-    if service["state"] != "ready":
+    style = STATE_STYLES.get(service.state, "")
+    console.print(f"{name}: [{style}]{service.state}[/]"
+                  + (f" — {service.reason}" if service.state == "failed" else ""))
+    if service.state != "ready":
         raise typer.Exit(1)
 
 
@@ -371,9 +376,9 @@ def list_instances(
         ready = total = 0
         if alive:
             try:
-                services = found.client().get("/api/services")
+                services = found.client().services()
                 total = len(services)
-                ready = sum(1 for s in services if s["state"] == "ready")
+                ready = sum(1 for s in services if s.state == "ready")
             except UserError:
                 pass
         rows.append({"name": name, "course": record.get("course", ""),
@@ -501,7 +506,7 @@ def plan(
         if chosen.daemon_alive():
             client = chosen.client()
             try:
-                measured = {s["name"]: s["memory"] for s in client.get("/api/services")}
+                measured = {s.name: s.memory for s in client.services()}
             finally:
                 client.close()
     result = make_plan(course, measured, kernels)

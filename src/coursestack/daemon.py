@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,8 @@ from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_jso
 from coursestack.supervisor import Event, Service, State, Supervisor
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from coursestack.web.host import InstanceHost
+    from coursestack.web.server import QuietServer
 
 log = logging.getLogger("coursestack.daemon")
 
@@ -229,12 +228,12 @@ class Daemon:
     async def serve(self) -> None:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
-        # Services first: the web stack (FastAPI, uvicorn, httpx: ~0.2-0.4 s of imports
+        # Services first: the web stack (Starlette, uvicorn, httpx: ~0.2-0.4 s of imports
         # that hold the GIL) loads once every service is launched or waits on another,
         # in a thread, so the event loop keeps probing meanwhile.
         self.supervisor.start(self.autostart())
         await self._until_launched()
-        create_app, quiet_server = await asyncio.to_thread(_load_web_app)
+        create_app, server_for = await asyncio.to_thread(_load_web_app)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -244,13 +243,7 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         cert, key = self._tls_files(host)
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
-        import uvicorn  # loaded by _load_web_app, off the event loop
-
-        config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
-                                access_log=False, ssl_certfile=cert, ssl_keyfile=key,
-                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
-                                proxy_headers=False)  # no proxy is trusted: see web/auth.py
-        server = quiet_server(config)
+        server = server_for(self.wrap_web_app(create_app(self)), cert, key)
         server_task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)
@@ -359,21 +352,14 @@ class Daemon:
         return self.endpoints.used()
 
 
-def _load_web_app() -> tuple[Callable[[InstanceHost], Any], type[uvicorn.Server]]:
-    """The web app's factory and the server class, imported in a thread while the
-    services start: nothing before the first launch waits for the web stack."""
-    import uvicorn
-
+def _load_web_app() -> tuple[Callable[[InstanceHost], Any],
+                             Callable[[Any, str | None, str | None], QuietServer]]:
+    """The web app's factory and its server's, imported in a thread while the services
+    start: nothing before the first launch waits for the web stack (web/server.py)."""
     from coursestack.web.app import create_app
+    from coursestack.web.server import server_for
 
-    class QuietServer(uvicorn.Server):
-        """uvicorn without its own signal handling: the daemon stops services first."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            yield
-
-    return create_app, QuietServer
+    return create_app, server_for
 
 
 #: Optional imports that libraries make when the package happens to be installed, and

@@ -32,11 +32,10 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import HTTPConnection
 
 from coursestack.errors import UsageError
@@ -56,7 +55,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 DASHBOARD = "dashboard"
 
-_hasher = PasswordHasher()
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    """argon2, loaded when a password is first set or checked (most daemons never)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 def instance_tag(state: StateFolder) -> str:
@@ -83,7 +91,7 @@ def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UsageError(f"the password is too short: use at least {MIN_PASSWORD_LENGTH} "
                          "characters", hint="choose a longer password")
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def set_password(state: StateFolder, password: str) -> Path:
@@ -112,8 +120,10 @@ def check_password(state: StateFolder, password: str) -> bool:
     stored = record.get("hash") if isinstance(record, dict) else None
     if not isinstance(stored, str) or not password:
         return False
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _hasher.verify(stored, password)
+        return _hasher().verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
 

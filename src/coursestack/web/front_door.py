@@ -23,14 +23,14 @@ from html import escape
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from coursestack.web.auth import SESSION_LIFETIME, Principal, foreign_request
-from coursestack.web.context import NotLoggedIn, WebContext, get_context
+from coursestack.web.context import NotLoggedIn, WebContext
 from coursestack.web.handoff import SERVICE_LIFETIME
 from coursestack.web.origins import MISDIRECTED, Origins, ServiceHost, request_port
 from coursestack.web.proxy import (
@@ -44,6 +44,7 @@ from coursestack.web.proxy import (
     service_is_up,
     web_unit,
 )
+from coursestack.web.routing import Call, Routes
 from coursestack.web.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("coursestack.web.front_door")
@@ -54,7 +55,8 @@ _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 # -- on the dashboard's origin: /s/<name>/... redirects to the service's origin ----------
 
-router = APIRouter(include_in_schema=False)
+#: Public: a stranger is sent to the login (NotLoggedIn) only after the reload check.
+router = Routes(login=False, in_schema=False)
 
 
 def dashboard_address(web: WebContext, port: int | None) -> str:
@@ -89,11 +91,11 @@ def _reload_same_site(request: Request) -> Response | None:
     return None
 
 
-@router.api_route("/s/{name}", methods=["GET", "HEAD"])
-@router.api_route("/s/{name}/{path:path}", methods=["GET", "HEAD"])
-async def open_service(name: str, request: Request, path: str = "") -> Response:
+@router.add(("GET", "HEAD"), "/s/{name}")
+@router.add(("GET", "HEAD"), "/s/{name}/{path:path}")
+async def open_service(call: Call) -> Response:
     """Log the browser into a service's own origin, then show the page asked for."""
-    web = get_context(request)
+    request, web, name = call.request, call.web, call.path("name")
     principal = web.auth.identify(request)
     if principal is None:  # before anything else: strangers learn no service names
         if (reload := _reload_same_site(request)) is not None:
