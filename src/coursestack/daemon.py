@@ -54,14 +54,15 @@ class AlreadyRunning(UserError):
 class Daemon:
     """Wires the supervisor and the web API for one instance."""
 
-    def __init__(self, state: StateFolder) -> None:
+    def __init__(self, state: StateFolder, spec: CourseSpec | None = None) -> None:
         self.state = state
         self.instance = state.instance()
         self.name: str = self.instance.get("name", state.root.name)
         if "spec" not in self.instance:
             raise UserError("this state folder has no instance set up", where=str(state.root),
                             hint="run `coursestack up [SPEC] --state DIR` instead")
-        self.spec: CourseSpec = load_spec(self.instance["spec"])
+        # `up` forks the daemon with the spec it has just loaded from the same file.
+        self.spec: CourseSpec = spec or load_spec(self.instance["spec"])
         self.secrets = Secrets(state)
         self.token = self.secrets.get("daemon.token", 32)
         self.run_as: RunAs | None = None
@@ -78,6 +79,10 @@ class Daemon:
         self._pids: dict[str, Any] = {}
         self._last_request: dict[str, float] = {}
         self._lock: filelock.BaseFileLock | None = None
+        #: The write end of `up`'s readiness pipe (readiness.py), if `up` started us.
+        self.notify_fd: int | None = None
+        #: How the daemon was started: "fork" (from `up`'s process) or "spawn".
+        self.start_method = "spawn"
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -259,7 +264,9 @@ class Daemon:
                            "token": self.token, "started": self.started, "tls_cert": cert,
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path),
-                           "down_timeout": self.spec.course.down_timeout}, OWNER_ONLY)
+                           "down_timeout": self.spec.course.down_timeout,
+                           "start_method": self.start_method}, OWNER_ONLY)
+        self._notify_readiness()
         reaper = asyncio.create_task(self._housekeeping())
         try:
             await self.shutdown_requested.wait()
@@ -273,6 +280,37 @@ class Daemon:
                 await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    def _notify_readiness(self) -> None:
+        """Tell `up` (over its readiness pipe) every change until the autostarted services
+        are ready or one failed: it returns then, without polling the API."""
+        if self.notify_fd is None:
+            return
+        assert self.supervisor is not None
+        from coursestack.readiness import Notifier
+
+        fd, self.notify_fd = self.notify_fd, None
+        notifier = Notifier(fd, self.supervisor.closure(self.autostart()), self.service_views)
+        notifier.changed()
+        if notifier.open:
+            self.supervisor.add_listener(notifier.changed)
+
+    def service_views(self) -> list[dict[str, Any]]:
+        """Every service as `up` shows it (the fields of the API's ServiceView it uses)."""
+        assert self.supervisor is not None
+        views = []
+        for status in self.supervisor.statuses():
+            unit = self.units[status.name]
+            started_at = status.started_at if status.pid is not None else None
+            views.append({
+                "name": status.name, "kind": status.kind, "state": str(status.state),
+                "detail": status.detail, "reason": status.reason, "pid": status.pid,
+                "port": unit.port, "since": status.since,
+                "uptime": time.time() - started_at if started_at else None,
+                "restarts": status.restarts, "memory": None, "last_log": status.last_log,
+                "label": str(unit.connection().extra.get("label", "")),
+                "note": status.note, "start": str(unit.spec.start)})
+        return views
 
     async def _until_launched(self, at_most: float = 2.0) -> None:
         """Until no service is about to launch (each has a process, waits for a dependency
@@ -389,9 +427,16 @@ def keep_out_unused_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def run_daemon(state_root: Path) -> int:
-    """Entry point of `coursestack daemon` (started in the background by `up`)."""
+def run_daemon(state_root: Path, spec: CourseSpec | None = None,
+               notify_fd: int | None = None, start: str = "spawn") -> int:
+    """Run the daemon of the instance in `state_root` until it is stopped.
+
+    `up` calls this in the process it forked (with the spec it loaded, `start="fork"`),
+    or starts `python -m coursestack daemon`; `notify_fd` is its readiness pipe.
+    """
     keep_out_unused_imports()
+    if notify_fd is not None:  # for `up` only, never for the services
+        os.set_inheritable(notify_fd, False)
     # Everything the daemon writes (logs, events, state files) is owner-only unless it
     # says otherwise (connections.json); services inherit this too.
     os.umask(0o077)
@@ -401,7 +446,8 @@ def run_daemon(state_root: Path) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     state = StateFolder(state_root)
     try:
-        daemon = Daemon(state)
+        daemon = Daemon(state, spec)
+        daemon.notify_fd, daemon.start_method = notify_fd, start
         daemon.acquire_lock()
     except AlreadyRunning as error:
         print(error.render(), file=sys.stderr)
@@ -429,4 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coursestack daemon",
                                      description="Run an instance's daemon in the foreground.")
     parser.add_argument("--state", type=Path, required=True, help="State folder.")
-    return run_daemon(parser.parse_args(argv).state)
+    parser.add_argument("--notify-fd", type=int, default=None,
+                        help="Readiness pipe to report progress on (`up` passes it).")
+    arguments = parser.parse_args(argv)
+    return run_daemon(arguments.state, notify_fd=arguments.notify_fd)
