@@ -290,7 +290,8 @@ class Daemon:
         from coursestack.readiness import Notifier
 
         fd, self.notify_fd = self.notify_fd, None
-        notifier = Notifier(fd, self.supervisor.closure(self.autostart()), self.service_views)
+        notifier = Notifier(fd, self.supervisor.closure(self.autostart()), self.service_views,
+                            asyncio.get_running_loop().call_later)
         notifier.changed()
         if notifier.open:
             self.supervisor.add_listener(notifier.changed)
@@ -299,14 +300,19 @@ class Daemon:
         """Every service as `up` shows it (the fields of the API's ServiceView it uses)."""
         assert self.supervisor is not None
         views = []
+        now = time.time()
         for status in self.supervisor.statuses():
             unit = self.units[status.name]
             started_at = status.started_at if status.pid is not None else None
+            # A start after a crash is settled once it has lasted stable_after.
+            settles_in = 0.0
+            if status.restarts and status.ready_at is not None:
+                settles_in = max(0.0, unit.spec.stable_after - (now - status.ready_at))
             views.append({
                 "name": status.name, "kind": status.kind, "state": str(status.state),
                 "detail": status.detail, "reason": status.reason, "pid": status.pid,
                 "port": unit.port, "since": status.since,
-                "uptime": time.time() - started_at if started_at else None,
+                "uptime": now - started_at if started_at else None, "settles_in": settles_in,
                 "restarts": status.restarts, "memory": None, "last_log": status.last_log,
                 "label": str(unit.connection().extra.get("label", "")),
                 "note": status.note, "start": str(unit.spec.start)})

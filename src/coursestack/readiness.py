@@ -47,12 +47,19 @@ def given_up(view: View, since: Mapping[str, float] | None = None) -> bool:
     return view["state"] in ("failed", "stopped") and view["since"] != since.get(view["name"])
 
 
+def is_ready(view: View) -> bool:
+    """Ready, and settled: a service that crashed and came back counts once its new start
+    has lasted `stable_after` (the daemon's views say when, in `settles_in`), so a crash
+    loop of a service that is ready at once (probe "none") is not mistaken for ready."""
+    return view["state"] == "ready" and float(view.get("settles_in") or 0.0) <= 0.0
+
+
 def judge(views: Iterable[View], names: Iterable[str],
           since: Mapping[str, float] | None = None) -> Verdict:
     """READY if every named service is ready, FAILED if one gave up, else WAITING."""
     wanted = set(names)
     chosen = [view for view in views if view["name"] in wanted]
-    if len(chosen) == len(wanted) and all(view["state"] == "ready" for view in chosen):
+    if len(chosen) == len(wanted) and all(is_ready(view) for view in chosen):
         return Verdict.READY
     if any(given_up(view, since) for view in chosen):
         return Verdict.FAILED
@@ -150,11 +157,12 @@ class Notifier:
     the pipe is closed and the reader asks the API instead (see PipeLost).
     """
 
-    def __init__(self, fd: int, names: Iterable[str],
-                 snapshot: Callable[[], list[View]]) -> None:
+    def __init__(self, fd: int, names: Iterable[str], snapshot: Callable[[], list[View]],
+                 call_later: Callable[[float, Callable[[], None]], object]) -> None:
         self._fd: int | None = fd
         self._names = list(names)
         self._snapshot = snapshot
+        self._call_later = call_later
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)  # services must not hold the CLI waiting
 
@@ -168,6 +176,10 @@ class Notifier:
             return
         views = self._snapshot()
         done = judge(views, self._names) is not Verdict.WAITING
+        settling = [float(view.get("settles_in") or 0.0) for view in views
+                    if view["name"] in self._names and view["state"] == "ready"]
+        if not done and any(settling):  # no event comes when it settles: look again then
+            self._call_later(max(settling), self.changed)
         line = json.dumps({"services": views, "done": done}).encode() + b"\n"
         try:
             written = os.write(self._fd, line)
