@@ -27,6 +27,7 @@ from coursestack.connections import environment_for, write_connections
 from coursestack.endpoints import EndpointTable
 from coursestack.errors import UserError
 from coursestack.kinds import Context, Kind, bind_all, build_unit
+from coursestack.lean_imports import keep_out_unused_imports
 from coursestack.logs import rotate_if_large
 from coursestack.ownership import move_to_account, secure_state_folder
 from coursestack.ports import choose_port, port_is_free
@@ -418,19 +419,6 @@ def _load_web_app() -> tuple[Callable[[InstanceHost], Any], type[uvicorn.Server]
             yield
 
     return create_app, QuietServer
-
-
-#: Optional imports that libraries make when the package happens to be installed, and
-#: which the daemon never uses: httpx imports its command line (click, rich, pygments)
-#: and httpcore imports trio. Together ~9 MB of the daemon's RSS (docs/benchmarks-core.md).
-#: A None entry in sys.modules makes `import NAME` raise ImportError, their fallback.
-UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "trio")
-
-
-def keep_out_unused_imports() -> None:
-    """Make the optional imports the daemon never uses fail (see UNUSED_OPTIONAL_IMPORTS)."""
-    for name in UNUSED_OPTIONAL_IMPORTS:
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def run_daemon(state_root: Path, spec: CourseSpec | None = None,

@@ -130,7 +130,8 @@ def become_daemon(log_path: Path, keep_fd: int) -> None:
     os.dup2(null_fd, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
-    # Everything else the CLI had open (its own pipes to a caller, say) is closed.
+    # Everything else the CLI had open (its own pipes to a caller, say) is closed, and
+    # with it the two descriptors just copied.
     os.closerange(3, keep_fd)
     os.closerange(keep_fd + 1, _max_fd())
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
@@ -157,6 +158,16 @@ def name_process(title: str) -> None:
     except ImportError:  # optional: only the name in `ps` differs
         return
     setproctitle.setproctitle(title)
+    # A shorter title leaves NULs after it, and readers of /proc/PID/cmdline (psutil) then
+    # take the whole title for one argument; filled up with spaces to the end of the
+    # space it has, it reads as arguments separated by spaces (as setproctitle intends).
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            room = len(cmdline.read())
+    except OSError:
+        return
+    if room > len(title) + 1:
+        setproctitle.setproctitle(title + " " * (room - len(title) - 1))
 
 
 def spawn_daemon(state_root: Path, log_path: Path) -> StartedDaemon:

@@ -25,6 +25,9 @@ def main() -> None:
 
         sys.exit(run_daemon_command(arguments[1:]))
     if arguments[:1] == ["up"]:
+        from coursestack.lean_imports import keep_out_unused_imports
+
+        keep_out_unused_imports()  # httpx would bring click and rich into the daemon
         from coursestack.daemon_start import start_method
         from coursestack.up_options import parse_up
 
