@@ -236,12 +236,11 @@ class Daemon:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
         # Services first: the web stack (FastAPI, uvicorn, httpx: ~0.2-0.4 s of imports
-        # that hold the GIL) loads once every service is launched or waits on another,
-        # in a thread, so the event loop keeps probing meanwhile.
+        # and set-up that hold the GIL and a core) loads once the services are ready, or
+        # at the first connection to the daemon, whichever comes first (a connection
+        # waits in the listen backlog meanwhile); `up` hears readiness over its pipe.
         self.supervisor.start(self.autostart())
         await self._until_launched()
-        create_app, quiet_server = await asyncio.to_thread(_load_web_app)
-
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError):
@@ -250,16 +249,6 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         cert, key = self._tls_files(host)
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
-        import uvicorn  # loaded by _load_web_app, off the event loop
-
-        config = uvicorn.Config(self.wrap_web_app(create_app(self)), log_level="warning",
-                                access_log=False, ssl_certfile=cert, ssl_keyfile=key,
-                                lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=2,
-                                proxy_headers=False)  # no proxy is trusted: see web/auth.py
-        server = quiet_server(config)
-        server_task = asyncio.create_task(server.serve(sockets=[listener]))
-        while not server.started and not server_task.done():
-            await asyncio.sleep(0.01)
         atomic_write_json(self.state.daemon_file,
                           {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
                            "token": self.token, "started": self.started, "tls_cert": cert,
@@ -269,18 +258,61 @@ class Daemon:
                            "start_method": self.start_method}, OWNER_ONLY)
         self._notify_readiness()
         reaper = asyncio.create_task(self._housekeeping())
+        server: Any = None
+        server_task: asyncio.Task[None] | None = None
         try:
+            await self._until_web_wanted(listener)
+            if not self.shutdown_requested.is_set():
+                create_app, quiet_server = await asyncio.to_thread(_load_web_app)
+                import uvicorn  # loaded by _load_web_app, off the event loop
+
+                config = uvicorn.Config(
+                    self.wrap_web_app(create_app(self)), log_level="warning",
+                    access_log=False, ssl_certfile=cert, ssl_keyfile=key, lifespan="off",
+                    ws="websockets-sansio", timeout_graceful_shutdown=2,
+                    proxy_headers=False)  # no proxy is trusted: see web/auth.py
+                server = quiet_server(config)
+                server_task = asyncio.create_task(server.serve(sockets=[listener]))
             await self.shutdown_requested.wait()
         finally:
             reaper.cancel()
             await self._stop_services()
             for unit in self.units.values():
                 unit.release()
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await server_task
+            if server is not None and server_task is not None:
+                server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.run / "pids.json", {}, OWNER_ONLY)
+
+    async def _until_web_wanted(self, listener: socket.socket) -> None:
+        """Until the autostarted services are ready (or one failed), someone connects to
+        the daemon, or a stop is asked for: the web stack is not needed before."""
+        assert self.supervisor is not None
+        from coursestack.readiness import Verdict, judge
+
+        supervisor = self.supervisor
+        names = supervisor.closure(self.autostart())
+        wanted = asyncio.Event()
+
+        def settled(_event: Event | None = None) -> None:
+            if judge(self.service_views(), names) is not Verdict.WAITING:
+                wanted.set()
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(listener.fileno(), wanted.set)  # a connection is waiting
+        supervisor.add_listener(settled)
+        settled()
+        waits = {asyncio.create_task(wanted.wait()),
+                 asyncio.create_task(self.shutdown_requested.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            loop.remove_reader(listener.fileno())
+            supervisor.remove_listener(settled)
 
     def _notify_readiness(self) -> None:
         """Tell `up` (over its readiness pipe) every change until the autostarted services
