@@ -115,8 +115,8 @@ def up(
     from coursestack.up_flow import prepare_up
     from coursestack.up_options import UpRequest
 
-    # Usually entry.py runs `up` (forking the daemon before typer loads); this is `up`
-    # where it cannot: spawn, or a course whose material is updated first.
+    # entry.py usually runs `up` itself, forking the daemon before typer loads; here typer
+    # is loaded already, so the daemon is spawned (COURSESTACK_DAEMON_START=spawn, Windows).
     request = UpRequest(spec, instance, state, tuple(only or ()), timeout, open_browser)
     code = run_up(prepare_up(request), None)
     if code:
@@ -156,12 +156,14 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
     finally:
         started.close()
     problem = _report_not_ready(outcome, prepared.request.timeout)
-    client = chosen.client()
-    console.print(f"Dashboard: {client.url}login?token={client.record['token']}")
+    # The record, not an API client (whose TLS set-up alone takes 20+ ms); no record: the
+    # client says the daemon is not running.
+    record = chosen.state.daemon() or chosen.client().record
+    console.print(f"Dashboard: {record['url']}login?token={record['token']}")
     if prepared.request.open_browser:  # no secret on the browser's command line
         from coursestack.open_dashboard import open_dashboard
 
-        open_dashboard(client, chosen.state.run)
+        open_dashboard(chosen.client(), chosen.state.run)
     return 1 if problem else 0
 
 
