@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
-import httpx
 import psutil
 
 from coursestack.errors import DaemonError, UsageError, UserError
@@ -26,6 +25,13 @@ from coursestack.state import (
     register_instance,
     registered_instances,
 )
+
+if TYPE_CHECKING:
+    import httpx
+else:  # `up` needs no HTTP client on its way to forking the daemon (~20-45 ms)
+    from coursestack.lazy_import import lazy_module
+
+    httpx = lazy_module("httpx")
 
 SAMPLE_INSTANCE = "sample"
 
