@@ -307,8 +307,16 @@ class Service:
         loop = asyncio.get_running_loop()
 
         def report(text: str) -> None:
-            # Kinds report progress from worker threads (seeding runs in one).
-            loop.call_soon_threadsafe(self._set, State.STARTING, text)
+            # Kinds report progress from the loop (PostgreSQL's seeding) or from worker
+            # threads (MongoDB's); from the loop it must land before after_ready returns.
+            try:
+                in_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:  # a worker thread has no running loop
+                in_loop = False
+            if in_loop:
+                self._set(State.STARTING, text)
+            else:
+                loop.call_soon_threadsafe(self._set, State.STARTING, text)
 
         try:
             await self.unit.after_ready(report)

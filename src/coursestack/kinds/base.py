@@ -315,7 +315,8 @@ class Kind(Generic[S]):
         raise NotImplementedError
 
     async def after_ready(self, report: Callable[[str], None]) -> None:
-        """Nothing by default."""
+        """Once the probe passes (course role, seed...); nothing by default. `report(text)`
+        shows progress and may be called from the event loop or a worker thread."""
 
     def log_tail(self, lines: int) -> list[str]:
         return tail_lines(self.log_file, lines)

@@ -4,7 +4,9 @@ First start runs `initdb` into a temporary folder and renames it into place, so 
 killed half-way never leaves a half-made cluster behind. The server listens on loopback
 TCP only (no Unix socket: its path length limit bites deep state folders, and Windows
 has none), with scram-sha-256 passwords. The course gets its own role and database;
-seed SQL runs once, in one transaction, and is recorded with its checksum.
+seed SQL runs once, in one transaction, and is recorded with its checksum. The daemon
+does all of that, and its probe, over its own protocol client (postgres_wire.py): psycopg
+is for notebooks, and never loads in the daemon.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coursestack import nofollow
 from coursestack.errors import MissingBinaryError, UserError
@@ -31,22 +33,23 @@ from coursestack.kinds.export_hints import (
     InitFile,
     OfficialImage,
 )
+from coursestack.kinds.postgres_wire import (
+    Connection as WireConnection,
+)
+from coursestack.kinds.postgres_wire import (
+    ConnectionLost,
+    ServerError,
+    WireError,
+    connect,
+    quote_identifier,
+    quote_literal,
+    scram_verifier,
+)
 from coursestack.kinds.probe_commands import tcp_check
-from coursestack.lazy_import import load_now
 from coursestack.plan import DEFAULT_KERNELS, MB, KindEstimate, parse_size
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
 from coursestack.spec import CourseSpec, PostgresService
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql
-else:
-    from coursestack.lazy_import import lazy_module
-
-    # psycopg is ~80 ms and ~9 MB: loaded after the launches (see probe()), not before.
-    psycopg = lazy_module("psycopg")
-    sql = lazy_module("psycopg.sql")
 
 SUPERUSER = "postgres"
 
@@ -193,10 +196,21 @@ class PostgresKind(Kind[PostgresService]):
             argv += ["-c", f"{key}={value}"]
         return self._launch(argv)
 
-    def _superuser_conninfo(self, database: str = "postgres") -> dict[str, Any]:
-        return {"host": LOCALHOST, "port": self.port, "user": SUPERUSER,
-                "password": self.superuser_password, "dbname": database,
-                "connect_timeout": 3}
+    def _bound_port(self) -> int:
+        if self.port is None:
+            raise ConnectionLost(f"service {self.name} has no port yet")
+        return self.port
+
+    async def superuser_session(self, database: str = "postgres", options: str | None = None,
+                                timeout: float = 3.0) -> WireConnection:
+        """A session as the cluster's superuser (over our own wire client: no driver)."""
+        return await connect(LOCALHOST, self._bound_port(), SUPERUSER, self.superuser_password,
+                             database, options=options, timeout=timeout)
+
+    async def course_session(self) -> WireConnection:
+        """A session as the course role, in the course database."""
+        return await connect(LOCALHOST, self._bound_port(), self.spec.user, self.password,
+                             self.database)
 
     #: The probe's own log line, which the log pump leaves out of the log.
     probe_log_marker = b"coursestack health probe"
@@ -209,57 +223,50 @@ class PostgresKind(Kind[PostgresService]):
         hangs. So the probe makes its backend write one LOG line (terse: no CONTEXT
         line), which returns only once written. The log pump drops that line, so the log
         does not get one per interval; the supervisor's probe timeout turns a hang into
-        a failed probe.
+        a failed probe (the session's socket is closed when the probe is cancelled).
         """
-        # The first probe loads the driver in a thread: the event loop keeps launching.
-        await asyncio.to_thread(load_now, "psycopg")
         try:
-            connection = await psycopg.AsyncConnection.connect(
-                **self._superuser_conninfo(), autocommit=True,
+            session = await self.superuser_session(
                 options="-c log_error_verbosity=terse -c statement_timeout=5000")
-        except psycopg.Error:
+        except WireError:
             return False
         try:
-            await connection.execute(
-                "DO $$BEGIN RAISE LOG '" + self.probe_log_marker.decode() + "'; END$$")
+            async with session:
+                await session.execute("DO $$BEGIN RAISE LOG "
+                                      + quote_literal(self.probe_log_marker.decode())
+                                      + "; END$$")
             return True
-        except psycopg.Error:
+        except WireError:
             return False
-        finally:
-            await connection.close()
 
     async def after_ready(self, report: Callable[[str], None]) -> None:
-        await asyncio.to_thread(self._ensure_course_database)
+        await self._ensure_course_database()
         if self.spec.seed:
-            await asyncio.to_thread(self._seed_once, report)
+            await self._seed_once(report)
 
-    def _ensure_course_database(self) -> None:
-        with psycopg.connect(**self._superuser_conninfo(), autocommit=True) as admin:
-            role = sql.Identifier(self.spec.user)
-            exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                   (self.spec.user,)).fetchone()
-            verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
-            admin.execute(sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
-                verb, role, sql.Literal(self.password)))
-            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                 (self.database,)).fetchone():
-                admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(self.database), role))
+    async def _ensure_course_database(self) -> None:
+        async with await self.superuser_session() as admin:
+            role = quote_identifier(self.spec.user)
+            exists = await admin.fetch("SELECT 1 FROM pg_roles WHERE rolname = "
+                                       + quote_literal(self.spec.user))
+            # The server gets the password's SCRAM verifier, never the password itself.
+            await admin.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {role} LOGIN "
+                                f"PASSWORD {quote_literal(scram_verifier(self.password))}")
+            if not await admin.fetch("SELECT 1 FROM pg_database WHERE datname = "
+                                     + quote_literal(self.database)):
+                await admin.execute(
+                    f"CREATE DATABASE {quote_identifier(self.database)} OWNER {role}")
 
-    def _course_connection(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(host=LOCALHOST, port=self.port, user=self.spec.user,
-                               password=self.password, dbname=self.database)
-
-    def _seed_once(self, report: Callable[[str], None]) -> None:
+    async def _seed_once(self, report: Callable[[str], None]) -> None:
         files = [self.context.spec.resolve(name) for name in self.spec.seed]
-        checksum = seed_checksum(files, self.name)
+        checksum = await asyncio.to_thread(seed_checksum, files, self.name)
         ledger = SeedLedger(self.data_dir / "seeded.json")
         applied = ledger.applied()
         if applied is None:
             # The database's own record: written in the seed's transaction, it cannot
             # disagree with the data, even if we were killed before writing the file.
-            with self._course_connection() as connection:
-                applied = _applied_in_database(connection)
+            async with await self.course_session() as session:
+                applied = await _applied_in_database(session)
             if applied is not None:
                 ledger.record(str(applied["checksum"]), files)
         if applied:
@@ -267,26 +274,29 @@ class PostgresKind(Kind[PostgresService]):
                 report("seed files changed since first start; not re-applied "
                        "(`coursestack reset` starts again from the new seed)")
             return
-        with self._course_connection() as connection:
+        async with await self.course_session() as session:
             # One transaction for the whole seed: a failure anywhere leaves nothing behind.
+            await session.execute("BEGIN")
             for number, path in enumerate(files, start=1):
                 report(f"seeding {path.name} ({number}/{len(files)})")
                 try:
                     if path.suffix.lower() == ".csv":
-                        load_csv(connection, path)
+                        await load_csv(session, path)
                     else:
-                        connection.execute(path.read_text(encoding="utf-8").encode())
-                except psycopg.Error as error:
-                    connection.rollback()
+                        await session.execute(
+                            await asyncio.to_thread(path.read_text, encoding="utf-8"))
+                except ServerError as error:
+                    await session.execute("ROLLBACK")
                     raise _seed_error(error, path) from None
                 except UserError:
-                    connection.rollback()
+                    await session.execute("ROLLBACK")
                     raise
-            connection.execute("CREATE SCHEMA IF NOT EXISTS coursestack")
-            connection.execute("CREATE TABLE IF NOT EXISTS coursestack.seed "
-                               "(checksum text NOT NULL, applied timestamptz DEFAULT now())")
-            connection.execute("INSERT INTO coursestack.seed (checksum) VALUES (%s)",
-                               (checksum,))
+            await session.execute(
+                "CREATE SCHEMA IF NOT EXISTS coursestack; "
+                "CREATE TABLE IF NOT EXISTS coursestack.seed "
+                "(checksum text NOT NULL, applied timestamptz DEFAULT now()); "
+                f"INSERT INTO coursestack.seed (checksum) VALUES ({quote_literal(checksum)}); "
+                "COMMIT")
         ledger.record(checksum, files)
 
     def connection(self) -> Connection:
@@ -388,48 +398,48 @@ class PostgresKind(Kind[PostgresService]):
                 "superuser (coursestack gives it only its own database)"),))
 
 
-def _applied_in_database(connection: psycopg.Connection[Any]) -> dict[str, Any] | None:
-    row = connection.execute("SELECT to_regclass('coursestack.seed') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        connection.rollback()
+async def _applied_in_database(session: WireConnection) -> dict[str, Any] | None:
+    rows = await session.fetch("SELECT to_regclass('coursestack.seed') IS NOT NULL")
+    if not rows or rows[0][0] != "t":
         return None
-    found = connection.execute(
-        "SELECT checksum FROM coursestack.seed ORDER BY applied DESC LIMIT 1").fetchone()
-    connection.rollback()
-    return {"checksum": found[0]} if found else None
+    found = await session.fetch(
+        "SELECT checksum FROM coursestack.seed ORDER BY applied DESC LIMIT 1")
+    return {"checksum": found[0][0]} if found else None
 
 
-def load_csv(connection: psycopg.Connection[Any], path: Path) -> int:
+async def _blocks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A file's bytes in blocks, read in a thread: the event loop keeps supervising."""
+    with open(path, "rb") as source:
+        while block := await asyncio.to_thread(source.read, size):
+            yield block
+
+
+async def load_csv(session: WireConnection, path: Path) -> int:
     """Create a table for a CSV file and COPY it in; indexes are built after the load."""
-    plan = plan_table(path)
-    table = sql.Identifier(plan.table)
-    columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
-        for name, kind in plan.columns)
-    connection.execute(sql.SQL("CREATE TABLE {} ({})").format(table, columns))
-    copy = sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(table)
-    with connection.cursor() as cursor, cursor.copy(copy) as stream, open(path, "rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            stream.write(block)
+    plan = await asyncio.to_thread(plan_table, path)
+    table = quote_identifier(plan.table)
+    # The types come from the course's own seed (inferred, or its .schema.json).
+    columns = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in plan.columns)
+    await session.execute(f"CREATE TABLE {table} ({columns})")
+    await session.copy_in(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)",
+                          _blocks(path))
     for number, index in enumerate(plan.indexes):
-        connection.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(
-            sql.Identifier(f"{plan.table}_{number}_idx"), table,
-            sql.SQL(", ").join(sql.Identifier(c) for c in index)))
+        await session.execute(
+            f"CREATE INDEX {quote_identifier(f'{plan.table}_{number}_idx')} ON {table} "
+            f"({', '.join(quote_identifier(column) for column in index)})")
     return len(plan.columns)
 
 
-def _seed_error(error: psycopg.Error, path: Path) -> UserError:
-    diag = error.diag
+def _seed_error(error: ServerError, path: Path) -> UserError:
     where = str(path)
     if path.suffix.lower() == ".csv":
-        line = copy_error_line(diag.context)
+        line = copy_error_line(error.context)
         if line is not None:
             where = f"{path}:{line}"
-    elif diag.statement_position:
+    elif error.position is not None:
         text = path.read_text(encoding="utf-8", errors="replace")
-        offset = int(diag.statement_position)
-        where = f"{path}:{text[:offset].count(chr(10)) + 1}"
-    return UserError(f"seed failed: {diag.message_primary or error}", where=where,
+        where = f"{path}:{text[:error.position].count(chr(10)) + 1}"
+    return UserError(f"seed failed: {error.message}", where=where,
                      hint="fix the seed file; nothing of the seed was kept, and the next "
                      "start tries again")
 
@@ -438,23 +448,19 @@ def _seed_error(error: psycopg.Error, path: Path) -> UserError:
 OFFICIAL_MAJOR = 16
 
 
-def _quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def csv_seed_as_sql(path: Path, mounted_at: str) -> str:
     """SQL that creates a CSV seed's table, COPYs the file in, then builds its indexes."""
     plan = plan_table(path)
-    table = _quote_identifier(plan.table)
-    columns = ",\n    ".join(f"{_quote_identifier(column)} {kind}"
+    table = quote_identifier(plan.table)
+    columns = ",\n    ".join(f"{quote_identifier(column)} {kind}"
                               for column, kind in plan.columns)
     lines = [f"-- {path.name}, as coursestack loads it (generated by `coursestack export`)",
              f"CREATE TABLE {table} (\n    {columns}\n);",
              f"COPY {table} FROM '{mounted_at}' (FORMAT csv, HEADER true);"]
     for number, index in enumerate(plan.indexes):
-        index_name = _quote_identifier(f"{plan.table}_{number}_idx")
+        index_name = quote_identifier(f"{plan.table}_{number}_idx")
         lines.append(f"CREATE INDEX {index_name} ON {table} "
-                     f"({', '.join(_quote_identifier(c) for c in index)});")
+                     f"({', '.join(quote_identifier(c) for c in index)});")
     return "\n".join(lines) + "\n"
 
 

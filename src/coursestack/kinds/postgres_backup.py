@@ -11,18 +11,20 @@ by the course role (objects are created as that role, `--no-owner --role`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from psycopg import sql
+from typing import Any, TypeVar
 
 from coursestack.errors import UserError
 from coursestack.kinds.base import LOCALHOST
 from coursestack.kinds.postgres import SUPERUSER, PostgresKind
+from coursestack.kinds.postgres_wire import Connection, WireError, quote_identifier, quote_literal
+
+T = TypeVar("T")
 
 DUMP_MEMBER = "database.dump"
 #: No compression in pg_dump: the archive's one light gzip pass (archive.COMPRESS_LEVEL)
@@ -38,10 +40,19 @@ def _environment(kind: PostgresKind) -> dict[str, str]:
     return env
 
 
-def _admin(kind: PostgresKind, database: str = "postgres") -> psycopg.Connection[Any]:
-    return psycopg.connect(host=LOCALHOST, port=kind.port, user=SUPERUSER,
-                           password=kind.superuser_password, dbname=database,
-                           connect_timeout=10, autocommit=True)
+def _as_superuser(kind: PostgresKind, work: Callable[[Connection], Awaitable[T]],
+                  database: str = "postgres") -> T:
+    """Run `work` in a superuser session (the CLI's own wire client: no driver import)."""
+    async def session() -> T:
+        async with await kind.superuser_session(database, timeout=10) as admin:
+            return await work(admin)
+
+    try:
+        return asyncio.run(session())
+    except WireError as error:
+        raise UserError(f"PostgreSQL refused the backup's work: {error}",
+                        where=f"services.{kind.name}",
+                        hint="see `coursestack logs " + kind.name + "`") from None
 
 
 def tool_version(program: Path) -> str:
@@ -76,15 +87,18 @@ def dump(kind: PostgresKind, folder: Path) -> tuple[dict[str, Any], list[tuple[s
     target = folder / DUMP_MEMBER
     _run([str(bin_dir / "pg_dump"), "--format=custom", DUMP_COMPRESSION, "--no-password",
           f"--file={target}", kind.database], kind, "pg_dump")
-    with _admin(kind, kind.database) as admin:
-        row = admin.execute("SHOW server_version").fetchone()
-        tables = admin.execute(
+
+    async def describe(admin: Connection) -> tuple[str, int]:
+        version = await admin.fetch("SHOW server_version")
+        tables = await admin.fetch(
             "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
-            "('pg_catalog', 'information_schema')").fetchone()
-    entry = {"kind": kind.KIND, "version": str(row[0]) if row else "",
+            "('pg_catalog', 'information_schema')")
+        return str(version[0][0]) if version else "", int(tables[0][0] or 0) if tables else 0
+
+    version, tables = _as_superuser(kind, describe, kind.database)
+    entry = {"kind": kind.KIND, "version": version,
              "pg_dump": tool_version(bin_dir / "pg_dump"), "database": kind.database,
-             "user": kind.spec.user, "tables": int(tables[0]) if tables else 0,
-             "parts": {"dump": DUMP_MEMBER}}
+             "user": kind.spec.user, "tables": tables, "parts": {"dump": DUMP_MEMBER}}
     return entry, [(DUMP_MEMBER, target)]
 
 
@@ -101,29 +115,35 @@ def check_restorable(kind: PostgresKind, entry: dict[str, Any], where: str) -> N
 
 def restore(kind: PostgresKind, folder: Path) -> None:
     """Replace the course database with the dump in `folder`."""
-    database = kind.database
-    staging = f"{database}__restoring"[:63]
+    database = quote_identifier(kind.database)
+    staging_name = f"{kind.database}__restoring"[:63]
+    staging = quote_identifier(staging_name)
     owner = kind.spec.user
-    with _admin(kind) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(staging)))
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(staging), sql.Identifier(owner)))
+
+    async def make_staging(admin: Connection) -> None:
+        await admin.execute(f"DROP DATABASE IF EXISTS {staging}")
+        await admin.execute(f"CREATE DATABASE {staging} OWNER {quote_identifier(owner)}")
+
+    async def drop_staging(admin: Connection) -> None:
+        await admin.execute(f"DROP DATABASE IF EXISTS {staging}")
+
+    async def swap_in(admin: Connection) -> None:
+        version = await admin.fetch("SHOW server_version_num")
+        force = bool(version and int(version[0][0] or 0) >= 130000)
+        if not force:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                f"WHERE datname = {quote_literal(kind.database)} "
+                                "AND pid <> pg_backend_pid()")
+        await admin.execute(f"DROP DATABASE IF EXISTS {database}"
+                            + (" WITH (FORCE)" if force else ""))
+        await admin.execute(f"ALTER DATABASE {staging} RENAME TO {database}")
+
+    _as_superuser(kind, make_staging)
     try:
         _run([str(kind.bin_dir() / "pg_restore"), "--no-password", "--exit-on-error",
-              "--no-owner", f"--role={owner}", f"--dbname={staging}",
+              "--no-owner", f"--role={owner}", f"--dbname={staging_name}",
               str(folder / DUMP_MEMBER)], kind, "pg_restore")
     except UserError:
-        with _admin(kind) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                sql.Identifier(staging)))
+        _as_superuser(kind, drop_staging)
         raise
-    with _admin(kind) as admin:
-        version = admin.execute("SHOW server_version_num").fetchone()
-        force = bool(version and int(version[0]) >= 130000)
-        if not force:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
-        drop = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
-        admin.execute(sql.SQL(drop).format(sql.Identifier(database)))
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(staging), sql.Identifier(database)))
+    _as_superuser(kind, swap_in)
