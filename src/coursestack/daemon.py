@@ -337,9 +337,13 @@ class Daemon:
         for status in self.supervisor.statuses():
             unit = self.units[status.name]
             started_at = status.started_at if status.pid is not None else None
-            # A start after a crash is settled once it has lasted stable_after.
+            # A start that proves nothing yet counts for `up` once it has lasted
+            # stable_after: one after a crash, or one ready at its first probe, right at
+            # launch (probe "none"; no real server answers that fast).
             settles_in = 0.0
-            if status.restarts and status.ready_at is not None:
+            if status.ready_at is not None and status.started_at is not None and (
+                    status.restarts or status.ready_at - status.started_at
+                    < self.supervisor.timing.fast_probe_interval):
                 settles_in = max(0.0, unit.spec.stable_after - (now - status.ready_at))
             views.append({
                 "name": status.name, "kind": status.kind, "state": str(status.state),

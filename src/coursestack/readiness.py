@@ -48,9 +48,9 @@ def given_up(view: View, since: Mapping[str, float] | None = None) -> bool:
 
 
 def is_ready(view: View) -> bool:
-    """Ready, and settled: a service that crashed and came back counts once its new start
-    has lasted `stable_after` (the daemon's views say when, in `settles_in`), so a crash
-    loop of a service that is ready at once (probe "none") is not mistaken for ready."""
+    """Ready, and settled: a start that proves nothing yet (after a crash, or ready at once
+    as with probe "none") counts once it has lasted `stable_after` (the daemon's views
+    say when, in `settles_in`), so a crash loop is not mistaken for ready."""
     return view["state"] == "ready" and float(view.get("settles_in") or 0.0) <= 0.0
 
 
