@@ -62,7 +62,7 @@ def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyte
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            states = {s["name"]: s["state"] for s in client.get("/api/services")}
+            states = {s.name: s.state for s in client.services()}
             if all(states.get(name) == "ready" for name in names):
                 return
             time.sleep(0.2)

@@ -31,12 +31,15 @@ import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 import psutil
 
 from coursestack.state import StateFolder, read_json
+
+if TYPE_CHECKING:
+    from coursestack.instances import Instance
 
 REDACTED = "[REDACTED]"
 #: Lines kept from the end of each log file.
@@ -295,7 +298,7 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
     return members
 
 
-def _service_states(instance: Any) -> dict[str, Any]:
+def _service_states(instance: Instance) -> dict[str, Any]:
     """The services now (from the daemon) or as last recorded (from the history)."""
     from coursestack.errors import UserError
 
@@ -303,7 +306,7 @@ def _service_states(instance: Any) -> dict[str, Any]:
         try:
             client = instance.client()
             try:
-                return {"running": True, "instance": client.get("/api/instance")}
+                return {"running": True, "instance": client.instance_view().model_dump()}
             finally:
                 client.close()
         except UserError as error:

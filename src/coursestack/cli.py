@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -27,7 +27,9 @@ from coursestack.up_options import INSTANCE_HELP, STATE_HELP, UP_OPTIONS
 from coursestack.up_options import SPEC_HELP as UP_SPEC_HELP
 
 if TYPE_CHECKING:
+    from coursestack.api_types import ServiceView
     from coursestack.daemon_start import StartedDaemon
+    from coursestack.instances import Instance
     from coursestack.readiness import Outcome
     from coursestack.up_flow import PreparedUp
 
@@ -54,31 +56,31 @@ def print_error(message: str) -> None:
     errors.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def _instance(instance: str | None, state: Path | None) -> Any:
+def _instance(instance: str | None, state: Path | None) -> Instance:
     from coursestack.instances import resolve_instance
 
     return resolve_instance(instance, state)
 
 
-def _services_table(services: list[dict[str, Any]]) -> Table:
+def _services_table(services: list[ServiceView]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("SERVICE", "KIND", "STATE", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY",
                    "NOTE"):
         table.add_column(column, no_wrap=column != "NOTE", overflow="fold")
     for service in services:
-        state = service["state"]
-        note = service["reason"] if state in ("failed", "backoff") else service["detail"]
-        if state == "backoff" and service["detail"]:
-            note = f"{service['detail']}: {service['reason']}"
-        if service.get("note"):
-            note = f"{note} ({service['note']})" if note else service["note"]
+        state = service.state
+        note = service.reason if state in ("failed", "backoff") else service.detail
+        if state == "backoff" and service.detail:
+            note = f"{service.detail}: {service.reason}"
+        if service.note:
+            note = f"{note} ({service.note})" if note else service.note
         # The kind's own label says what the service is, e.g. a stand-in for another.
-        kind = service["kind"] + (f" ({service['label']})" if service.get("label") else "")
-        table.add_row(service["name"], kind,
+        kind = service.kind + (f" ({service.label})" if service.label else "")
+        table.add_row(service.name, kind,
                       f"[{STATE_STYLES.get(state, '')}]{state}[/]",
-                      str(service["port"] or "-"), str(service["pid"] or "-"),
-                      _duration(service["uptime"]), str(service["restarts"]),
-                      _size(service["memory"]), note.splitlines()[0] if note else "")
+                      str(service.port or "-"), str(service.pid or "-"),
+                      _duration(service.uptime), str(service.restarts),
+                      _size(service.memory), note.splitlines()[0] if note else "")
     return table
 
 
@@ -134,7 +136,7 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
         client = chosen.client()
         console.print(f"[bold]{chosen.name}[/] is already running "
                       f"(dashboard {client.url}); nothing changed.")
-        console.print(_services_table(client.get("/api/services")))
+        console.print(_services_table(client.services()))
         console.print("Start one service with `coursestack start NAME`.")
         if prepared.request.open_browser:
             from coursestack.open_dashboard import open_dashboard
@@ -182,7 +184,7 @@ def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str],
     deadline = time.monotonic() + timeout
     with Live(console=console, auto_refresh=False) as live:
         def show(views: list[dict[str, Any]]) -> None:
-            live.update(_services_table(views), refresh=True)
+            live.update(_services_table(_typed(views)), refresh=True)
 
         if started.notify_fd is not None:
             try:
@@ -223,22 +225,29 @@ def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) 
         time.sleep(0.05)
 
 
+def _typed(views: list[dict[str, Any]]) -> list[ServiceView]:
+    """Views from the readiness pipe or the wait as the API's type."""
+    from coursestack.api_types import ServiceView
+
+    return [ServiceView.model_validate(view) for view in views]
+
+
 def _report_not_ready(outcome: Outcome, timeout: float) -> bool:
     """Say which named services are not ready and why; True if one is not."""
     console.print()
     problem = False
-    for service in outcome.views:
-        if service["state"] == "failed":
+    for service in _typed(outcome.views):
+        if service.state == "failed":
             problem = True
-            print_error(f"{service['name']} failed: {service['reason']}")
-            for line in service["last_log"][-8:]:
+            print_error(f"{service.name} failed: {service.reason}")
+            for line in service.last_log[-8:]:
                 print(f"    {line}", file=sys.stderr)
-        elif service["state"] != "ready":
+        elif service.state != "ready":
             problem = True
-            waiting = service["detail"] if service["detail"].startswith("waiting for") else ""
-            print_error(f"{service['name']} not started: {waiting}, which failed" if waiting
-                        else f"{service['name']} not ready after {timeout:g} s "
-                        f"({service['state']}: {service['detail']})")
+            waiting = service.detail if service.detail.startswith("waiting for") else ""
+            print_error(f"{service.name} not started: {waiting}, which failed" if waiting
+                        else f"{service.name} not ready after {timeout:g} s "
+                        f"({service.state}: {service.detail})")
     if problem:
         errors.print("hint: `coursestack logs NAME` shows what the service said")
     return problem
@@ -260,10 +269,10 @@ def down(instance: InstanceOption = None, state: StateOption = None,
         console.print(f"{chosen.name} is not running.")
         return
     client = chosen.client()
-    pid = int(client.record["pid"])
+    pid = client.pid
     if timeout is None:  # the daemon ends by its own deadline; a margin for its exit
         timeout = float(client.record.get("down_timeout", 45.0)) + 15.0
-    client.post("/api/shutdown")
+    client.shutdown()
     with console.status(f"Stopping {chosen.name}…"):
         if not wait_for_exit(pid, timeout):
             raise UserError(f"the daemon did not stop within {timeout:g} s",
@@ -283,30 +292,31 @@ def status(instance: InstanceOption = None, state: StateOption = None,
         else:
             console.print(f"{chosen.name} is not running (start it with `coursestack up`).")
         raise typer.Exit(EXIT_NOT_RUNNING)
-    data = chosen.client().get("/api/instance")
+    data = chosen.client().instance_view()
     if as_json:
-        print(json.dumps({**data, "running": True}, indent=2))
+        print(json.dumps({**data.model_dump(), "running": True}, indent=2))
         return
-    console.print(f"[bold]{data['title'] or data['course']}[/] — instance {data['name']}, "
-                  f"dashboard {data['url']}")
-    console.print(_services_table(data["services"]))
+    console.print(f"[bold]{data.title or data.course}[/] — instance {data.name}, "
+                  f"dashboard {data.url}")
+    console.print(_services_table(data.services))
 
 
-def _action(verb: str, name: str, instance: str | None, state: Path | None) -> None:
+def _action(verb: Literal["start", "stop", "restart"], name: str, instance: str | None,
+            state: Path | None) -> None:
     from coursestack.readiness import polled_services, wait_until_ready
 
     chosen = _instance(instance, state)
     client = chosen.client()
-    result = client.post(f"/api/services/{name}/{verb}")
+    result = client.act(name, verb)
     if verb == "stop":
-        console.print(f"{name}: {result['state']}")
+        console.print(f"{name}: {result.state}")
         return
     with console.status(f"{verb} {name}…"):
         outcome = wait_until_ready(polled_services(client, 300, interval=0.1), [name])
-    service = outcome.views[0]
-    style = STATE_STYLES.get(service["state"], "")
-    console.print(f"{name}: [{style}]{service['state']}[/]"
-                  + (f" — {service['reason']}" if service["state"] == "failed" else ""))
+    service = _typed(outcome.views)[0]
+    style = STATE_STYLES.get(service.state, "")
+    console.print(f"{name}: [{style}]{service.state}[/]"
+                  + (f" — {service.reason}" if service.state == "failed" else ""))
     if not outcome.ready:
         raise typer.Exit(1)
 
@@ -443,9 +453,9 @@ def list_instances(
         ready = total = 0
         if alive:
             try:
-                services = found.client().get("/api/services")
+                services = found.client().services()
                 total = len(services)
-                ready = sum(1 for s in services if s["state"] == "ready")
+                ready = sum(1 for s in services if s.state == "ready")
             except UserError:
                 pass
         rows.append({"name": name, "course": record.get("course", ""),
@@ -572,7 +582,7 @@ def plan(
         if chosen.daemon_alive():
             client = chosen.client()
             try:
-                measured = {s["name"]: s["memory"] for s in client.get("/api/services")}
+                measured = {s.name: s.memory for s in client.services()}
             finally:
                 client.close()
     result = make_plan(course, measured, kernels)

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +39,8 @@ from coursestack.state import OWNER_ONLY, Secrets, StateFolder, atomic_write_jso
 from coursestack.supervisor import Event, Service, State, Supervisor
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from coursestack.web.host import InstanceHost
+    from coursestack.web.server import QuietServer
 
 log = logging.getLogger("coursestack.daemon")
 
@@ -235,7 +234,7 @@ class Daemon:
     async def serve(self) -> None:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
-        # Services first: the web stack (FastAPI, uvicorn, httpx: ~0.2-0.4 s of imports
+        # Services first: the web stack (Starlette, uvicorn, httpx: ~0.2-0.4 s of imports
         # and set-up that hold the GIL and a core) loads once the services are ready, or
         # at the first connection to the daemon, whichever comes first (a connection
         # waits in the listen backlog meanwhile); `up` hears readiness over its pipe.
@@ -263,15 +262,8 @@ class Daemon:
         try:
             await self._until_web_wanted(listener)
             if not self.shutdown_requested.is_set():
-                create_app, quiet_server = await asyncio.to_thread(_load_web_app)
-                import uvicorn  # loaded by _load_web_app, off the event loop
-
-                config = uvicorn.Config(
-                    self.wrap_web_app(create_app(self)), log_level="warning",
-                    access_log=False, ssl_certfile=cert, ssl_keyfile=key, lifespan="off",
-                    ws="websockets-sansio", timeout_graceful_shutdown=2,
-                    proxy_headers=False)  # no proxy is trusted: see web/auth.py
-                server = quiet_server(config)
+                create_app, server_for = await asyncio.to_thread(_load_web_app)
+                server = server_for(self.wrap_web_app(create_app(self)), cert, key)
                 server_task = asyncio.create_task(server.serve(sockets=[listener]))
             await self.shutdown_requested.wait()
         finally:
@@ -330,12 +322,14 @@ class Daemon:
             self.supervisor.add_listener(notifier.changed)
 
     def service_views(self) -> list[dict[str, Any]]:
-        """Every service as `up` shows it (the fields of the API's ServiceView it uses)."""
+        """Every service as `up` shows it: the API's ServiceView fields (memory not measured,
+        no front-door links) and `settles_in` (see readiness.is_ready)."""
         assert self.supervisor is not None
         views = []
         now = time.time()
         for status in self.supervisor.statuses():
             unit = self.units[status.name]
+            connection = unit.connection()
             started_at = status.started_at if status.pid is not None else None
             # A start that proves nothing yet counts for `up` once it has lasted
             # stable_after: one after a crash, or one ready at its first probe, right at
@@ -350,8 +344,9 @@ class Daemon:
                 "detail": status.detail, "reason": status.reason, "pid": status.pid,
                 "port": unit.port, "since": status.since,
                 "uptime": now - started_at if started_at else None, "settles_in": settles_in,
-                "restarts": status.restarts, "memory": None, "last_log": status.last_log,
-                "label": str(unit.connection().extra.get("label", "")),
+                "heartbeat": status.heartbeat, "restarts": status.restarts, "memory": None,
+                "web": connection.web, "url": connection.url, "last_log": status.last_log,
+                "label": str(connection.extra.get("label", "")),
                 "note": status.note, "start": str(unit.spec.start)})
         return views
 
@@ -440,21 +435,14 @@ class Daemon:
         return self.endpoints.used()
 
 
-def _load_web_app() -> tuple[Callable[[InstanceHost], Any], type[uvicorn.Server]]:
-    """The web app's factory and the server class, imported in a thread while the
-    services start: nothing before the first launch waits for the web stack."""
-    import uvicorn
-
+def _load_web_app() -> tuple[Callable[[InstanceHost], Any],
+                             Callable[[Any, str | None, str | None], QuietServer]]:
+    """The web app's factory and its server's, imported in a thread while the services
+    start: nothing before the first launch waits for the web stack (web/server.py)."""
     from coursestack.web.app import create_app
+    from coursestack.web.server import server_for
 
-    class QuietServer(uvicorn.Server):
-        """uvicorn without its own signal handling: the daemon stops services first."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            yield
-
-    return create_app, QuietServer
+    return create_app, server_for
 
 
 def run_daemon(state_root: Path, spec: CourseSpec | None = None,

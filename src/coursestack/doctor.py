@@ -205,7 +205,7 @@ def check_packages(distribution: str = "coursestack") -> Finding:
 def package_versions() -> dict[str, str]:
     """Versions of coursestack and the packages its services depend on most."""
     versions = {}
-    for name in ("coursestack", "pydantic", "fastapi", "uvicorn", "httpx", "psutil", "psycopg",
+    for name in ("coursestack", "pydantic", "starlette", "uvicorn", "httpx", "psutil", "psycopg",
                  "pgserver", "pymongo", "nx-27017", "jupyter_server", "jupyterlab", "ipykernel"):
         try:
             versions[name] = importlib.metadata.version(name)
@@ -526,8 +526,9 @@ def _ask_daemon(instance: Instance) -> tuple[list[dict[str, Any]] | None,
     try:
         client = instance.client()
         try:
-            services: list[dict[str, Any]] = client.get("/api/services")
-            history: list[dict[str, Any]] = client.get("/api/events/history")
+            # As dicts: the checks also read the history file, written before a crash.
+            services = [view.model_dump() for view in client.services()]
+            history = [event.model_dump() for event in client.history()]
         finally:
             client.close()
     except UserError as error:

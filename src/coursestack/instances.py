@@ -11,11 +11,21 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import filelock
 import psutil
+from pydantic import TypeAdapter, ValidationError
 
+from coursestack.api_types import (
+    ActionResult,
+    EventView,
+    InstanceView,
+    LoginCode,
+    Problem,
+    ServiceView,
+    Stopping,
+)
 from coursestack.errors import DaemonError, UsageError, UserError
 from coursestack.spec import CourseSpec, load_spec
 from coursestack.state import (
@@ -171,7 +181,8 @@ def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
 
 
 class DaemonClient:
-    """The daemon's HTTP API, with the instance's token."""
+    """The daemon's HTTP API, with the instance's token: one method per operation the
+    CLI, doctor, backup and the bundle use, answering the API's own types (api_types)."""
 
     def __init__(self, instance: Instance, timeout: float = 30.0) -> None:
         self.instance = instance
@@ -191,29 +202,73 @@ class DaemonClient:
                                   timeout=timeout, trust_env=False, verify=verify,
                                   headers={"Authorization": f"Bearer {record['token']}"})
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the API; errors become UserErrors with the daemon's own message."""
+    @property
+    def pid(self) -> int:
+        """The daemon's process id (from its record)."""
+        return int(self.record["pid"])
+
+    @property
+    def token(self) -> str:
+        return str(self.record["token"])
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def instance_view(self) -> InstanceView:
+        """GET /api/instance: the instance and every service."""
+        return InstanceView.model_validate_json(self._call("GET", "/api/instance"))
+
+    def services(self) -> list[ServiceView]:
+        """GET /api/services: every service, in start order."""
+        return _SERVICES.validate_json(self._call("GET", "/api/services"))
+
+    def service(self, name: str) -> ServiceView:
+        """GET /api/services/NAME (UserError if there is no such service)."""
+        return ServiceView.model_validate_json(self._call("GET", f"/api/services/{name}"))
+
+    def act(self, name: str, verb: Literal["start", "stop", "restart"]) -> ActionResult:
+        """POST /api/services/NAME/VERB: start, stop (waits) or restart a service."""
+        return ActionResult.model_validate_json(
+            self._call("POST", f"/api/services/{name}/{verb}"))
+
+    def start(self, name: str) -> ActionResult:
+        return self.act(name, "start")
+
+    def stop(self, name: str) -> ActionResult:
+        return self.act(name, "stop")
+
+    def history(self) -> list[EventView]:
+        """GET /api/events/history: the latest state changes, oldest first."""
+        return _EVENTS.validate_json(self._call("GET", "/api/events/history"))
+
+    def login_code(self) -> LoginCode:
+        """POST /api/login-code: a one-time code that logs a browser in."""
+        return LoginCode.model_validate_json(self._call("POST", "/api/login-code"))
+
+    def shutdown(self) -> Stopping:
+        """POST /api/shutdown: stop every service, then the daemon."""
+        return Stopping.model_validate_json(self._call("POST", "/api/shutdown"))
+
+    def _call(self, method: str, path: str) -> bytes:
+        """The answer's body; errors become UserErrors with the daemon's own message."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path)
         except httpx.HTTPError as error:
             raise DaemonError(f"the daemon did not answer: {error}", where=self.url,
                               hint="see `coursestack logs` or the daemon.log") from None
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
+                detail = Problem.model_validate_json(response.content).detail
+            except ValidationError:
                 detail = response.text
-            raise UserError(str(detail), where=f"{method} {path}")
-        return response.json()
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.request("POST", path, **kwargs)
+            raise UserError(detail, where=f"{method} {path}")
+        return response.content
 
     def close(self) -> None:
         self._http.close()
+
+
+_SERVICES = TypeAdapter(list[ServiceView])
+_EVENTS = TypeAdapter(list[EventView])
 
 
 def stop_leftovers(instance: Instance) -> list[str]:

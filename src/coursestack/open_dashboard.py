@@ -13,7 +13,10 @@ import os
 import webbrowser
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coursestack.instances import DaemonClient
 
 #: The page `up --open` writes (replaced on every `up --open`).
 PAGE_NAME = "open-dashboard.html"
@@ -43,9 +46,9 @@ def login_page(run_folder: Path, dashboard_url: str, code: str) -> Path:
     return path
 
 
-def open_dashboard(client: Any, run_folder: Path) -> Path:
+def open_dashboard(client: DaemonClient, run_folder: Path) -> Path:
     """Ask the daemon for a one-time code and open the page that uses it."""
-    answer = client.post("/api/login-code")
-    page = login_page(run_folder, client.url, str(answer["code"]))
+    answer = client.login_code()
+    page = login_page(run_folder, client.url, answer.code)
     webbrowser.open(page.as_uri())
     return page

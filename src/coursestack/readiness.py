@@ -1,7 +1,7 @@
 """Waiting until services are ready: said once, for `up`, `start`, backup and restore.
 
 A wait is a stream of snapshots (each a list of service views, as GET /api/services
-gives them) judged by one rule (`judge`). Snapshots come from one of two sources:
+gives them, as dicts) judged by one rule (`judge`). Snapshots come from one of two sources:
 
 - `polled_services`: the daemon's API, asked every so often (`start`, backup, restore,
   and `up` where no readiness pipe exists);
@@ -20,7 +20,7 @@ import json
 import os
 import select
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,19 +96,24 @@ def wait_until_ready(snapshots: Iterable[list[View]], names: Iterable[str],
     return Outcome(Verdict.WAITING, chosen)
 
 
-class ServicesAPI(Protocol):
-    """What `polled_services` needs of a daemon client."""
+class ServiceModel(Protocol):
+    """A service view as the API client gives it (api_types.ServiceView)."""
 
-    def get(self, path: str) -> Any: ...
+    def model_dump(self) -> View: ...
+
+
+class ServicesAPI(Protocol):
+    """What `polled_services` needs of a daemon client (instances.DaemonClient)."""
+
+    def services(self) -> Sequence[ServiceModel]: ...
 
 
 def polled_services(client: ServicesAPI, timeout: float,
                     interval: float = 0.05) -> Iterator[list[View]]:
-    """GET /api/services every `interval` seconds, for `timeout` seconds at most."""
+    """Every service, from the API every `interval` seconds, for `timeout` seconds at most."""
     deadline = time.monotonic() + timeout
     while True:
-        views: list[View] = client.get("/api/services")
-        yield views
+        yield [view.model_dump() for view in client.services()]
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)

@@ -102,8 +102,8 @@ def _stop(instance: Instance, timeout: float) -> None:
             stop_leftovers(instance)
         return
     client = instance.client()
-    pid = int(client.record["pid"])
-    client.post("/api/shutdown")
+    pid = client.pid
+    client.shutdown()
     client.close()
     if not wait_for_exit(pid, timeout):
         raise UserError(f"the daemon did not stop within {timeout:g} s; nothing was deleted",

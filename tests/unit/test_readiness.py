@@ -65,18 +65,27 @@ def test_a_source_that_ends_first_is_a_timeout() -> None:
     assert outcome.verdict is Verdict.WAITING and outcome.views[0]["state"] == "starting"
 
 
+class Model:
+    """A service view as the API client gives it."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def model_dump(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+
 class ScriptedAPI:
-    """A daemon client whose GET /api/services answers from a script."""
+    """A daemon client whose services() answers from a script."""
 
     def __init__(self, answers: list[list[dict[str, Any]]]) -> None:
         self.answers = answers
         self.asked = 0
 
-    def get(self, path: str) -> Any:
-        assert path == "/api/services"
+    def services(self) -> list[Model]:
         answer = self.answers[min(self.asked, len(self.answers) - 1)]
         self.asked += 1
-        return answer
+        return [Model(fields) for fields in answer]
 
 
 def test_polling_asks_until_the_verdict() -> None:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from coursestack.api_types import ServiceView
 from coursestack.backup import files
 from coursestack.backup.archive import SUFFIX, Manifest, open_no_link, read_archive, write_archive
 from coursestack.endpoints import EndpointTable
@@ -149,20 +150,19 @@ class Services:
         self.client = client
         self.reporter = reporter
 
-    def view(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.client.get(f"/api/services/{name}")
-        return result
+    def view(self, name: str) -> ServiceView:
+        return self.client.service(name)
 
     def running(self, name: str) -> bool:
-        return self.view(name)["state"] not in ("stopped", "failed")
+        return self.view(name).state not in ("stopped", "failed")
 
     def start(self, name: str, timeout: float = READY_TIMEOUT) -> None:
         """Start a service and wait until it is ready (UserError if it fails)."""
         before = self.view(name)
-        if before["state"] == "ready":
+        if before.state == "ready":
             return
-        self.client.post(f"/api/services/{name}/start")
-        self.wait_ready(name, before["since"], timeout)
+        self.client.start(name)
+        self.wait_ready(name, before.since, timeout)
 
     def wait_ready(self, name: str, since: float, timeout: float = READY_TIMEOUT) -> None:
         """Until `name` is ready; UserError if it fails or stops after `since`, or at
@@ -192,7 +192,7 @@ class Services:
                         where=f"services.{name}", hint=f"see `coursestack logs {name}`")
 
     def stop(self, name: str) -> None:
-        self.client.post(f"/api/services/{name}/stop")
+        self.client.stop(name)
 
 
 def _client(instance: Instance, what: str) -> DaemonClient:
@@ -246,17 +246,17 @@ def create_backup(instance: Instance, output: Path | None = None,
             entry: dict[str, Any] | None = None
             parts: list[tuple[str, Path]] = []
             view = api.view(name)
-            if mode == "live" and view["state"] != "ready":
+            if mode == "live" and view.state != "ready":
                 # Reset is often the cure for a service that cannot start: wait less.
                 timeout = RAW_READY_TIMEOUT if raw else READY_TIMEOUT
                 try:
-                    if view["state"] in ("stopped", "failed"):
+                    if view.state in ("stopped", "failed"):
                         reporter.step(f"starting {name} to read its data")
                         api.start(name, timeout)
                         started.append(name)
-                        reporter.note(f"{name} was {view['state']}: started it for the backup")
+                        reporter.note(f"{name} was {view.state}: started it for the backup")
                     else:
-                        api.wait_ready(name, view["since"], timeout)
+                        api.wait_ready(name, view.since, timeout)
                 except UserError as error:
                     if not raw:
                         raise
@@ -502,4 +502,4 @@ def reset_service(instance: Instance, name: str,
     if was_running or live:
         reporter.step(f"starting {name} again (it starts from its seed)")
         api.start(name)
-    return ResetResult(name, backup, api.view(name)["state"])
+    return ResetResult(name, backup, api.view(name).state)

@@ -1,7 +1,8 @@
 """The daemon's web application: REST API, dashboard pages, event streams, front door.
 
 `create_app(daemon)` wires the parts (see each module):
-- api.py        the REST API the CLI and the dashboard use (`/api/...`, OpenAPI schema)
+- api.py        the REST API the CLI and the dashboard use (`/api/...`)
+- routing.py    the route table: Starlette routes and the OpenAPI document from one list
 - dashboard.py  server-rendered pages and the login flow
 - events.py     server-sent events (state changes, log lines)
 - front_door.py one origin per web service (`<service>.<instance>.localhost:<port>`),
@@ -17,25 +18,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
-from starlette.routing import BaseRoute
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coursestack import __version__
 from coursestack.supervisor import RUNNING_STATES
 from coursestack.web import api, composer, dashboard, front_door
 from coursestack.web.auth import Authenticator, check_listen_address
-from coursestack.web.context import NotLoggedIn, WebContext, require_login
+from coursestack.web.context import NotLoggedIn, WebContext
 from coursestack.web.events import Broker
 from coursestack.web.front_door import ServiceOrigins
 from coursestack.web.origins import Origins
+from coursestack.web.routing import Call, Operation, Routes, openapi_document
+from coursestack.web.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from coursestack.web.host import InstanceHost
@@ -87,17 +91,49 @@ class Guard:
         await self.app(scope, receive, send_with_headers)
 
 
-class _NoCookies(CookieJar):
-    """A cookie jar that keeps nothing: the front door's one client serves every browser
-    and every service, so a cookie one service set must never ride on another request
-    (cookies ignore ports: all services share 127.0.0.1)."""
+DESCRIPTION = ("Control one coursestack instance: its services, logs and connection info. "
+               "Every route but /api/health needs a login: the instance token as "
+               "`Authorization: Bearer <token>` (see run/daemon.json), or a dashboard session "
+               "cookie plus its `X-CSRF-Token` on POST.")
 
-    def __init__(self) -> None:
-        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+#: Every table of routes, in matching order (the first route that matches wins).
+TABLES: tuple[Routes, ...] = (api.public, api.router, dashboard.public, dashboard.pages,
+                              composer.router, composer.pages, front_door.router)
+
+openapi_routes = Routes("/api", in_schema=False)
 
 
-def create_app(daemon: InstanceHost) -> FastAPI:
-    """The FastAPI application of one daemon."""
+@openapi_routes.get("/openapi.json")
+async def openapi(_call: Call) -> JSONResponse:
+    """The OpenAPI document of this API (made on request: nothing kept in memory)."""
+    return JSONResponse(openapi_document(operations(), title="coursestack",
+                                         version=__version__, description=DESCRIPTION))
+
+
+def operations() -> list[Operation]:
+    """Every operation the app serves, in matching order."""
+    return [op for table in (openapi_routes, *TABLES) for op in table.operations]
+
+
+async def _not_logged_in(request: Request, _error: Exception) -> Response:
+    wants_page = (request.method == "GET" and not request.url.path.startswith("/api/")
+                  and "text/html" in request.headers.get("accept", ""))
+    if wants_page:
+        return dashboard.login_redirect(request)
+    return JSONResponse({"detail": "log in first: a valid token or session is needed"},
+                        401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _refused(_request: Request, error: Exception) -> Response:
+    """Every HTTPException as JSON `{"detail": ...}` (the API's `Problem`)."""
+    assert isinstance(error, HTTPException)
+    if error.status_code in (204, 304):
+        return Response(status_code=error.status_code, headers=error.headers)
+    return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+
+
+def create_app(daemon: InstanceHost) -> Starlette:
+    """The Starlette application of one daemon."""
     supervisor = daemon.supervisor
     assert supervisor is not None
     settings = daemon.spec.dashboard
@@ -108,70 +144,35 @@ def create_app(daemon: InstanceHost) -> FastAPI:
                                            if unit.connection().web]))
     web.broker = Broker(supervisor, web.snapshot, web.view_dict)
     supervisor.add_listener(web.forget_views)
-    proxy_client = httpx.AsyncClient(
-        trust_env=False, follow_redirects=False, cookies=_NoCookies(),
-        timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40))
+    # The front door's kept-alive connections to the services (no cookie jar: it serves
+    # every browser and every service).
+    proxy_client = UpstreamPool(connect_timeout=5.0, write_timeout=60.0)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
         supervisor.remove_listener(web.forget_views)
         if web.broker is not None:
             web.broker.close()
         await proxy_client.aclose()
 
-    app = FastAPI(title="coursestack", version=__version__, lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None,
-                  description="Control one coursestack instance: its services, logs and "
-                  "connection info. Every route but /api/health needs a login: the "
-                  "instance token as `Authorization: Bearer <token>` (see run/daemon.json), "
-                  "or a dashboard session cookie plus its `X-CSRF-Token` on POST.")
+    routes: list[BaseRoute] = [op.route() for op in operations()]
+    routes.append(Mount("/static", StaticFiles(
+        directory=str(resources.files("coursestack.web") / "static")), name="static"))
+    app = Starlette(
+        routes=routes, lifespan=lifespan,
+        # Outermost first: service origins never see the rest.
+        middleware=[Middleware(ServiceOrigins), Middleware(Guard)],
+        exception_handlers={NotLoggedIn: _not_logged_in, HTTPException: _refused})
     app.state.web = web
     app.state.proxy_client = proxy_client
-    app.add_middleware(Guard)
-    app.add_middleware(ServiceOrigins)  # outermost: service origins never see the rest
-
-    @app.exception_handler(NotLoggedIn)
-    async def not_logged_in(request: Request, _error: NotLoggedIn) -> Response:
-        wants_page = (request.method == "GET" and not request.url.path.startswith("/api/")
-                      and "text/html" in request.headers.get("accept", ""))
-        if wants_page:
-            return dashboard.login_redirect(request)
-        return JSONResponse({"detail": "log in first: a valid token or session is needed"},
-                            401, headers={"WWW-Authenticate": "Bearer"})
-
-    @app.get("/api/openapi.json", include_in_schema=False,
-             dependencies=[Depends(require_login)])
-    async def openapi() -> dict[str, Any]:
-        """The OpenAPI schema of this API."""
-        return app.openapi()
-
-    app.include_router(api.public)
-    app.include_router(api.router)
-    app.include_router(dashboard.public)
-    app.include_router(dashboard.pages)
-    app.include_router(composer.router)
-    app.include_router(composer.pages)
-    app.include_router(front_door.router)
-    app.mount("/static", StaticFiles(directory=str(resources.files("coursestack.web") / "static")),
-              name="static")
     _watch_shutdown(daemon, web)
     return app
 
 
-def routes_of(app: FastAPI) -> list[BaseRoute]:
-    """Every route the app serves, included routers flattened (for the auth test)."""
-    found: list[BaseRoute] = []
-    pending: list[BaseRoute] = list(app.routes)
-    while pending:
-        route = pending.pop(0)
-        included = getattr(route, "original_router", None)  # FastAPI >= 0.16x
-        if included is not None:
-            pending[:0] = list(included.routes)
-        else:
-            found.append(route)
-    return found
+def routes_of(app: Starlette) -> list[BaseRoute]:
+    """Every route the app serves (for the auth test)."""
+    return list(app.routes)
 
 
 def _watch_shutdown(daemon: InstanceHost, web: WebContext) -> None:

@@ -32,11 +32,10 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import HTTPConnection
 
 from coursestack.errors import UsageError
@@ -58,7 +57,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 DASHBOARD = "dashboard"
 
-_hasher = PasswordHasher()
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    """argon2, loaded when a password is first set or checked (most daemons never)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 def instance_tag(state: StateFolder) -> str:
@@ -85,7 +93,7 @@ def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UsageError(f"the password is too short: use at least {MIN_PASSWORD_LENGTH} "
                          "characters", hint="choose a longer password")
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def set_password(state: StateFolder, password: str) -> Path:
@@ -114,8 +122,10 @@ def check_password(state: StateFolder, password: str) -> bool:
     stored = record.get("hash") if isinstance(record, dict) else None
     if not isinstance(stored, str) or not password:
         return False
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _hasher.verify(stored, password)
+        return _hasher().verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -213,8 +223,9 @@ class Revocations:
         self.revoked = {str(k): float(v) for k, v in revoked.items()} if isinstance(
             revoked, dict) else {}
 
-    def is_revoked(self, sid: str, issued: float) -> bool:
-        self.refresh()
+    def is_revoked(self, sid: str, issued: float, refresh: bool = True) -> bool:
+        if refresh:
+            self.refresh()
         return issued < self.not_before or sid in self.revoked
 
     def revoke(self, sid: str, expires: float) -> None:
@@ -284,6 +295,8 @@ class Authenticator:
         self.revocations = Revocations(state)
         self._key = hashlib.sha256(b"coursestack-session\0" + token.encode()).digest()
         self._checks: asyncio.Semaphore | None = None
+        #: (cookie value, audience) -> its session, once its signature was checked.
+        self._verified: dict[tuple[str, str], Session] = {}
 
     def service_cookie(self, service: str) -> str:
         """The cookie of `service`'s own origin (host-only, so no other origin gets it)."""
@@ -357,6 +370,31 @@ class Authenticator:
 
     def session_from_cookie(self, value: str | None,
                             audience: str = DASHBOARD) -> Session | None:
+        """The live session a cookie value names (None if forged, expired or revoked).
+
+        A value seen before is not verified again (its signature cannot change); its
+        expiry and the revocations (re-read when the file changes) are checked every time.
+        """
+        if not value:
+            return None
+        session = self._verified.get((value, audience))
+        if session is None:
+            session = self._session_of(value, audience)
+            if session is None:
+                return None
+            if len(self._verified) >= 1024:
+                self._verified.clear()
+            self._verified[(value, audience)] = session
+        if session.expires < time.time():
+            return None
+        self.revocations.refresh()
+        if self.revocations.is_revoked(session.sid, session.issued, refresh=False) or (
+                session.parent and self.revocations.is_revoked(session.parent, session.issued,
+                                                               refresh=False)):
+            return None
+        return session
+
+    def _session_of(self, value: str, audience: str) -> Session | None:
         data = self._verify(value)
         if data is None or data.get("aud") != audience:
             return None
@@ -364,9 +402,6 @@ class Authenticator:
             sid, expires = str(data["sid"]), float(data["exp"])
             issued, parent = float(data.get("iat", 0.0)), str(data.get("parent", ""))
         except (ValueError, KeyError, TypeError):
-            return None
-        if self.revocations.is_revoked(sid, issued) or (
-                parent and self.revocations.is_revoked(parent, issued)):
             return None
         return Session(sid, expires, self._csrf_for(sid), audience, issued, parent)
 

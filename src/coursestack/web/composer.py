@@ -20,28 +20,24 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Header
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from coursestack.diagram import course_graph, to_svg
+from coursestack.api_types import Problem
 from coursestack.errors import SpecError, UserError
 from coursestack.spec import CourseInfo, DependencyCondition, load_spec, service_models
-from coursestack.spec_edit import (
-    Checked,
-    SpecConflict,
-    SpecProblem,
-    check_text,
-    compose,
-    read_spec_text,
-    save,
-)
-from coursestack.web.api import NO_CSRF, NOT_LOGGED_IN, Problem, Responses
-from coursestack.web.context import Context, Login, require_login
+from coursestack.web.api import NO_CSRF, NOT_LOGGED_IN
 from coursestack.web.dashboard import _page_values, render
 from coursestack.web.origins import Origins
+from coursestack.web.routing import Answer, Call, Responses, Routes
+
+if TYPE_CHECKING:
+    from coursestack.spec_edit import Checked
+
+# spec_edit (tomlkit) and diagram load on first use, inside the handlers: an idle daemon
+# whose composer is never opened does not carry them.
 
 
 class SpecProblemView(BaseModel):
@@ -133,22 +129,25 @@ class Applied(BaseModel):
 
 #: Routes with a JSON body: one that is not JSON, or over the daemon's 64 KiB limit, is
 #: refused before the route runs (a spec's size is bounded by that limit, not the schema).
-BAD_BODY: Responses = {
-    400: {"model": Problem, "description": "The body is not JSON"},
-    413: {"model": Problem, "description": "The body is over 64 KiB"}}
+BAD_BODY: Responses = {400: Answer(Problem, "The body is not JSON"),
+                       413: Answer(Problem, "The body is over 64 KiB")}
 SAVE_RESPONSES: Responses = {
     **NO_CSRF, **BAD_BODY,
-    400: {"model": Refused, "description": "The spec has problems (or the body is not "
-          "JSON); nothing was written"},
-    409: {"model": ConflictView, "description": "The file changed since that version; "
-          "nothing was written"}}
+    400: Answer(Refused, "The spec has problems (or the body is not JSON); nothing was "
+                "written"),
+    409: Answer(ConflictView, "The file changed since that version; nothing was written")}
+
+
+class IfMatch(BaseModel):
+    """The version an edit started from, as a header (must agree with the body's)."""
+
+    if_match: str | None = Field(None, max_length=100)
 
 #: One spec change applied at a time (each stops and starts services).
 _applying = asyncio.Lock()
 
-router = APIRouter(prefix="/api", dependencies=[Depends(require_login)], tags=["spec"],
-                   responses=NOT_LOGGED_IN)
-pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
+router = Routes("/api", tags=["spec"], responses=NOT_LOGGED_IN)
+pages = Routes(in_schema=False)
 
 
 def _validation(checked: Checked) -> dict[str, Any]:
@@ -159,14 +158,18 @@ def _validation(checked: Checked) -> dict[str, Any]:
 
 def _refused(error: SpecError) -> JSONResponse:
     """400: the spec has problems, each with its line and key (a `Refused`)."""
+    from coursestack.spec_edit import SpecProblem
+
     return JSONResponse({"detail": error.message, "problems": [
         SpecProblem(*problem).as_dict() for problem in error.problems]}, 400)
 
 
-@router.get("/spec", response_model=SpecDocument)
-async def get_spec(web: Context) -> JSONResponse:
+@router.get("/spec", response=SpecDocument)
+async def get_spec(call: Call) -> JSONResponse:
     """The instance's course spec: text, data, version (also the `ETag`) and problems."""
-    path = web.daemon.spec.path
+    from coursestack.spec_edit import check_text, read_spec_text
+
+    path = call.web.daemon.spec.path
     text, version = await asyncio.to_thread(read_spec_text, path)
     checked = check_text(text, path)
     body = SpecDocument(path=str(path), text=text, version=version, **_validation(checked))
@@ -175,25 +178,32 @@ async def get_spec(web: Context) -> JSONResponse:
                                                     "Cache-Control": "no-store"})
 
 
-@router.api_route("/spec", methods=["POST", "DELETE", "PATCH", "OPTIONS", "TRACE"],
-                  include_in_schema=False)
-async def spec_other_methods() -> Response:
+@router.add(("POST", "DELETE", "PATCH", "OPTIONS", "TRACE"), "/spec", in_schema=False)
+async def spec_other_methods(_call: Call) -> Response:
     """405 naming both methods: GET and PUT are two routes, each of which alone would
     answer `Allow` with its own method only."""
     return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": "GET, PUT"})
 
 
-@router.post("/spec/validate", response_model=Validation, responses={**NO_CSRF, **BAD_BODY})
-async def validate_spec(body: SpecText, web: Context) -> Validation:
+@router.post("/spec/validate", response=Validation, body=SpecText,
+             responses={**NO_CSRF, **BAD_BODY})
+async def validate_spec(call: Call) -> Validation:
     """Check a spec text with the real loader: each problem with its line and key."""
-    return Validation(**_validation(check_text(body.text, web.daemon.spec.path)))
+    from coursestack.spec_edit import check_text
+
+    text = call.body_as(SpecText).text
+    return Validation(**_validation(check_text(text, call.web.daemon.spec.path)))
 
 
-@router.post("/spec/compose", response_model=Composed, responses={**NO_CSRF, **BAD_BODY})
-async def compose_spec(body: ComposeRequest, web: Context) -> Composed:
+@router.post("/spec/compose", response=Composed, body=ComposeRequest,
+             responses={**NO_CSRF, **BAD_BODY})
+async def compose_spec(call: Call) -> Composed:
     """Write edited data back into a spec text (comments and order kept), and check it.
     A `base` that is not TOML comes back unchanged, with its problem."""
-    path = web.daemon.spec.path
+    from coursestack.spec_edit import SpecProblem, check_text, compose
+
+    body = call.body_as(ComposeRequest)
+    path = call.web.daemon.spec.path
     try:
         text = compose(body.base, body.data)
     except Exception as error:  # tomlkit raises many kinds for text or data it cannot take
@@ -205,12 +215,15 @@ async def compose_spec(body: ComposeRequest, web: Context) -> Composed:
     return Composed(text=text, **_validation(check_text(text, path)))
 
 
-@router.put("/spec", response_model=SavedView, responses=SAVE_RESPONSES)
-async def put_spec(body: SpecSave, web: Context,
-                   if_match: Annotated[str | None, Header(max_length=100)] = None
-                   ) -> JSONResponse:
+@router.put("/spec", response=SavedView, body=SpecSave, headers=IfMatch,
+            responses=SAVE_RESPONSES)
+async def put_spec(call: Call) -> JSONResponse:
     """Save a new spec text: only a valid spec, only over the version it started from;
     the previous file is kept as `course.toml.bak`."""
+    from coursestack.spec_edit import SpecConflict, read_spec_text, save
+
+    body, web = call.body_as(SpecSave), call.web
+    if_match = call.headers_as(IfMatch).if_match
     versions = {body.version} | ({if_match.strip().strip('"')} if if_match else set())
     try:
         if len(versions) > 1:  # the body and the header disagree: neither can be trusted
@@ -229,12 +242,12 @@ async def put_spec(body: SpecSave, web: Context,
     return JSONResponse(view.model_dump(), headers={"ETag": f'"{saved.version}"'})
 
 
-@router.post("/spec/apply", response_model=Applied,
-             responses={**NO_CSRF, 400: {"model": Refused,
-                                         "description": "The saved spec has problems"}})
-async def apply_spec(web: Context) -> JSONResponse:
+@router.post("/spec/apply", response=Applied,
+             responses={**NO_CSRF, 400: Answer(Refused, "The saved spec has problems")})
+async def apply_spec(call: Call) -> JSONResponse:
     """Run the saved spec on this instance: services it adds are started, those it removes
     stopped, those it changes restarted; nothing else is touched."""
+    web = call.web
     path = web.daemon.spec.path
     try:
         spec = await asyncio.to_thread(load_spec, path)
@@ -249,8 +262,8 @@ async def apply_spec(web: Context) -> JSONResponse:
     return JSONResponse(changes.as_dict())
 
 
-@router.get("/spec/schema")
-async def spec_schema() -> dict[str, Any]:
+@router.get("/spec/schema", response=dict[str, Any])
+async def spec_schema(_call: Call) -> dict[str, Any]:
     """JSON schema of each kind's settings (the composer builds its forms from them)."""
     return {"kinds": {kind: model.model_json_schema() for kind, model in
                       sorted(service_models().items())},
@@ -258,11 +271,13 @@ async def spec_schema() -> dict[str, Any]:
             "conditions": [str(condition) for condition in DependencyCondition]}
 
 
-@router.get("/spec/download", response_class=Response,
-            responses={200: {"content": {"application/toml": {}, "application/zip": {}}}})
-async def download_spec(web: Context) -> Response:
+@router.get("/spec/download", media_types=("application/toml", "application/zip"))
+async def download_spec(call: Call) -> Response:
     """The saved spec, with its exports to every target runtime (a zip); only the spec
     when the export package is not installed."""
+    from coursestack.spec_edit import read_spec_text
+
+    web = call.web
     path = web.daemon.spec.path
     text, _version = await asyncio.to_thread(read_spec_text, path)
     exports = await asyncio.to_thread(_exports, path)
@@ -324,14 +339,16 @@ def _exports(path: Path) -> dict[str, bytes] | None:
 
 
 @pages.get("/diagram.svg")
-async def diagram_svg(web: Context) -> Response:
+async def diagram_svg(call: Call) -> Response:
     """The course picture; each service links to its row of the services page."""
-    svg = to_svg(course_graph(web.daemon.spec), links=True)
+    from coursestack.diagram import course_graph, to_svg
+
+    svg = to_svg(course_graph(call.web.daemon.spec), links=True)
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
-@pages.get("/composer", response_class=HTMLResponse)
-async def composer_page(web: Context, principal: Login) -> HTMLResponse:
+@pages.get("/composer")
+async def composer_page(call: Call) -> HTMLResponse:
     """Draw the course: drag kinds in, link services, edit settings, save, run."""
-    return render("composer.html", title="Composer", spec_path=str(web.daemon.spec.path),
-                  **_page_values(web, principal, "composer"))
+    return render("composer.html", title="Composer", spec_path=str(call.web.daemon.spec.path),
+                  **_page_values(call.web, call.login, "composer"))

@@ -6,13 +6,14 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
+from coursestack.api_types import ServiceView
 from coursestack.procs import process_tree_memory
 from coursestack.supervisor import Event, Service, Supervisor
 from coursestack.web.auth import (
@@ -37,37 +38,6 @@ MEMORY_TTL = 1.0
 SERVICES_TTL = 0.5
 #: Largest urlencoded form read to find a CSRF token (the daemon's body limit is 64 KiB).
 MAX_CSRF_FORM = 64 * 1024
-
-
-class ServiceView(BaseModel):
-    """One service as the API shows it."""
-
-    name: str
-    kind: str
-    state: str
-    detail: str
-    reason: str
-    pid: int | None
-    port: int | None
-    since: float
-    uptime: float | None
-    heartbeat: float | None
-    restarts: int
-    memory: int | None
-    web: bool
-    url: str
-    #: The dashboard's link to this service ("" if it is not a web service): it logs the
-    #: browser into the service's own origin and redirects there.
-    proxy_path: str = ""
-    #: The service's own origin at the front door, e.g.
-    #: `http://jupyter.sample.localhost:8700/s/jupyter/` ("" if not a web service).
-    proxy_url: str = ""
-    start: str
-    last_log: list[str]
-    #: How the service must be described, e.g. "MongoDB-compatible stand-in, not MongoDB".
-    label: str = ""
-    #: What else to know, e.g. output dropped because its log could not be written.
-    note: str = ""
 
 
 class NotLoggedIn(Exception):
@@ -168,17 +138,11 @@ class WebContext:
 
 
 _VIEW_LIST = TypeAdapter(list[ServiceView])
-_bearer = HTTPBearer(auto_error=False, description="The instance token (run/daemon.json).")
 
 
 def get_context(request: Request) -> WebContext:
     context: WebContext = request.app.state.web
     return context
-
-
-async def _context(request: Request) -> WebContext:
-    # An async dependency: a plain `def` one would cost a worker-thread hop per request.
-    return get_context(request)
 
 
 async def _form_csrf(request: Request) -> str | None:
@@ -197,9 +161,7 @@ async def _form_csrf(request: Request) -> str | None:
     return values[0] if values else None
 
 
-async def require_login(request: Request,
-                        _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                Depends(_bearer)] = None) -> Principal:
+async def require_login(request: Request) -> Principal:
     """Any valid credential; a cookie session must come from a page of the dashboard's
     own origin, and add its CSRF token to unsafe methods (the `X-CSRF-Token` header, or
     the `csrf_token` field of a form)."""
@@ -217,7 +179,3 @@ async def require_login(request: Request,
         if not context.auth.csrf_ok(principal, supplied):
             raise HTTPException(403, "missing or invalid CSRF token: reload the page and retry")
     return principal
-
-
-Login = Annotated[Principal, Depends(require_login)]
-Context = Annotated[WebContext, Depends(_context)]

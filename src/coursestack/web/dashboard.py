@@ -7,15 +7,16 @@ import re
 import secrets
 import tempfile
 import time
+from functools import cache
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from coursestack.connections import masked
 from coursestack.logs import tail_lines
@@ -27,22 +28,33 @@ from coursestack.web.auth import (
     Authenticator,
     Principal,
 )
-from coursestack.web.context import Context, Login, WebContext, get_context, require_login
+from coursestack.web.context import WebContext
+from coursestack.web.routing import Call, Routes
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 LOGIN_COOKIE = "coursestack_login"
 NONE = "\u2013"  # an en dash: "no value"
 MAX_FORM = 16 * 1024
 
-_templates = Environment(
-    loader=FileSystemLoader(str(resources.files("coursestack.web") / "templates")),
-    autoescape=select_autoescape(["html"]), trim_blocks=False, lstrip_blocks=False)
+public = Routes(login=False, in_schema=False)
+pages = Routes(in_schema=False)
 
-public = APIRouter(include_in_schema=False)
-pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
+
+@cache
+def _templates() -> Environment:
+    """The page templates, loaded on the first page asked for (the API needs none)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(str(resources.files("coursestack.web") / "templates")),
+        autoescape=select_autoescape(["html"]), trim_blocks=False, lstrip_blocks=False)
 
 
 def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-    response = HTMLResponse(_templates.get_template(name).render(**values), status_code=status)
+    response = HTMLResponse(_templates().get_template(name).render(**values),
+                            status_code=status)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -122,15 +134,16 @@ def _too_many(wait: float) -> HTMLResponse:
     return response
 
 
-@public.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, token: str | None = None,
-                     next: str = "/") -> Response:
+@public.get("/login")
+async def login_page(call: Call) -> Response:
     """The login form; `?token=` (the link `coursestack up` prints) logs in at once.
 
     The instance token is never throttled: it is 256 random bits, so guessing it is
     hopeless, and the student must always be able to get in with it.
     """
-    auth = get_context(request).auth
+    request, auth = call.request, call.web.auth
+    token = request.query_params.get("token")
+    next = request.query_params.get("next", "/")
     if token is None:
         if auth.identify(request) is not None:
             return RedirectResponse(safe_next(next), 303)
@@ -141,10 +154,10 @@ async def login_page(request: Request, token: str | None = None,
                        "`coursestack up` again for a fresh link.", 401, next)
 
 
-@public.post("/login/code", response_class=HTMLResponse)
-async def login_with_code(request: Request) -> Response:
+@public.post("/login/code")
+async def login_with_code(call: Call) -> Response:
     """Log in with a one-time code (the local page `coursestack up --open` opens)."""
-    web = get_context(request)
+    request, web = call.request, call.web
     form = await read_form(request)
     if web.codes.redeem(form.get("code"), "dashboard") is None:
         return _login_page(request, "That login page has expired (it works once, within a "
@@ -166,15 +179,15 @@ async def read_form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in fields.items()}
 
 
-@public.post("/login", response_class=HTMLResponse)
-async def login(request: Request) -> Response:
+@public.post("/login")
+async def login(call: Call) -> Response:
     """Log in with the dashboard password or the instance token.
 
     The token always works. Wrong passwords back off per device (a browser that logged
     in before keeps its own count, so a flood of guesses from elsewhere never locks the
     student out); the check itself runs in a worker thread.
     """
-    auth = get_context(request).auth
+    request, auth = call.request, call.web.auth
     form = await read_form(request)
     expected = request.cookies.get(LOGIN_COOKIE, "")
     supplied = form.get("login_csrf", "")
@@ -196,10 +209,10 @@ async def login(request: Request) -> Response:
 
 
 @pages.post("/logout")
-async def logout(request: Request, principal: Login) -> Response:
+async def logout(call: Call) -> Response:
     """End this browser's session, for good (and its sessions on service origins)."""
+    request, principal, auth = call.request, call.login, call.web.auth
     form = await read_form(request)
-    auth = get_context(request).auth
     if principal.session is not None:
         if not auth.csrf_ok(principal, form.get(CSRF_FIELD)):
             raise HTTPException(403, "missing or invalid CSRF token: reload the page")
@@ -212,9 +225,10 @@ async def logout(request: Request, principal: Login) -> Response:
 # -- pages -------------------------------------------------------------------------------------
 
 
-@pages.get("/", response_class=HTMLResponse)
-async def dashboard(web: Context, principal: Login) -> HTMLResponse:
+@pages.get("/")
+async def dashboard(call: Call) -> HTMLResponse:
     """One row per service, updated live."""
+    web, principal = call.web, call.login
     rows = []
     for view in web.views():
         row = view.model_dump()
@@ -227,18 +241,20 @@ async def dashboard(web: Context, principal: Login) -> HTMLResponse:
                   **_page_values(web, principal, "services"))
 
 
-@pages.get("/services/{name}/logs", response_class=HTMLResponse)
-async def log_page(name: str, web: Context, principal: Login) -> HTMLResponse:
+@pages.get("/services/{name}/logs")
+async def log_page(call: Call) -> HTMLResponse:
     """A service's log, following new lines."""
+    name, web, principal = call.path("name"), call.web, call.login
     web.service_or_404(name)
     return render("logs.html", title=f"Log of {name}", service=name,
                   lines=tail_lines(web.daemon.state.log_file(name), 200),
                   **_page_values(web, principal, "logs"))
 
 
-@pages.get("/connections", response_class=HTMLResponse)
-async def connections_page(web: Context, principal: Login) -> HTMLResponse:
+@pages.get("/connections")
+async def connections_page(call: Call) -> HTMLResponse:
     """What notebooks see, secrets masked."""
+    web, principal = call.web, call.login
     document = masked(read_json(web.daemon.state.connections_file, {}) or {})
     services = list((document.get("services") or {}).values())
     return render("connections.html", title="Connections", connections=services,
@@ -248,9 +264,10 @@ async def connections_page(web: Context, principal: Login) -> HTMLResponse:
 STATUS_TEXT = {"ok": "OK", "warn": "Warning", "fail": "Problem"}
 
 
-@pages.get("/doctor", response_class=HTMLResponse)
-async def doctor_page(web: Context, principal: Login) -> HTMLResponse:
+@pages.get("/doctor")
+async def doctor_page(call: Call) -> HTMLResponse:
     """"Check my setup": every doctor finding, and the diagnostics bundle to download."""
+    web, principal = call.web, call.login
     from coursestack.doctor import run_doctor, summary, worst  # only when asked for
 
     started = time.monotonic()
@@ -277,10 +294,10 @@ def _bundle_bytes(web: WebContext) -> tuple[str, bytes]:
 
 
 @pages.post("/doctor/bundle")
-async def doctor_bundle(web: Context, _principal: Login) -> Response:
+async def doctor_bundle(call: Call) -> Response:
     """The diagnostics bundle (runs the doctor again), as a download. A POST with the
     session's CSRF token: it runs programs and writes a file."""
-    name, data = await asyncio.to_thread(_bundle_bytes, web)
+    name, data = await asyncio.to_thread(_bundle_bytes, call.web)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     return Response(data, media_type="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{name}"',

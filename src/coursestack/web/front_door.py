@@ -23,26 +23,29 @@ from html import escape
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-import httpx
-from fastapi import APIRouter, HTTPException, Request
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from coursestack.web.auth import SESSION_LIFETIME, Principal, foreign_request
-from coursestack.web.context import NotLoggedIn, WebContext, get_context
+from coursestack.web.context import NotLoggedIn, WebContext
 from coursestack.web.handoff import SERVICE_LIFETIME
-from coursestack.web.origins import MISDIRECTED, ServiceHost, request_port
+from coursestack.web.origins import MISDIRECTED, Origins, ServiceHost, request_port
 from coursestack.web.proxy import (
-    forward_http,
+    Forwarding,
     forward_websocket,
     has_traversal,
     home_path,
     not_ready_page,
     raw_path,
     resolve,
+    service_is_up,
     web_unit,
 )
+from coursestack.web.routing import Call, Routes
+from coursestack.web.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("coursestack.web.front_door")
 
@@ -52,7 +55,8 @@ _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 # -- on the dashboard's origin: /s/<name>/... redirects to the service's origin ----------
 
-router = APIRouter(include_in_schema=False)
+#: Public: a stranger is sent to the login (NotLoggedIn) only after the reload check.
+router = Routes(login=False, in_schema=False)
 
 
 def dashboard_address(web: WebContext, port: int | None) -> str:
@@ -87,11 +91,11 @@ def _reload_same_site(request: Request) -> Response | None:
     return None
 
 
-@router.api_route("/s/{name}", methods=["GET", "HEAD"])
-@router.api_route("/s/{name}/{path:path}", methods=["GET", "HEAD"])
-async def open_service(name: str, request: Request, path: str = "") -> Response:
+@router.add(("GET", "HEAD"), "/s/{name}")
+@router.add(("GET", "HEAD"), "/s/{name}/{path:path}")
+async def open_service(call: Call) -> Response:
     """Log the browser into a service's own origin, then show the page asked for."""
-    web = get_context(request)
+    request, web, name = call.request, call.web, call.path("name")
     principal = web.auth.identify(request)
     if principal is None:  # before anything else: strangers learn no service names
         if (reload := _reload_same_site(request)) is not None:
@@ -115,18 +119,38 @@ async def open_service(name: str, request: Request, path: str = "") -> Response:
 
 class ServiceOrigins:
     """ASGI middleware: requests whose Host names a service of this instance go to that
-    service (after the checks above); everything else goes on to the dashboard."""
+    service (after the checks above); everything else goes on to the dashboard.
+
+    It is the hot path of every page a service shows (JupyterLab makes dozens of
+    requests per page): plain ASGI, no router, the request parsed once, the answer
+    forwarded by proxy.forward without a response object in between."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        #: Host header -> what it names (a browser sends the same few again and again),
+        #: for the origins of `_matched_in` (a respec replaces them).
+        self._matched: dict[bytes | None, ServiceHost | None] = {}
+        self._matched_in: Origins | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         web: WebContext = scope["app"].state.web
-        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
-        target = web.origins.match(host)
+        host: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+                break
+        if self._matched_in is not web.origins:
+            self._matched, self._matched_in = {}, web.origins
+        try:
+            target = self._matched[host]
+        except KeyError:
+            target = web.origins.match(host.decode("latin-1") if host is not None else None)
+            if len(self._matched) >= 256:  # made-up names cannot grow it without bound
+                self._matched.clear()
+            self._matched[host] = target
         if target is None:
             await self.app(scope, receive, send)
             return
@@ -149,16 +173,17 @@ def _identify(request: Request | WebSocket, web: WebContext,
     return web.auth.identify_for_service(request, target.service)
 
 
-async def _serve_http(request: Request, web: WebContext, target: ServiceHost) -> Response:
+async def _serve_http(request: Request, web: WebContext,
+                      target: ServiceHost) -> Response | Forwarding:
     if foreign_request(request, target.origin):
         raise HTTPException(403, "refused: sent by a page of another origin")
     unit = web_unit(web, target.service)
     path = raw_path(request.scope)
-    dashboard = dashboard_address(web, target.port) + "/"
     if path == LOGIN_PATH:
-        return await _hand_off(request, web, target, dashboard)
+        return await _hand_off(request, web, target, _dashboard_of(web, target))
     principal = _identify(request, web, target)
     if principal is None:
+        dashboard = _dashboard_of(web, target)
         wants_page = (request.method == "GET"
                       and "text/html" in request.headers.get("accept", ""))
         if wants_page:  # through the dashboard's login and back
@@ -168,11 +193,16 @@ async def _serve_http(request: Request, web: WebContext, target: ServiceHost) ->
         raise HTTPException(401, "log in at the dashboard first")
     if path == "/" and home_path(unit) != "/":
         return RedirectResponse(home_path(unit), 307)
-    upstream = resolve(web, target, path, request.url.query)
-    waiting = not_ready_page(web, target.service, request, dashboard)
-    if waiting is not None:
-        return waiting
-    return await forward_http(request, upstream, add_token=principal.via == "bearer")
+    upstream = resolve(web, target, path, request.scope["query_string"].decode("latin-1"))
+    if not service_is_up(web, target.service):
+        waiting = not_ready_page(web, target.service, request, _dashboard_of(web, target))
+        if waiting is not None:
+            return waiting
+    return Forwarding(upstream, add_token=principal.via == "bearer")
+
+
+def _dashboard_of(web: WebContext, target: ServiceHost) -> str:
+    return dashboard_address(web, target.port) + "/"
 
 
 async def _hand_off(request: Request, web: WebContext, target: ServiceHost,
@@ -213,15 +243,17 @@ async def _service_login_cookies(request: Request, web: WebContext,
     upstream = resolve(web, target, home_path(web_unit(web, target.service)), "")
     if not upstream.token:
         return []
-    client: httpx.AsyncClient = request.app.state.proxy_client
+    pool: UpstreamPool = request.app.state.proxy_client
     try:
-        answer = await client.get(f"http://127.0.0.1:{upstream.port}{upstream.path}api/status",
-                                  headers={"Host": upstream.host,
-                                           "Authorization": f"token {upstream.token}"})
-    except httpx.HTTPError as error:
+        answer = await pool.request(
+            b"GET", upstream.port, f"{upstream.path}api/status".encode("latin-1"),
+            [(b"host", upstream.host.encode("latin-1")),
+             (b"authorization", f"token {upstream.token}".encode("latin-1"))])
+        await answer.read()
+    except UpstreamError as error:
         log.info("front door: no login cookie from %s: %s", target.service, error)
         return []
-    return [v for k, v in answer.headers.multi_items() if k.lower() == "set-cookie"]
+    return [value.decode("latin-1") for key, value in answer.headers if key == b"set-cookie"]
 
 
 async def _serve_websocket(websocket: WebSocket, web: WebContext, target: ServiceHost) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 #: The name under which every instance's services live (a wildcard domain on a server).
 BASE_DOMAIN = "localhost"
@@ -37,13 +38,13 @@ class ServiceHost:
     instance: str
     port: int | None
 
-    @property
+    @cached_property  # asked several times per proxied request
     def host(self) -> str:
         """The Host header rebuilt from its checked parts."""
         name = f"{dns_label(self.service, 'service')}.{self.instance}.{BASE_DOMAIN}"
         return f"{name}:{self.port}" if self.port is not None else name
 
-    @property
+    @cached_property
     def origin(self) -> str:
         return f"http://{self.host}"
 

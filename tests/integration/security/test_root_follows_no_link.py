@@ -64,8 +64,7 @@ def running() -> Iterator[tuple[Instance, str, Victims]]:
 def service(instance: Instance, name: str) -> dict[str, object]:
     client = instance.client()
     try:
-        found: dict[str, object] = client.get(f"/api/services/{name}")
-        return found
+        return client.service(name).model_dump()
     finally:
         client.close()
 
