@@ -190,9 +190,9 @@ print(out)
 
 def import_rss(ws: Workspace) -> dict[str, float]:
     """RSS of the daemon's interpreter bare, and after importing what the daemon imports
-    (its modules, the web app, and the drivers its probes load)."""
-    modules = ["coursestack.daemon", "coursestack.web.app", "coursestack.kinds",
-               "psycopg", "pymongo"]
+    (its modules and the web app)."""
+    # No database driver: the probes speak PostgreSQL's and MongoDB's protocols themselves.
+    modules = ["coursestack.daemon", "coursestack.web.app", "coursestack.kinds"]
     result = subprocess.run([ws.python, "-c", _IMPORT_RSS, *modules], env=ws.env,
                             capture_output=True, text=True, check=True)
     data = ast.literal_eval(result.stdout.strip())
@@ -264,7 +264,7 @@ def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: 
         extra += (f"\n- Where the daemon's RSS comes from: the same interpreter is "
                   f"{daemon['python_bare']:.1f} MB bare and {daemon['python_imports']:.1f} MB "
                   "after importing what the daemon imports (coursestack.daemon, "
-                  "coursestack.web.app with Starlette/pydantic/uvicorn, and psycopg), "
+                  "coursestack.web.app with Starlette/pydantic/uvicorn, every kind), "
                   "before doing anything.")
     if "api_kept_ms" in daemon:
         extra += (f"\n- The daemon's API, GET /api/health (median of 20): "

@@ -754,14 +754,14 @@ def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[st
     breakdown = (
         "\nWhere coursestack's warm start goes (medians, from the daemon's events.jsonl; "
         "services of one wave start in parallel):\n\n| phase | seconds |\n| --- | ---: |\n"
-        f"| command -> daemon's first event (CLI start, daemon spawn, imports, API up) "
+        f"| command -> daemon's first event (CLI start, spec loaded, fork, daemon's first steps) "
         f"| {m('to_daemon'):.2f} |\n")
     for name in facts.services:
         after = f" (once {', '.join(facts.services[name].depends_on)})" if (
             facts.services[name].depends_on) else ""
         breakdown += f"| {name}: prepare -> ready{after} | {m(name):.2f} |\n"
-    breakdown += f"| last service ready -> `up` returns (the CLI polls the API) | " \
-                 f"{m('after'):.2f} |\n"
+    breakdown += ("| last service ready -> `up` returns (the daemon's verdict over the "
+                  f"readiness pipe) | {m('after'):.2f} |\n")
     one = warm["one-by-one"]
     seq = ", ".join(f"{name} {median([r[name] for r in one]):.2f} s" for name in facts.services)
     breakdown += f"\nOne-by-one, each step (medians): {seq}.\n"

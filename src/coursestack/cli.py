@@ -23,10 +23,15 @@ from coursestack import __version__
 from coursestack.content import command as content_command
 from coursestack.errors import UserError
 from coursestack.export.cli import register as _register_export
+from coursestack.up_options import INSTANCE_HELP, STATE_HELP, UP_OPTIONS
+from coursestack.up_options import SPEC_HELP as UP_SPEC_HELP
 
 if TYPE_CHECKING:
     from coursestack.api_types import ServiceView
-    from coursestack.instances import DaemonClient, Instance
+    from coursestack.daemon_start import StartedDaemon
+    from coursestack.instances import Instance
+    from coursestack.readiness import Outcome
+    from coursestack.up_flow import PreparedUp
 
 app = typer.Typer(
     name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,10 +41,8 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
 
-InstanceOption = Annotated[str | None, typer.Option(
-    "--instance", "-i", help="Instance name (default: the only running one, else 'sample').")]
-StateOption = Annotated[Path | None, typer.Option(
-    "--state", help="State folder of the instance (overrides --instance).")]
+InstanceOption = Annotated[str | None, typer.Option("--instance", "-i", help=INSTANCE_HELP)]
+StateOption = Annotated[Path | None, typer.Option("--state", help=STATE_HELP)]
 
 STATE_STYLES = {"ready": "green", "starting": "yellow", "backoff": "yellow",
                 "unhealthy": "dark_orange", "failed": "bold red", "stopping": "yellow",
@@ -86,78 +89,139 @@ def _services_table(services: list[ServiceView]) -> Table:
 @app.command()
 def up(
     spec: Annotated[Path | None, typer.Argument(
-        help="Path of a course.toml (or its folder). Without it: the embedded sample course.",
-        show_default=False)] = None,
+        help=UP_SPEC_HELP, show_default=False)] = None,
     instance: InstanceOption = None,
     state: StateOption = None,
     only: Annotated[list[str] | None, typer.Option(
-        "--only", help="Start only these services (and what they depend on).")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 300.0,
-    open_browser: Annotated[bool, typer.Option("--open", help="Open the dashboard.")] = False,
+        "--only", help=UP_OPTIONS["only"].help)] = None,
+    timeout: Annotated[float, typer.Option(help=UP_OPTIONS["timeout"].help)] = 300.0,
+    open_browser: Annotated[bool, typer.Option(
+        "--open", help=UP_OPTIONS["open_browser"].help)] = False,
 ) -> None:
     """Start the instance's daemon and wait until its services are ready."""
-    from coursestack.instances import set_up_instance, start_daemon
+    from coursestack.up_flow import prepare_up
+    from coursestack.up_options import UpRequest
 
-    chosen, course = set_up_instance(spec, instance, state, list(only or []))
-    from coursestack.registry import problem_lines
+    # entry.py usually runs `up` itself, forking the daemon before typer loads; here typer
+    # is loaded already, so the daemon is spawned (COURSESTACK_DAEMON_START=spawn, Windows).
+    request = UpRequest(spec, instance, state, tuple(only or ()), timeout, open_browser)
+    code = run_up(prepare_up(request), None)
+    if code:
+        raise typer.Exit(code)
 
-    for line in problem_lines():  # a broken kind package: the other kinds still work
+
+def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
+    """The rest of `up` once the instance is set up: start the daemon unless `started`
+    (entry.py forked it) or it runs already, show progress until every service is ready
+    or one failed; the exit status."""
+    for line in prepared.warnings:  # a broken kind package: the other kinds still work
         console.print(f"[yellow]warning:[/] {line}; its kinds cannot be used")
-    if chosen.daemon_alive():
+    chosen, course = prepared.instance, prepared.course
+    if prepared.running:
         client = chosen.client()
         console.print(f"[bold]{chosen.name}[/] is already running "
                       f"(dashboard {client.url}); nothing changed.")
         console.print(_services_table(client.services()))
         console.print("Start one service with `coursestack start NAME`.")
-        if open_browser:
+        if prepared.request.open_browser:
             from coursestack.open_dashboard import open_dashboard
 
             open_dashboard(client, chosen.state.run)
-        return
-    from coursestack.content.command import update_before_start
-    from coursestack.spec import StartPolicy
+        return 0
+    if started is None:
+        from coursestack.content.command import update_before_start
+        from coursestack.daemon_start import start_daemon_for_up
 
-    course = update_before_start(course, chosen.state, console)
-    wanted = list(only or [n for n, s in course.services.items()
-                           if s.start is StartPolicy.ALWAYS])
-    wanted_all = sorted(course.with_dependencies(wanted))
+        course = update_before_start(course, chosen.state, console)
+        started = start_daemon_for_up(chosen.state.root, course,
+                                      chosen.state.logs / "daemon.log", method="spawn")
     console.print(f"Starting [bold]{course.course.title or course.course.name}[/] "
                   f"(instance {chosen.name}, state in {chosen.state.root})")
-    start_daemon(chosen)
-    client = chosen.client()
-    failed = _wait_for_services(client, wanted_all, timeout)
-    url = client.url
-    console.print(f"Dashboard: {url}login?token={client.record['token']}")
-    if open_browser:  # no secret on the browser's command line: see open_dashboard.py
+    try:
+        outcome = _wait_for_up(chosen, started, prepared.wanted(course),
+                               prepared.request.timeout)
+    finally:
+        started.close()
+    problem = _report_not_ready(outcome, prepared.request.timeout)
+    # The record, not an API client (whose TLS set-up alone takes 20+ ms); no record: the
+    # client says the daemon is not running.
+    record = chosen.state.daemon() or chosen.client().record
+    console.print(f"Dashboard: {record['url']}login?token={record['token']}")
+    if prepared.request.open_browser:  # no secret on the browser's command line
         from coursestack.open_dashboard import open_dashboard
 
-        open_dashboard(client, chosen.state.run)
-    if failed:
-        raise typer.Exit(1)
+        open_dashboard(chosen.client(), chosen.state.run)
+    return 1 if problem else 0
 
 
-def _wait_for_services(client: DaemonClient, names: list[str], timeout: float) -> bool:
-    """Show progress until the named services are ready; True if one failed or timed out."""
+def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str],
+                 timeout: float) -> Outcome:
+    """Progress until the named services are ready or one failed: read from the daemon's
+    readiness pipe, or from its API where there is no pipe (or it was lost)."""
+    from coursestack.readiness import (
+        PipeLost,
+        Verdict,
+        notifications,
+        polled_services,
+        wait_until_ready,
+    )
+
     deadline = time.monotonic() + timeout
-    services: list[ServiceView] = []
     with Live(console=console, auto_refresh=False) as live:
-        while True:
-            services = client.services()
-            chosen = [s for s in services if s.name in names]
-            live.update(_services_table(chosen), refresh=True)
-            states = {s.name: s.state for s in chosen}
-            if all(state == "ready" for state in states.values()):
-                break
-            if any(state == "failed" for state in states.values()):
-                break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        def show(views: list[dict[str, Any]]) -> None:
+            live.update(_services_table(_typed(views)), refresh=True)
+
+        if started.notify_fd is not None:
+            try:
+                outcome = wait_until_ready(notifications(started.notify_fd, timeout), names,
+                                           show)
+                if outcome.verdict is not Verdict.WAITING or time.monotonic() >= deadline:
+                    return outcome
+            except PipeLost:
+                pass
+        _until_daemon_listens(chosen, started, deadline)
+        return wait_until_ready(polled_services(
+            chosen.client(), max(0.0, deadline - time.monotonic())), names, show)
+
+
+def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) -> None:
+    """Wait until the daemon's API answers; DaemonError saying why if it ended."""
+    from coursestack.errors import DaemonError
+
+    while True:
+        record = chosen.state.daemon()
+        if record and record.get("pid") == started.pid and chosen.daemon_alive():
+            return
+        code = started.exit_code()
+        if code is not None:
+            from coursestack.logs import tail_lines
+
+            log_path = chosen.state.logs / "daemon.log"
+            if code == 3:
+                raise DaemonError("another daemon already runs this instance",
+                                  where=str(chosen.state.root), hint="see `coursestack status`")
+            tail = "\n".join(tail_lines(log_path, 8))
+            raise DaemonError(f"the daemon stopped at once (exit {code}):\n{tail}",
+                              where=str(log_path), hint="fix what it says, then run up again")
+        if time.monotonic() > deadline:
+            raise DaemonError("the daemon did not start in time",
+                              where=str(chosen.state.logs / "daemon.log"),
+                              hint="look at its log")
+        time.sleep(0.05)
+
+
+def _typed(views: list[dict[str, Any]]) -> list[ServiceView]:
+    """Views from the readiness pipe or the wait as the API's type."""
+    from coursestack.api_types import ServiceView
+
+    return [ServiceView.model_validate(view) for view in views]
+
+
+def _report_not_ready(outcome: Outcome, timeout: float) -> bool:
+    """Say which named services are not ready and why; True if one is not."""
     console.print()
     problem = False
-    for service in services:
-        if service.name not in names:
-            continue
+    for service in _typed(outcome.views):
         if service.state == "failed":
             problem = True
             print_error(f"{service.name} failed: {service.reason}")
@@ -224,23 +288,21 @@ def status(instance: InstanceOption = None, state: StateOption = None,
 
 def _action(verb: Literal["start", "stop", "restart"], name: str, instance: str | None,
             state: Path | None) -> None:
+    from coursestack.readiness import polled_services, wait_until_ready
+
     chosen = _instance(instance, state)
     client = chosen.client()
     result = client.act(name, verb)
     if verb == "stop":
         console.print(f"{name}: {result.state}")
         return
-    deadline = time.monotonic() + 300
     with console.status(f"{verb} {name}…"):
-        while time.monotonic() < deadline:
-            service = client.service(name)
-            if service.state in ("ready", "failed"):
-                break
-            time.sleep(0.1)
+        outcome = wait_until_ready(polled_services(client, 300, interval=0.1), [name])
+    service = _typed(outcome.views)[0]
     style = STATE_STYLES.get(service.state, "")
     console.print(f"{name}: [{style}]{service.state}[/]"
                   + (f" — {service.reason}" if service.state == "failed" else ""))
-    if service.state != "ready":
+    if not outcome.ready:
         raise typer.Exit(1)
 
 

@@ -27,6 +27,7 @@ from coursestack.connections import environment_for, write_connections
 from coursestack.endpoints import EndpointTable
 from coursestack.errors import UserError
 from coursestack.kinds import Context, Kind, bind_all, build_unit
+from coursestack.lean_imports import keep_out_unused_imports
 from coursestack.logs import rotate_if_large
 from coursestack.ownership import move_to_account, secure_state_folder
 from coursestack.ports import choose_port, port_is_free
@@ -53,14 +54,15 @@ class AlreadyRunning(UserError):
 class Daemon:
     """Wires the supervisor and the web API for one instance."""
 
-    def __init__(self, state: StateFolder) -> None:
+    def __init__(self, state: StateFolder, spec: CourseSpec | None = None) -> None:
         self.state = state
         self.instance = state.instance()
         self.name: str = self.instance.get("name", state.root.name)
         if "spec" not in self.instance:
             raise UserError("this state folder has no instance set up", where=str(state.root),
                             hint="run `coursestack up [SPEC] --state DIR` instead")
-        self.spec: CourseSpec = load_spec(self.instance["spec"])
+        # `up` forks the daemon with the spec it has just loaded from the same file.
+        self.spec: CourseSpec = spec or load_spec(self.instance["spec"])
         self.secrets = Secrets(state)
         self.token = self.secrets.get("daemon.token", 32)
         self.run_as: RunAs | None = None
@@ -77,6 +79,10 @@ class Daemon:
         self._pids: dict[str, Any] = {}
         self._last_request: dict[str, float] = {}
         self._lock: filelock.BaseFileLock | None = None
+        #: The write end of `up`'s readiness pipe (readiness.py), if `up` started us.
+        self.notify_fd: int | None = None
+        #: How the daemon was started: "fork" (from `up`'s process) or "spawn".
+        self.start_method = "spawn"
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -229,12 +235,11 @@ class Daemon:
         """Run until asked to stop: services started, API up, then an orderly stop."""
         assert self.supervisor is not None
         # Services first: the web stack (Starlette, uvicorn, httpx: ~0.2-0.4 s of imports
-        # that hold the GIL) loads once every service is launched or waits on another,
-        # in a thread, so the event loop keeps probing meanwhile.
+        # and set-up that hold the GIL and a core) loads once the services are ready, or
+        # at the first connection to the daemon, whichever comes first (a connection
+        # waits in the listen backlog meanwhile); `up` hears readiness over its pipe.
         self.supervisor.start(self.autostart())
         await self._until_launched()
-        create_app, server_for = await asyncio.to_thread(_load_web_app)
-
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError):
@@ -243,29 +248,107 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         cert, key = self._tls_files(host)
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
-        server = server_for(self.wrap_web_app(create_app(self)), cert, key)
-        server_task = asyncio.create_task(server.serve(sockets=[listener]))
-        while not server.started and not server_task.done():
-            await asyncio.sleep(0.01)
         atomic_write_json(self.state.daemon_file,
                           {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
                            "token": self.token, "started": self.started, "tls_cert": cert,
                            "version": __version__, "course": self.spec.course.name,
                            "spec": str(self.spec.path),
-                           "down_timeout": self.spec.course.down_timeout}, OWNER_ONLY)
+                           "down_timeout": self.spec.course.down_timeout,
+                           "start_method": self.start_method}, OWNER_ONLY)
+        self._notify_readiness()
         reaper = asyncio.create_task(self._housekeeping())
+        server: Any = None
+        server_task: asyncio.Task[None] | None = None
         try:
+            await self._until_web_wanted(listener)
+            if not self.shutdown_requested.is_set():
+                create_app, server_for = await asyncio.to_thread(_load_web_app)
+                server = server_for(self.wrap_web_app(create_app(self)), cert, key)
+                server_task = asyncio.create_task(server.serve(sockets=[listener]))
             await self.shutdown_requested.wait()
         finally:
             reaper.cancel()
             await self._stop_services()
             for unit in self.units.values():
                 unit.release()
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await server_task
+            if server is not None and server_task is not None:
+                server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await server_task
             self.state.daemon_file.unlink(missing_ok=True)
             atomic_write_json(self.state.pids_file, {}, OWNER_ONLY)
+
+    async def _until_web_wanted(self, listener: socket.socket) -> None:
+        """Until the autostarted services are ready (or one failed), someone connects to
+        the daemon, or a stop is asked for: the web stack is not needed before."""
+        assert self.supervisor is not None
+        from coursestack.readiness import Verdict, judge
+
+        supervisor = self.supervisor
+        names = supervisor.closure(self.autostart())
+        wanted = asyncio.Event()
+
+        def settled(_event: Event | None = None) -> None:
+            if judge(self.service_views(), names) is not Verdict.WAITING:
+                wanted.set()
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(listener.fileno(), wanted.set)  # a connection is waiting
+        supervisor.add_listener(settled)
+        settled()
+        waits = {asyncio.create_task(wanted.wait()),
+                 asyncio.create_task(self.shutdown_requested.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            loop.remove_reader(listener.fileno())
+            supervisor.remove_listener(settled)
+
+    def _notify_readiness(self) -> None:
+        """Tell `up` (over its readiness pipe) every change until the autostarted services
+        are ready or one failed: it returns then, without polling the API."""
+        if self.notify_fd is None:
+            return
+        assert self.supervisor is not None
+        from coursestack.readiness import Notifier
+
+        fd, self.notify_fd = self.notify_fd, None
+        notifier = Notifier(fd, self.supervisor.closure(self.autostart()), self.service_views,
+                            asyncio.get_running_loop().call_later)
+        notifier.changed()
+        if notifier.open:
+            self.supervisor.add_listener(notifier.changed)
+
+    def service_views(self) -> list[dict[str, Any]]:
+        """Every service as `up` shows it: the API's ServiceView fields (memory not measured,
+        no front-door links) and `settles_in` (see readiness.is_ready)."""
+        assert self.supervisor is not None
+        views = []
+        now = time.time()
+        for status in self.supervisor.statuses():
+            unit = self.units[status.name]
+            connection = unit.connection()
+            started_at = status.started_at if status.pid is not None else None
+            # A start that proves nothing yet counts for `up` once it has lasted
+            # stable_after: one after a crash, or one ready at its first probe, right at
+            # launch (probe "none"; no real server answers that fast).
+            settles_in = 0.0
+            if status.ready_at is not None and status.started_at is not None and (
+                    status.restarts or status.ready_at - status.started_at
+                    < self.supervisor.timing.fast_probe_interval):
+                settles_in = max(0.0, unit.spec.stable_after - (now - status.ready_at))
+            views.append({
+                "name": status.name, "kind": status.kind, "state": str(status.state),
+                "detail": status.detail, "reason": status.reason, "pid": status.pid,
+                "port": unit.port, "since": status.since,
+                "uptime": now - started_at if started_at else None, "settles_in": settles_in,
+                "heartbeat": status.heartbeat, "restarts": status.restarts, "memory": None,
+                "web": connection.web, "url": connection.url, "last_log": status.last_log,
+                "label": str(connection.extra.get("label", "")),
+                "note": status.note, "start": str(unit.spec.start)})
+        return views
 
     async def _until_launched(self, at_most: float = 2.0) -> None:
         """Until no service is about to launch (each has a process, waits for a dependency
@@ -362,22 +445,16 @@ def _load_web_app() -> tuple[Callable[[InstanceHost], Any],
     return create_app, server_for
 
 
-#: Optional imports that libraries make when the package happens to be installed, and
-#: which the daemon never uses: httpx imports its command line (click, rich, pygments)
-#: and httpcore imports trio. Together ~9 MB of the daemon's RSS (docs/benchmarks-core.md).
-#: A None entry in sys.modules makes `import NAME` raise ImportError, their fallback.
-UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "trio")
+def run_daemon(state_root: Path, spec: CourseSpec | None = None,
+               notify_fd: int | None = None, start: str = "spawn") -> int:
+    """Run the daemon of the instance in `state_root` until it is stopped.
 
-
-def keep_out_unused_imports() -> None:
-    """Make the optional imports the daemon never uses fail (see UNUSED_OPTIONAL_IMPORTS)."""
-    for name in UNUSED_OPTIONAL_IMPORTS:
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
-
-
-def run_daemon(state_root: Path) -> int:
-    """Entry point of `coursestack daemon` (started in the background by `up`)."""
+    `up` calls this in the process it forked (with the spec it loaded, `start="fork"`),
+    or starts `python -m coursestack daemon`; `notify_fd` is its readiness pipe.
+    """
     keep_out_unused_imports()
+    if notify_fd is not None:  # for `up` only, never for the services
+        os.set_inheritable(notify_fd, False)
     # Everything the daemon writes (logs, events, state files) is owner-only unless it
     # says otherwise (connections.json); services inherit this too.
     os.umask(0o077)
@@ -387,7 +464,8 @@ def run_daemon(state_root: Path) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     state = StateFolder(state_root)
     try:
-        daemon = Daemon(state)
+        daemon = Daemon(state, spec)
+        daemon.notify_fd, daemon.start_method = notify_fd, start
         daemon.acquire_lock()
     except AlreadyRunning as error:
         print(error.render(), file=sys.stderr)
@@ -415,4 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coursestack daemon",
                                      description="Run an instance's daemon in the foreground.")
     parser.add_argument("--state", type=Path, required=True, help="State folder.")
-    return run_daemon(parser.parse_args(argv).state)
+    parser.add_argument("--notify-fd", type=int, default=None,
+                        help="Readiness pipe to report progress on (`up` passes it).")
+    arguments = parser.parse_args(argv)
+    return run_daemon(arguments.state, notify_fd=arguments.notify_fd)

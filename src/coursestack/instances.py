@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import filelock
-import httpx
 import psutil
 from pydantic import TypeAdapter, ValidationError
 
@@ -36,6 +35,13 @@ from coursestack.state import (
     register_instance,
     registered_instances,
 )
+
+if TYPE_CHECKING:
+    import httpx
+else:  # `up` needs no HTTP client on its way to forking the daemon (~20-45 ms)
+    from coursestack.lazy_import import lazy_module
+
+    httpx = lazy_module("httpx")
 
 SAMPLE_INSTANCE = "sample"
 

@@ -58,6 +58,9 @@ def test_wheel_in_a_fresh_environment_runs_the_sample_course() -> None:
                                 cwd=work, **home))
         states = {s["name"]: s["state"] for s in report["services"]}
         assert states.get("postgres") == "ready" and states.get("jupyter") == "ready", states
+        # The console script forks the daemon (entry.py), with no second interpreter.
+        assert json.loads((state / "run" / "daemon.json").read_text())[
+            "start_method"] == "fork"
     finally:
         subprocess.run([coursestack, "down", "--state", str(state)], cwd=work,
                        capture_output=True, timeout=300, check=False,

@@ -165,24 +165,31 @@ class Services:
         self.wait_ready(name, before.since, timeout)
 
     def wait_ready(self, name: str, since: float, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.view(name)
-            state = view.state
-            if state == "ready":
-                return
-            self.reporter.step(f"waiting for {name} ({state}"
-                               + (f": {view.detail}" if view.detail else "") + ")")
-            if state in ("failed", "stopped") and view.since != since:
-                raise UserError(f"service {name} did not start ({state}): "
-                                f"{view.reason or view.detail}",
-                                where=f"services.{name}",
-                                hint=f"see `coursestack logs {name}`; fix it, then try again")
-            if time.monotonic() > deadline:
-                raise UserError(f"service {name} was not ready within {timeout:g} s ({state})",
-                                where=f"services.{name}",
-                                hint=f"see `coursestack logs {name}`")
-            time.sleep(0.2)
+        """Until `name` is ready; UserError if it fails or stops after `since`, or at
+        the timeout."""
+        from coursestack.readiness import Verdict, polled_services, wait_until_ready
+
+        def progress(views: list[dict[str, Any]]) -> None:
+            for view in views:
+                if view["state"] != "ready":
+                    self.reporter.step(f"waiting for {name} ({view['state']}"
+                                       + (f": {view['detail']}" if view["detail"] else "")
+                                       + ")")
+
+        outcome = wait_until_ready(polled_services(self.client, timeout, interval=0.2),
+                                   [name], progress, since={name: since})
+        if outcome.ready:
+            return
+        view = outcome.views[0] if outcome.views else {"state": "unknown", "reason": "",
+                                                        "detail": ""}
+        state = view["state"]
+        if outcome.verdict is Verdict.FAILED:
+            raise UserError(f"service {name} did not start ({state}): "
+                            f"{view['reason'] or view['detail']}",
+                            where=f"services.{name}",
+                            hint=f"see `coursestack logs {name}`; fix it, then try again")
+        raise UserError(f"service {name} was not ready within {timeout:g} s ({state})",
+                        where=f"services.{name}", hint=f"see `coursestack logs {name}`")
 
     def stop(self, name: str) -> None:
         self.client.stop(name)
