@@ -134,7 +134,7 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
 
         course = update_before_start(course, chosen.state, console)
         started = start_daemon_for_up(chosen.state.root, course,
-                                      chosen.state.logs / "daemon.log", method="spawn")
+                                      chosen.state.daemon_log, method="spawn")
     console.print(f"Starting [bold]{course.course.title or course.course.name}[/] "
                   f"(instance {chosen.name}, state in {chosen.state.root})")
     try:
@@ -196,7 +196,7 @@ def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) 
         if code is not None:
             from coursestack.logs import tail_lines
 
-            log_path = chosen.state.logs / "daemon.log"
+            log_path = chosen.state.daemon_log
             if code == 3:
                 raise DaemonError("another daemon already runs this instance",
                                   where=str(chosen.state.root), hint="see `coursestack status`")
@@ -205,7 +205,7 @@ def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) 
                               where=str(log_path), hint="fix what it says, then run up again")
         if time.monotonic() > deadline:
             raise DaemonError("the daemon did not start in time",
-                              where=str(chosen.state.logs / "daemon.log"),
+                              where=str(chosen.state.daemon_log),
                               hint="look at its log")
         time.sleep(0.05)
 

@@ -83,7 +83,7 @@ def forked_up(request: UpRequest) -> int:
     started = None
     if not prepared.running and not prepared.update_due:
         state = prepared.instance.state
-        started = fork_daemon(state.root, prepared.course, state.logs / "daemon.log")
+        started = fork_daemon(state.root, prepared.course, state.daemon_log)
         if not request.open_browser:  # a browser started by us would inherit it
             yield_to_the_services()
         until_first_news(started.notify_fd, request.timeout)
