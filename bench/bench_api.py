@@ -33,18 +33,28 @@ from typing import Any
 import httpx
 import psutil
 
-XMLRPC_BODY = (b"<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
-               b"</methodName><params></params></methodCall>")
+XMLRPC_BODY = (
+    b"<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
+    b"</methodName><params></params></methodCall>"
+)
 
 
-async def hammer(method: str, url: str, clients: int, seconds: float,
-                 headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]:
+async def hammer(
+    method: str,
+    url: str,
+    clients: int,
+    seconds: float,
+    headers: dict[str, str],
+    body: bytes | None = None,
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False,
-                                 headers=headers) as client:
+    async with httpx.AsyncClient(
+        limits=limits, timeout=30, trust_env=False, headers=headers
+    ) as client:
+
         async def one() -> None:
             nonlocal errors
             while time.monotonic() < deadline:
@@ -52,7 +62,8 @@ async def hammer(method: str, url: str, clients: int, seconds: float,
                 try:
                     response = await client.request(method, url, content=body)
                     ok = response.status_code == 200 and (
-                        body is None or b"<fault>" not in response.content)
+                        body is None or b"<fault>" not in response.content
+                    )
                 except httpx.HTTPError:
                     ok = False
                 latencies.append(time.perf_counter() - started)
@@ -70,9 +81,16 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, An
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
-    return {"requests": len(ordered), "errors": errors, "rps": len(ordered) / elapsed,
-            "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": ordered[-1] * 1000,
-            "mean": statistics.fmean(ordered) * 1000}
+    return {
+        "requests": len(ordered),
+        "errors": errors,
+        "rps": len(ordered) / elapsed,
+        "p50": pct(50),
+        "p90": pct(90),
+        "p99": pct(99),
+        "max": ordered[-1] * 1000,
+        "mean": statistics.fmean(ordered) * 1000,
+    }
 
 
 async def open_streams(url: str, token: str, count: int, seconds: float) -> dict[str, Any]:
@@ -94,16 +112,19 @@ async def open_streams(url: str, token: str, count: int, seconds: float) -> dict
             failures += 1
 
     limits = httpx.Limits(max_connections=count + 1)
-    async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=httpx.Timeout(
-            10, read=60), headers={"Authorization": f"Bearer {token}"}) as client:
+    async with httpx.AsyncClient(
+        limits=limits,
+        trust_env=False,
+        timeout=httpx.Timeout(10, read=60),
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
         tasks = [asyncio.create_task(one(i, client)) for i in range(count)]
         await asyncio.sleep(seconds)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     starved = sum(1 for n in events if n < 2)  # a snapshot and at least one tick
-    return {"streams": count, "failed": failures, "starved": starved,
-            "events": sum(events)}
+    return {"streams": count, "failed": failures, "starved": starved, "events": sum(events)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -121,8 +142,9 @@ async def daemon_load(url: str, token: str, args: argparse.Namespace) -> dict[st
     auth = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(trust_env=False, headers=auth) as client:
         pid = int((await client.get(f"{url}api/instance")).json()["pid"])
-    streams = asyncio.create_task(open_streams(f"{url}api/events", token, args.streams,
-                                               args.seconds + 2))
+    streams = asyncio.create_task(
+        open_streams(f"{url}api/events", token, args.streams, args.seconds + 2)
+    )
     await asyncio.sleep(1)
     before = cpu_seconds(pid)
     api = await hammer("GET", f"{url}api/services", args.clients, args.seconds, auth)
@@ -133,7 +155,8 @@ def run_supervisord(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-supervisord-"))
     port = 9871
     config = folder / "supervisord.conf"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [supervisord]
         nodaemon=true
         logfile={folder}/supervisord.log
@@ -146,9 +169,13 @@ def run_supervisord(args: argparse.Namespace) -> dict[str, Any]:
         command=sleep 3600
         [program:two]
         command=sleep 3600
-    """))
-    process = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c",
-                                str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """)
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/RPC2"
         for _ in range(100):
@@ -158,8 +185,11 @@ def run_supervisord(args: argparse.Namespace) -> dict[str, Any]:
             except httpx.HTTPError:
                 time.sleep(0.1)
         before = cpu_seconds(process.pid)
-        result = asyncio.run(hammer("POST", url, args.clients, args.seconds,
-                                    {"Content-Type": "text/xml"}, XMLRPC_BODY))
+        result = asyncio.run(
+            hammer(
+                "POST", url, args.clients, args.seconds, {"Content-Type": "text/xml"}, XMLRPC_BODY
+            )
+        )
         return add_cpu(result, process.pid, before)
     finally:
         process.terminate()
@@ -168,20 +198,30 @@ def run_supervisord(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
-    rows = [("coursestack GET /api/services", result["daemon"]["api"]),
-            ("supervisord XML-RPC getAllProcessInfo", result["supervisord"])]
-    lines = [f"Load: {args.clients} concurrent clients for {args.seconds:g} s each, on "
-             f"127.0.0.1; coursestack also had {args.streams} event streams open.", "",
-             "| server | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
-             "| server CPU ms/req |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [
+        ("coursestack GET /api/services", result["daemon"]["api"]),
+        ("supervisord XML-RPC getAllProcessInfo", result["supervisord"]),
+    ]
+    lines = [
+        f"Load: {args.clients} concurrent clients for {args.seconds:g} s each, on "
+        f"127.0.0.1; coursestack also had {args.streams} event streams open.",
+        "",
+        "| server | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| server CPU ms/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, r in rows:
-        lines.append(f"| {name} | {r['requests']} | {r['errors']} | {r['rps']:.0f} | "
-                     f"{r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
-                     f"{r['cpu_ms_per_request']:.2f} |")
+        lines.append(
+            f"| {name} | {r['requests']} | {r['errors']} | {r['rps']:.0f} | "
+            f"{r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
+            f"{r['cpu_ms_per_request']:.2f} |"
+        )
     s = result["daemon"]["streams"]
-    lines += ["", f"Event streams: {s['streams']} opened, {s['failed']} failed, "
-              f"{s['starved']} without a tick, {s['events']} events delivered."]
+    lines += [
+        "",
+        f"Event streams: {s['streams']} opened, {s['failed']} failed, "
+        f"{s['starved']} without a tick, {s['events']} events delivered.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -200,25 +240,35 @@ def main() -> int:
         home = tempfile.mkdtemp(prefix="bench-home-")
         os.chmod(home, 0o755)
         env = {**os.environ, "COURSESTACK_HOME": home}
-        subprocess.run([sys.executable, "-m", "coursestack", "up"], env=env, check=True,
-                       capture_output=True)
-        record = json.loads((Path(home) / "instances" / "sample" / "run" / "daemon.json")
-                            .read_text())
+        subprocess.run(
+            [sys.executable, "-m", "coursestack", "up"], env=env, check=True, capture_output=True
+        )
+        record = json.loads(
+            (Path(home) / "instances" / "sample" / "run" / "daemon.json").read_text()
+        )
         url, token = record["url"], record["token"]
     try:
         result = {"daemon": asyncio.run(daemon_load(url, token, args))}
     finally:
         if home:
-            subprocess.run([sys.executable, "-m", "coursestack", "down"], check=False,
-                           env={**os.environ, "COURSESTACK_HOME": home}, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "coursestack", "down"],
+                check=False,
+                env={**os.environ, "COURSESTACK_HOME": home},
+                capture_output=True,
+            )
     result["supervisord"] = run_supervisord(args)
     text = report(result, args)
     print(text)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(text)
-    failed = (result["daemon"]["api"]["errors"] or result["supervisord"]["errors"]
-              or result["daemon"]["streams"]["failed"] or result["daemon"]["streams"]["starved"])
+    failed = (
+        result["daemon"]["api"]["errors"]
+        or result["supervisord"]["errors"]
+        or result["daemon"]["streams"]["failed"]
+        or result["daemon"]["streams"]["starved"]
+    )
     return 1 if failed else 0
 
 

@@ -35,12 +35,20 @@ WORDS = ("data", "model", "query", "schema", "table", "index", "join", "value", 
 
 def _png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     raw = b"".join(b"\x00" + b"\x20\x60\xc0" * 16 for _ in range(16))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _text(n: int, seed: int) -> str:
@@ -104,9 +112,11 @@ def time_pandoc(paths: list[Path], out: Path, pandoc: str) -> float:
     """Seconds for pandoc to convert every draft to DocBook XML, one process per file."""
     start = time.perf_counter()
     for path in paths:
-        subprocess.run([pandoc, "-f", "docx", "-t", "docbook", "-o",
-                        str(out / f"{path.stem}.dbk"), str(path)],
-                       check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [pandoc, "-f", "docx", "-t", "docbook", "-o", str(out / f"{path.stem}.dbk"), str(path)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
     return time.perf_counter() - start
 
 
@@ -121,8 +131,9 @@ def main() -> None:
     pandoc = shutil.which("pandoc")
     if pandoc is None:
         raise SystemExit("pandoc is not installed (apt-get install -y pandoc)")
-    version = subprocess.run([pandoc, "--version"], capture_output=True, text=True,
-                             check=True).stdout.split("\n")[0]
+    version = subprocess.run(
+        [pandoc, "--version"], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         src = root / "drafts"

@@ -44,8 +44,9 @@ RESERVED_GB = 2  # the OS, the Hub, its proxy
 
 
 def cs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "coursestack", *args], capture_output=True,
-                            text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "coursestack", *args], capture_output=True, text=True, timeout=1800
+    )
     if check and result.returncode != 0:
         raise SystemExit(f"coursestack {' '.join(args)} failed:\n{result.stderr}")
     return result
@@ -56,8 +57,7 @@ def log_in(base: str, name: str) -> httpx.Client:
     page = client.get("/hub/login")
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
     assert xsrf, page.text[:300]
-    client.post("/hub/login", data={"username": name, "password": PASSWORD,
-                                    "_xsrf": xsrf.group(1)})
+    client.post("/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": xsrf.group(1)})
     return client
 
 
@@ -70,12 +70,16 @@ def coursestack_ready(client: httpx.Client, name: str) -> bool:
 
 def lab_ready(client: httpx.Client, name: str) -> bool:
     reply = client.get(f"/user/{name}/lab")
-    return reply.status_code == 200 and str(reply.url).endswith(f"/user/{name}/lab") and \
-        "jupyter-config-data" in reply.text
+    return (
+        reply.status_code == 200
+        and str(reply.url).endswith(f"/user/{name}/lab")
+        and "jupyter-config-data" in reply.text
+    )
 
 
-def logins_at_once(base: str, names: list[str], ready: Any,
-                   timeout: float = 1500) -> tuple[list[float], dict[str, httpx.Client]]:
+def logins_at_once(
+    base: str, names: list[str], ready: Any, timeout: float = 1500
+) -> tuple[list[float], dict[str, httpx.Client]]:
     """Everyone logs in at the same moment; seconds until each one's environment is ready."""
     times: dict[str, float] = {}
     clients: dict[str, httpx.Client] = {}
@@ -108,9 +112,11 @@ def logins_at_once(base: str, names: list[str], ready: Any,
 
 def spread(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"p50": statistics.median(ordered),
-            "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-            "max": ordered[-1]}
+    return {
+        "p50": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "max": ordered[-1],
+    }
 
 
 def tree_pss(pid: int) -> int:
@@ -140,8 +146,9 @@ def singleuser_pids(marker: str) -> dict[str, int]:
 
 def user_token(client: httpx.Client, name: str) -> str:
     xsrf = client.cookies.get("_xsrf", path="/hub/") or ""
-    reply = client.post(f"/hub/api/users/{name}/tokens", json={"expires_in": 3600},
-                        headers={"X-XSRFToken": xsrf})
+    reply = client.post(
+        f"/hub/api/users/{name}/tokens", json={"expires_in": 3600}, headers={"X-XSRFToken": xsrf}
+    )
     reply.raise_for_status()
     token: str = reply.json()["token"]
     return token
@@ -151,8 +158,11 @@ def notebook_code() -> str:
     from coursestack.instances import sample_course_source
 
     book = json.loads((sample_course_source() / "notebooks" / "01-anscombe.ipynb").read_text())
-    cells = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-             for c in book["cells"] if c["cell_type"] == "code"]
+    cells = [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in book["cells"]
+        if c["cell_type"] == "code"
+    ]
     # Relative paths in the notebook are relative to its own folder.
     return "import os\nos.chdir(os.environ.get('NOTEBOOK_DIR', '.'))\n" + "\n".join(cells)
 
@@ -164,22 +174,28 @@ def active_memory(base: str, jupyter: str, token: str, pid: int, notebook_dir: s
     from kernel import _collect, _execute_request
 
     headers = {"Authorization": f"token {token}"}
-    kernel = httpx.post(f"{jupyter}api/kernels", headers=headers, json={"name": "python3"},
-                        trust_env=False, timeout=60).json()
+    kernel = httpx.post(
+        f"{jupyter}api/kernels",
+        headers=headers,
+        json={"name": "python3"},
+        trust_env=False,
+        timeout=60,
+    ).json()
     try:
         ws = jupyter.replace("http://", "ws://") + f"api/kernels/{kernel['id']}/channels"
-        with connect(ws, additional_headers={**headers, "Origin": base},
-                     open_timeout=60) as socket:
+        with connect(ws, additional_headers={**headers, "Origin": base}, open_timeout=60) as socket:
             msg_id = uuid.uuid4().hex
-            code = notebook_code().replace("os.environ.get('NOTEBOOK_DIR', '.')",
-                                           repr(notebook_dir))
+            code = notebook_code().replace(
+                "os.environ.get('NOTEBOOK_DIR', '.')", repr(notebook_dir)
+            )
             socket.send(json.dumps(_execute_request(msg_id, code)))
             _collect(socket, msg_id, 600)
             time.sleep(3)
             return tree_pss(pid)
     finally:
-        httpx.delete(f"{jupyter}api/kernels/{kernel['id']}", headers=headers,
-                     trust_env=False, timeout=60)
+        httpx.delete(
+            f"{jupyter}api/kernels/{kernel['id']}", headers=headers, trust_env=False, timeout=60
+        )
 
 
 def free_port() -> int:
@@ -192,8 +208,18 @@ def run_coursestack(names: list[str], work: Path) -> dict[str, Any]:
     hub_dir = work / "hub"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    up = ["hub", "up", "--hub-dir", str(hub_dir), "--port", str(port), "--password",
-          PASSWORD, "--unix-prefix", PREFIX]
+    up = [
+        "hub",
+        "up",
+        "--hub-dir",
+        str(hub_dir),
+        "--port",
+        str(port),
+        "--password",
+        PASSWORD,
+        "--unix-prefix",
+        PREFIX,
+    ]
     result: dict[str, Any] = {}
     try:
         cs(*up)
@@ -208,8 +234,9 @@ def run_coursestack(names: list[str], work: Path) -> dict[str, Any]:
         student = next(s for s in status["students"] if s["name"] == name)
         pid = pids[student["unix_user"]]
         notebooks = f"{student['state_dir']}/course/notebooks"
-        result["active"] = active_memory(base, f"{base}/user/{name}/s/jupyter/", token, pid,
-                                         notebooks)
+        result["active"] = active_memory(
+            base, f"{base}/user/{name}/s/jupyter/", token, pid, notebooks
+        )
         for client in clients.values():
             client.close()
         cs("hub", "down", "--hub-dir", str(hub_dir))
@@ -258,13 +285,25 @@ def run_baseline(names: list[str], work: Path) -> dict[str, Any]:
     folder = work / "baseline"
     folder.mkdir()
     port = free_port()
-    (folder / "jupyterhub_config.py").write_text(BASELINE_CONFIG.format(
-        prefix=PREFIX, port=port, hub_port=free_port(), proxy_port=free_port(),
-        folder=folder, password=PASSWORD, python=sys.executable))
+    (folder / "jupyterhub_config.py").write_text(
+        BASELINE_CONFIG.format(
+            prefix=PREFIX,
+            port=port,
+            hub_port=free_port(),
+            proxy_port=free_port(),
+            folder=folder,
+            password=PASSWORD,
+            python=sys.executable,
+        )
+    )
     log = open(folder / "jupyterhub.log", "ab")  # noqa: SIM115
-    hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f",
-                            str(folder / "jupyterhub_config.py")], cwd=folder, stdout=log,
-                           stderr=log, start_new_session=True)
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub", "-f", str(folder / "jupyterhub_config.py")],
+        cwd=folder,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {}
     try:
@@ -284,8 +323,13 @@ def run_baseline(names: list[str], work: Path) -> dict[str, Any]:
         token = user_token(clients[name], name)
         home = Path(f"/home/{PREFIX}{name}")
         pid = pids[PREFIX + name]
-        result["active"] = active_memory(base, f"{base}/user/{name}/", token, pid,
-                                         str(home / "coursestack" / "course" / "notebooks"))
+        result["active"] = active_memory(
+            base,
+            f"{base}/user/{name}/",
+            token,
+            pid,
+            str(home / "coursestack" / "course" / "notebooks"),
+        )
         for client in clients.values():
             client.close()
     finally:
@@ -297,8 +341,9 @@ def run_baseline(names: list[str], work: Path) -> dict[str, Any]:
         import psutil
 
         for process in psutil.process_iter(["cmdline", "username"]):
-            if "jupyterhub.singleuser" in " ".join(process.info["cmdline"] or []) and \
-                    str(process.info["username"]).startswith(PREFIX):
+            if "jupyterhub.singleuser" in " ".join(process.info["cmdline"] or []) and str(
+                process.info["username"]
+            ).startswith(PREFIX):
                 process.terminate()
         log.close()
     return result
@@ -317,45 +362,59 @@ def report(ours: dict[str, Any], base: dict[str, Any], count: int) -> str:
     ours_idle = statistics.median(ours["idle"])
     base_idle = statistics.median(base["idle"])
     lines = [
-        "# Benchmark: many students on one host (`coursestack hub`)", "",
+        "# Benchmark: many students on one host (`coursestack hub`)",
+        "",
         f"`python bench/bench_hub.py` on this machine ({os.cpu_count()} cores, shared with "
         "other work). "
         f"{count} students log in at the same moment through `/hub/login` (httpx); "
         "coursestack's `CoursestackSpawner` gives each a unix user and a whole course "
         "environment (PostgreSQL seeded, MongoDB stand-in, JupyterLab, dashboard), "
         "JupyterHub's `LocalProcessSpawner` starts `jupyterhub-singleuser` (JupyterLab "
-        "alone) for the same unix users.", "",
-        "## Time until every environment is ready (s, from the login POST)", "",
+        "alone) for the same unix users.",
+        "",
+        "## Time until every environment is ready (s, from the login POST)",
+        "",
         "| logins | coursestack p50 | p95 | max | LocalProcessSpawner p50 | p95 | max | "
-        "ratio (max) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for label, key in (("first (environments created)", "first"),
-                       ("returning (data kept)", "returning")):
+        "ratio (max) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, key in (
+        ("first (environments created)", "first"),
+        ("returning (data kept)", "returning"),
+    ):
         ours_spread = spread(ours[key])
         base_spread = spread(base["first"])
-        lines.append(f"| {label} | {ours_spread['p50']:.1f} | {ours_spread['p95']:.1f} | "
-                     f"{ours_spread['max']:.1f} | {base_spread['p50']:.1f} | "
-                     f"{base_spread['p95']:.1f} | {base_spread['max']:.1f} | "
-                     f"{ours_spread['max'] / base_spread['max']:.2f}x |")
+        lines.append(
+            f"| {label} | {ours_spread['p50']:.1f} | {ours_spread['p95']:.1f} | "
+            f"{ours_spread['max']:.1f} | {base_spread['p50']:.1f} | "
+            f"{base_spread['p95']:.1f} | {base_spread['max']:.1f} | "
+            f"{ours_spread['max'] / base_spread['max']:.2f}x |"
+        )
     lines += [
-        "", "LocalProcessSpawner has no returning case of its own (nothing to initialise): "
-        "its first-login figures stand for both.", "",
-        "## Memory per student environment (PSS of the whole process tree, MB)", "",
+        "",
+        "LocalProcessSpawner has no returning case of its own (nothing to initialise): "
+        "its first-login figures stand for both.",
+        "",
+        "## Memory per student environment (PSS of the whole process tree, MB)",
+        "",
         "| | coursestack | LocalProcessSpawner (JupyterLab alone) | ratio |",
         "| --- | --- | --- | --- |",
         f"| idle (median of {count}) | {ours_idle / mb:.0f} | {base_idle / mb:.0f} | "
         f"{ours_idle / base_idle:.2f}x |",
         f"| active (kernel ran notebook 01) | {ours['active'] / mb:.0f} | "
-        f"{base['active'] / mb:.0f} | {ours['active'] / base['active']:.2f}x |", "",
+        f"{base['active'] / mb:.0f} | {ours['active'] / base['active']:.2f}x |",
+        "",
         f"## Registered students per {HOST_GB} GB host ({RESERVED_GB} GB kept for the "
-        "system and the Hub)", "",
+        "system and the Hub)",
+        "",
         "| active share | coursestack, idle environments running | coursestack, idle "
         "culled | LocalProcessSpawner, idle running | LocalProcessSpawner, idle culled |",
-        "| --- | --- | --- | --- | --- |"]
+        "| --- | --- | --- | --- | --- |",
+    ]
     for share in (0.10, 0.30):
         ours_all, ours_culled = capacity(ours_idle, ours["active"], share)
         base_all, base_culled = capacity(base_idle, base["active"], share)
-        lines.append(f"| {share:.0%} | {ours_all} | {ours_culled} | {base_all} | "
-                     f"{base_culled} |")
+        lines.append(f"| {share:.0%} | {ours_all} | {ours_culled} | {base_all} | {base_culled} |")
     lines += ["", "Aim: at least 100 registered students per 24 GB host with 30 % active.", ""]
     return "\n".join(lines)
 
@@ -386,8 +445,11 @@ def main() -> None:
 
             for name in names:
                 remove_student(PREFIX + name)
-            subprocess.run(["nft", "delete", "table", "inet", "coursestack_hub"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["nft", "delete", "table", "inet", "coursestack_hub"],
+                capture_output=True,
+                check=False,
+            )
             shutil.rmtree(work, ignore_errors=True)
 
 

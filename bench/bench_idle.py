@@ -84,11 +84,17 @@ def sample(pid: int, seconds: float) -> dict[str, float]:
         with contextlib.suppress(psutil.Error):
             used_tree += _cpu(tree[p], with_children=True) - before
     uss = root.memory_full_info().uss / MB
-    return {"rss": sum(rss) / len(rss), "rss_max": max(rss), "uss": uss,
-            "threads": root.num_threads(),
-            "cpu": 100 * used_self / elapsed, "tree_cpu": 100 * used_tree / elapsed,
-            "tree_rss": sum(tree_rss) / len(tree_rss), "processes": len(tree),
-            "seconds": elapsed}
+    return {
+        "rss": sum(rss) / len(rss),
+        "rss_max": max(rss),
+        "uss": uss,
+        "threads": root.num_threads(),
+        "cpu": 100 * used_self / elapsed,
+        "tree_cpu": 100 * used_tree / elapsed,
+        "tree_rss": sum(tree_rss) / len(tree_rss),
+        "processes": len(tree),
+        "seconds": elapsed,
+    }
 
 
 def api_latency(state: Path, count: int = 20) -> dict[str, float]:
@@ -108,8 +114,10 @@ def api_latency(state: Path, count: int = 20) -> dict[str, float]:
             start = time.perf_counter()
             client.get(url).raise_for_status()
             kept.append(time.perf_counter() - start)
-    return {"api_fresh_ms": 1000 * statistics.median(fresh),
-            "api_kept_ms": 1000 * statistics.median(kept)}
+    return {
+        "api_fresh_ms": 1000 * statistics.median(fresh),
+        "api_kept_ms": 1000 * statistics.median(kept),
+    }
 
 
 def _daemon(state: Path) -> tuple[str, dict[str, str]]:
@@ -137,22 +145,27 @@ def serve_first_minute(state: Path, jupyter_base: str) -> dict[str, float]:
                 if time.monotonic() - began > 3:
                     break
         host = _front_door_host(base, client, auth)
-        proxied = client.get(f"{base}{jupyter_base}api/status",
-                             headers={**auth, "Host": host})
+        proxied = client.get(f"{base}{jupyter_base}api/status", headers={**auth, "Host": host})
     if proxied.status_code != 200:
         raise RuntimeError(f"proxied request failed: {proxied.status_code} {proxied.text[:200]}")
-    return {"dashboard_status": page.status_code, "event_chunks": events,
-            "proxied_status": proxied.status_code}
+    return {
+        "dashboard_status": page.status_code,
+        "event_chunks": events,
+        "proxied_status": proxied.status_code,
+    }
 
 
-def proxy_latency(state: Path, jupyter_port: int, jupyter_base: str, token: str,
-                  count: int = 300) -> dict[str, float]:
+def proxy_latency(
+    state: Path, jupyter_port: int, jupyter_base: str, token: str, count: int = 300
+) -> dict[str, float]:
     """Median ms of a kept-alive GET of Jupyter's api/status: through the front door
     vs. straight to Jupyter (both with one warm-up request; rounds alternate)."""
     base, auth = _daemon(state)
     direct_url = f"http://127.0.0.1:{jupyter_port}{jupyter_base}api/status"
-    with httpx.Client(trust_env=False, timeout=10.0) as front, \
-            httpx.Client(trust_env=False, timeout=10.0) as direct:
+    with (
+        httpx.Client(trust_env=False, timeout=10.0) as front,
+        httpx.Client(trust_env=False, timeout=10.0) as direct,
+    ):
         host = _front_door_host(base, front, auth)
         front_headers = {**auth, "Host": host}
         direct_headers = {"Authorization": f"token {token}"}
@@ -168,8 +181,11 @@ def proxy_latency(state: Path, jupyter_port: int, jupyter_base: str, token: str,
             direct.get(direct_url, headers=direct_headers).raise_for_status()
             straight.append(time.perf_counter() - start)
     # Several hundred rounds: on a shared machine one scheduling delay moves a median of 50.
-    return {"proxy_ms": 1000 * statistics.median(through),
-            "direct_ms": 1000 * statistics.median(straight), "proxy_count": count}
+    return {
+        "proxy_ms": 1000 * statistics.median(through),
+        "direct_ms": 1000 * statistics.median(straight),
+        "proxy_count": count,
+    }
 
 
 _IMPORT_RSS = r"""
@@ -193,14 +209,20 @@ def import_rss(ws: Workspace) -> dict[str, float]:
     (its modules and the web app)."""
     # No database driver: the probes speak PostgreSQL's and MongoDB's protocols themselves.
     modules = ["coursestack.daemon", "coursestack.web.app", "coursestack.kinds"]
-    result = subprocess.run([ws.python, "-c", _IMPORT_RSS, *modules], env=ws.env,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [ws.python, "-c", _IMPORT_RSS, *modules],
+        env=ws.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     data = ast.literal_eval(result.stdout.strip())
     return {"python_bare": float(data["bare"]), "python_imports": float(data["imports"])}
 
 
-def measure(ws: Workspace, state: Path, settle: float,
-            seconds: float) -> dict[str, dict[str, float]]:
+def measure(
+    ws: Workspace, state: Path, settle: float, seconds: float
+) -> dict[str, dict[str, float]]:
     """Idle figures of coursestack's daemon and of supervisord running the same programs.
 
     `state` must have been initialised by one `coursestack up` already.
@@ -221,7 +243,8 @@ def measure(ws: Workspace, state: Path, settle: float,
         results["coursestack daemon"].update(served)
         results["coursestack daemon"].update(api_latency(state))
         results["coursestack daemon"].update(
-            proxy_latency(state, int(jupyter_port), jupyter.base_url, str(jupyter.secret)))
+            proxy_latency(state, int(jupyter_port), jupyter.base_url, str(jupyter.secret))
+        )
     finally:
         ws.down(state)
     results["coursestack daemon"].update(import_rss(ws))
@@ -234,60 +257,90 @@ def measure(ws: Workspace, state: Path, settle: float,
     return results
 
 
-def idle_markdown(results: dict[str, dict[str, float]], settle: float, seconds: float,
-                  rss_aim: float = 50.0, cpu_aim: float = 0.5,
-                  proxy_aim: float = 1.5) -> tuple[str, dict[str, Any]]:
-    rows = ["| supervising process | RSS mean (MB) | RSS max (MB) | USS (MB) | CPU (% of a core) "
-            "| threads | whole tree CPU (%) | whole tree RSS (MB) | processes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def idle_markdown(
+    results: dict[str, dict[str, float]],
+    settle: float,
+    seconds: float,
+    rss_aim: float = 50.0,
+    cpu_aim: float = 0.5,
+    proxy_aim: float = 1.5,
+) -> tuple[str, dict[str, Any]]:
+    rows = [
+        "| supervising process | RSS mean (MB) | RSS max (MB) | USS (MB) | CPU (% of a core) "
+        "| threads | whole tree CPU (%) | whole tree RSS (MB) | processes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['rss']:.1f} | {r['rss_max']:.1f} | {r['uss']:.1f} | "
-                    f"{r['cpu']:.2f} | {r['threads']:.0f} | {r['tree_cpu']:.2f} | "
-                    f"{r['tree_rss']:.0f} | {r['processes']:.0f} |")
+        rows.append(
+            f"| {name} | {r['rss']:.1f} | {r['rss_max']:.1f} | {r['uss']:.1f} | "
+            f"{r['cpu']:.2f} | {r['threads']:.0f} | {r['tree_cpu']:.2f} | "
+            f"{r['tree_rss']:.0f} | {r['processes']:.0f} |"
+        )
     daemon = results["coursestack daemon"]
-    summary = {"rss": daemon["rss"], "rss_max": daemon["rss_max"], "cpu": daemon["cpu"],
-               "rss_met": daemon["rss_max"] <= rss_aim, "cpu_met": daemon["cpu"] <= cpu_aim}
+    summary = {
+        "rss": daemon["rss"],
+        "rss_max": daemon["rss_max"],
+        "cpu": daemon["cpu"],
+        "rss_met": daemon["rss_max"] <= rss_aim,
+        "cpu_met": daemon["cpu"] <= cpu_aim,
+    }
     if "proxy_ms" in daemon:
         summary["proxy_ratio"] = daemon["proxy_ms"] / daemon["direct_ms"]
         summary["proxy_met"] = summary["proxy_ratio"] <= proxy_aim
     ratio_text = ""
     if "supervisord" in results:
         sup = results["supervisord"]
-        cpu_ratio = (f"{daemon['cpu'] / sup['cpu']:.0f}x" if sup["cpu"] >= 0.01
-                     else f"{daemon['cpu']:.2f}% vs. {sup['cpu']:.3f}%")
-        ratio_text = (f" Against supervisord: RSS {daemon['rss'] / sup['rss']:.1f}x, "
-                      f"CPU {cpu_ratio} (supervisord does no health probes; coursestack "
-                      "probes every service every 5 s, each probe a new connection: a "
-                      "PostgreSQL login, an HTTP request, a MongoDB ping over its wire protocol).")
+        cpu_ratio = (
+            f"{daemon['cpu'] / sup['cpu']:.0f}x"
+            if sup["cpu"] >= 0.01
+            else f"{daemon['cpu']:.2f}% vs. {sup['cpu']:.3f}%"
+        )
+        ratio_text = (
+            f" Against supervisord: RSS {daemon['rss'] / sup['rss']:.1f}x, "
+            f"CPU {cpu_ratio} (supervisord does no health probes; coursestack "
+            "probes every service every 5 s, each probe a new connection: a "
+            "PostgreSQL login, an HTTP request, a MongoDB ping over its wire protocol)."
+        )
     extra = ""
     if "python_imports" in daemon:
-        extra += (f"\n- Where the daemon's RSS comes from: the same interpreter is "
-                  f"{daemon['python_bare']:.1f} MB bare and {daemon['python_imports']:.1f} MB "
-                  "after importing what the daemon imports (coursestack.daemon, "
-                  "coursestack.web.app with Starlette/pydantic/uvicorn, every kind), "
-                  "before doing anything.")
+        extra += (
+            f"\n- Where the daemon's RSS comes from: the same interpreter is "
+            f"{daemon['python_bare']:.1f} MB bare and {daemon['python_imports']:.1f} MB "
+            "after importing what the daemon imports (coursestack.daemon, "
+            "coursestack.web.app with Starlette/pydantic/uvicorn, every kind), "
+            "before doing anything."
+        )
     if "api_kept_ms" in daemon:
-        extra += (f"\n- The daemon's API, GET /api/health (median of 20): "
-                  f"{daemon['api_fresh_ms']:.1f} ms on a new connection each time, "
-                  f"{daemon['api_kept_ms']:.1f} ms per request on one kept-alive connection.")
+        extra += (
+            f"\n- The daemon's API, GET /api/health (median of 20): "
+            f"{daemon['api_fresh_ms']:.1f} ms on a new connection each time, "
+            f"{daemon['api_kept_ms']:.1f} ms per request on one kept-alive connection."
+        )
     if "proxy_ms" in daemon:
-        extra += (f"\n- Before sampling the daemon served the dashboard page (HTTP "
-                  f"{daemon['dashboard_status']:.0f}), 3 s of the event stream "
-                  f"({daemon['event_chunks']:.0f} chunks) and one request proxied to Jupyter "
-                  f"(HTTP {daemon['proxied_status']:.0f}), so the web stack, the proxy and its "
-                  "HTTP client are loaded in the figures above.")
-        extra += (f"\n- Jupyter's api/status on one kept-alive connection (median of "
-                  f"{daemon.get('proxy_count', 50):.0f}, "
-                  f"alternating): through the front door (`Host: jupyter.<instance>."
-                  f"localhost:<port>`) {daemon['proxy_ms']:.2f} ms, straight to Jupyter "
-                  f"{daemon['direct_ms']:.2f} ms: **{summary['proxy_ratio']:.2f}x**, aim <= "
-                  f"{proxy_aim:g}x: {'met' if summary['proxy_met'] else 'NOT met'}.")
-    text = (f"\n## Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
-            + "\n".join(rows) + "\n\n"
-            f"**Daemon RSS {daemon['rss']:.1f} MB (max {daemon['rss_max']:.1f}), aim <= "
-            f"{rss_aim:g} MB: {'met' if summary['rss_met'] else 'NOT met'}; idle CPU "
-            f"{daemon['cpu']:.2f}% of a core, aim <= {cpu_aim:g}%: "
-            f"{'met' if summary['cpu_met'] else 'NOT met'}.**{ratio_text}\n{extra}\n")
+        extra += (
+            f"\n- Before sampling the daemon served the dashboard page (HTTP "
+            f"{daemon['dashboard_status']:.0f}), 3 s of the event stream "
+            f"({daemon['event_chunks']:.0f} chunks) and one request proxied to Jupyter "
+            f"(HTTP {daemon['proxied_status']:.0f}), so the web stack, the proxy and its "
+            "HTTP client are loaded in the figures above."
+        )
+        extra += (
+            f"\n- Jupyter's api/status on one kept-alive connection (median of "
+            f"{daemon.get('proxy_count', 50):.0f}, "
+            f"alternating): through the front door (`Host: jupyter.<instance>."
+            f"localhost:<port>`) {daemon['proxy_ms']:.2f} ms, straight to Jupyter "
+            f"{daemon['direct_ms']:.2f} ms: **{summary['proxy_ratio']:.2f}x**, aim <= "
+            f"{proxy_aim:g}x: {'met' if summary['proxy_met'] else 'NOT met'}."
+        )
+    text = (
+        f"\n## Idle cost ({settle:g} s after all ready, then {seconds:g} s of sampling)\n\n"
+        + "\n".join(rows)
+        + "\n\n"
+        f"**Daemon RSS {daemon['rss']:.1f} MB (max {daemon['rss_max']:.1f}), aim <= "
+        f"{rss_aim:g} MB: {'met' if summary['rss_met'] else 'NOT met'}; idle CPU "
+        f"{daemon['cpu']:.2f}% of a core, aim <= {cpu_aim:g}%: "
+        f"{'met' if summary['cpu_met'] else 'NOT met'}.**{ratio_text}\n{extra}\n"
+    )
     return text, summary
 
 
@@ -314,8 +367,9 @@ def main() -> int:
     print(text)
     if args.markdown:
         header = "\n".join(f"- {key}: {value}" for key, value in facts.items())
-        args.markdown.write_text(f"# Idle cost of the coursestack daemon\n\n{header}\n{text}",
-                                 encoding="utf-8")
+        args.markdown.write_text(
+            f"# Idle cost of the coursestack daemon\n\n{header}\n{text}", encoding="utf-8"
+        )
         print(f"wrote {args.markdown}")
     return 0
 

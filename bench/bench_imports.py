@@ -25,9 +25,26 @@ import subprocess
 import sys
 from collections import defaultdict
 
-HEAVY = ("coursestack.cli", "typer", "rich", "click", "pygments", "fastapi", "starlette",
-         "uvicorn", "httpx", "httpcore", "trio", "psycopg", "pymongo", "websockets", "jinja2",
-         "pydantic", "psutil", "asyncio")
+HEAVY = (
+    "coursestack.cli",
+    "typer",
+    "rich",
+    "click",
+    "pygments",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "httpcore",
+    "trio",
+    "psycopg",
+    "pymongo",
+    "websockets",
+    "jinja2",
+    "pydantic",
+    "psutil",
+    "asyncio",
+)
 
 #: Our own parts of the chain, timed too.
 OURS = ("coursestack.spec", "coursestack.kinds", "coursestack.supervisor", "coursestack.procs")
@@ -44,8 +61,13 @@ _LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 def one_run(env: dict[str, str]) -> tuple[dict[str, int], float, str]:
     """Cumulative µs per top-level module (first level under the root), RSS MB, heavy list."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", _PROBE, *HEAVY],
-                            env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", _PROBE, *HEAVY],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     cumulative: dict[str, int] = defaultdict(int)
     for line in result.stderr.splitlines():
         match = _LINE.match(line)
@@ -63,34 +85,57 @@ def one_run(env: dict[str, str]) -> tuple[dict[str, int], float, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--src", action="append", default=[],
-                        help="LABEL=PYTHONPATH of a tree to measure (repeatable; default: "
-                             "the code on PYTHONPATH)")
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        help="LABEL=PYTHONPATH of a tree to measure (repeatable; default: the code on PYTHONPATH)",
+    )
     args = parser.parse_args()
     trees = dict(item.split("=", 1) for item in args.src) or {
-        "this tree": os.environ.get("PYTHONPATH", "")}
+        "this tree": os.environ.get("PYTHONPATH", "")
+    }
     runs: dict[str, list[tuple[dict[str, int], float, str]]] = {label: [] for label in trees}
     for _ in range(args.runs):
         for label, path in trees.items():
             runs[label].append(one_run({**os.environ, "PYTHONPATH": path}))
-    medians = {label: {n: statistics.median(r[0].get(n, 0) for r in tree_runs) / 1000
-                       for n in {n for r in tree_runs for n in r[0]}}
-               for label, tree_runs in runs.items()}
-    names = sorted({n for m in medians.values() for n, v in m.items() if v >= 5},
-                   key=lambda n: -max(m.get(n, 0) for m in medians.values()))
+    medians = {
+        label: {
+            n: statistics.median(r[0].get(n, 0) for r in tree_runs) / 1000
+            for n in {n for r in tree_runs for n in r[0]}
+        }
+        for label, tree_runs in runs.items()
+    }
+    names = sorted(
+        {n for m in medians.values() for n, v in m.items() if v >= 5},
+        key=lambda n: -max(m.get(n, 0) for m in medians.values()),
+    )
     labels = list(trees)
-    print(f"`import coursestack.daemon`, median ms of {args.runs} fresh interpreters per "
-          "tree, runs alternating (cumulative: a module with what it imports)\n")
+    print(
+        f"`import coursestack.daemon`, median ms of {args.runs} fresh interpreters per "
+        "tree, runs alternating (cumulative: a module with what it imports)\n"
+    )
     print("| module | " + " | ".join(labels) + " |")
     print("| --- | " + " | ".join("---:" for _ in labels) + " |")
     for name in names:
-        print(f"| {name} | " + " | ".join(
-            f"{medians[label].get(name, 0):.0f}" if medians[label].get(name, 0) >= 1 else "-"
-            for label in labels) + " |")
-    print("| RSS after the import (MB) | " + " | ".join(
-        f"{statistics.median(r[1] for r in runs[label]):.1f}" for label in labels) + " |")
-    print("| heavy packages loaded | " + " | ".join(
-        runs[label][0][2].replace(",", ", ") or "-" for label in labels) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(
+                f"{medians[label].get(name, 0):.0f}" if medians[label].get(name, 0) >= 1 else "-"
+                for label in labels
+            )
+            + " |"
+        )
+    print(
+        "| RSS after the import (MB) | "
+        + " | ".join(f"{statistics.median(r[1] for r in runs[label]):.1f}" for label in labels)
+        + " |"
+    )
+    print(
+        "| heavy packages loaded | "
+        + " | ".join(runs[label][0][2].replace(",", ", ") or "-" for label in labels)
+        + " |"
+    )
     return 0
 
 

@@ -50,8 +50,15 @@ PASSWORD = "a long enough bench password"
 
 def coursestack(src: Path, home: Path, *args: str, stdin: str | None = None) -> str:
     env = {**os.environ, "PYTHONPATH": str(src), "COURSESTACK_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "coursestack", *args], env=env, text=True,
-                          input=stdin, capture_output=True, check=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "coursestack", *args],
+        env=env,
+        text=True,
+        input=stdin,
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
     return done.stdout
 
 
@@ -67,8 +74,9 @@ def latencies(url: str, count: int, seconds: float = 0.0) -> list[float]:
     return found
 
 
-def guesser(url: str, stop: threading.Event, tally: dict[int, int], lock: threading.Lock,
-            offset: int) -> None:
+def guesser(
+    url: str, stop: threading.Event, tally: dict[int, int], lock: threading.Lock, offset: int
+) -> None:
     with httpx.Client(base_url=url, trust_env=False, timeout=120) as client:
         page = client.get("/login")
         found = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
@@ -76,9 +84,11 @@ def guesser(url: str, stop: threading.Event, tally: dict[int, int], lock: thread
         sent = 0
         while not stop.is_set():
             sent += 1
-            response = client.post("/login", data={
-                "login_csrf": found.group(1), "next": "/", "secret": f"wrong {sent}"},
-                headers={"X-Forwarded-For": f"10.{offset}.{sent // 250 % 250}.{sent % 250}"})
+            response = client.post(
+                "/login",
+                data={"login_csrf": found.group(1), "next": "/", "secret": f"wrong {sent}"},
+                headers={"X-Forwarded-For": f"10.{offset}.{sent // 250 % 250}.{sent % 250}"},
+            )
             with lock:
                 tally[response.status_code] = tally.get(response.status_code, 0) + 1
 
@@ -91,14 +101,15 @@ def measure(src: Path, folder: Path, probes: int, seconds: float) -> dict[str, A
     state = folder / "state"
     coursestack(src, home, "up", str(spec), "--state", str(state))
     try:
-        coursestack(src, home, "passwd", "--state", str(state), "--stdin",
-                    stdin=PASSWORD + "\n")
+        coursestack(src, home, "passwd", "--state", str(state), "--stdin", stdin=PASSWORD + "\n")
         url = json.loads((state / "run" / "daemon.json").read_text())["url"]
         latencies(url, 20)  # warm up
         idle = latencies(url, probes)
         stop, lock, tally = threading.Event(), threading.Lock(), {}
-        threads = [threading.Thread(target=guesser, args=(url, stop, tally, lock, index))
-                   for index in range(8)]
+        threads = [
+            threading.Thread(target=guesser, args=(url, stop, tally, lock, index))
+            for index in range(8)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(1.0)
@@ -125,8 +136,12 @@ def summary(values: list[float]) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=200, help="idle health probes")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="how long to probe health while the threads guess")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="how long to probe health while the threads guess",
+    )
     parser.add_argument("--baseline", default=DEFAULT_BASELINE)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--keep", action="store_true")
@@ -136,32 +151,37 @@ def main() -> int:
     try:
         baseline_src = scratch / "baseline"
         baseline_src.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", options.baseline, "src"],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", options.baseline, "src"],
+            capture_output=True,
+            check=True,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(baseline_src)], input=archive, check=True)
         results = {
-            "this tree": measure(ROOT / "src", scratch / "this", options.probes,
-                                 options.seconds),
-            f"baseline {options.baseline}": measure(baseline_src / "src",
-                                                    scratch / "base", options.probes,
-                                                    options.seconds),
+            "this tree": measure(ROOT / "src", scratch / "this", options.probes, options.seconds),
+            f"baseline {options.baseline}": measure(
+                baseline_src / "src", scratch / "base", options.probes, options.seconds
+            ),
         }
     finally:
         if not options.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    lines = ["| code | health idle p50 / p95 (ms) | health under 8 guessing threads p50 / "
-             "p95 (ms) | guesses answered / s | checked (401) in that time |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| code | health idle p50 / p95 (ms) | health under 8 guessing threads p50 / "
+        "p95 (ms) | guesses answered / s | checked (401) in that time |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, result in results.items():
         idle, loaded = summary(result["idle"]), summary(result["loaded"])
         answered = sum(result["tally"].values())
-        lines.append(f"| {name} | {idle[0]:.1f} / {idle[1]:.1f} | {loaded[0]:.1f} / "
-                     f"{loaded[1]:.1f} | {answered / result['seconds']:.0f} | "
-                     f"{result['tally'].get(401, 0)} |")
+        lines.append(
+            f"| {name} | {idle[0]:.1f} / {idle[1]:.1f} | {loaded[0]:.1f} / "
+            f"{loaded[1]:.1f} | {answered / result['seconds']:.0f} | "
+            f"{result['tally'].get(401, 0)} |"
+        )
     ours, base = (summary(r["loaded"])[0] for r in results.values())
     lines.append("")
-    lines.append(f"Health latency under attack, this tree / baseline: {ours / base:.3f}x "
-                 f"(p50).")
+    lines.append(f"Health latency under attack, this tree / baseline: {ours / base:.3f}x (p50).")
     report = "\n".join(lines)
     print(report)
     if options.markdown:
@@ -169,7 +189,9 @@ def main() -> int:
             "# Benchmark: logging in under a password-guessing flood\n\n"
             "Made by `python bench/bench_login.py` (see its docstring). One machine, "
             "2 cores shared with other work: read the ratios, not the absolute figures.\n\n"
-            + report + "\n")
+            + report
+            + "\n"
+        )
     return 0
 
 

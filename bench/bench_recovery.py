@@ -36,9 +36,13 @@ STABLE = 2.0  # past both supervisors' "ran well" period (stable_after / startse
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coursestack", *args], check=True,
-                          capture_output=True, text=True,
-                          env={**os.environ, "COURSESTACK_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "coursestack", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COURSESTACK_HOME": str(home)},
+    )
 
 
 def pg_ok(url: str) -> bool:
@@ -64,20 +68,37 @@ def postmaster(state: Path, home: Path) -> dict[str, Any]:
     return service
 
 
-def supervisord_conf(folder: Path, command: list[str], env: dict[str, str], cwd: str,
-                     user: str) -> Path:
+def supervisord_conf(
+    folder: Path, command: list[str], env: dict[str, str], cwd: str, user: str
+) -> Path:
     environment = ",".join(f'{k}="{v}"' for k, v in env.items() if '"' not in v and "%" not in v)
     conf = folder / "supervisord.conf"
-    conf.write_text("\n".join([
-        "[supervisord]", "nodaemon=true", f"logfile={folder}/supervisord.log",
-        f"pidfile={folder}/supervisord.pid", "user=root",
-        "[unix_http_server]", f"file={folder}/supervisor.sock",
-        "[rpcinterface:supervisor]",
-        "supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface",
-        "[program:postgres]", "command=" + " ".join(command), f"directory={cwd}",
-        f"user={user}", f"environment={environment}", "autorestart=true", "startsecs=1",
-        "stopsignal=INT", f"stdout_logfile={folder}/postgres.log", "redirect_stderr=true",
-        ""]))
+    conf.write_text(
+        "\n".join(
+            [
+                "[supervisord]",
+                "nodaemon=true",
+                f"logfile={folder}/supervisord.log",
+                f"pidfile={folder}/supervisord.pid",
+                "user=root",
+                "[unix_http_server]",
+                f"file={folder}/supervisor.sock",
+                "[rpcinterface:supervisor]",
+                "supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface",
+                "[program:postgres]",
+                "command=" + " ".join(command),
+                f"directory={cwd}",
+                f"user={user}",
+                f"environment={environment}",
+                "autorestart=true",
+                "startsecs=1",
+                "stopsignal=INT",
+                f"stdout_logfile={folder}/postgres.log",
+                "redirect_stderr=true",
+                "",
+            ]
+        )
+    )
     return conf
 
 
@@ -99,15 +120,20 @@ def main() -> None:
     url = current_url()
     ours_daemon: list[float] = []
     try:
-        ours_service, ours_relaunch = kill_storm(lambda: int(postmaster(state, home)["pid"]),
-                                                 url, options.kills, "coursestack")
+        ours_service, ours_relaunch = kill_storm(
+            lambda: int(postmaster(state, home)["pid"]), url, options.kills, "coursestack"
+        )
         for _ in range(options.rounds):
             time.sleep(STABLE)
             daemon_pid = json.loads((state / "run" / "daemon.json").read_text())["pid"]
             old = postmaster(state, home)["pid"]
             os.kill(daemon_pid, signal.SIGKILL)
-            until(lambda o=old: not psutil.pid_exists(o) or
-                  psutil.Process(o).status() == psutil.STATUS_ZOMBIE, 60)
+            until(
+                lambda o=old: (
+                    not psutil.pid_exists(o) or psutil.Process(o).status() == psutil.STATUS_ZOMBIE
+                ),
+                60,
+            )
             started = time.perf_counter()
             cli(home, "up", "--state", str(state), "--only", "postgres")
             url = current_url()
@@ -131,11 +157,13 @@ def main() -> None:
         until(lambda: pg_ok(url))
 
         def their_postmaster() -> int:
-            return next(p.pid for p in psutil.process_iter(["cmdline"])
-                        if p.info["cmdline"] == command)
+            return next(
+                p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == command
+            )
 
-        theirs_service, theirs_relaunch = kill_storm(their_postmaster, url, options.kills,
-                                                     "supervisord")
+        theirs_service, theirs_relaunch = kill_storm(
+            their_postmaster, url, options.kills, "supervisord"
+        )
         for _ in range(options.rounds):
             time.sleep(STABLE)
             runner.kill()
@@ -151,13 +179,23 @@ def main() -> None:
             runner = subprocess.Popen([supervisord, "-n", "-c", str(conf)], **quiet)  # type: ignore[call-overload]
             until(lambda: pg_ok(url))
             theirs_daemon.append(time.perf_counter() - started)
-            print(f"supervisord: daemon {theirs_daemon[-1]:.2f} s (orphans so far: "
-                  f"{orphaned})", file=sys.stderr)
+            print(
+                f"supervisord: daemon {theirs_daemon[-1]:.2f} s (orphans so far: {orphaned})",
+                file=sys.stderr,
+            )
     finally:
         runner.send_signal(signal.SIGTERM)
         runner.wait(60)
-    report(ours_service, ours_daemon, theirs_service, theirs_daemon, orphaned, options.rounds,
-           ours_relaunch, theirs_relaunch)
+    report(
+        ours_service,
+        ours_daemon,
+        theirs_service,
+        theirs_daemon,
+        orphaned,
+        options.rounds,
+        ours_relaunch,
+        theirs_relaunch,
+    )
 
 
 def kill_storm(victim: Any, url: str, kills: int, who: str) -> tuple[list[float], list[float]]:
@@ -172,48 +210,66 @@ def kill_storm(victim: Any, url: str, kills: int, who: str) -> tuple[list[float]
         command = old.cmdline()
         killed = time.perf_counter()
         old.kill()
-        until(lambda c=command, o=old.pid: any(p.info["cmdline"] == c and p.pid != o
-                                               for p in psutil.process_iter(["cmdline"])))
+        until(
+            lambda c=command, o=old.pid: any(
+                p.info["cmdline"] == c and p.pid != o for p in psutil.process_iter(["cmdline"])
+            )
+        )
         relaunches.append(time.perf_counter() - killed)
         until(lambda: pg_ok(url))
         outages.append(time.perf_counter() - killed)
-        print(f"{who}: kill {number + 1}: relaunched after {relaunches[-1]:.2f} s, "
-              f"outage {outages[-1]:.2f} s", file=sys.stderr)
+        print(
+            f"{who}: kill {number + 1}: relaunched after {relaunches[-1]:.2f} s, "
+            f"outage {outages[-1]:.2f} s",
+            file=sys.stderr,
+        )
     return outages, relaunches
 
 
-def report(ours_service: list[float], ours_daemon: list[float], theirs_service: list[float],
-           theirs_daemon: list[float], orphaned: int, rounds: int,
-           ours_relaunch: list[float], theirs_relaunch: list[float]) -> None:
+def report(
+    ours_service: list[float],
+    ours_daemon: list[float],
+    theirs_service: list[float],
+    theirs_daemon: list[float],
+    orphaned: int,
+    rounds: int,
+    ours_relaunch: list[float],
+    theirs_relaunch: list[float],
+) -> None:
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
     def spread(values: list[float]) -> str:
         return f"{min(values):.2f} / {med(values):.2f} / {max(values):.2f}"
 
-    print("\n".join([
-        f"Outage per `kill -9` of the postmaster, {len(ours_service)} kills 2-8 s apart "
-        "(seconds to a real login + SELECT 1; min / median / max):",
-        "",
-        "| | coursestack | supervisord | ratio of medians |",
-        "| --- | ---: | ---: | ---: |",
-        f"| outage per kill | {spread(ours_service)} | {spread(theirs_service)} | "
-        f"{med(ours_service) / med(theirs_service):.2f}x |",
-        f"| of which the supervisor's part: kill to a new postmaster | {spread(ours_relaunch)} |"
-        f" {spread(theirs_relaunch)} | {med(ours_relaunch) / med(theirs_relaunch):.2f}x |",
-        "",
-        f"Recovery after `kill -9` of the supervisor itself, median of {rounds} rounds:",
-        "",
-        "| fault | coursestack | supervisord | ratio |",
-        "| --- | ---: | ---: | ---: |",
-        f"| `kill -9` of the supervisor, then start it again | {med(ours_daemon):.2f} | "
-        f"{med(theirs_daemon):.2f} | {med(ours_daemon) / med(theirs_daemon):.2f}x |",
-        "",
-        f"After `kill -9` of supervisord, its PostgreSQL kept running unmanaged in "
-        f"{orphaned} of {rounds} rounds (the benchmark stopped it by hand so that a new "
-        "supervisord could start its own); coursestack's services were stopped by the "
-        "kernel every time, and `up` cleaned up and started them.",
-    ]))
+    print(
+        "\n".join(
+            [
+                f"Outage per `kill -9` of the postmaster, {len(ours_service)} kills 2-8 s apart "
+                "(seconds to a real login + SELECT 1; min / median / max):",
+                "",
+                "| | coursestack | supervisord | ratio of medians |",
+                "| --- | ---: | ---: | ---: |",
+                f"| outage per kill | {spread(ours_service)} | {spread(theirs_service)} | "
+                f"{med(ours_service) / med(theirs_service):.2f}x |",
+                "| of which the supervisor's part: kill to a new postmaster | "
+                f"{spread(ours_relaunch)} | {spread(theirs_relaunch)} | "
+                f"{med(ours_relaunch) / med(theirs_relaunch):.2f}x |",
+                "",
+                f"Recovery after `kill -9` of the supervisor itself, median of {rounds} rounds:",
+                "",
+                "| fault | coursestack | supervisord | ratio |",
+                "| --- | ---: | ---: | ---: |",
+                f"| `kill -9` of the supervisor, then start it again | {med(ours_daemon):.2f} | "
+                f"{med(theirs_daemon):.2f} | {med(ours_daemon) / med(theirs_daemon):.2f}x |",
+                "",
+                f"After `kill -9` of supervisord, its PostgreSQL kept running unmanaged in "
+                f"{orphaned} of {rounds} rounds (the benchmark stopped it by hand so that a new "
+                "supervisord could start its own); coursestack's services were stopped by the "
+                "kernel every time, and `up` cleaned up and started them.",
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,13 @@ from coursestack.kinds.postgres_wire import connect
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coursestack", *args], check=True,
-                          capture_output=True, text=True,
-                          env={**os.environ, "COURSESTACK_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "coursestack", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COURSESTACK_HOME": str(home)},
+    )
 
 
 def make_csv(path: Path, rows: int) -> None:
@@ -42,16 +46,24 @@ def make_csv(path: Path, rows: int) -> None:
         writer = csv.writer(handle)
         writer.writerow(["id", "station", "reading", "taken", "ok"])
         for number in range(rows):
-            writer.writerow([number, f"st-{number % 977}", round(random.uniform(-20, 40), 3),
-                             f"2024-{1 + number % 12:02d}-{1 + number % 28:02d}",
-                             "true" if number % 3 else "false"])
+            writer.writerow(
+                [
+                    number,
+                    f"st-{number % 977}",
+                    round(random.uniform(-20, 40), 3),
+                    f"2024-{1 + number % 12:02d}-{1 + number % 28:02d}",
+                    "true" if number % 3 else "false",
+                ]
+            )
 
 
 def tree_rss(pid: int) -> int:
     try:
         process = psutil.Process(pid)
-        return int(process.memory_info().rss + sum(
-            child.memory_info().rss for child in process.children(recursive=True)))
+        return int(
+            process.memory_info().rss
+            + sum(child.memory_info().rss for child in process.children(recursive=True))
+        )
     except psutil.Error:
         return 0
 
@@ -66,8 +78,13 @@ def instance_rss(state: Path, home: Path) -> dict[str, float]:
 
 async def load_with_coursestack(info: dict[str, object], data_file: Path) -> float:
     """Seconds for the daemon's loader (its own wire client) to load the CSV, indexed."""
-    async with await connect(str(info["host"]), int(str(info["port"])), str(info["user"]),
-                             str(info["password"]), str(info["database"])) as session:
+    async with await connect(
+        str(info["host"]),
+        int(str(info["port"])),
+        str(info["user"]),
+        str(info["password"]),
+        str(info["database"]),
+    ) as session:
         await session.execute("DROP TABLE IF EXISTS readings")
         started = time.perf_counter()
         await session.execute("BEGIN")
@@ -94,17 +111,27 @@ def main() -> None:
         ours, theirs = [], []
         for round_number in range(options.rounds):
             ours.append(asyncio.run(load_with_coursestack(info, data_file)))
-            script = ("DROP TABLE IF EXISTS readings;\n"
-                      "CREATE TABLE readings (id bigint, station text, reading double precision,"
-                      " taken date, ok boolean);\n"
-                      f"\\copy readings FROM '{data_file}' WITH (FORMAT csv, HEADER true)\n"
-                      "CREATE INDEX ON readings (station);\n")
+            script = (
+                "DROP TABLE IF EXISTS readings;\n"
+                "CREATE TABLE readings (id bigint, station text, reading double precision,"
+                " taken date, ok boolean);\n"
+                f"\\copy readings FROM '{data_file}' WITH (FORMAT csv, HEADER true)\n"
+                "CREATE INDEX ON readings (station);\n"
+            )
             started = time.perf_counter()
-            subprocess.run([psql, "-q", "-v", "ON_ERROR_STOP=1", info["url"]], input=script,
-                           text=True, check=True, capture_output=True)
+            subprocess.run(
+                [psql, "-q", "-v", "ON_ERROR_STOP=1", info["url"]],
+                input=script,
+                text=True,
+                check=True,
+                capture_output=True,
+            )
             theirs.append(time.perf_counter() - started)
-            print(f"round {round_number + 1}: coursestack {ours[-1]:.2f} s, "
-                  f"psql \\copy {theirs[-1]:.2f} s", file=sys.stderr)
+            print(
+                f"round {round_number + 1}: coursestack {ours[-1]:.2f} s, "
+                f"psql \\copy {theirs[-1]:.2f} s",
+                file=sys.stderr,
+            )
         idle_wait = 10.0
         time.sleep(idle_wait)
         idle = instance_rss(state, home)
@@ -112,19 +139,29 @@ def main() -> None:
         cli("start", "openrefine", "--state", str(state), home=home)
         jupyter = json.loads((state / "connections.json").read_text())["services"]["jupyter"]
         headers = {"Authorization": f"token {jupyter['token']}"}
-        kernel = httpx.post(f"{jupyter['url']}api/kernels", headers=headers, json={},
-                            trust_env=False, timeout=60).json()
+        kernel = httpx.post(
+            f"{jupyter['url']}api/kernels", headers=headers, json={}, trust_env=False, timeout=60
+        ).json()
         time.sleep(5)
         active = instance_rss(state, home)
-        httpx.delete(f"{jupyter['url']}api/kernels/{kernel['id']}", headers=headers,
-                     trust_env=False, timeout=60)
+        httpx.delete(
+            f"{jupyter['url']}api/kernels/{kernel['id']}",
+            headers=headers,
+            trust_env=False,
+            timeout=60,
+        )
     finally:
         cli("down", "--state", str(state), home=home)
     report(options.rows, ours, theirs, idle, active)
 
 
-def report(rows: int, ours: list[float], theirs: list[float], idle: dict[str, float],
-           active: dict[str, float]) -> None:
+def report(
+    rows: int,
+    ours: list[float],
+    theirs: list[float],
+    idle: dict[str, float],
+    active: dict[str, float],
+) -> None:
     ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
     lines = [
         f"Seeding {rows:,} CSV rows (5 columns) with one index, median of {len(ours)} rounds:",

@@ -92,6 +92,7 @@ def script_python(script: str) -> str:
 def wait_gone(pids: list[int], timeout: float = 30.0) -> None:
     """Wait until every process in `pids` has exited (ports on this shared machine may be
     taken by other people's instances at any time, so we wait for our processes instead)."""
+
     def running(pid: int) -> bool:
         try:
             return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -164,29 +165,33 @@ class Facts:
         return all(self.ready(name) for name in self.services)
 
     def with_ports(self, ports: dict[str, int]) -> Facts:
-        return Facts({n: replace(s, port=int(ports.get(n, s.port)))
-                      for n, s in self.services.items()})
+        return Facts(
+            {n: replace(s, port=int(ports.get(n, s.port))) for n, s in self.services.items()}
+        )
 
 
 # No keep-alive: every poll is a fresh connection, as a browser's first request would be.
-_http = httpx.Client(timeout=2.0, trust_env=False,
-                     limits=httpx.Limits(max_keepalive_connections=0))
+_http = httpx.Client(timeout=2.0, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def pg_ready(service: Service) -> bool:
     """A real connection (scram-sha-256 password) as the superuser, and SELECT 1."""
     try:
-        with psycopg.connect(host=LOCALHOST, port=service.port, user="postgres",
-                             password=service.secret, dbname="postgres",
-                             connect_timeout=2) as connection:
+        with psycopg.connect(
+            host=LOCALHOST,
+            port=service.port,
+            user="postgres",
+            password=service.secret,
+            dbname="postgres",
+            connect_timeout=2,
+        ) as connection:
             return connection.execute("SELECT 1").fetchone() == (1,)
     except psycopg.Error:
         return False
 
 
 def jupyter_ready(service: Service) -> bool:
-    url = (f"http://{LOCALHOST}:{service.port}{service.base_url}api/status"
-           f"?token={service.secret}")
+    url = f"http://{LOCALHOST}:{service.port}{service.base_url}api/status?token={service.secret}"
     try:
         return _http.get(url).status_code == 200
     except httpx.HTTPError:
@@ -205,7 +210,9 @@ def mongo_ready(service: Service) -> bool:
 
     client: Any = pymongo.MongoClient(
         f"mongodb://{LOCALHOST}:{service.port}/?directConnection=true",
-        serverSelectionTimeoutMS=2000, connectTimeoutMS=2000)
+        serverSelectionTimeoutMS=2000,
+        connectTimeoutMS=2000,
+    )
     try:
         return bool(client.admin.command("ping").get("ok"))
     except pymongo.errors.PyMongoError:
@@ -215,13 +222,16 @@ def mongo_ready(service: Service) -> bool:
 
 
 READY_CHECKS: dict[str, Callable[[Service], bool]] = {
-    "postgres": pg_ready, "jupyter": jupyter_ready, "mongodb-lite": mongo_ready,
+    "postgres": pg_ready,
+    "jupyter": jupyter_ready,
+    "mongodb-lite": mongo_ready,
     "mongodb": mongo_ready,
 }
 
 
-def poll_until(check: Callable[[], bool], timeout: float = 120.0,
-               alive: Callable[[], bool] | None = None) -> None:
+def poll_until(
+    check: Callable[[], bool], timeout: float = 120.0, alive: Callable[[], bool] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if alive is not None and not alive():
@@ -292,17 +302,26 @@ class Workspace:
             shutil.copytree(sample_course_source(), course, dirs_exist_ok=True)
             toml = course / "course.toml"
             ports = iter(self.ports)
-            text = re.sub(r"(?m)^port\s*=\s*\d+\s*$", lambda _: f"port = {next(ports)}",
-                          toml.read_text(encoding="utf-8"))
+            text = re.sub(
+                r"(?m)^port\s*=\s*\d+\s*$",
+                lambda _: f"port = {next(ports)}",
+                toml.read_text(encoding="utf-8"),
+            )
             if re.search(r"(?m)^\[dashboard\]", text):
                 raise RuntimeError("the sample course now has [dashboard]: update the bench")
-            toml.write_text(text + f"\n[dashboard]\nport = {self.ports[-1]}\n",
-                            encoding="utf-8")
+            toml.write_text(text + f"\n[dashboard]\nport = {self.ports[-1]}\n", encoding="utf-8")
         return path
 
     def cs(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.coursestack, *args], env=self.env, cwd=self.root,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [self.coursestack, *args],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def up(self, state: Path) -> float:
         """Wall seconds of `coursestack up --state DIR` (fails loudly if it fails)."""
@@ -310,8 +329,9 @@ class Workspace:
         result = self.cs("up", "--state", str(state))
         elapsed = time.perf_counter() - start
         if result.returncode != 0:
-            raise RuntimeError(f"coursestack up failed ({result.returncode}):\n"
-                               f"{result.stdout}\n{result.stderr}")
+            raise RuntimeError(
+                f"coursestack up failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         return elapsed
 
     def down(self, state: Path) -> None:
@@ -343,8 +363,13 @@ class Workspace:
         Runs Daemon.build() + launch_spec() in the interpreter the daemon itself uses, so
         argv[0], environment, cwd, user and stop signal are exactly what the daemon runs.
         """
-        result = subprocess.run([self.python, "-c", _LAUNCH_FACTS, str(state)], env=self.env,
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [self.python, "-c", _LAUNCH_FACTS, str(state)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"cannot build launch specs: {result.stderr[-2000:]}")
         services = {}
@@ -352,8 +377,14 @@ class Workspace:
             if entry["kind"] not in READY_CHECKS:
                 raise RuntimeError(f"no readiness check for kind {entry['kind']!r}")
             services[entry["name"]] = Service(
-                entry["name"], entry["kind"], int(entry["port"]), entry["secret"],
-                entry["base_url"], entry["launch"], tuple(entry["depends_on"]))
+                entry["name"],
+                entry["kind"],
+                int(entry["port"]),
+                entry["secret"],
+                entry["base_url"],
+                entry["launch"],
+                tuple(entry["depends_on"]),
+            )
         return Facts(services)
 
     # -- processes this script starts itself ---------------------------------------------------
@@ -371,10 +402,17 @@ class Workspace:
             ctypes.CDLL(None, use_errno=True).prctl(1, stop_signal, 0, 0, 0)
 
         try:
-            process = subprocess.Popen(spec["argv"], cwd=spec["cwd"], env=spec["env"],
-                                       stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                                       start_new_session=True, preexec_fn=parent_death_signal,
-                                       **kwargs)
+            process = subprocess.Popen(
+                spec["argv"],
+                cwd=spec["cwd"],
+                env=spec["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                preexec_fn=parent_death_signal,
+                **kwargs,
+            )
         finally:
             os.close(log_fd)
         self._children.append(process)
@@ -384,9 +422,15 @@ class Workspace:
         env = {"PATH": self.env.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         log_fd = os.open(self.logs / "supervisord.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
-            process = subprocess.Popen([tool("supervisord"), "-n", "-c", str(conf)], env=env,
-                                       cwd=self.root, stdin=subprocess.DEVNULL, stdout=log_fd,
-                                       stderr=log_fd, start_new_session=True)
+            process = subprocess.Popen(
+                [tool("supervisord"), "-n", "-c", str(conf)],
+                env=env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+            )
         finally:
             os.close(log_fd)
         self._children.append(process)
@@ -429,21 +473,36 @@ def supervisord_conf(ws: Workspace, facts: Facts, name: str = "supervisord") -> 
     def esc(text: str) -> str:
         return text.replace("%", "%%")
 
-    lines = ["[supervisord]", "nodaemon=true", "user=root",
-             f"logfile={ws.logs / (name + '.log')}", f"pidfile={ws.root / (name + '.pid')}",
-             f"childlogdir={ws.logs}", ""]
+    lines = [
+        "[supervisord]",
+        "nodaemon=true",
+        "user=root",
+        f"logfile={ws.logs / (name + '.log')}",
+        f"pidfile={ws.root / (name + '.pid')}",
+        f"childlogdir={ws.logs}",
+        "",
+    ]
     for priority, service in enumerate(facts.services.values(), start=1):
         spec = service.launch
         environment = ",".join(f'{key}="{esc(value)}"' for key, value in spec["env"].items())
         stop = signal.Signals(spec["stop_signal"]).name.removeprefix("SIG")
-        lines += [f"[program:{service.name}]",
-                  "command=" + esc(" ".join(shlex.quote(a) for a in spec["argv"])),
-                  f"directory={spec['cwd']}", f"user={spec['user']}",
-                  f"environment={environment}", f"priority={priority}",
-                  "autostart=true", "autorestart=true", f"stopsignal={stop}",
-                  "stopwaitsecs=30", "stopasgroup=true", "killasgroup=true",
-                  "redirect_stderr=true",
-                  f"stdout_logfile={ws.logs / (name + '-' + service.name)}.log", ""]
+        lines += [
+            f"[program:{service.name}]",
+            "command=" + esc(" ".join(shlex.quote(a) for a in spec["argv"])),
+            f"directory={spec['cwd']}",
+            f"user={spec['user']}",
+            f"environment={environment}",
+            f"priority={priority}",
+            "autostart=true",
+            "autorestart=true",
+            f"stopsignal={stop}",
+            "stopwaitsecs=30",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={ws.logs / (name + '-' + service.name)}.log",
+            "",
+        ]
     conf = ws.root / f"{name}.conf"
     conf.write_text("\n".join(lines), encoding="utf-8")
     return conf
@@ -485,8 +544,11 @@ def run_coursestack(ws: Workspace, state: Path, facts: Facts) -> dict[str, float
 
     def first(service: str, state_name: str, detail: str | None = None) -> float | None:
         for event in events:
-            if event["service"] == service and event["state"] == state_name and (
-                    detail is None or event["detail"] == detail):
+            if (
+                event["service"] == service
+                and event["state"] == state_name
+                and (detail is None or event["detail"] == detail)
+            ):
                 return float(event["time"])
         return None
 
@@ -512,8 +574,9 @@ def run_one_by_one(ws: Workspace, state: Path, facts: Facts) -> dict[str, float]
         for service in facts.services.values():
             process = ws.spawn(service, f"seq-{service.name}.log")
             started.append((process, service))
-            poll_until(lambda s=service: facts.ready(s.name),
-                       alive=lambda p=process: p.poll() is None)
+            poll_until(
+                lambda s=service: facts.ready(s.name), alive=lambda p=process: p.poll() is None
+            )
             now = time.perf_counter()
             result[service.name] = now - previous
             previous = now
@@ -570,25 +633,27 @@ def check_same_commands(ws: Workspace, state: Path, facts: Facts) -> dict[str, b
             environ = process.environ()
             # PostgreSQL changes into its data folder (-D) itself, so its cwd is that.
             cwd_ok = process.cwd() == spec["cwd"] or (
-                service.kind == "postgres" and process.cwd() == spec["argv"][2])
-            same[name] = (process.cmdline() == spec["argv"] and cwd_ok
-                          and process.uids().real == spec["uid"]
-                          and environ == spec["env"])
+                service.kind == "postgres" and process.cwd() == spec["argv"][2]
+            )
+            same[name] = (
+                process.cmdline() == spec["argv"]
+                and cwd_ok
+                and process.uids().real == spec["uid"]
+                and environ == spec["env"]
+            )
     finally:
         ws.down(state)
     return same
 
 
-def attempt(label: str, run: Callable[[], dict[str, float]],
-            tries: int = 3) -> dict[str, float]:
+def attempt(label: str, run: Callable[[], dict[str, float]], tries: int = 3) -> dict[str, float]:
     """Run one measurement; retry if it failed (e.g. another instance on this shared
     machine took a port chosen a moment before). Failures are printed, never hidden."""
     for number in range(1, tries + 1):
         try:
             return run()
         except RuntimeError as error:
-            print(f"  {label}: attempt {number} failed: {str(error).splitlines()[0]}",
-                  flush=True)
+            print(f"  {label}: attempt {number} failed: {str(error).splitlines()[0]}", flush=True)
             if number == tries:
                 raise
             time.sleep(1.0)
@@ -599,15 +664,21 @@ Variant = Callable[[Workspace, Path, Facts], dict[str, float]]
 
 
 def variants(facts: Facts) -> dict[str, Variant]:
-    found: dict[str, Variant] = {"coursestack": run_coursestack, "one-by-one": run_one_by_one,
-                                 "supervisord": run_supervisord}
+    found: dict[str, Variant] = {
+        "coursestack": run_coursestack,
+        "one-by-one": run_one_by_one,
+        "supervisord": run_supervisord,
+    }
     for name in facts.services:
         found[f"{name} alone"] = lambda ws, state, _facts, name=name: run_alone(ws, state, name)
     return found
 
 
-def warm_start(ws: Workspace, rounds: int, warmup: int,
-               ) -> tuple[dict[str, list[dict[str, float]]], Facts]:
+def warm_start(
+    ws: Workspace,
+    rounds: int,
+    warmup: int,
+) -> tuple[dict[str, list[dict[str, float]]], Facts]:
     state = ws.state("warm")
     print("first up (initdb, seeding; not measured) ...", flush=True)
     ws.up(state)
@@ -631,9 +702,13 @@ def warm_start(ws: Workspace, rounds: int, warmup: int,
             if measured:
                 results[name].append(outcome)
         label = f"round {round_number - warmup + 1}/{rounds}" if measured else "warm-up round"
-        print(f"{label}: " + ", ".join(
-            f"{name} {results[name][-1]['total']:.2f}s" if measured else name
-            for name in order), flush=True)
+        print(
+            f"{label}: "
+            + ", ".join(
+                f"{name} {results[name][-1]['total']:.2f}s" if measured else name for name in order
+            ),
+            flush=True,
+        )
     return results, facts
 
 
@@ -648,10 +723,12 @@ def run_cold(ws: Workspace, state: Path, facts: Facts) -> dict[str, float]:
         secrets = json.loads((state / "run" / "secrets.json").read_text())
         services = {}
         for name, service in facts.services.items():
-            key = {"postgres": f"{name}.superuser-password",
-                   "jupyter": f"{name}.token"}.get(service.kind)
-            services[name] = replace(service, port=int(ports[name]),
-                                     secret=secrets[key] if key else None)
+            key = {"postgres": f"{name}.superuser-password", "jupyter": f"{name}.token"}.get(
+                service.kind
+            )
+            services[name] = replace(
+                service, port=int(ports[name]), secret=secrets[key] if key else None
+            )
         if not Facts(services).all_ready():
             raise RuntimeError("cold up returned but a service is not really ready")
     finally:
@@ -659,8 +736,7 @@ def run_cold(ws: Workspace, state: Path, facts: Facts) -> dict[str, float]:
     events = events_since(events_file, 0)
     times: dict[tuple[str, str, str], float] = {}
     for event in events:
-        times.setdefault((event["service"], event["state"], event["detail"]),
-                         float(event["time"]))
+        times.setdefault((event["service"], event["state"], event["detail"]), float(event["time"]))
     result = {"total": seconds}
     for name in facts.services:
         prepared = times.get((name, "starting", "preparing"))
@@ -700,8 +776,7 @@ def machine_facts() -> dict[str, str]:
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f"{kib / 1024 / 1024:.0f} GiB"
     versions = {}
-    for package in ("coursestack", "jupyterlab", "supervisor", "psycopg", "pgserver",
-                    "nx-27017"):
+    for package in ("coursestack", "jupyterlab", "supervisor", "psycopg", "pgserver", "nx-27017"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 
@@ -711,29 +786,47 @@ def machine_facts() -> dict[str, str]:
         import pgserver
 
         postgres = subprocess.run(
-            [str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "postgres"),
-             "--version"], capture_output=True, text=True, check=False).stdout.strip()
+            [str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     code = ""
     with contextlib.suppress(Exception):
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), "status",
-                                "--porcelain", "src"], capture_output=True, text=True,
-                               check=False).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(REPO), "status", "--porcelain", "src"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         code = head + (" + uncommitted changes in src/" if dirty else "")
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False)
-    return {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            "nproc": nproc.stdout.strip() or str(os.cpu_count()),
-            "cpu": model or platform.processor(), "memory": memory,
-            "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "postgres": postgres,
-            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-            "code under test": code,
-            "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": nproc.stdout.strip() or str(os.cpu_count()),
+        "cpu": model or platform.processor(),
+        "memory": memory,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "postgres": postgres,
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "code under test": code,
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
 
 
-def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[str, float]],
-                     facts: Facts, aim: float = 1.2) -> tuple[str, dict[str, Any]]:
+def startup_markdown(
+    warm: dict[str, list[dict[str, float]]],
+    cold: list[dict[str, float]],
+    facts: Facts,
+    aim: float = 1.2,
+) -> tuple[str, dict[str, Any]]:
     totals = {name: [r["total"] for r in runs] for name, runs in warm.items()}
     med = {name: median(values) for name, values in totals.items()}
     best = {name: min(values) for name, values in totals.items() if values}
@@ -741,11 +834,16 @@ def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[st
     slowest_name = max(alone, key=lambda n: med[n])
     slowest = med[slowest_name]
     ratio = med["coursestack"] / slowest
-    rows = ["| variant | median (s) | min (s) | median / slowest service alone | "
-            "coursestack / this (medians) |", "| --- | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| variant | median (s) | min (s) | median / slowest service alone | "
+        "coursestack / this (medians) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name in warm:
-        rows.append(f"| {name} | {med[name]:.2f} | {best[name]:.2f} | "
-                    f"{med[name] / slowest:.2f}x | {med['coursestack'] / med[name]:.2f}x |")
+        rows.append(
+            f"| {name} | {med[name]:.2f} | {best[name]:.2f} | "
+            f"{med[name] / slowest:.2f}x | {med['coursestack'] / med[name]:.2f}x |"
+        )
     parts = warm["coursestack"]
 
     def m(key: str) -> float:
@@ -755,13 +853,19 @@ def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[st
         "\nWhere coursestack's warm start goes (medians, from the daemon's events.jsonl; "
         "services of one wave start in parallel):\n\n| phase | seconds |\n| --- | ---: |\n"
         f"| command -> daemon's first event (CLI start, spec loaded, fork, daemon's first steps) "
-        f"| {m('to_daemon'):.2f} |\n")
+        f"| {m('to_daemon'):.2f} |\n"
+    )
     for name in facts.services:
-        after = f" (once {', '.join(facts.services[name].depends_on)})" if (
-            facts.services[name].depends_on) else ""
+        after = (
+            f" (once {', '.join(facts.services[name].depends_on)})"
+            if (facts.services[name].depends_on)
+            else ""
+        )
         breakdown += f"| {name}: prepare -> ready{after} | {m(name):.2f} |\n"
-    breakdown += ("| last service ready -> `up` returns (the daemon's verdict over the "
-                  f"readiness pipe) | {m('after'):.2f} |\n")
+    breakdown += (
+        "| last service ready -> `up` returns (the daemon's verdict over the "
+        f"readiness pipe) | {m('after'):.2f} |\n"
+    )
     one = warm["one-by-one"]
     seq = ", ".join(f"{name} {median([r[name] for r in one]):.2f} s" for name in facts.services)
     breakdown += f"\nOne-by-one, each step (medians): {seq}.\n"
@@ -772,21 +876,32 @@ def startup_markdown(warm: dict[str, list[dict[str, float]]], cold: list[dict[st
         cold_text = (
             "\n## Cold start (first `up` of a fresh state folder)\n\n"
             "| runs | median (s) | min (s) | "
-            + " | ".join(f"{k}, median (s)" for k in keys) + " |\n"
-            + "| ---: | ---: | ---: | " + " | ".join("---:" for _ in keys) + " |\n"
+            + " | ".join(f"{k}, median (s)" for k in keys)
+            + " |\n"
+            + "| ---: | ---: | ---: | "
+            + " | ".join("---:" for _ in keys)
+            + " |\n"
             + f"| {len(cold)} | {median(cold_totals):.2f} | {min(cold_totals):.2f} | "
             + " | ".join(f"{median([c[k] for c in cold if k in c]):.2f}" for k in keys)
             + " |\n\n"
             f"`postgres prepare` is `initdb` (+ a `sync`); `postgres` is prepare -> ready, "
             f"which adds the role, database and seeding. Cold / warm (coursestack medians): "
-            f"{median(cold_totals) / med['coursestack']:.2f}x.\n")
+            f"{median(cold_totals) / med['coursestack']:.2f}x.\n"
+        )
     met = ratio <= aim
-    text = "\n".join(rows) + "\n" + breakdown + (
-        f"\n**coursestack warm start = {ratio:.2f}x the slowest service's own start "
-        f"({slowest_name}, median {slowest:.2f} s); aim <= {aim}x: "
-        f"{'met' if met else 'NOT met'}.** "
-        f"coursestack vs. one-by-one: {med['coursestack'] / med['one-by-one']:.2f}x; "
-        f"vs. supervisord: {med['coursestack'] / med['supervisord']:.2f}x.\n") + cold_text
+    text = (
+        "\n".join(rows)
+        + "\n"
+        + breakdown
+        + (
+            f"\n**coursestack warm start = {ratio:.2f}x the slowest service's own start "
+            f"({slowest_name}, median {slowest:.2f} s); aim <= {aim}x: "
+            f"{'met' if met else 'NOT met'}.** "
+            f"coursestack vs. one-by-one: {med['coursestack'] / med['one-by-one']:.2f}x; "
+            f"vs. supervisord: {med['coursestack'] / med['supervisord']:.2f}x.\n"
+        )
+        + cold_text
+    )
     summary = {"median": med, "min": best, "slowest": slowest_name, "ratio": ratio, "met": met}
     return text, summary
 
@@ -808,8 +923,11 @@ def main() -> int:
     machine = machine_facts()
     ws = Workspace(keep=args.keep)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(f"workspace {ws.root}; {machine['nproc']} CPUs ({machine['cpu']}); "
-          f"load {machine['load average at start']}", flush=True)
+    print(
+        f"workspace {ws.root}; {machine['nproc']} CPUs ({machine['cpu']}); "
+        f"load {machine['load average at start']}",
+        flush=True,
+    )
     idle_text = ""
     idle_summary: dict[str, Any] = {}
     try:
@@ -834,10 +952,11 @@ def main() -> int:
         if args.markdown.exists():
             old = args.markdown.read_text(encoding="utf-8")
             if ANALYSIS_MARKER in old:
-                kept = "\n" + old[old.index(ANALYSIS_MARKER):]
+                kept = "\n" + old[old.index(ANALYSIS_MARKER) :]
         args.markdown.write_text(
-            document(machine, args, facts, startup_text, summary, idle_text, idle_summary)
-            + kept, encoding="utf-8")
+            document(machine, args, facts, startup_text, summary, idle_text, idle_summary) + kept,
+            encoding="utf-8",
+        )
         print(f"wrote {args.markdown}")
     print(f"took {time.monotonic() - began:.0f} s")
     return 0
@@ -846,32 +965,46 @@ def main() -> int:
 ANALYSIS_MARKER = "<!-- analysis: hand-written, kept when bench_startup.py rewrites this file -->"
 
 
-def document(machine: dict[str, str], args: argparse.Namespace, facts: Facts,
-             startup_text: str, summary: dict[str, Any], idle_text: str,
-             idle_summary: dict[str, Any]) -> str:
+def document(
+    machine: dict[str, str],
+    args: argparse.Namespace,
+    facts: Facts,
+    startup_text: str,
+    summary: dict[str, Any],
+    idle_text: str,
+    idle_summary: dict[str, Any],
+) -> str:
     table = "\n".join(f"| {key} | {value} |" for key, value in machine.items())
     vs_supervisord = summary["median"]["coursestack"] / summary["median"]["supervisord"]
-    aims = [f"- Warm start within 1.2x of the slowest service's own start: "
-            f"**{'met' if summary['met'] else 'not met'}** ({summary['ratio']:.2f}x).",
-            f"- Warm start below supervisord's time for the same programs: "
-            f"**{'met' if vs_supervisord < 1 else 'not met'}** ({vs_supervisord:.2f}x)."]
+    aims = [
+        f"- Warm start within 1.2x of the slowest service's own start: "
+        f"**{'met' if summary['met'] else 'not met'}** ({summary['ratio']:.2f}x).",
+        f"- Warm start below supervisord's time for the same programs: "
+        f"**{'met' if vs_supervisord < 1 else 'not met'}** ({vs_supervisord:.2f}x).",
+    ]
     if idle_summary:
         rss_met = "met" if idle_summary["rss_met"] else "not met"
         cpu_met = "met" if idle_summary["cpu_met"] else "not met"
-        aims.append(f"- Daemon RSS at most 50 MB (idle, after the dashboard, the event stream "
-                    f"and a proxied request were served): **{rss_met}** "
-                    f"({idle_summary['rss']:.1f} MB mean, {idle_summary['rss_max']:.1f} MB max).")
-        aims.append(f"- Daemon idle CPU at most 0.5% of a core: **{cpu_met}** "
-                    f"({idle_summary['cpu']:.2f}%).")
+        aims.append(
+            f"- Daemon RSS at most 50 MB (idle, after the dashboard, the event stream "
+            f"and a proxied request were served): **{rss_met}** "
+            f"({idle_summary['rss']:.1f} MB mean, {idle_summary['rss_max']:.1f} MB max)."
+        )
+        aims.append(
+            f"- Daemon idle CPU at most 0.5% of a core: **{cpu_met}** ({idle_summary['cpu']:.2f}%)."
+        )
         if "proxy_ratio" in idle_summary:
             proxy_met = "met" if idle_summary["proxy_met"] else "not met"
-            aims.append(f"- A kept-alive request for Jupyter's api/status through the front "
-                        f"door at most 1.5x the same request straight to Jupyter: "
-                        f"**{proxy_met}** ({idle_summary['proxy_ratio']:.2f}x).")
+            aims.append(
+                f"- A kept-alive request for Jupyter's api/status through the front "
+                f"door at most 1.5x the same request straight to Jupyter: "
+                f"**{proxy_met}** ({idle_summary['proxy_ratio']:.2f}x)."
+            )
     kinds = "\n".join(
-        f"  - {s.name} ({s.kind})" + (f", starts once {', '.join(s.depends_on)}"
-                                     if s.depends_on else "")
-        for s in facts.services.values())
+        f"  - {s.name} ({s.kind})"
+        + (f", starts once {', '.join(s.depends_on)}" if s.depends_on else "")
+        for s in facts.services.values()
+    )
     return f"""# Benchmarks: start-up and idle cost of the core (sample course)
 
 Produced by `python bench/bench_startup.py --rounds {args.rounds} --cold {args.cold} \

@@ -37,9 +37,14 @@ from coursestack.content.update import run_update
 from coursestack.spec import load_spec
 from coursestack.state import StateFolder
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "Course", "GIT_AUTHOR_EMAIL": "course@example.org",
-           "GIT_COMMITTER_NAME": "Course", "GIT_COMMITTER_EMAIL": "course@example.org",
-           "HOME": "/tmp", "PATH": "/usr/bin:/bin"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Course",
+    "GIT_AUTHOR_EMAIL": "course@example.org",
+    "GIT_COMMITTER_NAME": "Course",
+    "GIT_COMMITTER_EMAIL": "course@example.org",
+    "HOME": "/tmp",
+    "PATH": "/usr/bin:/bin",
+}
 
 
 def git(*args: str, cwd: Path) -> None:
@@ -50,14 +55,21 @@ def make_notebook(number: int) -> str:
     book = nbformat.v4.new_notebook()
     for index in range(12):
         if index % 3 == 0:
-            book.cells.append(nbformat.v4.new_markdown_cell(
-                f"## Part {index} of notebook {number}\n\nRead the data and look at it."))
+            book.cells.append(
+                nbformat.v4.new_markdown_cell(
+                    f"## Part {index} of notebook {number}\n\nRead the data and look at it."
+                )
+            )
         else:
             cell = nbformat.v4.new_code_cell(
-                f"values_{index} = [x * {index} for x in range(10)]\nsum(values_{index})")
+                f"values_{index} = [x * {index} for x in range(10)]\nsum(values_{index})"
+            )
             cell["id"] = f"nb{number}-cell{index}"
-            cell.outputs = [nbformat.v4.new_output(
-                "execute_result", data={"text/plain": str(45 * index)}, execution_count=index)]
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "execute_result", data={"text/plain": str(45 * index)}, execution_count=index
+                )
+            ]
             book.cells.append(cell)
         book.cells[-1]["id"] = f"nb{number}-cell{index}"
     return str(nbformat.writes(book)) + "\n"
@@ -91,15 +103,17 @@ def one_round(root: Path, notebooks: int, changed: int, edited: int) -> dict[str
     course.mkdir()
     (course / "course.toml").write_text(
         f'[course]\nname = "bench"\n[content]\nsource = "{bare}"\nref = "main"\n'
-        '[services.jupyter]\nkind = "jupyter"\n')
+        '[services.jupyter]\nkind = "jupyter"\n'
+    )
     spec = load_spec(course / "course.toml")
     state = StateFolder(root / "state")
     run_update(spec, state)
     ours = course / "notebooks"
 
     # The student edits; the course team commits its change.
-    student = [f"nb{n:03d}.ipynb" for n in range(changed - edited // 2,
-                                                 changed - edited // 2 + edited)]
+    student = [
+        f"nb{n:03d}.ipynb" for n in range(changed - edited // 2, changed - edited // 2 + edited)
+    ]
     course_side = [f"nb{n:03d}.ipynb" for n in range(changed)]
     for name in student:
         for folder in (puller_dir, ours):
@@ -116,10 +130,13 @@ def one_round(root: Path, notebooks: int, changed: int, edited: int) -> dict[str
     began = time.perf_counter()
     report = run_update(spec, state)
     our_time = time.perf_counter() - began
-    return {"nbgitpuller": puller_time, "coursestack": our_time,
-            "nbgitpuller_outcome": outcome(puller_dir, student, course_side),
-            "coursestack_outcome": outcome(ours, student, course_side),
-            "coursestack_changed": sum(1 for entry in report.entries if entry.changed)}
+    return {
+        "nbgitpuller": puller_time,
+        "coursestack": our_time,
+        "nbgitpuller_outcome": outcome(puller_dir, student, course_side),
+        "coursestack_outcome": outcome(ours, student, course_side),
+        "coursestack_changed": sum(1 for entry in report.entries if entry.changed),
+    }
 
 
 def same_cell(root: Path) -> dict[str, str]:
@@ -140,7 +157,8 @@ def same_cell(root: Path) -> dict[str, str]:
     course.mkdir()
     (course / "course.toml").write_text(
         f'[course]\nname = "bench"\n[content]\nsource = "{bare}"\n'
-        '[services.jupyter]\nkind = "jupyter"\n')
+        '[services.jupyter]\nkind = "jupyter"\n'
+    )
     spec = load_spec(course / "course.toml")
     state = StateFolder(root / "state")
     run_update(spec, state)
@@ -155,12 +173,13 @@ def same_cell(root: Path) -> dict[str, str]:
     result = {}
     for tool, folder in (("nbgitpuller", puller_dir), ("coursestack", course / "notebooks")):
         texts = [path.read_text() for path in folder.glob("*.ipynb")]
-        result[tool] = (f"student's line kept: {any('# my note' in t for t in texts)}; "
-                        "course's line anywhere in the folder: "
-                        f"{any('# fixed by the course' in t for t in texts)}; "
-                        f"notebooks: {sorted(p.name for p in folder.glob('*.ipynb'))}")
-    result["coursestack report"] = next(e.words for e in report.entries
-                                        if e.path == "lab.ipynb")
+        result[tool] = (
+            f"student's line kept: {any('# my note' in t for t in texts)}; "
+            "course's line anywhere in the folder: "
+            f"{any('# fixed by the course' in t for t in texts)}; "
+            f"notebooks: {sorted(p.name for p in folder.glob('*.ipynb'))}"
+        )
+    result["coursestack report"] = next(e.words for e in report.entries if e.path == "lab.ipynb")
     return result
 
 
@@ -178,8 +197,7 @@ def outcome(folder: Path, student: list[str], course_side: list[str]) -> dict[st
         kept += path.name in student and mine
         arrived += path.name in course_side and theirs and "new exercise" in text
         both += path.name in student and path.name in course_side and mine and theirs
-    return {"valid": valid, "student_kept": kept, "course_arrived": arrived,
-            "both_in_one": both}
+    return {"valid": valid, "student_kept": kept, "course_arrived": arrived, "both_in_one": both}
 
 
 def main() -> None:
@@ -195,10 +213,12 @@ def main() -> None:
     results = []
     for number in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench-update-") as scratch:
-            results.append(one_round(Path(scratch), args.notebooks, args.changed,
-                                     args.edited))
-        print(f"round {number + 1}: nbgitpuller {results[-1]['nbgitpuller']:.3f} s, "
-              f"coursestack {results[-1]['coursestack']:.3f} s", flush=True)
+            results.append(one_round(Path(scratch), args.notebooks, args.changed, args.edited))
+        print(
+            f"round {number + 1}: nbgitpuller {results[-1]['nbgitpuller']:.3f} s, "
+            f"coursestack {results[-1]['coursestack']:.3f} s",
+            flush=True,
+        )
     puller = statistics.median(r["nbgitpuller"] for r in results)
     ours = statistics.median(r["coursestack"] for r in results)
     ratio = statistics.median(r["coursestack"] / r["nbgitpuller"] for r in results)
@@ -230,23 +250,32 @@ def main() -> None:
     ]
     for tool in ("nbgitpuller", "coursestack"):
         o = last[f"{tool}_outcome"]
-        lines.append(f"| {tool} | {o['valid']}/{args.notebooks} | {o['student_kept']}/"
-                     f"{args.edited} | {o['course_arrived']}/{args.changed} | "
-                     f"{o['both_in_one']}/{args.edited // 2} |")
+        lines.append(
+            f"| {tool} | {o['valid']}/{args.notebooks} | {o['student_kept']}/"
+            f"{args.edited} | {o['course_arrived']}/{args.changed} | "
+            f"{o['both_in_one']}/{args.edited // 2} |"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-update-") as scratch:
         conflict = same_cell(Path(scratch))
-    lines += ["", "Where both sides changed the same cell (both add a line to the third cell "
-              "of one notebook):", ""]
+    lines += [
+        "",
+        "Where both sides changed the same cell (both add a line to the third cell "
+        "of one notebook):",
+        "",
+    ]
     lines += [f"- {tool}: {text}" for tool, text in conflict.items()]
-    lines += ["", "Rounds (s): " + ", ".join(
-        f"{r['nbgitpuller']:.3f} / {r['coursestack']:.3f}" for r in results)
-        + " (nbgitpuller / coursestack)."]
+    lines += [
+        "",
+        "Rounds (s): "
+        + ", ".join(f"{r['nbgitpuller']:.3f} / {r['coursestack']:.3f}" for r in results)
+        + " (nbgitpuller / coursestack).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:
         previous = args.markdown.read_text() if args.markdown.exists() else ""
         marker = "<!-- analysis"
-        kept = previous[previous.index(marker):] if marker in previous else ""
+        kept = previous[previous.index(marker) :] if marker in previous else ""
         args.markdown.write_text(text + ("\n" + kept if kept else ""))
 
 

@@ -15,8 +15,11 @@ from coursestack.state import StateFolder
 def unpack(bundle: Path, into: Path) -> dict[str, str]:
     with zipfile.ZipFile(bundle) as archive:
         archive.extractall(into)
-    return {str(p.relative_to(into)): p.read_text(encoding="utf-8")
-            for p in into.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(into)): p.read_text(encoding="utf-8")
+        for p in into.rglob("*")
+        if p.is_file()
+    }
 
 
 def values_in(document: Any) -> Iterator[tuple[str, str]]:
@@ -35,8 +38,11 @@ def secrets_of(state: StateFolder) -> set[str]:
     """Every secret the instance has: secrets.json, connections.json, the daemon token."""
     found = set(json.loads((state.run / "secrets.json").read_text()).values())
     connections = json.loads(state.connections_file.read_text())
-    found |= {value for key, value in values_in(connections)
-              if any(word in key.lower() for word in ("password", "token", "secret"))}
+    found |= {
+        value
+        for key, value in values_in(connections)
+        if any(word in key.lower() for word in ("password", "token", "secret"))
+    }
     daemon = state.daemon()
     if daemon:
         found.add(daemon["token"])

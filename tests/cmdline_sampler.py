@@ -46,8 +46,12 @@ class CommandLineSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -57,7 +61,12 @@ class CommandLineSampler:
 
     def assert_free_of(self, secrets: Iterable[str]) -> None:
         """Fail, quoting the command lines, if any secret appeared on one."""
-        leaks = {secret[:6] + "…": found for secret in secrets if secret
-                 for found in [self.containing(secret)] if found}
+        leaks = {
+            secret[:6] + "…": found
+            for secret in secrets
+            if secret
+            for found in [self.containing(secret)]
+            if found
+        }
         assert not leaks, f"secrets on command lines (seen by every local user): {leaks}"
         assert self.rounds > 10, "the sampler hardly ran"

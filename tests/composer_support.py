@@ -39,8 +39,12 @@ class Course:
     token: str
 
     def bearer(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, trust_env=False, timeout=60,
-                            headers={"Authorization": f"Bearer {self.token}"})
+        return httpx.Client(
+            base_url=self.url,
+            trust_env=False,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
 
     def states(self) -> dict[str, str]:
         with self.bearer() as client:

@@ -67,7 +67,7 @@ def _remove_accounts_made_here(before: set[str]) -> None:
     if not made:
         return
     for name, state in registered_instances():
-        account = (state.run / "account.json")
+        account = state.run / "account.json"
         if account.exists() and any(made_name in account.read_text() for made_name in made):
             with contextlib.suppress(Exception):
                 remove_instance(Instance(name, state))
@@ -76,8 +76,11 @@ def _remove_accounts_made_here(before: set[str]) -> None:
         if account is None:
             continue
         with contextlib.suppress(Exception):
-            running = [process for process in psutil.process_iter(["uids"])
-                       if process.info["uids"] and process.info["uids"].real == account.uid]
+            running = [
+                process
+                for process in psutil.process_iter(["uids"])
+                if process.info["uids"] and process.info["uids"].real == account.uid
+            ]
             for process in running:
                 with contextlib.suppress(psutil.Error):
                     process.kill()

@@ -26,7 +26,9 @@ class Course:
         self.state = StateFolder(root / "state")
         (self.folder / "course.toml").write_text(
             f'[course]\nname = "demo"\n\n[content]\nsource = "{source}"\n{extra}\n'
-            '[services.jupyter]\nkind = "jupyter"\n', encoding="utf-8")
+            '[services.jupyter]\nkind = "jupyter"\n',
+            encoding="utf-8",
+        )
 
     @property
     def spec(self) -> CourseSpec:
@@ -58,8 +60,11 @@ class Course:
         return (self.notebooks / name).exists()
 
     def files(self) -> set[str]:
-        return {path.relative_to(self.notebooks).as_posix()
-                for path in self.notebooks.rglob("*") if path.is_file()}
+        return {
+            path.relative_to(self.notebooks).as_posix()
+            for path in self.notebooks.rglob("*")
+            if path.is_file()
+        }
 
 
 def action_of(report: Report, path: str) -> str:

@@ -25,9 +25,11 @@ COURSE_IN_IMAGE = "/course"
 DATA = Path(__file__).resolve().parent / "data"
 #: The courses every target is tested with: the sample, one with `command` services, one
 #: with a MongoDB replica set.
-COURSES = {"sample": sample_course_source() / "course.toml",
-           "lab-tools": DATA / "export" / "lab-tools" / "course.toml",
-           "replica": DATA / "export" / "replica" / "course.toml"}
+COURSES = {
+    "sample": sample_course_source() / "course.toml",
+    "lab-tools": DATA / "export" / "lab-tools" / "course.toml",
+    "replica": DATA / "export" / "replica" / "course.toml",
+}
 
 
 @dataclass
@@ -56,17 +58,20 @@ def expected(spec: CourseSpec) -> dict[str, ServiceFacts]:
         for dependency, condition in service.depends_on.items():
             # Waiting for "ready" of a service without a readiness check is waiting for
             # its start: the same thing.
-            ready = (condition is DependencyCondition.READY
-                     and _has_readiness(spec, dependency))
+            ready = condition is DependencyCondition.READY and _has_readiness(spec, dependency)
             depends[dependency] = "ready" if ready else "started"
         facts[name] = ServiceFacts(
-            depends_on=depends, readiness=_has_readiness(spec, name),
-            ports={port} if port else set(), env_names=set(service.env),
-            seeds={Path(seed).name for seed in getattr(service, "seed", [])})
+            depends_on=depends,
+            readiness=_has_readiness(spec, name),
+            ports={port} if port else set(),
+            env_names=set(service.env),
+            seeds={Path(seed).name for seed in getattr(service, "seed", [])},
+        )
     return facts
 
 
 # -- compose -------------------------------------------------------------------------------
+
 
 def read_compose(folder: Path) -> dict[str, ServiceFacts]:
     document = yaml.safe_load((folder / "compose.yaml").read_text(encoding="utf-8"))
@@ -75,8 +80,10 @@ def read_compose(folder: Path) -> dict[str, ServiceFacts]:
         if name.startswith("x-"):
             continue
         conditions = {"service_healthy": "ready", "service_started": "started"}
-        depends = {dependency: conditions[entry["condition"]]
-                   for dependency, entry in (service.get("depends_on") or {}).items()}
+        depends = {
+            dependency: conditions[entry["condition"]]
+            for dependency, entry in (service.get("depends_on") or {}).items()
+        }
         ports = {int(str(port).split(":")[1]) for port in service.get("ports", [])}
         seeds = set()
         for volume in service.get("volumes", []):
@@ -84,8 +91,12 @@ def read_compose(folder: Path) -> dict[str, ServiceFacts]:
                 seeds.add(Path(volume["source"]).name)
         healthcheck = service.get("healthcheck") or {}
         facts[name] = ServiceFacts(
-            depends_on=depends, readiness=bool(healthcheck.get("test")), ports=ports,
-            env_names=set(service.get("environment") or {}), seeds=seeds)
+            depends_on=depends,
+            readiness=bool(healthcheck.get("test")),
+            ports=ports,
+            env_names=set(service.get("environment") or {}),
+            seeds=seeds,
+        )
     return facts
 
 
@@ -106,15 +117,17 @@ def compose_problems(folder: Path) -> list[str]:
             if host != "127.0.0.1":
                 problems.append(f"{name} publishes {port} beyond 127.0.0.1")
             if int(published_port) in published:
-                problems.append(f"{name} and {published[int(published_port)]} both "
-                                f"publish {published_port}")
+                problems.append(
+                    f"{name} and {published[int(published_port)]} both publish {published_port}"
+                )
             published[int(published_port)] = name
         for secret in service.get("secrets", []):
             if secret not in document.get("secrets", {}):
                 problems.append(f"{name} uses undeclared secret {secret}")
         for key, value in (service.get("environment") or {}).items():
             if re.search(r"PASSWORD|TOKEN|SECRET", key) and not str(value).startswith(
-                    "/run/secrets/"):
+                "/run/secrets/"
+            ):
                 problems.append(f"{name}: {key} holds a value, not a secret file")
     for secret, entry in (document.get("secrets") or {}).items():
         path = folder / entry["file"]
@@ -126,6 +139,7 @@ def compose_problems(folder: Path) -> list[str]:
 
 
 # -- image, binder, systemd, launchd: they run a spec with coursestack -------------------
+
 
 def containerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
@@ -157,7 +171,7 @@ def read_image(folder: Path) -> tuple[CourseSpec, dict[str, Any]]:
             found["course_source"] = arguments.split()[-2]
     spec_inside = found["cmd"][2]
     assert spec_inside.startswith(COURSE_IN_IMAGE + "/")
-    spec = load_spec(folder / found["course_source"] / spec_inside[len(COURSE_IN_IMAGE) + 1:])
+    spec = load_spec(folder / found["course_source"] / spec_inside[len(COURSE_IN_IMAGE) + 1 :])
     return spec, found
 
 
@@ -177,8 +191,9 @@ def read_start_script(path: Path) -> tuple[str, list[str]]:
     assert spec_expression, start
     up_line = next(line for line in start.splitlines() if line.startswith("coursestack up"))
     words = shlex.split(up_line.rstrip("\\"))
-    return spec_expression.group(1), [words[i + 1] for i, word in enumerate(words)
-                                      if word == "--only"]
+    return spec_expression.group(1), [
+        words[i + 1] for i, word in enumerate(words) if word == "--only"
+    ]
 
 
 def read_binder(folder: Path) -> dict[str, Any]:
@@ -187,8 +202,11 @@ def read_binder(folder: Path) -> dict[str, Any]:
     assert spec_expression.startswith("$here/")
     config = (folder / "jupyter_server_config.py").read_text(encoding="utf-8")
     web = ast.literal_eval(re.search(r"^WEB_SERVICES = (.*)$", config, re.M).group(1))
-    return {"spec": load_spec(folder / spec_expression.removeprefix("$here/")),
-            "only": only, "web": set(web)}
+    return {
+        "spec": load_spec(folder / spec_expression.removeprefix("$here/")),
+        "only": only,
+        "web": set(web),
+    }
 
 
 def read_unit(path: Path) -> dict[str, list[str]]:

@@ -182,11 +182,13 @@ class ScriptedUnit:
     stop_signal = signal.SIGTERM
     stop_timeout = 10.0
 
-    def __init__(self, name: str, clock: FakeClock, ready_after: float = 1.0,
-                 **settings: object) -> None:
+    def __init__(
+        self, name: str, clock: FakeClock, ready_after: float = 1.0, **settings: object
+    ) -> None:
         self.name = name
         self.spec: ServiceSpec = CommandService.model_validate(
-            {"kind": "command", "command": [name], "probe": {"type": "none"}, **settings})
+            {"kind": "command", "command": [name], "probe": {"type": "none"}, **settings}
+        )
         self.clock = clock
         self.ready_after = ready_after
         self.launched_at: float | None = None

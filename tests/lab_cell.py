@@ -14,8 +14,9 @@ def run_first_cell(lab: Any, source: str, output_text: str) -> None:
     `output_text` as its output."""
     cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
     expect(cell).to_contain_text(source, timeout=60_000)
-    expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-           ).to_have_count(1, timeout=60_000)
+    expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(
+        1, timeout=60_000
+    )
     output = lab.locator(".jp-OutputArea-output").first
     select_kernel = lab.get_by_role("button", name="Select Kernel")
     for _attempt in range(3):

@@ -31,18 +31,24 @@ def open_folder(prefix: str) -> Path:
     return folder
 
 
-def cli(*args: str, check: bool = True, timeout: float = 300,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `coursestack` command line."""
-    result = subprocess.run([sys.executable, "-m", "coursestack", *args], capture_output=True,
-                            text=True, timeout=timeout, env={**os.environ, **(env or {})},
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "coursestack", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"coursestack {' '.join(args)} exited {result.returncode}\n"
-                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(
+            f"coursestack {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
     return result
-
-
 
 
 def wait_for(predicate: Any, timeout: float = 90.0, what: str = "condition") -> None:
@@ -55,8 +61,9 @@ def wait_for(predicate: Any, timeout: float = 90.0, what: str = "condition") -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def wait_ready(instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"),
-               timeout: float = 120.0) -> None:
+def wait_ready(
+    instance: Instance, names: tuple[str, ...] = ("postgres", "jupyter"), timeout: float = 120.0
+) -> None:
     """Other tests share the sample instance and may be restarting a service: wait."""
     client = instance.client()
     try:

@@ -28,8 +28,9 @@ class Victims:
         found: dict[str, tuple[object, ...]] = {}
         for path in (self.folder, self.file, *self.folder.iterdir()):
             info = os.lstat(path)
-            acl = subprocess.run(["getfacl", "-p", "-c", str(path)], capture_output=True,
-                                 text=True, check=False).stdout
+            acl = subprocess.run(
+                ["getfacl", "-p", "-c", str(path)], capture_output=True, text=True, check=False
+            ).stdout
             content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
             found[str(path)] = (info.st_uid, info.st_gid, info.st_mode, acl, content)
         return found

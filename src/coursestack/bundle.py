@@ -56,17 +56,26 @@ _SECRET_KEY = re.compile(rf"(?i){_SECRET_WORDS}")
 _KEY = rf"[A-Za-z0-9_.\-]*{_SECRET_WORDS}s?[A-Za-z0-9_.\-]*[\"']?\s*[:=]\s*"
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # scheme://user:PASSWORD@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/:@'\"]*:)(?!\[REDACTED)([^\s@/'\"]+)(@)"),
-     rf"\1{REDACTED}\3"),
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/:@'\"]*:)(?!\[REDACTED)([^\s@/'\"]+)(@)"),
+        rf"\1{REDACTED}\3",
+    ),
     # password = "two words", "token": "abc"
     (re.compile(rf"(?i)({_KEY})\"(?!\[REDACTED)[^\"\n]*\""), rf'\1"{REDACTED}"'),
     (re.compile(rf"(?i)({_KEY})'(?!\[REDACTED)[^'\n]*'"), rf"\1'{REDACTED}'"),
     # password=abc, PGPASSWORD=abc, ?token=abc&, --ServerApp.token=abc
-    (re.compile(rf"(?i)({_KEY})(?![\"'])(?!\[REDACTED|null\b|none\b|true\b|false\b)"
-                r"([^\s\"'&,;}<>)\]]+)"), rf"\1{REDACTED}"),
+    (
+        re.compile(
+            rf"(?i)({_KEY})(?![\"'])(?!\[REDACTED|null\b|none\b|true\b|false\b)"
+            r"([^\s\"'&,;}<>)\]]+)"
+        ),
+        rf"\1{REDACTED}",
+    ),
     # Authorization: Bearer abc / Basic abc
-    (re.compile(r"(?i)\b((?:bearer|basic)\s+)(?!\[REDACTED)([A-Za-z0-9._~+/=\-]{8,})"),
-     rf"\1{REDACTED}"),
+    (
+        re.compile(r"(?i)\b((?:bearer|basic)\s+)(?!\[REDACTED)([A-Za-z0-9._~+/=\-]{8,})"),
+        rf"\1{REDACTED}",
+    ),
 ]
 
 
@@ -78,20 +87,23 @@ class Redactor:
     not inside a longer word.
     """
 
-    def __init__(self, secrets: Mapping[str, str],
-                 whole_tokens: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, secrets: Mapping[str, str], whole_tokens: Mapping[str, str] | None = None
+    ) -> None:
         self._secrets = _variants(secrets, MIN_SECRET)
-        self._tokens = [(re.compile(rf"(?<![A-Za-z0-9_]){re.escape(value)}(?![A-Za-z0-9_])"),
-                         label) for value, label in _variants(whole_tokens or {},
-                                                              MIN_ENV_VALUE)]
+        self._tokens = [
+            (re.compile(rf"(?<![A-Za-z0-9_]){re.escape(value)}(?![A-Za-z0-9_])"), label)
+            for value, label in _variants(whole_tokens or {}, MIN_ENV_VALUE)
+        ]
 
     @classmethod
     def for_state(cls, state: StateFolder) -> Redactor:
         """A redactor for every secret the instance's state folder knows."""
         secrets = collect_secrets(state)
         known = set(secrets.values())
-        tokens = {label: value for label, value in collect_env_values(state).items()
-                  if value not in known}
+        tokens = {
+            label: value for label, value in collect_env_values(state).items() if value not in known
+        }
         return cls(secrets, tokens)
 
     def __call__(self, text: str) -> str:
@@ -112,8 +124,7 @@ def _variants(secrets: Mapping[str, str], shortest: int) -> list[tuple[str, str]
     for label, value in secrets.items():
         if not isinstance(value, str) or len(value) < shortest:
             continue
-        for form in (value, quote(value, safe=""), quote_plus(value),
-                     json.dumps(value)[1:-1]):
+        for form in (value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]):
             variants.setdefault(form, label)
     return sorted(variants.items(), key=lambda item: -len(item[0]))
 
@@ -128,9 +139,13 @@ def collect_env_values(state: StateFolder) -> dict[str, str]:
             for key, value in node.items():
                 where = f"{path}.{key}" if path else str(key)
                 if key == "env" and isinstance(value, dict):
-                    found.update({f"{where}.{k}": str(v) for k, v in value.items()
-                                  if isinstance(v, str | int | float) and not isinstance(
-                                      v, bool)})
+                    found.update(
+                        {
+                            f"{where}.{k}": str(v)
+                            for k, v in value.items()
+                            if isinstance(v, str | int | float) and not isinstance(v, bool)
+                        }
+                    )
                 else:
                     walk(value, where)
         elif isinstance(node, list):
@@ -207,8 +222,11 @@ def default_bundle_name(instance_name: str, now: float | None = None) -> str:
     return f"coursestack-diagnostics-{instance_name}-{stamp}.zip"
 
 
-def write_bundle(state_folder: StateFolder | Path, dest: Path | str | None = None,
-                 findings: list[Any] | None = None) -> Path:
+def write_bundle(
+    state_folder: StateFolder | Path,
+    dest: Path | str | None = None,
+    findings: list[Any] | None = None,
+) -> Path:
     """Write the diagnostics zip of the instance in `state_folder`; return its path.
 
     `dest` is a file name, an existing folder (a dated name is made in it), or None for
@@ -219,8 +237,11 @@ def write_bundle(state_folder: StateFolder | Path, dest: Path | str | None = Non
     from coursestack.doctor import report_text, run_doctor
     from coursestack.instances import resolve_instance
 
-    state = state_folder if isinstance(state_folder, StateFolder) else StateFolder(
-        Path(state_folder).expanduser().resolve())
+    state = (
+        state_folder
+        if isinstance(state_folder, StateFolder)
+        else StateFolder(Path(state_folder).expanduser().resolve())
+    )
     instance = resolve_instance(state=state.root)
     target = _target(dest, instance.name)
     if findings is None:
@@ -228,8 +249,7 @@ def write_bundle(state_folder: StateFolder | Path, dest: Path | str | None = Non
     redact = Redactor.for_state(state)
     members = _members(instance, findings, report_text(findings))
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                     suffix=".tmp")
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         folder = target.stem
@@ -259,8 +279,7 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
     from coursestack.logs import tail_lines
 
     state: StateFolder = instance.state
-    members: dict[str, str] = {"README.txt": _README.format(name=instance.name,
-                                                            made=time.ctime())}
+    members: dict[str, str] = {"README.txt": _README.format(name=instance.name, made=time.ctime())}
     members["doctor.txt"] = report
     members["doctor.json"] = _json([f.as_dict() for f in findings])
     record = state.instance()
@@ -268,8 +287,7 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
     spec_path = Path(record["spec"]) if record.get("spec") else None
     if spec_path is not None:
         with contextlib.suppress(OSError):
-            members["course/course.toml"] = spec_path.read_text(encoding="utf-8",
-                                                                errors="replace")
+            members["course/course.toml"] = spec_path.read_text(encoding="utf-8", errors="replace")
     services = _service_states(instance)
     members["services.json"] = _json(services)
     members["events.jsonl"] = "\n".join(tail_lines(state.events_file, HISTORY_LINES)) + "\n"
@@ -281,8 +299,9 @@ def _members(instance: Any, findings: list[Any], report: str) -> dict[str, str]:
     if state.data.is_dir():
         for log in sorted(state.data.glob("*/*.log")):
             if log.is_file():
-                members[f"logs/data/{log.parent.name}/{log.name}"] = "\n".join(
-                    tail_lines(log, LOG_LINES)) + "\n"
+                members[f"logs/data/{log.parent.name}/{log.name}"] = (
+                    "\n".join(tail_lines(log, LOG_LINES)) + "\n"
+                )
     for path in state.runtime_files:
         data = read_json(path)
         if data is not None:
@@ -319,8 +338,10 @@ def _service_states(instance: Instance) -> dict[str, Any]:
     return {"running": False, "last_recorded": last}
 
 
-def _plan(spec_path: Path | None, measured: dict[str, int | None] | None,
-          ) -> dict[str, Any]:
+def _plan(
+    spec_path: Path | None,
+    measured: dict[str, int | None] | None,
+) -> dict[str, Any]:
     from coursestack.errors import UserError
     from coursestack.plan import make_plan
     from coursestack.spec import load_spec
@@ -336,10 +357,16 @@ def _plan(spec_path: Path | None, measured: dict[str, int | None] | None,
 def _versions(findings: list[Any]) -> dict[str, Any]:
     from coursestack.doctor import package_versions
 
-    return {"python": sys.version, "executable": sys.executable,
-            "packages": package_versions(),
-            "programs": {f.check.removeprefix("program:"): f.what for f in findings
-                         if f.check.startswith("program:")}}
+    return {
+        "python": sys.version,
+        "executable": sys.executable,
+        "packages": package_versions(),
+        "programs": {
+            f.check.removeprefix("program:"): f.what
+            for f in findings
+            if f.check.startswith("program:")
+        },
+    }
 
 
 def os_facts(root: Path) -> dict[str, Any]:
@@ -349,18 +376,35 @@ def os_facts(root: Path) -> dict[str, Any]:
     disk = shutil.disk_usage(where)
     uname = platform.uname()
     facts: dict[str, Any] = {
-        "system": uname.system, "release": uname.release, "version": uname.version,
-        "machine": uname.machine, "platform": platform.platform(),
+        "system": uname.system,
+        "release": uname.release,
+        "version": uname.version,
+        "machine": uname.machine,
+        "platform": platform.platform(),
         "python_implementation": platform.python_implementation(),
-        "cpus": os.cpu_count(), "memory_total": memory.total,
-        "memory_available": memory.available, "disk_total": disk.total,
-        "disk_free": disk.free, "disk_checked_at": str(where),
-        "boot_time": psutil.boot_time(), "now": time.time(),
-        "timezone": time.tzname, "is_root": hasattr(os, "geteuid") and os.geteuid() == 0,
-        "environment": {k: os.environ[k] for k in ("LANG", "LC_ALL", "LC_CTYPE", "TZ",
-                                                    "COURSESTACK_HOME", "COURSESTACK_INSTANCE",
-                                                    "COURSESTACK_SERVICE_USER")
-                        if k in os.environ},
+        "cpus": os.cpu_count(),
+        "memory_total": memory.total,
+        "memory_available": memory.available,
+        "disk_total": disk.total,
+        "disk_free": disk.free,
+        "disk_checked_at": str(where),
+        "boot_time": psutil.boot_time(),
+        "now": time.time(),
+        "timezone": time.tzname,
+        "is_root": hasattr(os, "geteuid") and os.geteuid() == 0,
+        "environment": {
+            k: os.environ[k]
+            for k in (
+                "LANG",
+                "LC_ALL",
+                "LC_CTYPE",
+                "TZ",
+                "COURSESTACK_HOME",
+                "COURSESTACK_INSTANCE",
+                "COURSESTACK_SERVICE_USER",
+            )
+            if k in os.environ
+        },
         "container": Path("/.dockerenv").exists() or Path("/run/.containerenv").exists(),
         "cgroup_v2": Path("/sys/fs/cgroup/cgroup.controllers").exists(),
     }

@@ -33,8 +33,11 @@ class MemoryCgroup:
 
     def oom_kills(self) -> int:
         """How many times the kernel killed a process here for memory."""
-        name, key = (("memory.events", "oom_kill") if self.version == 2
-                     else ("memory.oom_control", "oom_kill"))
+        name, key = (
+            ("memory.events", "oom_kill")
+            if self.version == 2
+            else ("memory.oom_control", "oom_kill")
+        )
         try:
             for line in (self.path / name).read_text().splitlines():
                 field, _, value = line.partition(" ")
@@ -55,8 +58,7 @@ def _hierarchy() -> tuple[Path, int] | None:
     v2 = _ROOT / "cgroup.controllers"
     if v2.exists():
         own = _own_v2_group()
-        if own is not None and "memory" in (own / "cgroup.subtree_control").read_text(
-                ).split():
+        if own is not None and "memory" in (own / "cgroup.subtree_control").read_text().split():
             return own, 2
         return None
     v1 = _ROOT / "memory"
@@ -76,8 +78,9 @@ def _own_v2_group() -> Path | None:
     return None
 
 
-def create(instance_key: str, service: str, limit: int | None,
-           account: RunAs | None) -> MemoryCgroup | None:
+def create(
+    instance_key: str, service: str, limit: int | None, account: RunAs | None
+) -> MemoryCgroup | None:
     """A cgroup for `service` (limited to `limit` bytes, if given), or None where that is
     not possible. Without a limit it still lists every process of the service."""
     found = _hierarchy()
@@ -99,8 +102,7 @@ def create(instance_key: str, service: str, limit: int | None,
             with contextlib.suppress(OSError):
                 (group / "memory.swap.max").write_text("0" if limit is not None else "max")
         else:
-            (group / "memory.limit_in_bytes").write_text(str(limit) if limit is not None
-                                                         else "-1")
+            (group / "memory.limit_in_bytes").write_text(str(limit) if limit is not None else "-1")
         if account is not None:
             # The service moves itself in, after it has become the service account.
             os.chown(group / "cgroup.procs", account.uid, account.gid)

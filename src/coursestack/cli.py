@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from coursestack.up_flow import PreparedUp
 
 app = typer.Typer(
-    name="coursestack", no_args_is_help=True, pretty_exceptions_enable=False,
+    name="coursestack",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Run a course's data-science environment from one course.toml.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -44,9 +46,15 @@ errors = Console(stderr=True)
 InstanceOption = Annotated[str | None, typer.Option("--instance", "-i", help=INSTANCE_HELP)]
 StateOption = Annotated[Path | None, typer.Option("--state", help=STATE_HELP)]
 
-STATE_STYLES = {"ready": "green", "starting": "yellow", "backoff": "yellow",
-                "unhealthy": "dark_orange", "failed": "bold red", "stopping": "yellow",
-                "stopped": "dim"}
+STATE_STYLES = {
+    "ready": "green",
+    "starting": "yellow",
+    "backoff": "yellow",
+    "unhealthy": "dark_orange",
+    "failed": "bold red",
+    "stopping": "yellow",
+    "stopped": "dim",
+}
 EXIT_NOT_RUNNING = 3
 
 
@@ -66,8 +74,17 @@ def _services_table(services: list[ServiceView]) -> Table:
     from coursestack.units import format_duration, format_size
 
     table = Table(box=None, header_style="bold")
-    for column in ("SERVICE", "KIND", "STATE", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY",
-                   "NOTE"):
+    for column in (
+        "SERVICE",
+        "KIND",
+        "STATE",
+        "PORT",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "MEMORY",
+        "NOTE",
+    ):
         table.add_column(column, no_wrap=column != "NOTE", overflow="fold")
     for service in services:
         state = service.state
@@ -78,25 +95,30 @@ def _services_table(services: list[ServiceView]) -> Table:
             note = f"{note} ({service.note})" if note else service.note
         # The kind's own label says what the service is, e.g. a stand-in for another.
         kind = service.kind + (f" ({service.label})" if service.label else "")
-        table.add_row(service.name, kind,
-                      f"[{STATE_STYLES.get(state, '')}]{state}[/]",
-                      str(service.port or "-"), str(service.pid or "-"),
-                      format_duration(service.uptime), str(service.restarts),
-                      format_size(service.memory or None), note.splitlines()[0] if note else "")
+        table.add_row(
+            service.name,
+            kind,
+            f"[{STATE_STYLES.get(state, '')}]{state}[/]",
+            str(service.port or "-"),
+            str(service.pid or "-"),
+            format_duration(service.uptime),
+            str(service.restarts),
+            format_size(service.memory or None),
+            note.splitlines()[0] if note else "",
+        )
     return table
 
 
 @app.command()
 def up(
-    spec: Annotated[Path | None, typer.Argument(
-        help=UP_SPEC_HELP, show_default=False)] = None,
+    spec: Annotated[Path | None, typer.Argument(help=UP_SPEC_HELP, show_default=False)] = None,
     instance: InstanceOption = None,
     state: StateOption = None,
-    only: Annotated[list[str] | None, typer.Option(
-        "--only", help=UP_OPTIONS["only"].help)] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help=UP_OPTIONS["only"].help)] = None,
     timeout: Annotated[float, typer.Option(help=UP_OPTIONS["timeout"].help)] = 300.0,
-    open_browser: Annotated[bool, typer.Option(
-        "--open", help=UP_OPTIONS["open_browser"].help)] = False,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help=UP_OPTIONS["open_browser"].help)
+    ] = False,
 ) -> None:
     """Start the instance's daemon and wait until its services are ready."""
     from coursestack.up_flow import prepare_up
@@ -119,8 +141,9 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
     chosen, course = prepared.instance, prepared.course
     if prepared.running:
         client = chosen.client()
-        console.print(f"[bold]{chosen.name}[/] is already running "
-                      f"(dashboard {client.url}); nothing changed.")
+        console.print(
+            f"[bold]{chosen.name}[/] is already running (dashboard {client.url}); nothing changed."
+        )
         console.print(_services_table(client.services()))
         console.print("Start one service with `coursestack start NAME`.")
         if prepared.request.open_browser:
@@ -133,13 +156,15 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
         from coursestack.daemon_start import start_daemon_for_up
 
         course = update_before_start(course, chosen.state, console)
-        started = start_daemon_for_up(chosen.state.root, course,
-                                      chosen.state.daemon_log, method="spawn")
-    console.print(f"Starting [bold]{course.course.title or course.course.name}[/] "
-                  f"(instance {chosen.name}, state in {chosen.state.root})")
+        started = start_daemon_for_up(
+            chosen.state.root, course, chosen.state.daemon_log, method="spawn"
+        )
+    console.print(
+        f"Starting [bold]{course.course.title or course.course.name}[/] "
+        f"(instance {chosen.name}, state in {chosen.state.root})"
+    )
     try:
-        outcome = _wait_for_up(chosen, started, prepared.wanted(course),
-                               prepared.request.timeout)
+        outcome = _wait_for_up(chosen, started, prepared.wanted(course), prepared.request.timeout)
     finally:
         started.close()
     problem = _report_not_ready(outcome, prepared.request.timeout)
@@ -154,8 +179,7 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
     return 1 if problem else 0
 
 
-def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str],
-                 timeout: float) -> Outcome:
+def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str], timeout: float) -> Outcome:
     """Progress until the named services are ready or one failed: read from the daemon's
     readiness pipe, or from its API where there is no pipe (or it was lost)."""
     from coursestack.readiness import (
@@ -168,20 +192,21 @@ def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str],
 
     deadline = time.monotonic() + timeout
     with Live(console=console, auto_refresh=False) as live:
+
         def show(views: list[dict[str, Any]]) -> None:
             live.update(_services_table(_typed(views)), refresh=True)
 
         if started.notify_fd is not None:
             try:
-                outcome = wait_until_ready(notifications(started.notify_fd, timeout), names,
-                                           show)
+                outcome = wait_until_ready(notifications(started.notify_fd, timeout), names, show)
                 if outcome.verdict is not Verdict.WAITING or time.monotonic() >= deadline:
                     return outcome
             except PipeLost:
                 pass
         _until_daemon_listens(chosen, started, deadline)
-        return wait_until_ready(polled_services(
-            chosen.client(), max(0.0, deadline - time.monotonic())), names, show)
+        return wait_until_ready(
+            polled_services(chosen.client(), max(0.0, deadline - time.monotonic())), names, show
+        )
 
 
 def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) -> None:
@@ -198,15 +223,23 @@ def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) 
 
             log_path = chosen.state.daemon_log
             if code == 3:
-                raise DaemonError("another daemon already runs this instance",
-                                  where=str(chosen.state.root), hint="see `coursestack status`")
+                raise DaemonError(
+                    "another daemon already runs this instance",
+                    where=str(chosen.state.root),
+                    hint="see `coursestack status`",
+                )
             tail = "\n".join(tail_lines(log_path, 8))
-            raise DaemonError(f"the daemon stopped at once (exit {code}):\n{tail}",
-                              where=str(log_path), hint="fix what it says, then run up again")
+            raise DaemonError(
+                f"the daemon stopped at once (exit {code}):\n{tail}",
+                where=str(log_path),
+                hint="fix what it says, then run up again",
+            )
         if time.monotonic() > deadline:
-            raise DaemonError("the daemon did not start in time",
-                              where=str(chosen.state.daemon_log),
-                              hint="look at its log")
+            raise DaemonError(
+                "the daemon did not start in time",
+                where=str(chosen.state.daemon_log),
+                hint="look at its log",
+            )
         time.sleep(0.05)
 
 
@@ -230,19 +263,26 @@ def _report_not_ready(outcome: Outcome, timeout: float) -> bool:
         elif service.state != "ready":
             problem = True
             waiting = service.detail if service.detail.startswith("waiting for") else ""
-            print_error(f"{service.name} not started: {waiting}, which failed" if waiting
-                        else f"{service.name} not ready after {timeout:g} s "
-                        f"({service.state}: {service.detail})")
+            print_error(
+                f"{service.name} not started: {waiting}, which failed"
+                if waiting
+                else f"{service.name} not ready after {timeout:g} s "
+                f"({service.state}: {service.detail})"
+            )
     if problem:
         errors.print("hint: `coursestack logs NAME` shows what the service said")
     return problem
 
 
 @app.command()
-def down(instance: InstanceOption = None, state: StateOption = None,
-         timeout: Annotated[float | None, typer.Option(
-             help="Seconds to wait (default: the course's down_timeout + 15).")] = None,
-         ) -> None:
+def down(
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait (default: the course's down_timeout + 15)."),
+    ] = None,
+) -> None:
     """Stop every service and the daemon (data is kept)."""
     from coursestack.instances import stop_leftovers, wait_for_exit
 
@@ -260,15 +300,19 @@ def down(instance: InstanceOption = None, state: StateOption = None,
     client.shutdown()
     with console.status(f"Stopping {chosen.name}…"):
         if not wait_for_exit(pid, timeout):
-            raise UserError(f"the daemon did not stop within {timeout:g} s",
-                            hint=f"kill it with `kill {pid}`; the next up cleans up")
+            raise UserError(
+                f"the daemon did not stop within {timeout:g} s",
+                hint=f"kill it with `kill {pid}`; the next up cleans up",
+            )
     console.print(f"{chosen.name} stopped; data kept in {chosen.state.root}")
 
 
 @app.command()
-def status(instance: InstanceOption = None, state: StateOption = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
-           ) -> None:
+def status(
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
     """Show each service's state (exit status 3 if the instance is not running)."""
     chosen = _instance(instance, state)
     if not chosen.daemon_alive():
@@ -281,13 +325,15 @@ def status(instance: InstanceOption = None, state: StateOption = None,
     if as_json:
         print(json.dumps({**data.model_dump(), "running": True}, indent=2))
         return
-    console.print(f"[bold]{data.title or data.course}[/] — instance {data.name}, "
-                  f"dashboard {data.url}")
+    console.print(
+        f"[bold]{data.title or data.course}[/] — instance {data.name}, dashboard {data.url}"
+    )
     console.print(_services_table(data.services))
 
 
-def _action(verb: Literal["start", "stop", "restart"], name: str, instance: str | None,
-            state: Path | None) -> None:
+def _action(
+    verb: Literal["start", "stop", "restart"], name: str, instance: str | None, state: Path | None
+) -> None:
     from coursestack.readiness import polled_services, wait_until_ready
 
     chosen = _instance(instance, state)
@@ -300,8 +346,10 @@ def _action(verb: Literal["start", "stop", "restart"], name: str, instance: str 
         outcome = wait_until_ready(polled_services(client, 300, interval=0.1), [name])
     service = _typed(outcome.views)[0]
     style = STATE_STYLES.get(service.state, "")
-    console.print(f"{name}: [{style}]{service.state}[/]"
-                  + (f" — {service.reason}" if service.state == "failed" else ""))
+    console.print(
+        f"{name}: [{style}]{service.state}[/]"
+        + (f" — {service.reason}" if service.state == "failed" else "")
+    )
     if not outcome.ready:
         raise typer.Exit(1)
 
@@ -310,39 +358,42 @@ ServiceArgument = Annotated[str, typer.Argument(help="Service name.", show_defau
 
 
 @app.command()
-def start(name: ServiceArgument, instance: InstanceOption = None,
-          state: StateOption = None) -> None:
+def start(
+    name: ServiceArgument, instance: InstanceOption = None, state: StateOption = None
+) -> None:
     """Start one service (and what it depends on)."""
     _action("start", name, instance, state)
 
 
 @app.command()
-def stop(name: ServiceArgument, instance: InstanceOption = None,
-         state: StateOption = None) -> None:
+def stop(name: ServiceArgument, instance: InstanceOption = None, state: StateOption = None) -> None:
     """Stop one service."""
     _action("stop", name, instance, state)
 
 
 @app.command()
-def restart(name: ServiceArgument, instance: InstanceOption = None,
-            state: StateOption = None) -> None:
+def restart(
+    name: ServiceArgument, instance: InstanceOption = None, state: StateOption = None
+) -> None:
     """Restart one service."""
     _action("restart", name, instance, state)
 
 
 @app.command()
-def logs(name: ServiceArgument, instance: InstanceOption = None, state: StateOption = None,
-         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
-         lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
-         ) -> None:
+def logs(
+    name: ServiceArgument,
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
+) -> None:
     """Print a service's log (works when the instance is down too)."""
     from coursestack.logs import tail_lines
 
     chosen = _instance(instance, state)
     known = set(chosen.spec().services) | {"daemon", "events"}
     if name not in known:
-        raise UserError(f"no service named {name!r}",
-                        hint=f"services: {', '.join(sorted(known))}")
+        raise UserError(f"no service named {name!r}", hint=f"services: {', '.join(sorted(known))}")
     path = chosen.state.events_file if name == "events" else chosen.state.log_file(name)
     for line in tail_lines(path, lines):
         print(line)
@@ -374,8 +425,10 @@ def _connections(chosen: Any) -> dict[str, Any]:
 
     document = read_json(chosen.state.connections_file)
     if not document:
-        raise UserError(f"instance {chosen.name!r} has no connection info yet",
-                        hint="run `coursestack up` first")
+        raise UserError(
+            f"instance {chosen.name!r} has no connection info yet",
+            hint="run `coursestack up` first",
+        )
     result: dict[str, Any] = document
     return result
 
@@ -387,8 +440,10 @@ def env(instance: InstanceOption = None, state: StateOption = None) -> None:
 
     chosen = _instance(instance, state)
     document = _connections(chosen)
-    values: dict[str, str] = {"COURSESTACK_CONNECTIONS": str(chosen.state.connections_file),
-                              "COURSESTACK_INSTANCE": chosen.name}
+    values: dict[str, str] = {
+        "COURSESTACK_CONNECTIONS": str(chosen.state.connections_file),
+        "COURSESTACK_INSTANCE": chosen.name,
+    }
     for service in document["services"].values():
         for key, value in service["env"].items():
             values.setdefault(key, value)
@@ -397,10 +452,12 @@ def env(instance: InstanceOption = None, state: StateOption = None) -> None:
 
 
 @app.command()
-def connections(instance: InstanceOption = None, state: StateOption = None,
-                reveal: Annotated[bool, typer.Option(help="Show passwords and tokens.")] = False,
-                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
-                ) -> None:
+def connections(
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    reveal: Annotated[bool, typer.Option(help="Show passwords and tokens.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
     """Show where each service is, as notebooks see it (connections.json)."""
     from coursestack.connections import masked
 
@@ -414,8 +471,13 @@ def connections(instance: InstanceOption = None, state: StateOption = None,
     for column in ("SERVICE", "KIND", "URL", "USER", "PASSWORD/TOKEN"):
         table.add_column(column)
     for service in shown["services"].values():
-        table.add_row(service["service"], service["kind"], service["url"],
-                      service.get("user") or "-", service.get("password") or "-")
+        table.add_row(
+            service["service"],
+            service["kind"],
+            service["url"],
+            service.get("user") or "-",
+            service.get("password") or "-",
+        )
     console.print(table)
     if not reveal:
         console.print("[dim]Secrets are masked; --reveal shows them.[/]")
@@ -443,10 +505,18 @@ def list_instances(
                 ready = sum(1 for s in services if s.state == "ready")
             except UserError:
                 pass
-        rows.append({"name": name, "course": record.get("course", ""),
-                     "spec": record.get("spec", ""), "state_folder": str(folder.root),
-                     "running": alive, "ready": ready, "services": total,
-                     "dashboard": daemon["url"] if daemon else None})
+        rows.append(
+            {
+                "name": name,
+                "course": record.get("course", ""),
+                "spec": record.get("spec", ""),
+                "state_folder": str(folder.root),
+                "running": alive,
+                "ready": ready,
+                "services": total,
+                "dashboard": daemon["url"] if daemon else None,
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -457,10 +527,19 @@ def list_instances(
     for column in ("INSTANCE", "COURSE", "STATE", "DASHBOARD", "SPEC", "STATE FOLDER"):
         table.add_column(column)
     for row in rows:
-        state_text = (f"[green]running[/] ({row['ready']}/{row['services']} ready)"
-                      if row["running"] else "[dim]stopped[/]")
-        table.add_row(row["name"], row["course"], state_text, row["dashboard"] or "-",
-                      row["spec"], row["state_folder"])
+        state_text = (
+            f"[green]running[/] ({row['ready']}/{row['services']} ready)"
+            if row["running"]
+            else "[dim]stopped[/]"
+        )
+        table.add_row(
+            row["name"],
+            row["course"],
+            state_text,
+            row["dashboard"] or "-",
+            row["spec"],
+            row["state_folder"],
+        )
     console.print(table)
 
 
@@ -483,13 +562,23 @@ DOCTOR_MARKS = {"ok": "[green]ok[/]  ", "warn": "[yellow]warn[/]", "fail": "[bol
 
 @app.command()
 def doctor(
-    path: Annotated[Path | None, typer.Argument(
-        metavar="[PATH]", show_default=False,
-        help="With --bundle: the zip file or folder to write (default: a dated file "
-        "in the current folder).")] = None,
-    bundle: Annotated[bool, typer.Option(
-        "--bundle", help="Also write a diagnostics zip for the support desk (passwords "
-        "and tokens redacted).")] = False,
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[PATH]",
+            show_default=False,
+            help="With --bundle: the zip file or folder to write (default: a dated file "
+            "in the current folder).",
+        ),
+    ] = None,
+    bundle: Annotated[
+        bool,
+        typer.Option(
+            "--bundle",
+            help="Also write a diagnostics zip for the support desk (passwords "
+            "and tokens redacted).",
+        ),
+    ] = False,
     instance: InstanceOption = None,
     state: StateOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
@@ -505,8 +594,10 @@ def doctor(
     from coursestack.errors import UsageError
 
     if path is not None and not bundle:
-        raise UsageError(f"{path} is where --bundle writes its zip",
-                         hint=f"run `coursestack doctor --bundle {path}`")
+        raise UsageError(
+            f"{path} is where --bundle writes its zip",
+            hint=f"run `coursestack doctor --bundle {path}`",
+        )
     chosen = _instance(instance, state)
     findings = run_doctor(chosen)
     written = None
@@ -515,35 +606,47 @@ def doctor(
 
         written = write_bundle(chosen.state, path, findings)
     if as_json:
-        print(json.dumps({"instance": chosen.name, "status": worst(findings),
-                          "findings": [f.as_dict() for f in findings],
-                          "bundle": str(written) if written else None}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "instance": chosen.name,
+                    "status": worst(findings),
+                    "findings": [f.as_dict() for f in findings],
+                    "bundle": str(written) if written else None,
+                },
+                indent=2,
+            )
+        )
     else:
         for finding in findings:
-            console.print(f"{DOCTOR_MARKS[finding.status]} {escape(finding.what)}",
-                          highlight=False)
+            console.print(f"{DOCTOR_MARKS[finding.status]} {escape(finding.what)}", highlight=False)
             if finding.next_step and finding.status != "ok":
-                console.print(f"      [bold]next:[/] {escape(finding.next_step)}",
-                              highlight=False)
+                console.print(f"      [bold]next:[/] {escape(finding.next_step)}", highlight=False)
         console.print()
         console.print(escape(summary(findings)), highlight=False)
         if written:
-            console.print(f"Diagnostics bundle: {escape(str(written))} (passwords and "
-                          "tokens removed); send this file to your support desk.",
-                          highlight=False)
+            console.print(
+                f"Diagnostics bundle: {escape(str(written))} (passwords and "
+                "tokens removed); send this file to your support desk.",
+                highlight=False,
+            )
     if worst(findings) == "fail":
         raise typer.Exit(1)
 
 
 @app.command()
 def plan(
-    spec: Annotated[Path | None, typer.Argument(
-        help="Path of a course.toml (default: the instance's course).",
-        show_default=False)] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Path of a course.toml (default: the instance's course).", show_default=False
+        ),
+    ] = None,
     instance: InstanceOption = None,
     state: StateOption = None,
-    kernels: Annotated[int, typer.Option(
-        min=0, help="Open notebook kernels to plan for, per Jupyter service.")] = 2,
+    kernels: Annotated[
+        int, typer.Option(min=0, help="Open notebook kernels to plan for, per Jupyter service.")
+    ] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Memory each service is expected to use, and whether the course fits its
@@ -579,16 +682,22 @@ def plan(
         for column in ("SERVICE", "KIND", "EXPECTED", "MEASURED", "BASIS"):
             table.add_column(column, no_wrap=column != "BASIS")
         for service in result.services:
-            table.add_row(service.name, service.kind, format_size(service.expected),
-                          format_size(service.measured) if measured is not None else "-",
-                          escape(service.basis))
+            table.add_row(
+                service.name,
+                service.kind,
+                format_size(service.expected),
+                format_size(service.measured) if measured is not None else "-",
+                escape(service.basis),
+            )
             if service.start != "always":
                 table.add_row("", "", "", "", f"[dim](starts on request: {service.start})[/]")
-        table.add_row("[bold]up starts[/]", "",
-                      f"[bold]{format_size(result.expected_total)}[/]",
-                      format_size(result.measured_total) if measured is not None else "-",
-                      f"budget {escape(result.budget_text)}" if result.budget_text
-                      else "no budget")
+        table.add_row(
+            "[bold]up starts[/]",
+            "",
+            f"[bold]{format_size(result.expected_total)}[/]",
+            format_size(result.measured_total) if measured is not None else "-",
+            f"budget {escape(result.budget_text)}" if result.budget_text else "no budget",
+        )
         console.print(table)
         console.print(result.verdict(), markup=False, highlight=False)
     if result.fits is False:
@@ -599,10 +708,12 @@ def plan(
 def passwd(
     instance: InstanceOption = None,
     state: StateOption = None,
-    clear: Annotated[bool, typer.Option(
-        "--clear", help="Remove the password (the token link still logs in).")] = False,
-    stdin: Annotated[bool, typer.Option(
-        "--stdin", help="Read the password from standard input (for scripts).")] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the password (the token link still logs in).")
+    ] = False,
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input (for scripts).")
+    ] = False,
 ) -> None:
     """Set the dashboard password (stored hashed, owner-only, in the state folder)."""
     from coursestack.web.auth import clear_password, set_password
@@ -615,11 +726,12 @@ def passwd(
     if stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = typer.prompt("New dashboard password", hide_input=True,
-                                confirmation_prompt=True)
+        password = typer.prompt("New dashboard password", hide_input=True, confirmation_prompt=True)
     path = set_password(chosen.state, password)
-    console.print(f"Dashboard password set for [bold]{chosen.name}[/] (hash in {path}); "
-                  "log in at the dashboard with it.")
+    console.print(
+        f"Dashboard password set for [bold]{chosen.name}[/] (hash in {path}); "
+        "log in at the dashboard with it."
+    )
 
 
 def _backup_progress(task: Any) -> Any:
@@ -629,19 +741,27 @@ def _backup_progress(task: Any) -> Any:
     from coursestack.backup import Reporter
 
     with console.status("working…") as spinner:
-        reporter = Reporter(step=lambda message: spinner.update(escape(message)),
-                            note=lambda message: console.print(
-                                f"  {escape(message)}", highlight=False))
+        reporter = Reporter(
+            step=lambda message: spinner.update(escape(message)),
+            note=lambda message: console.print(f"  {escape(message)}", highlight=False),
+        )
         return task(reporter)
 
 
 @app.command()
 def backup(
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Archive to write (a file or a folder). Default: "
-        "<state>/backups/<instance>-<date>-<time>.coursestack.tar.gz.")] = None,
-    only: Annotated[list[str] | None, typer.Option(
-        "--only", help="Back up only these services.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Archive to write (a file or a folder). Default: "
+            "<state>/backups/<instance>-<date>-<time>.coursestack.tar.gz.",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Back up only these services.")
+    ] = None,
     instance: InstanceOption = None,
     state: StateOption = None,
 ) -> None:
@@ -650,24 +770,38 @@ def backup(
     from coursestack.units import format_size
 
     chosen = _instance(instance, state)
-    result = _backup_progress(lambda reporter: create_backup(
-        chosen, output.expanduser().resolve() if output else None, only or None, reporter))
+    result = _backup_progress(
+        lambda reporter: create_backup(
+            chosen, output.expanduser().resolve() if output else None, only or None, reporter
+        )
+    )
     for line in result.lines():
         console.print(f"  {line}", markup=False, highlight=False)
-    console.print(f"Backup written: {result.path} ({format_size(result.size)}, "
-                  f"{result.seconds:.1f} s)", markup=False, highlight=False)
-    console.print(f"Restore it with `coursestack restore {result.path}`.", markup=False,
-                  highlight=False)
+    console.print(
+        f"Backup written: {result.path} ({format_size(result.size)}, {result.seconds:.1f} s)",
+        markup=False,
+        highlight=False,
+    )
+    console.print(
+        f"Restore it with `coursestack restore {result.path}`.", markup=False, highlight=False
+    )
 
 
 @app.command()
 def restore(
-    archive: Annotated[Path, typer.Argument(
-        help="A .coursestack.tar.gz archive written by `coursestack backup`.",
-        show_default=False)],
-    check: Annotated[bool, typer.Option(
-        "--check", help="Only check the archive (checksums, completeness); change "
-        "nothing.")] = False,
+    archive: Annotated[
+        Path,
+        typer.Argument(
+            help="A .coursestack.tar.gz archive written by `coursestack backup`.",
+            show_default=False,
+        ),
+    ],
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Only check the archive (checksums, completeness); change nothing."
+        ),
+    ] = False,
     instance: InstanceOption = None,
     state: StateOption = None,
 ) -> None:
@@ -678,9 +812,13 @@ def restore(
     if check:
         with console.status("checking the archive…"):
             manifest = check_archive(archive.expanduser().resolve())
-        console.print(f"{archive}: complete and intact — course {manifest.course}, instance "
-                      f"{manifest.instance}, made {manifest.created} by coursestack "
-                      f"{manifest.coursestack_version}", markup=False, highlight=False)
+        console.print(
+            f"{archive}: complete and intact — course {manifest.course}, instance "
+            f"{manifest.instance}, made {manifest.created} by coursestack "
+            f"{manifest.coursestack_version}",
+            markup=False,
+            highlight=False,
+        )
         for name, entry in manifest.services.items():
             console.print(f"  {name}: {describe(entry)}", markup=False, highlight=False)
         return
@@ -689,18 +827,27 @@ def restore(
     for line in result.restored:
         console.print(f"  restored {line}", markup=False, highlight=False)
     if result.untouched:
-        console.print(f"  not in the backup, untouched: {', '.join(result.untouched)}",
-                      markup=False, highlight=False)
-    console.print(f"Restored {result.archive.name} into instance {chosen.name} in "
-                  f"{result.seconds:.1f} s; it is running.", markup=False, highlight=False)
+        console.print(
+            f"  not in the backup, untouched: {', '.join(result.untouched)}",
+            markup=False,
+            highlight=False,
+        )
+    console.print(
+        f"Restored {result.archive.name} into instance {chosen.name} in "
+        f"{result.seconds:.1f} s; it is running.",
+        markup=False,
+        highlight=False,
+    )
     if result.before is not None:
-        console.print(f"The data it replaced is in {result.before.path}.", markup=False,
-                      highlight=False)
+        console.print(
+            f"The data it replaced is in {result.before.path}.", markup=False, highlight=False
+        )
 
 
 @app.command()
-def reset(name: ServiceArgument, instance: InstanceOption = None,
-          state: StateOption = None) -> None:
+def reset(
+    name: ServiceArgument, instance: InstanceOption = None, state: StateOption = None
+) -> None:
     """Start one service again from its seed: back it up, wipe its data, start it."""
     from coursestack.backup import reset_service
 
@@ -708,31 +855,40 @@ def reset(name: ServiceArgument, instance: InstanceOption = None,
     result = _backup_progress(lambda reporter: reset_service(chosen, name, reporter))
     style = STATE_STYLES.get(result.state, "")
     console.print(f"{name} reset: [{style}]{result.state}[/]")
-    raw = any(entry.get("format") == "raw"
-              for entry in result.backup.manifest.services.values())
-    undo = (f"a raw copy of its data folder: to go back, `coursestack down` and unpack "
-            f"services/{name}/raw/ of it into data/{name}/" if raw
-            else f"undo with `coursestack restore {result.backup.path}`")
-    console.print(f"Its previous data is in {result.backup.path} ({undo}).", markup=False,
-                  highlight=False)
+    raw = any(entry.get("format") == "raw" for entry in result.backup.manifest.services.values())
+    undo = (
+        f"a raw copy of its data folder: to go back, `coursestack down` and unpack "
+        f"services/{name}/raw/ of it into data/{name}/"
+        if raw
+        else f"undo with `coursestack restore {result.backup.path}`"
+    )
+    console.print(
+        f"Its previous data is in {result.backup.path} ({undo}).", markup=False, highlight=False
+    )
 
 
 @app.command()
-def remove(instance: InstanceOption = None, state: StateOption = None,
-           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-           ) -> None:
+def remove(
+    instance: InstanceOption = None,
+    state: StateOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
     """Stop an instance and delete it: its state folder (data, backups) and its service
     account."""
     from coursestack.removal import remove_instance
 
     chosen = _instance(instance, state)
     if not yes:
-        typer.confirm(f"Delete instance {chosen.name} and everything in {chosen.state.root}?",
-                      abort=True)
+        typer.confirm(
+            f"Delete instance {chosen.name} and everything in {chosen.state.root}?", abort=True
+        )
     done = remove_instance(chosen)
-    console.print(f"Removed {chosen.name}: {done.state} deleted"
-                  + (f", account {done.account} removed" if done.account else ""),
-                  markup=False, highlight=False)
+    console.print(
+        f"Removed {chosen.name}: {done.state} deleted"
+        + (f", account {done.account} removed" if done.account else ""),
+        markup=False,
+        highlight=False,
+    )
 
 
 def _register_author() -> None:
@@ -740,8 +896,9 @@ def _register_author() -> None:
         from coursestack.authoring.cli import author_app
     except ImportError:  # the authoring tools are optional at runtime
         return
-    app.add_typer(author_app, name="author",
-                  help="Course production tools: draft progress and OU-XML export.")
+    app.add_typer(
+        author_app, name="author", help="Course production tools: draft progress and OU-XML export."
+    )
 
 
 _register_author()

@@ -29,11 +29,17 @@ def _document() -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError("no connection info: is the course running?", where=path,
-                        hint="start it with `coursestack up`") from None
+        raise UserError(
+            "no connection info: is the course running?",
+            where=path,
+            hint="start it with `coursestack up`",
+        ) from None
     if not isinstance(data, dict):
-        raise UserError("connection info is not a JSON object", where=path,
-                        hint="restart the course with `coursestack down` and `up`")
+        raise UserError(
+            "connection info is not a JSON object",
+            where=path,
+            hint="restart the course with `coursestack down` and `up`",
+        )
     return data
 
 
@@ -48,8 +54,9 @@ def connection_info(service: str | None = None) -> dict[str, Any]:
     by_kind = [info for info in services.values() if info.get("kind") == service]
     if by_kind:
         return dict(by_kind[0])
-    raise UserError(f"this course has no service {service!r}",
-                    hint=f"services: {', '.join(sorted(services))}")
+    raise UserError(
+        f"this course has no service {service!r}", hint=f"services: {', '.join(sorted(services))}"
+    )
 
 
 def _first_database() -> dict[str, Any]:
@@ -57,8 +64,10 @@ def _first_database() -> dict[str, Any]:
     for info in services.values():
         if info.get("driver") == "psycopg":
             return dict(info)
-    raise UserError("this course has no PostgreSQL service",
-                    hint=f"name one: connect(NAME); services: {', '.join(sorted(services))}")
+    raise UserError(
+        "this course has no PostgreSQL service",
+        hint=f"name one: connect(NAME); services: {', '.join(sorted(services))}",
+    )
 
 
 def connect(service: str | None = None, **kwargs: Any) -> Any:
@@ -77,8 +86,14 @@ def connect(service: str | None = None, **kwargs: Any) -> Any:
     if driver == "psycopg":
         import psycopg
 
-        return psycopg.connect(host=info["host"], port=info["port"], user=info["user"],
-                               password=info["password"], dbname=info["database"], **kwargs)
+        return psycopg.connect(
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            dbname=info["database"],
+            **kwargs,
+        )
     if driver == "pymongo":
         import pymongo
 

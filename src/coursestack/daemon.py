@@ -59,8 +59,11 @@ class Daemon:
         self.instance = state.instance()
         self.name: str = self.instance.get("name", state.root.name)
         if "spec" not in self.instance:
-            raise UserError("this state folder has no instance set up", where=str(state.root),
-                            hint="run `coursestack up [SPEC] --state DIR` instead")
+            raise UserError(
+                "this state folder has no instance set up",
+                where=str(state.root),
+                hint="run `coursestack up [SPEC] --state DIR` instead",
+            )
         # `up` forks the daemon with the spec it has just loaded from the same file.
         self.spec: CourseSpec = spec or load_spec(self.instance["spec"])
         self.secrets = Secrets(state)
@@ -93,10 +96,11 @@ class Daemon:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            raise AlreadyRunning("this instance already has a running daemon",
-                                 where=str(self.state.root),
-                                 hint="use `coursestack status`, or `coursestack down` first"
-                                 ) from None
+            raise AlreadyRunning(
+                "this instance already has a running daemon",
+                where=str(self.state.root),
+                hint="use `coursestack status`, or `coursestack down` first",
+            ) from None
         self._lock = lock
 
     def clean_up_leftovers(self) -> list[str]:
@@ -110,8 +114,7 @@ class Daemon:
         self.run_as = service_account(self.state.root, self.name)
         secure_state_folder(self.state, self.run_as)
         previous_ports = read_json(self.state.ports_file, {}) or {}
-        context = Context(self.state, self.spec, self.secrets, self.run_as,
-                          instance_name=self.name)
+        context = Context(self.state, self.spec, self.secrets, self.run_as, instance_name=self.name)
         for name, service in self.spec.services.items():
             unit = build_unit(name, service, context)
             self.units[name] = unit
@@ -126,10 +129,14 @@ class Daemon:
                     needed += unit.needed_paths()
             changed = ensure_reachable(needed, self.run_as)
             for folder in changed:
-                log.warning("gave user %s traverse-only access (ACL) to %s",
-                            self.run_as.name, folder)
-            move_to_account(self.state, self.run_as, [
-                folder for unit in self.units.values() for folder in unit.shared_folders()])
+                log.warning(
+                    "gave user %s traverse-only access (ACL) to %s", self.run_as.name, folder
+                )
+            move_to_account(
+                self.state,
+                self.run_as,
+                [folder for unit in self.units.values() for folder in unit.shared_folders()],
+            )
         self.supervisor = Supervisor(self.units.values(), OSLauncher())
         self.supervisor.add_listener(self._record_event)
         self.supervisor.on_spawn(self._record_pid)
@@ -153,20 +160,27 @@ class Daemon:
         if endpoint is None or port_is_free(endpoint.port):
             return
         moved = self.endpoints.move(name)
-        log.warning("port %d of %s was taken by another program; using %d", endpoint.port,
-                    name, moved.port)
+        log.warning(
+            "port %d of %s was taken by another program; using %d", endpoint.port, name, moved.port
+        )
         self._publish_connections()
 
     def _record_event(self, event: Event) -> None:
-        with contextlib.suppress(OSError), open(self.state.events_file, "a",
-                                                encoding="utf-8") as events:
+        with (
+            contextlib.suppress(OSError),
+            open(self.state.events_file, "a", encoding="utf-8") as events,
+        ):
             events.write(json.dumps(event.as_dict()) + "\n")
 
     def _record_pid(self, name: str, pid: int, spec: LaunchSpec) -> None:
         unit = self.units[name]
-        self._pids[name] = {"pid": pid, "created": process_identity(pid),
-                            "signal": int(spec.stop_signal), "grace": unit.stop_timeout,
-                            "cgroup": str(spec.cgroup_procs) if spec.cgroup_procs else None}
+        self._pids[name] = {
+            "pid": pid,
+            "created": process_identity(pid),
+            "signal": int(spec.stop_signal),
+            "grace": unit.stop_timeout,
+            "cgroup": str(spec.cgroup_procs) if spec.cgroup_procs else None,
+        }
         atomic_write_json(self.state.pids_file, self._pids, OWNER_ONLY)
 
     # -- on-demand services (the front door calls these) ---------------------------------
@@ -205,8 +219,7 @@ class Daemon:
         now = time.monotonic()
         for name, service in self.supervisor.services.items():
             spec = service.unit.spec
-            if (spec.start is not StartPolicy.ON_DEMAND or spec.idle_stop <= 0
-                    or not service.active):
+            if spec.start is not StartPolicy.ON_DEMAND or spec.idle_stop <= 0 or not service.active:
                 continue
             last = self._last_request.setdefault(name, now)
             if now - last >= spec.idle_stop:
@@ -217,8 +230,14 @@ class Daemon:
     async def apply_spec(self, spec: CourseSpec) -> SpecChanges:
         """Run `spec` from now on, touching only the services it adds, removes or changes."""
         assert self.supervisor is not None
-        changes = await Respec(self.supervisor, self.units, self.context, self.run_as,
-                               self._publish_connections, self.endpoints).apply(spec)
+        changes = await Respec(
+            self.supervisor,
+            self.units,
+            self.context,
+            self.run_as,
+            self._publish_connections,
+            self.endpoints,
+        ).apply(spec)
         self.spec = spec
         return changes
 
@@ -248,13 +267,24 @@ class Daemon:
         host, port = listener.getsockname()[:2]
         cert, key = self._tls_files(host)
         self.url = f"{'https' if cert else 'http'}://{host}:{port}/"
-        atomic_write_json(self.state.daemon_file,
-                          {"pid": os.getpid(), "url": self.url, "host": host, "port": port,
-                           "token": self.token, "started": self.started, "tls_cert": cert,
-                           "version": __version__, "course": self.spec.course.name,
-                           "spec": str(self.spec.path),
-                           "down_timeout": self.spec.course.down_timeout,
-                           "start_method": self.start_method}, OWNER_ONLY)
+        atomic_write_json(
+            self.state.daemon_file,
+            {
+                "pid": os.getpid(),
+                "url": self.url,
+                "host": host,
+                "port": port,
+                "token": self.token,
+                "started": self.started,
+                "tls_cert": cert,
+                "version": __version__,
+                "course": self.spec.course.name,
+                "spec": str(self.spec.path),
+                "down_timeout": self.spec.course.down_timeout,
+                "start_method": self.start_method,
+            },
+            OWNER_ONLY,
+        )
         self._notify_readiness()
         reaper = asyncio.create_task(self._housekeeping())
         server: Any = None
@@ -296,8 +326,10 @@ class Daemon:
         loop.add_reader(listener.fileno(), wanted.set)  # a connection is waiting
         supervisor.add_listener(settled)
         settled()
-        waits = {asyncio.create_task(wanted.wait()),
-                 asyncio.create_task(self.shutdown_requested.wait())}
+        waits = {
+            asyncio.create_task(wanted.wait()),
+            asyncio.create_task(self.shutdown_requested.wait()),
+        }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -315,8 +347,12 @@ class Daemon:
         from coursestack.readiness import Notifier
 
         fd, self.notify_fd = self.notify_fd, None
-        notifier = Notifier(fd, self.supervisor.closure(self.autostart()), self.service_views,
-                            asyncio.get_running_loop().call_later)
+        notifier = Notifier(
+            fd,
+            self.supervisor.closure(self.autostart()),
+            self.service_views,
+            asyncio.get_running_loop().call_later,
+        )
         notifier.changed()
         if notifier.open:
             self.supervisor.add_listener(notifier.changed)
@@ -335,19 +371,39 @@ class Daemon:
             # stable_after: one after a crash, or one ready at its first probe, right at
             # launch (probe "none"; no real server answers that fast).
             settles_in = 0.0
-            if status.ready_at is not None and status.started_at is not None and (
-                    status.restarts or status.ready_at - status.started_at
-                    < self.supervisor.timing.fast_probe_interval):
+            if (
+                status.ready_at is not None
+                and status.started_at is not None
+                and (
+                    status.restarts
+                    or status.ready_at - status.started_at
+                    < self.supervisor.timing.fast_probe_interval
+                )
+            ):
                 settles_in = max(0.0, unit.spec.stable_after - (now - status.ready_at))
-            views.append({
-                "name": status.name, "kind": status.kind, "state": str(status.state),
-                "detail": status.detail, "reason": status.reason, "pid": status.pid,
-                "port": unit.port, "since": status.since,
-                "uptime": now - started_at if started_at else None, "settles_in": settles_in,
-                "heartbeat": status.heartbeat, "restarts": status.restarts, "memory": None,
-                "web": connection.web, "url": connection.url, "last_log": status.last_log,
-                "label": str(connection.extra.get("label", "")),
-                "note": status.note, "start": str(unit.spec.start)})
+            views.append(
+                {
+                    "name": status.name,
+                    "kind": status.kind,
+                    "state": str(status.state),
+                    "detail": status.detail,
+                    "reason": status.reason,
+                    "pid": status.pid,
+                    "port": unit.port,
+                    "since": status.since,
+                    "uptime": now - started_at if started_at else None,
+                    "settles_in": settles_in,
+                    "heartbeat": status.heartbeat,
+                    "restarts": status.restarts,
+                    "memory": None,
+                    "web": connection.web,
+                    "url": connection.url,
+                    "last_log": status.last_log,
+                    "label": str(connection.extra.get("label", "")),
+                    "note": status.note,
+                    "start": str(unit.spec.start),
+                }
+            )
         return views
 
     async def _until_launched(self, at_most: float = 2.0) -> None:
@@ -360,12 +416,15 @@ class Daemon:
             status = service.status
             if status.state is not State.STARTING or status.pid is not None:
                 return False
-            return all(supervisor.satisfied(name, condition)
-                       for name, condition in service.unit.spec.depends_on.items())
+            return all(
+                supervisor.satisfied(name, condition)
+                for name, condition in service.unit.spec.depends_on.items()
+            )
 
         deadline = time.monotonic() + at_most
         while time.monotonic() < deadline and any(
-                about_to_launch(service) for service in supervisor.services.values()):
+            about_to_launch(service) for service in supervisor.services.values()
+        ):
             await asyncio.sleep(0.01)
 
     def _on_stop_signal(self) -> None:
@@ -380,13 +439,17 @@ class Daemon:
         deadline = self.spec.course.down_timeout
         stopping = asyncio.create_task(self.supervisor.stop_all(deadline))
         hurry = asyncio.create_task(self.hurry_requested.wait())
-        await asyncio.wait({stopping, hurry}, timeout=deadline + 5,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {stopping, hurry}, timeout=deadline + 5, return_when=asyncio.FIRST_COMPLETED
+        )
         hurry.cancel()
         if not stopping.done():
-            log.warning("stop %s: killing every service process now",
-                        "signal while stopping" if self.hurry_requested.is_set()
-                        else f"deadline of {deadline:g} s reached")
+            log.warning(
+                "stop %s: killing every service process now",
+                "signal while stopping"
+                if self.hurry_requested.is_set()
+                else f"deadline of {deadline:g} s reached",
+            )
             self.supervisor.kill_everything()
             stopping.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -396,8 +459,10 @@ class Daemon:
         """(certificate, key) to serve HTTPS with, or (None, None) for plain HTTP."""
         settings = self.spec.dashboard
         if settings.tls_cert:
-            return (str(self.spec.resolve(settings.tls_cert)),
-                    str(self.spec.resolve(settings.tls_key)))
+            return (
+                str(self.spec.resolve(settings.tls_cert)),
+                str(self.spec.resolve(settings.tls_key)),
+            )
         loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
         if settings.tls == "off" or (settings.tls == "auto" and loopback):
             return None, None
@@ -417,8 +482,11 @@ class Daemon:
         remembered = self.state.dashboard_port_file
         previous = (read_json(remembered, {}) or {}).get("port")
         port = settings.port
-        if not port_is_free(port, settings.host) and previous and port_is_free(
-                int(previous), settings.host):
+        if (
+            not port_is_free(port, settings.host)
+            and previous
+            and port_is_free(int(previous), settings.host)
+        ):
             port = int(previous)
         port = choose_port(port, avoid=self.units_ports(), host=settings.host)
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for
@@ -435,8 +503,9 @@ class Daemon:
         return self.endpoints.used()
 
 
-def _load_web_app() -> tuple[Callable[[InstanceHost], Any],
-                             Callable[[Any, str | None, str | None], QuietServer]]:
+def _load_web_app() -> tuple[
+    Callable[[InstanceHost], Any], Callable[[Any, str | None, str | None], QuietServer]
+]:
     """The web app's factory and its server's, imported in a thread while the services
     start: nothing before the first launch waits for the web stack (web/server.py)."""
     from coursestack.web.app import create_app
@@ -445,8 +514,12 @@ def _load_web_app() -> tuple[Callable[[InstanceHost], Any],
     return create_app, server_for
 
 
-def run_daemon(state_root: Path, spec: CourseSpec | None = None,
-               notify_fd: int | None = None, start: str = "spawn") -> int:
+def run_daemon(
+    state_root: Path,
+    spec: CourseSpec | None = None,
+    notify_fd: int | None = None,
+    start: str = "spawn",
+) -> int:
     """Run the daemon of the instance in `state_root` until it is stopped.
 
     `up` calls this in the process it forked (with the spec it loaded, `start="fork"`),
@@ -458,8 +531,11 @@ def run_daemon(state_root: Path, spec: CourseSpec | None = None,
     # Everything the daemon writes (logs, events, state files) is owner-only unless it
     # says otherwise (connections.json); services inherit this too.
     os.umask(0o077)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # At INFO httpx logs every probe and proxied request, with tokens in their URLs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     state = StateFolder(state_root)
@@ -490,10 +566,16 @@ def main(argv: list[str] | None = None) -> int:
     starts the daemon. The same as `coursestack daemon`, without importing the CLI."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m coursestack daemon",
-                                     description="Run an instance's daemon in the foreground.")
+    parser = argparse.ArgumentParser(
+        prog="python -m coursestack daemon",
+        description="Run an instance's daemon in the foreground.",
+    )
     parser.add_argument("--state", type=Path, required=True, help="State folder.")
-    parser.add_argument("--notify-fd", type=int, default=None,
-                        help="Readiness pipe to report progress on (`up` passes it).")
+    parser.add_argument(
+        "--notify-fd",
+        type=int,
+        default=None,
+        help="Readiness pipe to report progress on (`up` passes it).",
+    )
     arguments = parser.parse_args(argv)
     return run_daemon(arguments.state, notify_fd=arguments.notify_fd)

@@ -75,8 +75,9 @@ class StartedDaemon:
             self.notify_fd = None
 
 
-def start_daemon_for_up(state_root: Path, course: CourseSpec, log_path: Path,
-                        method: str | None = None) -> StartedDaemon:
+def start_daemon_for_up(
+    state_root: Path, course: CourseSpec, log_path: Path, method: str | None = None
+) -> StartedDaemon:
     """Start the daemon of the instance in `state_root` by `method` (see start_method)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if (method or start_method()) == "fork":
@@ -109,8 +110,7 @@ def fork_daemon(state_root: Path, course: CourseSpec, log_path: Path) -> Started
     return StartedDaemon(pid, "fork", read_fd)
 
 
-def _run_forked_daemon(state_root: Path, course: CourseSpec, log_path: Path,
-                       notify_fd: int) -> int:
+def _run_forked_daemon(state_root: Path, course: CourseSpec, log_path: Path, notify_fd: int) -> int:
     """In the forked child: become a daemon, then run it with the spec the CLI loaded."""
     become_daemon(log_path, keep_fd=notify_fd)
     name_process(f"{sys.executable} -m coursestack daemon --state {state_root}")
@@ -134,8 +134,15 @@ def become_daemon(log_path: Path, keep_fd: int) -> None:
     # with it the two descriptors just copied.
     os.closerange(3, keep_fd)
     os.closerange(keep_fd + 1, _max_fd())
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
-                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+    for signum in (
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGCHLD,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGALRM,
+    ):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start
@@ -180,12 +187,17 @@ def spawn_daemon(state_root: Path, log_path: Path) -> StartedDaemon:
         command += ["--notify-fd", str(write_fd)]
         pass_fds = (write_fd,)
     try:
-        with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
-                  "ab") as log:
+        with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
             # `-m coursestack daemon` skips the CLI's libraries (see coursestack/__main__.py).
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       close_fds=True, pass_fds=pass_fds)
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=pass_fds,
+            )
     finally:
         for fd in pass_fds:
             os.close(fd)

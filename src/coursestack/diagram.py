@@ -34,9 +34,15 @@ BOW = 48
 LANE = 64
 
 #: Fill colour per kind (pale, so black text stays readable; WCAG AA).
-KIND_FILLS = {"postgres": "#dbe8fb", "jupyter": "#fde7cf", "mongodb": "#dcf2df",
-              "mongodb-lite": "#e6f4e8", "openrefine": "#f3e0f5", "command": "#eeeeee",
-              FRONT_DOOR: "#fff7c2"}
+KIND_FILLS = {
+    "postgres": "#dbe8fb",
+    "jupyter": "#fde7cf",
+    "mongodb": "#dcf2df",
+    "mongodb-lite": "#e6f4e8",
+    "openrefine": "#f3e0f5",
+    "command": "#eeeeee",
+    FRONT_DOOR: "#fff7c2",
+}
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,29 @@ class CourseGraph:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (the dashboard's API)."""
-        return {"course": self.course, "title": self.title, "width": self.width,
-                "height": self.height,
-                "nodes": [{"name": n.name, "kind": n.kind, "port": n.port, "wave": n.wave,
-                           "web": n.web, "x": n.x, "y": n.y, "label": n.label}
-                          for n in self.nodes],
-                "edges": [{"source": e.source, "target": e.target, "label": e.label,
-                           "kind": e.kind} for e in self.edges]}
+        return {
+            "course": self.course,
+            "title": self.title,
+            "width": self.width,
+            "height": self.height,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "kind": n.kind,
+                    "port": n.port,
+                    "wave": n.wave,
+                    "web": n.web,
+                    "x": n.x,
+                    "y": n.y,
+                    "label": n.label,
+                }
+                for n in self.nodes
+            ],
+            "edges": [
+                {"source": e.source, "target": e.target, "label": e.label, "kind": e.kind}
+                for e in self.edges
+            ],
+        }
 
 
 def is_web(service: ServiceSpec) -> bool:
@@ -109,8 +131,18 @@ def course_graph(spec: CourseSpec) -> CourseGraph:
     web_services = [name for wave in waves for name in wave if is_web(spec.services[name])]
     rows: list[list[tuple[str, str, int | None, int, bool]]] = []
     for number, wave in enumerate(waves):
-        rows.append([(name, spec.services[name].kind, spec.services[name].port, number,
-                      is_web(spec.services[name])) for name in wave])
+        rows.append(
+            [
+                (
+                    name,
+                    spec.services[name].kind,
+                    spec.services[name].port,
+                    number,
+                    is_web(spec.services[name]),
+                )
+                for name in wave
+            ]
+        )
     if web_services:
         rows.append([(FRONT_DOOR, FRONT_DOOR, spec.dashboard.port, len(waves), True)])
     widest = max(len(row) for row in rows)
@@ -122,8 +154,9 @@ def course_graph(spec: CourseSpec) -> CourseGraph:
         row_width = len(row) * NODE_WIDTH + (len(row) - 1) * GAP_X
         left = (graph.width - row_width) // 2
         for index, (name, kind, port, number, web) in enumerate(row):
-            graph.nodes.append(Node(name, kind, port, number, web,
-                                    x=left + index * (NODE_WIDTH + GAP_X), y=y))
+            graph.nodes.append(
+                Node(name, kind, port, number, web, x=left + index * (NODE_WIDTH + GAP_X), y=y)
+            )
     for name in (name for wave in waves for name in wave):
         for dependency, condition in sorted(spec.services[name].depends_on.items()):
             graph.edges.append(Edge(name, dependency, str(condition)))
@@ -141,10 +174,12 @@ def _dot_id(name: str) -> str:
 
 def to_dot(graph: CourseGraph) -> str:
     """Graphviz DOT text: services ranked by wave, dependencies labelled with conditions."""
-    lines = [f"digraph {_dot_id(graph.course)} {{",
-             "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
-             '  edge [fontname="Helvetica", fontsize=10];']
+    lines = [
+        f"digraph {_dot_id(graph.course)} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
     by_wave: dict[int, list[Node]] = {}
     for node in graph.nodes:
         by_wave.setdefault(node.wave, []).append(node)
@@ -158,8 +193,9 @@ def to_dot(graph: CourseGraph) -> str:
         lines.append(f'  {_dot_id(node.name)} [label="{label}", fillcolor="{fill}"{shape}];')
     for edge in graph.edges:
         style = ", style=dashed" if edge.kind == "exposes" else ""
-        lines.append(f"  {_dot_id(edge.source)} -> {_dot_id(edge.target)} "
-                     f'[label="{edge.label}"{style}];')
+        lines.append(
+            f'  {_dot_id(edge.source)} -> {_dot_id(edge.target)} [label="{edge.label}"{style}];'
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -180,21 +216,28 @@ def to_mermaid(graph: CourseGraph) -> str:
             lines.append(f'  {_mermaid_id(node.name)}["{label}"]')
     for edge in graph.edges:
         arrow = "-.->" if edge.kind == "exposes" else "-->"
-        lines.append(f'  {_mermaid_id(edge.source)} {arrow}|"{edge.label}"| '
-                     f"{_mermaid_id(edge.target)}")
+        lines.append(
+            f'  {_mermaid_id(edge.source)} {arrow}|"{edge.label}"| {_mermaid_id(edge.target)}'
+        )
     for node in graph.nodes:
         lines.append(f"  class {_mermaid_id(node.name)} kind_{node.kind.replace('-', '_')}")
     for kind in sorted({node.kind for node in graph.nodes}):
-        lines.append(f"  classDef kind_{kind.replace('-', '_')} "
-                     f"fill:{KIND_FILLS.get(kind, '#ffffff')},stroke:#333")
+        lines.append(
+            f"  classDef kind_{kind.replace('-', '_')} "
+            f"fill:{KIND_FILLS.get(kind, '#ffffff')},stroke:#333"
+        )
     return "\n".join(lines) + "\n"
 
 
 # -- SVG -----------------------------------------------------------------------------------
 
 
-def _edge_path(source: Node, target: Node, between: list[Node], lane: int = 0,
-               ) -> tuple[str, float, float]:
+def _edge_path(
+    source: Node,
+    target: Node,
+    between: list[Node],
+    lane: int = 0,
+) -> tuple[str, float, float]:
     """SVG path of an arrow from `source` down to `target`, and where its label goes.
 
     Between neighbouring rows the arrow is straight; one that skips rows would cross the
@@ -211,8 +254,9 @@ def _edge_path(source: Node, target: Node, between: list[Node], lane: int = 0,
     middle = (sx + tx) / 2
     # A symmetric cubic curve reaches 3/4 of the way from its ends' middle to its controls.
     control = middle + (clear - middle) / 0.75
-    path = (f"M {sx:g} {sy:g} C {control:g} {sy + GAP_Y:g}, {control:g} {ty - GAP_Y:g}, "
-            f"{tx:g} {ty:g}")
+    path = (
+        f"M {sx:g} {sy:g} C {control:g} {sy + GAP_Y:g}, {control:g} {ty - GAP_Y:g}, {tx:g} {ty:g}"
+    )
     return path, clear + 4, (sy + ty) / 2 + 4
 
 
@@ -223,50 +267,65 @@ def to_svg(graph: CourseGraph, links: bool = False) -> str:
     body: list[str] = []
     for edge in graph.edges:
         source, target = positions[edge.source], positions[edge.target]
-        between = [node for node in graph.nodes
-                   if min(source.y, target.y) < node.y < max(source.y, target.y)]
+        between = [
+            node
+            for node in graph.nodes
+            if min(source.y, target.y) < node.y < max(source.y, target.y)
+        ]
         path, label_x, label_y = _edge_path(source, target, between, long_edges)
         long_edges += bool(between)
         width = max(width, int(label_x) + 8 * len(edge.label) + MARGIN)
         dash = ' stroke-dasharray="6 4"' if edge.kind == "exposes" else ""
-        body.append(f'<g class="edge edge-{edge.kind}" data-source={quoteattr(edge.source)} '
-                    f'data-target={quoteattr(edge.target)}>'
-                    f'<path d="{path}" fill="none" stroke="#333" stroke-width="1.5"{dash} '
-                    f'marker-end="url(#arrow)"/>'
-                    f'<text x="{label_x:g}" y="{label_y:g}" font-size="12" '
-                    f'fill="#333">{escape(edge.label)}</text></g>')
+        body.append(
+            f'<g class="edge edge-{edge.kind}" data-source={quoteattr(edge.source)} '
+            f"data-target={quoteattr(edge.target)}>"
+            f'<path d="{path}" fill="none" stroke="#333" stroke-width="1.5"{dash} '
+            f'marker-end="url(#arrow)"/>'
+            f'<text x="{label_x:g}" y="{label_y:g}" font-size="12" '
+            f'fill="#333">{escape(edge.label)}</text></g>'
+        )
     body.extend(_svg_node(node, links) for node in graph.nodes)
     services = len([n for n in graph.nodes if n.kind != FRONT_DOOR])
-    head = [f'<svg xmlns="http://www.w3.org/2000/svg" class="course-diagram" '
-            f'viewBox="0 0 {width} {graph.height}" width="{width}" '
-            f'height="{graph.height}" role="img" '
-            f'aria-labelledby="diagram-title" font-family="Helvetica, Arial, sans-serif">',
-            f'<title id="diagram-title">{escape(graph.title or graph.course)}: '
-            f'{services} services</title>',
-            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-            'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
-            'fill="#333"/></marker></defs>']
+    head = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="course-diagram" '
+        f'viewBox="0 0 {width} {graph.height}" width="{width}" '
+        f'height="{graph.height}" role="img" '
+        f'aria-labelledby="diagram-title" font-family="Helvetica, Arial, sans-serif">',
+        f'<title id="diagram-title">{escape(graph.title or graph.course)}: '
+        f"{services} services</title>",
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+        'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
+        'fill="#333"/></marker></defs>',
+    ]
     return "\n".join([*head, *body, "</svg>"]) + "\n"
 
 
 def _svg_node(node: Node, links: bool) -> str:
     """One box: name, kind and port, an empty state label the dashboard fills."""
     fill = KIND_FILLS.get(node.kind, "#ffffff")
-    body = (f'<rect x="{node.x}" y="{node.y}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" '
-            f'rx="8" fill="{fill}" stroke="#333" stroke-width="1.5"/>'
-            f'<text class="node-name" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 23}" '
-            f'text-anchor="middle" font-size="15" font-weight="bold" fill="#111">'
-            f'{escape(node.name)}</text>'
-            f'<text class="node-label" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 42}" '
-            f'text-anchor="middle" font-size="12" fill="#333">{escape(node.label)}</text>')
+    body = (
+        f'<rect x="{node.x}" y="{node.y}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" '
+        f'rx="8" fill="{fill}" stroke="#333" stroke-width="1.5"/>'
+        f'<text class="node-name" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 23}" '
+        f'text-anchor="middle" font-size="15" font-weight="bold" fill="#111">'
+        f"{escape(node.name)}</text>"
+        f'<text class="node-label" x="{node.x + NODE_WIDTH / 2:g}" y="{node.y + 42}" '
+        f'text-anchor="middle" font-size="12" fill="#333">{escape(node.label)}</text>'
+    )
     if node.kind != FRONT_DOOR:
-        body += (f'<text class="node-state" x="{node.x + NODE_WIDTH - 8}" '
-                 f'y="{node.y + 14}" text-anchor="end" font-size="10" fill="#333"></text>')
-    group = (f'<g class="node kind-{node.kind}" data-service={quoteattr(node.name)} '
-             f'data-kind={quoteattr(node.kind)}>{body}</g>')
+        body += (
+            f'<text class="node-state" x="{node.x + NODE_WIDTH - 8}" '
+            f'y="{node.y + 14}" text-anchor="end" font-size="10" fill="#333"></text>'
+        )
+    group = (
+        f'<g class="node kind-{node.kind}" data-service={quoteattr(node.name)} '
+        f"data-kind={quoteattr(node.kind)}>{body}</g>"
+    )
     if links and node.kind != FRONT_DOOR:
-        group = (f'<a href="#svc-{escape(node.name)}" class="node-link" '
-                 f'aria-label={quoteattr(f"{node.name} ({node.label})")}>{group}</a>')
+        group = (
+            f'<a href="#svc-{escape(node.name)}" class="node-link" '
+            f"aria-label={quoteattr(f'{node.name} ({node.label})')}>{group}</a>"
+        )
     return group
 
 
@@ -277,8 +336,14 @@ def graphviz_available() -> bool:
 
 def to_svg_graphviz(graph: CourseGraph) -> str:
     """The picture drawn by Graphviz (`dot -Tsvg`); call only if `graphviz_available()`."""
-    result = subprocess.run(["dot", "-Tsvg"], input=to_dot(graph), capture_output=True,
-                            text=True, check=True, timeout=60)
+    result = subprocess.run(
+        ["dot", "-Tsvg"],
+        input=to_dot(graph),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return result.stdout
 
 

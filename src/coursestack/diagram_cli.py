@@ -18,16 +18,29 @@ class DiagramFormat(StrEnum):
 
 
 def diagram(
-    spec: Annotated[Path | None, typer.Argument(
-        help="Path of a course.toml (or its folder). Without it: the embedded sample course.",
-        show_default=False)] = None,
-    format: Annotated[DiagramFormat, typer.Option(
-        "--format", "-f", help="svg (drawn by coursestack, or Graphviz with --graphviz), "
-        "dot (Graphviz text) or mermaid (for Markdown docs).")] = DiagramFormat.SVG,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write here instead of standard output.")] = None,
-    graphviz: Annotated[bool, typer.Option(
-        "--graphviz", help="Draw the SVG with Graphviz's `dot` when it is installed.")] = False,
+    spec: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Path of a course.toml (or its folder). Without it: the embedded sample course.",
+            show_default=False,
+        ),
+    ] = None,
+    format: Annotated[
+        DiagramFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="svg (drawn by coursestack, or Graphviz with --graphviz), "
+            "dot (Graphviz text) or mermaid (for Markdown docs).",
+        ),
+    ] = DiagramFormat.SVG,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of standard output.")
+    ] = None,
+    graphviz: Annotated[
+        bool,
+        typer.Option("--graphviz", help="Draw the SVG with Graphviz's `dot` when it is installed."),
+    ] = False,
 ) -> None:
     """Draw the course: one box per service, one arrow per dependency, the front door."""
     from coursestack.diagram import graphviz_available, render

@@ -98,9 +98,14 @@ def run_doctor(target: Instance | StateFolder | Path | str | None = None) -> lis
     try:
         spec, spec_findings = _load_spec(instance)
     except Exception as error:  # an unreadable file, say: report it, check the rest
-        spec_findings = [Finding("fail", "spec", f"The course spec could not be read: "
-                                 f"{type(error).__name__}: {error}",
-                                 "check that the spec file exists and is readable")]
+        spec_findings = [
+            Finding(
+                "fail",
+                "spec",
+                f"The course spec could not be read: {type(error).__name__}: {error}",
+                "check that the spec file exists and is readable",
+            )
+        ]
     add(spec_findings)
     if spec is not None:
         add(_guard("programs", check_programs, spec))
@@ -117,8 +122,7 @@ def run_doctor(target: Instance | StateFolder | Path | str | None = None) -> lis
         history = read_history(instance.state)
     if spec is not None:
         add(_guard("ports", check_ports, spec, instance, alive))
-        measured = ({s["name"]: s.get("memory") for s in services}
-                    if services is not None else None)
+        measured = {s["name"]: s.get("memory") for s in services} if services is not None else None
         add(_guard("memory", check_memory, spec, measured))
     if services is not None:
         add(_guard("services", check_services, services))
@@ -141,18 +145,30 @@ def _as_instance(target: Instance | StateFolder | Path | str | None) -> Instance
     return resolve_instance(state=Path(target))
 
 
-def _guard(check: str, function: Callable[..., Finding | list[Finding]],
-           *args: Any) -> list[Finding]:
+def _guard(
+    check: str, function: Callable[..., Finding | list[Finding]], *args: Any
+) -> list[Finding]:
     """Run one check; if the check itself breaks, say so instead of crashing."""
     try:
         result = function(*args)
     except UserError as error:
-        return [Finding("fail", check, error.render().splitlines()[0],
-                        error.hint or "send `coursestack doctor --bundle` to your support desk")]
+        return [
+            Finding(
+                "fail",
+                check,
+                error.render().splitlines()[0],
+                error.hint or "send `coursestack doctor --bundle` to your support desk",
+            )
+        ]
     except Exception as error:
-        return [Finding("fail", check, f"The {check} check could not run: "
-                        f"{type(error).__name__}: {error}",
-                        "send `coursestack doctor --bundle` to your support desk")]
+        return [
+            Finding(
+                "fail",
+                check,
+                f"The {check} check could not run: {type(error).__name__}: {error}",
+                "send `coursestack doctor --bundle` to your support desk",
+            )
+        ]
     return result if isinstance(result, list) else [result]
 
 
@@ -171,9 +187,12 @@ def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Find
     shown = ".".join(str(part) for part in version)
     if version[:2] < MIN_PYTHON:
         need = ".".join(str(part) for part in MIN_PYTHON)
-        return Finding("fail", "python", f"Python {shown} is too old (coursestack needs "
-                       f"{need} or newer).", f"install Python {need} or newer and reinstall "
-                       "coursestack with it")
+        return Finding(
+            "fail",
+            "python",
+            f"Python {shown} is too old (coursestack needs {need} or newer).",
+            f"install Python {need} or newer and reinstall coursestack with it",
+        )
     return Finding("ok", "python", f"Python {shown} ({sys.executable}).")
 
 
@@ -183,9 +202,12 @@ def check_packages(distribution: str = "coursestack") -> Finding:
         own = importlib.metadata.version(distribution)
         needed = importlib.metadata.requires(distribution) or []
     except importlib.metadata.PackageNotFoundError:
-        return Finding("fail", "packages", f"The {distribution} package is not installed "
-                       "properly (no package metadata).", "reinstall it: pip install "
-                       f"--force-reinstall {distribution}")
+        return Finding(
+            "fail",
+            "packages",
+            f"The {distribution} package is not installed properly (no package metadata).",
+            f"reinstall it: pip install --force-reinstall {distribution}",
+        )
     missing = []
     for requirement in needed:
         if "extra ==" in requirement:
@@ -196,18 +218,36 @@ def check_packages(distribution: str = "coursestack") -> Finding:
         except importlib.metadata.PackageNotFoundError:
             missing.append(name)
     if missing:
-        return Finding("fail", "packages", f"Packages coursestack needs are missing: "
-                       f"{', '.join(missing)}.", f"pip install {' '.join(missing)}")
-    shown = ", ".join(f"{name} {version}" for name, version in package_versions().items()
-                      if name != distribution)
+        return Finding(
+            "fail",
+            "packages",
+            f"Packages coursestack needs are missing: {', '.join(missing)}.",
+            f"pip install {' '.join(missing)}",
+        )
+    shown = ", ".join(
+        f"{name} {version}" for name, version in package_versions().items() if name != distribution
+    )
     return Finding("ok", "packages", f"coursestack {own}; {shown}.")
 
 
 def package_versions() -> dict[str, str]:
     """Versions of coursestack and the packages its services depend on most."""
     versions = {}
-    for name in ("coursestack", "pydantic", "starlette", "uvicorn", "httpx", "psutil", "psycopg",
-                 "pgserver", "pymongo", "nx-27017", "jupyter_server", "jupyterlab", "ipykernel"):
+    for name in (
+        "coursestack",
+        "pydantic",
+        "starlette",
+        "uvicorn",
+        "httpx",
+        "psutil",
+        "psycopg",
+        "pgserver",
+        "pymongo",
+        "nx-27017",
+        "jupyter_server",
+        "jupyterlab",
+        "ipykernel",
+    ):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -222,10 +262,15 @@ def check_kinds() -> list[Finding]:
 
     found = registry()
     loaded = found.load_all()
-    findings = [Finding("warn", "kinds", f"A kind package is broken: {problem.line()}.",
-                        f"reinstall or uninstall package {problem.package!r}; the other "
-                        "kinds work")
-                for problem in found.problems]
+    findings = [
+        Finding(
+            "warn",
+            "kinds",
+            f"A kind package is broken: {problem.line()}.",
+            f"reinstall or uninstall package {problem.package!r}; the other kinds work",
+        )
+        for problem in found.problems
+    ]
     others = sorted(name for name in loaded if found.package_of(name) != "coursestack")
     extra = f" (from other packages: {', '.join(others)})" if others else ""
     findings.append(Finding("ok", "kinds", f"{len(loaded)} kinds can be used{extra}."))
@@ -239,8 +284,10 @@ def check_programs(spec: CourseSpec) -> list[Finding]:
     for name, service in spec.services.items():
         findings.append(check_program(name, service, spec))
         with contextlib.suppress(UserError):
-            findings += [Finding(check.status, f"kind:{name}", check.message, check.hint)
-                         for check in _scratch_unit(name, service, spec).doctor_checks()]
+            findings += [
+                Finding(check.status, f"kind:{name}", check.message, check.hint)
+                for check in _scratch_unit(name, service, spec).doctor_checks()
+            ]
     return findings
 
 
@@ -252,10 +299,14 @@ def check_program(name: str, service: ServiceSpec, spec: CourseSpec) -> Finding:
         unit.check_installed()
     except UserError as error:
         optional = service.start is not StartPolicy.ALWAYS
-        return Finding("warn" if optional else "fail", check,
-                       f"{name} ({service.kind}) cannot start: {error.message}"
-                       + (" (it only starts on request)" if optional else "") + ".",
-                       error.hint or "install the program it names")
+        return Finding(
+            "warn" if optional else "fail",
+            check,
+            f"{name} ({service.kind}) cannot start: {error.message}"
+            + (" (it only starts on request)" if optional else "")
+            + ".",
+            error.hint or "install the program it names",
+        )
     return Finding("ok", check, f"{name} ({service.kind}): {program_version(unit)}.")
 
 
@@ -283,15 +334,27 @@ def _load_spec(instance: Instance) -> tuple[CourseSpec | None, list[Finding]]:
         elif instance.name == SAMPLE_INSTANCE:
             spec = load_spec(sample_course_source() / "course.toml")
         else:
-            return None, [Finding("warn", "spec", f"Instance {instance.name!r} has never "
-                                  f"been set up (no {instance.state.instance_file}).",
-                                  "run `coursestack up COURSE.toml` first")]
+            return None, [
+                Finding(
+                    "warn",
+                    "spec",
+                    f"Instance {instance.name!r} has never "
+                    f"been set up (no {instance.state.instance_file}).",
+                    "run `coursestack up COURSE.toml` first",
+                )
+            ]
     except UserError as error:
-        return None, [Finding("fail", "spec", "The course spec has mistakes:\n"
-                              + error.render(), "fix the lines it names, then run "
-                              "`coursestack doctor` again")]
-    return spec, [Finding("ok", "spec", f"Course spec {spec.path} is valid "
-                          f"({len(spec.services)} services).")]
+        return None, [
+            Finding(
+                "fail",
+                "spec",
+                "The course spec has mistakes:\n" + error.render(),
+                "fix the lines it names, then run `coursestack doctor` again",
+            )
+        ]
+    return spec, [
+        Finding("ok", "spec", f"Course spec {spec.path} is valid ({len(spec.services)} services).")
+    ]
 
 
 # -- state folder and disk -------------------------------------------------------------------
@@ -303,27 +366,59 @@ def check_state_folder(state: StateFolder) -> list[Finding]:
     existing = _nearest_existing(root)
     if not root.exists():
         if not os.access(existing, os.W_OK | os.X_OK):
-            return [Finding("fail", "state-folder", f"The state folder {root} does not exist "
-                            f"and {existing} is not writable.", "choose a writable place with "
-                            "--state DIR or COURSESTACK_HOME")]
-        return [Finding("ok", "state-folder", f"The state folder {root} will be created by "
-                        "`coursestack up`.")]
+            return [
+                Finding(
+                    "fail",
+                    "state-folder",
+                    f"The state folder {root} does not exist and {existing} is not writable.",
+                    "choose a writable place with --state DIR or COURSESTACK_HOME",
+                )
+            ]
+        return [
+            Finding(
+                "ok",
+                "state-folder",
+                f"The state folder {root} will be created by `coursestack up`.",
+            )
+        ]
     findings = []
-    unwritable = [p for p in (root, state.logs, state.run, state.data)
-                  if p.exists() and not os.access(p, os.W_OK | os.X_OK)]
+    unwritable = [
+        p
+        for p in (root, state.logs, state.run, state.data)
+        if p.exists() and not os.access(p, os.W_OK | os.X_OK)
+    ]
     if unwritable:
-        findings.append(Finding("fail", "state-folder", "coursestack cannot write in "
-                                + ", ".join(str(p) for p in unwritable) + ".",
-                                f"give yourself write access: chmod -R u+rwX {root}"))
-    loose = [p for p in (state.secrets_file, state.daemon_file)
-             if p.exists() and p.stat().st_mode & 0o077]
+        findings.append(
+            Finding(
+                "fail",
+                "state-folder",
+                "coursestack cannot write in " + ", ".join(str(p) for p in unwritable) + ".",
+                f"give yourself write access: chmod -R u+rwX {root}",
+            )
+        )
+    loose = [
+        p
+        for p in (state.secrets_file, state.daemon_file)
+        if p.exists() and p.stat().st_mode & 0o077
+    ]
     if loose:
-        findings.append(Finding("warn", "state-folder", "Files holding passwords can be read "
-                                "by other users: " + ", ".join(str(p) for p in loose) + ".",
-                                "chmod 600 " + " ".join(str(p) for p in loose)))
+        findings.append(
+            Finding(
+                "warn",
+                "state-folder",
+                "Files holding passwords can be read "
+                "by other users: " + ", ".join(str(p) for p in loose) + ".",
+                "chmod 600 " + " ".join(str(p) for p in loose),
+            )
+        )
     if not findings:
-        findings.append(Finding("ok", "state-folder", f"The state folder {root} is writable "
-                                "and its secrets are private."))
+        findings.append(
+            Finding(
+                "ok",
+                "state-folder",
+                f"The state folder {root} is writable and its secrets are private.",
+            )
+        )
     return findings
 
 
@@ -334,21 +429,29 @@ def _nearest_existing(path: Path) -> Path:
     return Path(path.anchor or "/")
 
 
-def check_free_disk(path: Path, warn_below: int = DISK_WARN_BELOW,
-                    fail_below: int = DISK_FAIL_BELOW) -> Finding:
+def check_free_disk(
+    path: Path, warn_below: int = DISK_WARN_BELOW, fail_below: int = DISK_FAIL_BELOW
+) -> Finding:
     """Enough free disk where the instance keeps its data."""
     where = _nearest_existing(path)
     free = shutil.disk_usage(where).free
     shown = format_size(free)
     if free < fail_below:
-        return Finding("fail", "disk", f"Only {shown} of disk is free at {where}; "
-                       "PostgreSQL stops and notebooks cannot be saved when it runs out.",
-                       f"free at least {format_size(warn_below)} of disk (empty the "
-                       "bin, delete downloads), then `coursestack restart` what failed")
+        return Finding(
+            "fail",
+            "disk",
+            f"Only {shown} of disk is free at {where}; "
+            "PostgreSQL stops and notebooks cannot be saved when it runs out.",
+            f"free at least {format_size(warn_below)} of disk (empty the "
+            "bin, delete downloads), then `coursestack restart` what failed",
+        )
     if free < warn_below:
-        return Finding("warn", "disk", f"{shown} of disk is free at {where}; that is little "
-                       "for data and notebooks.", f"free some disk: {format_size(warn_below)} "
-                       "or more is comfortable")
+        return Finding(
+            "warn",
+            "disk",
+            f"{shown} of disk is free at {where}; that is little for data and notebooks.",
+            f"free some disk: {format_size(warn_below)} or more is comfortable",
+        )
     return Finding("ok", "disk", f"{shown} of disk is free at {where}.")
 
 
@@ -386,10 +489,16 @@ def check_ports(spec: CourseSpec, instance: Instance, alive: bool) -> list[Findi
         try:
             free = port_is_free(port, host)
         except OSError as error:
-            findings.append(Finding("warn", f"port:{name}", f"{label} on {host} cannot be "
-                                    f"checked: {error.strerror or error}.",
-                                    f"check [dashboard] host = {host!r} in the course spec"
-                                    if name == "dashboard" else "nothing to do"))
+            findings.append(
+                Finding(
+                    "warn",
+                    f"port:{name}",
+                    f"{label} on {host} cannot be checked: {error.strerror or error}.",
+                    f"check [dashboard] host = {host!r} in the course spec"
+                    if name == "dashboard"
+                    else "nothing to do",
+                )
+            )
             continue
         if free:
             findings.append(Finding("ok", f"port:{name}", f"{label} is free."))
@@ -398,8 +507,9 @@ def check_ports(spec: CourseSpec, instance: Instance, alive: bool) -> list[Findi
             owners = listening_processes()
         pid, program = owners.get(port, (None, ""))
         if pid in ours or (alive and pid is None and actual.get(name) == port):
-            findings.append(Finding("ok", f"port:{name}", f"{label} is used by this "
-                                    "instance, as planned."))
+            findings.append(
+                Finding("ok", f"port:{name}", f"{label} is used by this instance, as planned.")
+            )
             continue
         who = f"`{program}` (pid {pid})" if pid is not None else "another program"
         if pid is not None:
@@ -408,14 +518,29 @@ def check_ports(spec: CourseSpec, instance: Instance, alive: bool) -> list[Findi
             if pid in others:
                 who = f"coursestack instance {others[pid]!r} ({program}, pid {pid})"
         if pid is not None and pid in leftovers:
-            findings.append(Finding("warn", f"port:{name}", f"{label} is taken by {who}, "
-                                    "left running by this instance's daemon, which died.",
-                                    "run `coursestack down`: it stops what the daemon left"))
+            findings.append(
+                Finding(
+                    "warn",
+                    f"port:{name}",
+                    f"{label} is taken by {who}, "
+                    "left running by this instance's daemon, which died.",
+                    "run `coursestack down`: it stops what the daemon left",
+                )
+            )
             continue
-        now = (f" (it uses {actual[name]} now)" if alive and actual.get(name)
-               and actual[name] != port else "")
-        findings.append(Finding("warn", f"port:{name}", f"{label} is taken by {who}; "
-                                f"coursestack will use another port{now}.", "nothing to do"))
+        now = (
+            f" (it uses {actual[name]} now)"
+            if alive and actual.get(name) and actual[name] != port
+            else ""
+        )
+        findings.append(
+            Finding(
+                "warn",
+                f"port:{name}",
+                f"{label} is taken by {who}; coursestack will use another port{now}.",
+                "nothing to do",
+            )
+        )
     return findings
 
 
@@ -483,8 +608,9 @@ def _leftover_pids(state: StateFolder) -> set[int]:
 # -- memory -------------------------------------------------------------------------------------
 
 
-def check_memory(spec: CourseSpec, measured: Mapping[str, int | None] | None = None,
-                 available: int | None = None) -> list[Finding]:
+def check_memory(
+    spec: CourseSpec, measured: Mapping[str, int | None] | None = None, available: int | None = None
+) -> list[Finding]:
     """Memory headroom against what the course needs, and the course's own budget."""
     plan = make_plan(spec, dict(measured) if measured is not None else None)
     free = psutil.virtual_memory().available if available is None else available
@@ -493,37 +619,74 @@ def check_memory(spec: CourseSpec, measured: Mapping[str, int | None] | None = N
     if measured is not None:
         in_use = plan.measured_total or 0
         if free < MEMORY_SPARE // 2:
-            findings.append(Finding("warn", "memory", f"Only {format_size(free)} of memory is "
-                                    f"left (the course uses {format_size(in_use)}); the "
-                                    "system may stop services to make room.",
-                                    "close programs you do not need, and notebooks you "
-                                    "are not using (their kernels)"))
+            findings.append(
+                Finding(
+                    "warn",
+                    "memory",
+                    f"Only {format_size(free)} of memory is "
+                    f"left (the course uses {format_size(in_use)}); the "
+                    "system may stop services to make room.",
+                    "close programs you do not need, and notebooks you "
+                    "are not using (their kernels)",
+                )
+            )
         else:
-            findings.append(Finding("ok", "memory", f"{format_size(free)} of memory is free; "
-                                    f"the running course uses {format_size(in_use)}."))
+            findings.append(
+                Finding(
+                    "ok",
+                    "memory",
+                    f"{format_size(free)} of memory is free; "
+                    f"the running course uses {format_size(in_use)}.",
+                )
+            )
     elif free < need:
-        findings.append(Finding("fail", "memory", f"The course needs about {format_size(need)}"
-                                f" of memory but only {format_size(free)} is free.",
-                                "close other programs (and other instances: `coursestack "
-                                "list`), then start the course"))
+        findings.append(
+            Finding(
+                "fail",
+                "memory",
+                f"The course needs about {format_size(need)}"
+                f" of memory but only {format_size(free)} is free.",
+                "close other programs (and other instances: `coursestack "
+                "list`), then start the course",
+            )
+        )
     elif free < need + MEMORY_SPARE:
-        findings.append(Finding("warn", "memory", f"The course needs about {format_size(need)}"
-                                f" and {format_size(free)} is free: little room to spare.",
-                                "close programs you do not need before you start"))
+        findings.append(
+            Finding(
+                "warn",
+                "memory",
+                f"The course needs about {format_size(need)}"
+                f" and {format_size(free)} is free: little room to spare.",
+                "close programs you do not need before you start",
+            )
+        )
     else:
-        findings.append(Finding("ok", "memory", f"{format_size(free)} of memory is free; the "
-                                f"course needs about {format_size(need)}."))
+        findings.append(
+            Finding(
+                "ok",
+                "memory",
+                f"{format_size(free)} of memory is free; the "
+                f"course needs about {format_size(need)}.",
+            )
+        )
     if plan.fits is False:
-        findings.append(Finding("warn", "memory-budget", plan.verdict(),
-                                "see `coursestack plan` (a matter for the course team)"))
+        findings.append(
+            Finding(
+                "warn",
+                "memory-budget",
+                plan.verdict(),
+                "see `coursestack plan` (a matter for the course team)",
+            )
+        )
     return findings
 
 
 # -- the daemon and services -----------------------------------------------------------------
 
 
-def _ask_daemon(instance: Instance) -> tuple[list[dict[str, Any]] | None,
-                                              list[dict[str, Any]], list[Finding]]:
+def _ask_daemon(
+    instance: Instance,
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]], list[Finding]]:
     try:
         client = instance.client()
         try:
@@ -533,12 +696,24 @@ def _ask_daemon(instance: Instance) -> tuple[list[dict[str, Any]] | None,
         finally:
             client.close()
     except UserError as error:
-        return None, read_history(instance.state), [Finding(
-            "fail", "daemon", f"The daemon of {instance.name!r} runs but does not answer: "
-            f"{error.message}", "run `coursestack down`, then `coursestack up`")]
+        return (
+            None,
+            read_history(instance.state),
+            [
+                Finding(
+                    "fail",
+                    "daemon",
+                    f"The daemon of {instance.name!r} runs but does not answer: {error.message}",
+                    "run `coursestack down`, then `coursestack up`",
+                )
+            ],
+        )
     url = (instance.state.daemon() or {}).get("url", "")
-    return services, history, [Finding("ok", "daemon", f"The daemon of {instance.name!r} "
-                                       f"is running (dashboard {url}).")]
+    return (
+        services,
+        history,
+        [Finding("ok", "daemon", f"The daemon of {instance.name!r} is running (dashboard {url}).")],
+    )
 
 
 def check_daemon_stopped(instance: Instance) -> Finding:
@@ -546,15 +721,25 @@ def check_daemon_stopped(instance: Instance) -> Finding:
     if instance.state.daemon_file.exists():
         from coursestack.logs import tail_lines
 
-        last = [line for line in tail_lines(instance.state.daemon_log, 20)
-                if "error" in line.lower() or "traceback" in line.lower()]
+        last = [
+            line
+            for line in tail_lines(instance.state.daemon_log, 20)
+            if "error" in line.lower() or "traceback" in line.lower()
+        ]
         said = f" Its log ends with: {last[-1].strip()}" if last else ""
-        return Finding("warn", "daemon", f"The daemon of {instance.name!r} stopped without "
-                       f"cleaning up (it crashed or was killed).{said}",
-                       "run `coursestack up`: it stops what was left and starts again")
-    return Finding("ok", "daemon", f"{instance.name!r} is not running, so its services "
-                   "were not checked.", "start it with `coursestack up` if you want them "
-                   "checked too")
+        return Finding(
+            "warn",
+            "daemon",
+            f"The daemon of {instance.name!r} stopped without "
+            f"cleaning up (it crashed or was killed).{said}",
+            "run `coursestack up`: it stops what was left and starts again",
+        )
+    return Finding(
+        "ok",
+        "daemon",
+        f"{instance.name!r} is not running, so its services were not checked.",
+        "start it with `coursestack up` if you want them checked too",
+    )
 
 
 def check_services(services: list[dict[str, Any]]) -> list[Finding]:
@@ -570,17 +755,33 @@ def check_service(service: dict[str, Any]) -> Finding:
     logs = f"`coursestack logs {name}`"
     check = f"service:{name}"
     if state == "ready":
-        return Finding("ok", check, f"{name} is ready (port {service.get('port') or '-'}, "
-                       f"restarted {service.get('restarts', 0)} times).")
+        return Finding(
+            "ok",
+            check,
+            f"{name} is ready (port {service.get('port') or '-'}, "
+            f"restarted {service.get('restarts', 0)} times).",
+        )
     if state == "failed":
-        return Finding("fail", check, f"{name} has failed: {reason_line or 'no reason given'}",
-                       f"read {logs}, fix what it says, then `coursestack restart {name}`")
+        return Finding(
+            "fail",
+            check,
+            f"{name} has failed: {reason_line or 'no reason given'}",
+            f"read {logs}, fix what it says, then `coursestack restart {name}`",
+        )
     if state == "backoff":
-        return Finding("warn", check, f"{name} crashed and will be restarted: "
-                       f"{reason_line or 'no reason given'}", f"if it keeps crashing, read {logs}")
+        return Finding(
+            "warn",
+            check,
+            f"{name} crashed and will be restarted: {reason_line or 'no reason given'}",
+            f"if it keeps crashing, read {logs}",
+        )
     if state == "unhealthy":
-        return Finding("warn", check, f"{name} runs but does not answer its health checks.",
-                       f"wait a minute; if it stays so, `coursestack restart {name}`")
+        return Finding(
+            "warn",
+            check,
+            f"{name} runs but does not answer its health checks.",
+            f"wait a minute; if it stays so, `coursestack restart {name}`",
+        )
     if state in ("starting", "stopping"):
         return Finding("ok", check, f"{name} is {state}.", "wait a moment")
     if service.get("start") == str(StartPolicy.ALWAYS):
@@ -601,8 +802,9 @@ def read_history(state: StateFolder, lines: int = HISTORY_LINES) -> list[dict[st
     return events
 
 
-def check_recent_failures(history: list[dict[str, Any]], now: float | None = None,
-                          window: float = RECENT_SECONDS) -> list[Finding]:
+def check_recent_failures(
+    history: list[dict[str, Any]], now: float | None = None, window: float = RECENT_SECONDS
+) -> list[Finding]:
     """Services that crashed, failed or stopped answering in the last `window` seconds."""
     now = time.time() if now is None else now
     trouble: dict[str, list[dict[str, Any]]] = {}
@@ -611,8 +813,11 @@ def check_recent_failures(history: list[dict[str, Any]], now: float | None = Non
             recent = now - float(event["time"]) <= window
         except (KeyError, TypeError, ValueError):
             continue
-        if recent and event.get("state") in _TROUBLE_STATES \
-                and event.get("previous") != event.get("state"):
+        if (
+            recent
+            and event.get("state") in _TROUBLE_STATES
+            and event.get("previous") != event.get("state")
+        ):
             trouble.setdefault(str(event.get("service")), []).append(event)
     hours = f"{window / 3600:g} hours"
     if not trouble:
@@ -622,17 +827,24 @@ def check_recent_failures(history: list[dict[str, Any]], now: float | None = Non
         crashes = sum(1 for e in events if e.get("state") == "backoff")
         failed = sum(1 for e in events if e.get("state") == "failed")
         unhealthy = sum(1 for e in events if e.get("state") == "unhealthy")
-        parts = [f"crashed {crashes} times" if crashes else "",
-                 f"failed {failed} times" if failed else "",
-                 f"stopped answering {unhealthy} times" if unhealthy else ""]
+        parts = [
+            f"crashed {crashes} times" if crashes else "",
+            f"failed {failed} times" if failed else "",
+            f"stopped answering {unhealthy} times" if unhealthy else "",
+        ]
         last = events[-1]
         reason = str(last.get("reason") or last.get("detail") or "").strip()
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(last["time"])))
-        findings.append(Finding(
-            "warn", f"history:{name}",
-            f"{name} {', '.join(p for p in parts if p)} in the last {hours} (last at {when}"
-            + (f": {reason.splitlines()[0]}" if reason else "") + ").",
-            f"read `coursestack logs {name}` around {when}"))
+        findings.append(
+            Finding(
+                "warn",
+                f"history:{name}",
+                f"{name} {', '.join(p for p in parts if p)} in the last {hours} (last at {when}"
+                + (f": {reason.splitlines()[0]}" if reason else "")
+                + ").",
+                f"read `coursestack logs {name}` around {when}",
+            )
+        )
     return findings
 
 
@@ -645,23 +857,39 @@ def installed_at() -> float:
     return max((p.stat().st_mtime for p in folder.glob("*.py")), default=0.0)
 
 
-def check_clock(now: float, installed: float, history: list[dict[str, Any]] | None = None,
-                ) -> list[Finding]:
+def check_clock(
+    now: float,
+    installed: float,
+    history: list[dict[str, Any]] | None = None,
+) -> list[Finding]:
     """The clock is not behind the install time, nor behind the daemon's last records."""
     shown = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
     if installed and now < installed - 86400:
         when = time.strftime("%Y-%m-%d", time.localtime(installed))
-        return [Finding("fail", "clock", f"The clock says {shown}, before coursestack was "
-                        f"installed ({when}); logins, certificates and cookies break with a "
-                        "wrong clock.", "set the right date and time (turn on automatic "
-                        "time), then restart the course")]
-    latest = max((float(e["time"]) for e in history or [] if _is_number(e.get("time"))),
-                 default=0.0)
+        return [
+            Finding(
+                "fail",
+                "clock",
+                f"The clock says {shown}, before coursestack was "
+                f"installed ({when}); logins, certificates and cookies break with a "
+                "wrong clock.",
+                "set the right date and time (turn on automatic time), then restart the course",
+            )
+        ]
+    latest = max(
+        (float(e["time"]) for e in history or [] if _is_number(e.get("time"))), default=0.0
+    )
     if latest and now < latest - 300:
-        return [Finding("warn", "clock", f"The clock says {shown}, but the instance "
-                        f"recorded events up to {(latest - now) / 60:.0f} minutes later: the "
-                        "clock went back.", "check the date and time settings (automatic "
-                        "time is best)")]
+        return [
+            Finding(
+                "warn",
+                "clock",
+                f"The clock says {shown}, but the instance "
+                f"recorded events up to {(latest - now) / 60:.0f} minutes later: the "
+                "clock went back.",
+                "check the date and time settings (automatic time is best)",
+            )
+        ]
     return [Finding("ok", "clock", f"The clock says {shown}.")]
 
 
@@ -688,10 +916,16 @@ def check_timezone(env: Mapping[str, str]) -> list[Finding]:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         if not _POSIX_TZ.match(name):
-            return [Finding("warn", "timezone", f"TZ={value} is not a time zone this system "
-                            "knows: PostgreSQL falls back to GMT and notebooks may show wrong "
-                            "times.", "unset TZ, or set it to a zone such as "
-                            "Europe/London")]
+            return [
+                Finding(
+                    "warn",
+                    "timezone",
+                    f"TZ={value} is not a time zone this system "
+                    "knows: PostgreSQL falls back to GMT and notebooks may show wrong "
+                    "times.",
+                    "unset TZ, or set it to a zone such as Europe/London",
+                )
+            ]
     return [Finding("ok", "timezone", f"Time zone: TZ={value}.")]
 
 
@@ -704,27 +938,50 @@ def check_locale(env: Mapping[str, str]) -> list[Finding]:
     """
     chosen = {key: env[key] for key in ("LC_ALL", "LC_CTYPE", "LANG") if env.get(key)}
     shown = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "no LANG or LC_* set"
-    probe = ("import locale, sys\n"
-             "try:\n    locale.setlocale(locale.LC_ALL, '')\n"
-             "except locale.Error as e:\n    print('missing'); sys.exit(0)\n"
-             "print(locale.getpreferredencoding(False))")
+    probe = (
+        "import locale, sys\n"
+        "try:\n    locale.setlocale(locale.LC_ALL, '')\n"
+        "except locale.Error as e:\n    print('missing'); sys.exit(0)\n"
+        "print(locale.getpreferredencoding(False))"
+    )
     try:
-        result = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
-                                text=True, env=dict(env), timeout=20, check=False,
-                                stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", probe],
+            capture_output=True,
+            text=True,
+            env=dict(env),
+            timeout=20,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.SubprocessError) as error:
-        return [Finding("warn", "locale", f"The locale could not be checked ({error}).",
-                        "nothing to do")]
+        return [
+            Finding(
+                "warn", "locale", f"The locale could not be checked ({error}).", "nothing to do"
+            )
+        ]
     answer = result.stdout.strip()
     if answer == "missing":
-        return [Finding("warn", "locale", f"The locale ({shown}) is not installed on this "
-                        "system; PostgreSQL and Jupyter may refuse to start.",
-                        "use an installed one: export LANG=C.UTF-8 and unset LC_ALL")]
+        return [
+            Finding(
+                "warn",
+                "locale",
+                f"The locale ({shown}) is not installed on this "
+                "system; PostgreSQL and Jupyter may refuse to start.",
+                "use an installed one: export LANG=C.UTF-8 and unset LC_ALL",
+            )
+        ]
     if answer.replace("-", "").lower() != "utf8":
-        return [Finding("warn", "locale", f"The text encoding is {answer or 'unknown'} "
-                        f"({shown}), not UTF-8; notebooks with accents or non-English file "
-                        "names may fail.", "export LANG=C.UTF-8 (or your language, e.g. "
-                        "en_GB.UTF-8)")]
+        return [
+            Finding(
+                "warn",
+                "locale",
+                f"The text encoding is {answer or 'unknown'} "
+                f"({shown}), not UTF-8; notebooks with accents or non-English file "
+                "names may fail.",
+                "export LANG=C.UTF-8 (or your language, e.g. en_GB.UTF-8)",
+            )
+        ]
     return [Finding("ok", "locale", f"Locale: {shown} (UTF-8).")]
 
 
@@ -737,8 +994,11 @@ def summary(findings: list[Finding]) -> str:
     warnings = [f for f in findings if f.status == "warn"]
     if failures:
         first = failures[0]
-        return (f"{len(failures)} problem(s) found. Start here: {first.next_step}"
-                if first.next_step else f"{len(failures)} problem(s) found.")
+        return (
+            f"{len(failures)} problem(s) found. Start here: {first.next_step}"
+            if first.next_step
+            else f"{len(failures)} problem(s) found."
+        )
     if warnings:
         return f"No problems; {len(warnings)} thing(s) worth knowing above."
     return "Everything looks fine."

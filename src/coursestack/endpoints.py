@@ -46,8 +46,12 @@ class EndpointTable:
         return self.endpoints.get(name)
 
     def used(self, leaving_out: str = "") -> list[int]:
-        return [port for name, endpoint in self.endpoints.items() if name != leaving_out
-                for port in endpoint.ports()]
+        return [
+            port
+            for name, endpoint in self.endpoints.items()
+            if name != leaving_out
+            for port in endpoint.ports()
+        ]
 
     def choose(self, name: str, preferred: int | None, count: int = 1) -> Endpoint | None:
         """Choose free ports for `name` near `preferred` (None: the service has none)."""

@@ -62,8 +62,11 @@ class Instance:
         """The instance's course spec (as recorded by `up`)."""
         record = self.state.instance()
         if "spec" not in record:
-            raise UsageError(f"instance {self.name!r} has never been set up",
-                             where=str(self.state.root), hint="run `coursestack up` first")
+            raise UsageError(
+                f"instance {self.name!r} has never been set up",
+                where=str(self.state.root),
+                hint="run `coursestack up` first",
+            )
         return load_spec(record["spec"])
 
     def client(self) -> DaemonClient:
@@ -105,8 +108,10 @@ def resolve_instance(instance: str | None = None, state: Path | None = None) -> 
         return running[0]
     if len(running) > 1:
         names = ", ".join(sorted(i.name for i in running))
-        raise UsageError(f"several instances are running: {names}",
-                         hint="say which with --instance NAME (see `coursestack list`)")
+        raise UsageError(
+            f"several instances are running: {names}",
+            hint="say which with --instance NAME (see `coursestack list`)",
+        )
     if len(known) == 1:
         return known[0]
     return _named(SAMPLE_INSTANCE)
@@ -119,13 +124,13 @@ def _named(name: str) -> Instance:
     return Instance(name, default_state_folder(name))
 
 
-def set_up_instance(spec_path: Path | None, instance: str | None, state: Path | None,
-                    only: list[str]) -> tuple[Instance, CourseSpec]:
+def set_up_instance(
+    spec_path: Path | None, instance: str | None, state: Path | None, only: list[str]
+) -> tuple[Instance, CourseSpec]:
     """Validate the spec and record it in the instance's state folder (for `up`)."""
     if spec_path is None:
         name = instance or SAMPLE_INSTANCE
-        folder = StateFolder(state.expanduser().resolve()) if state else (
-            _named(name).state)
+        folder = StateFolder(state.expanduser().resolve()) if state else (_named(name).state)
         folder.create()
         if not (folder.spec_file).exists():
             # The student's own copy: notebooks they edit survive upgrades of coursestack.
@@ -138,11 +143,12 @@ def set_up_instance(spec_path: Path | None, instance: str | None, state: Path | 
         folder.create()
     unknown = [n for n in only if n not in spec.services]
     if unknown:
-        raise UsageError(f"--only names no service of this course: {', '.join(unknown)}",
-                         hint=f"services: {', '.join(spec.services)}")
+        raise UsageError(
+            f"--only names no service of this course: {', '.join(unknown)}",
+            hint=f"services: {', '.join(spec.services)}",
+        )
     record = folder.instance()
-    record.update({"name": name, "course": spec.course.name, "spec": str(spec.path),
-                   "only": only})
+    record.update({"name": name, "course": spec.course.name, "spec": str(spec.path), "only": only})
     record.setdefault("created", time.time())
     atomic_write_json(folder.instance_file, record)
     register_instance(folder, name)
@@ -157,8 +163,12 @@ def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
         process = subprocess.Popen(
             # `-m coursestack daemon` skips the CLI's libraries (see coursestack/__main__.py).
             [sys.executable, "-m", "coursestack", "daemon", "--state", str(instance.state.root)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True)
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = instance.state.daemon()
@@ -170,14 +180,22 @@ def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
 
             tail = "\n".join(tail_lines(log_path, 8))
             if code == 3:
-                raise DaemonError("another daemon already runs this instance",
-                                  where=str(instance.state.root),
-                                  hint="see `coursestack status`")
-            raise DaemonError(f"the daemon stopped at once (exit {code}):\n{tail}",
-                              where=str(log_path), hint="fix what it says, then run up again")
+                raise DaemonError(
+                    "another daemon already runs this instance",
+                    where=str(instance.state.root),
+                    hint="see `coursestack status`",
+                )
+            raise DaemonError(
+                f"the daemon stopped at once (exit {code}):\n{tail}",
+                where=str(log_path),
+                hint="fix what it says, then run up again",
+            )
         time.sleep(0.05)
-    raise DaemonError(f"the daemon did not start within {timeout:g} s", where=str(log_path),
-                      hint="look at its log")
+    raise DaemonError(
+        f"the daemon did not start within {timeout:g} s",
+        where=str(log_path),
+        hint="look at its log",
+    )
 
 
 class DaemonClient:
@@ -188,8 +206,11 @@ class DaemonClient:
         self.instance = instance
         record = instance.state.daemon()
         if not record or not instance.daemon_alive():
-            raise DaemonError(f"instance {instance.name!r} is not running",
-                              where=str(instance.state.root), hint="start it with `coursestack up`")
+            raise DaemonError(
+                f"instance {instance.name!r} is not running",
+                where=str(instance.state.root),
+                hint="start it with `coursestack up`",
+            )
         self.record = record
         self.url: str = record["url"]
         # HTTPS: check the daemon's own self-signed certificate; a certificate given in
@@ -198,9 +219,13 @@ class DaemonClient:
         verify: ssl.SSLContext | bool = not cert
         if cert and cert.startswith(str(instance.state.root)):
             verify = ssl.create_default_context(cafile=cert)
-        self._http = httpx.Client(base_url=self.url.replace("0.0.0.0", "127.0.0.1"),
-                                  timeout=timeout, trust_env=False, verify=verify,
-                                  headers={"Authorization": f"Bearer {record['token']}"})
+        self._http = httpx.Client(
+            base_url=self.url.replace("0.0.0.0", "127.0.0.1"),
+            timeout=timeout,
+            trust_env=False,
+            verify=verify,
+            headers={"Authorization": f"Bearer {record['token']}"},
+        )
 
     @property
     def pid(self) -> int:
@@ -227,8 +252,7 @@ class DaemonClient:
 
     def act(self, name: str, verb: Literal["start", "stop", "restart"]) -> ActionResult:
         """POST /api/services/NAME/VERB: start, stop (waits) or restart a service."""
-        return ActionResult.model_validate_json(
-            self._call("POST", f"/api/services/{name}/{verb}"))
+        return ActionResult.model_validate_json(self._call("POST", f"/api/services/{name}/{verb}"))
 
     def start(self, name: str) -> ActionResult:
         return self.act(name, "start")
@@ -253,8 +277,11 @@ class DaemonClient:
         try:
             response = self._http.request(method, path)
         except httpx.HTTPError as error:
-            raise DaemonError(f"the daemon did not answer: {error}", where=self.url,
-                              hint="see `coursestack logs` or the daemon.log") from None
+            raise DaemonError(
+                f"the daemon did not answer: {error}",
+                where=self.url,
+                hint="see `coursestack logs` or the daemon.log",
+            ) from None
         if response.status_code >= 400:
             try:
                 detail = Problem.model_validate_json(response.content).detail
@@ -280,8 +307,9 @@ def stop_leftovers(instance: Instance) -> list[str]:
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        raise UserError("the daemon is still running", hint="try `coursestack down` again") \
-            from None
+        raise UserError(
+            "the daemon is still running", hint="try `coursestack down` again"
+        ) from None
     try:
         cleaned = stop_recorded_processes(instance.state.pids_file)
         if instance.state.run.is_dir():

@@ -18,4 +18,3 @@ def keep_out_unused_imports() -> None:
     makes `import NAME` raise ImportError, which is their fallback)."""
     for name in UNUSED_OPTIONAL_IMPORTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
-

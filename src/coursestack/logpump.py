@@ -59,8 +59,12 @@ class LogPump:
     that works is preceded by one line saying what was dropped.
     """
 
-    def __init__(self, stream: asyncio.StreamReader, settings: PumpSettings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: asyncio.StreamReader,
+        settings: PumpSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stream = stream
         self._settings = settings
         self._clock = clock
@@ -78,15 +82,20 @@ class LogPump:
         self._unreported_since = 0.0
         self._unreported_reasons: list[str] = []
         self.failing: str | None = None
-        self._filter = (re.compile(rb"[^\n]*" + re.escape(settings.log_filter) + rb"[^\n]*\n")
-                        if settings.log_filter else None)
+        self._filter = (
+            re.compile(rb"[^\n]*" + re.escape(settings.log_filter) + rb"[^\n]*\n")
+            if settings.log_filter
+            else None
+        )
         self.task = asyncio.create_task(self._run(), name=f"log:{settings.log_file.name}")
 
     def note(self) -> str:
         """A line for the status: what was dropped and whether the log is written now."""
         if self.failing is not None:
-            return (f"log not written ({self.failing}); {format_size(self.dropped)} of output "
-                    "dropped so far, the pipe is still read")
+            return (
+                f"log not written ({self.failing}); {format_size(self.dropped)} of output "
+                "dropped so far, the pipe is still read"
+            )
         if self.dropped:
             return f"{format_size(self.dropped)} of output dropped ({self.drop_reason})"
         return ""
@@ -108,8 +117,10 @@ class LogPump:
         if now - self._window_start >= 1.0:
             self._window_start, self._window_bytes = now, 0
         if self._window_bytes >= self._settings.log_rate:
-            self._drop(len(data), f"over the [logs] rate of {format_size(self._settings.log_rate)}"
-                       " a second")
+            self._drop(
+                len(data),
+                f"over the [logs] rate of {format_size(self._settings.log_rate)} a second",
+            )
             return
         self._window_bytes += len(data)
         self._write(data, now)
@@ -157,15 +168,17 @@ class LogPump:
         except _PartialWrite as partial:
             self._fail(partial.error, now)
             # What the note line took is not the service's output: count the data only.
-            self._drop(len(data) - (partial.written if not self._unreported else 0),
-                       self.drop_reason)
+            self._drop(
+                len(data) - (partial.written if not self._unreported else 0), self.drop_reason
+            )
             return
         self.failing = None
 
     def _open_log(self) -> IO[bytes]:
         # Owner-only: a log may quote connection strings with their passwords.
-        fd = os.open(self._settings.log_file,
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            self._settings.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         return open(fd, "ab", buffering=0)
 
     def _ensure_open(self, now: float, coming: int) -> bool:
@@ -206,8 +219,10 @@ class LogPump:
         since = time.strftime("%H:%M:%S", time.localtime(self._unreported_since))
         until = time.strftime("%H:%M:%S")
         start = b"" if self._ends_with_newline else b"\n"
-        text = (f"[coursestack] {format_size(self._unreported)} of output dropped between "
-                f"{since} and {until}: {'; '.join(self._unreported_reasons)}\n")
+        text = (
+            f"[coursestack] {format_size(self._unreported)} of output dropped between "
+            f"{since} and {until}: {'; '.join(self._unreported_reasons)}\n"
+        )
         return start + text.encode()
 
     def _fail(self, error: OSError, now: float) -> None:
@@ -219,7 +234,7 @@ class LogPump:
     def _close(self) -> None:
         if self._log is not None:
             with contextlib.suppress(OSError):  # a close that fails on a full disk
-                self._log.close()               # loses nothing more
+                self._log.close()  # loses nothing more
             self._log = None
 
 

@@ -24,8 +24,15 @@ def _cstring(text: str) -> bytes:
 
 def ping_message(request_id: int) -> bytes:
     """An OP_MSG carrying the BSON document {ping: 1, $db: "admin"}."""
-    elements = (b"\x10" + _cstring("ping") + struct.pack("<i", 1)
-                + b"\x02" + _cstring("$db") + struct.pack("<i", 6) + _cstring("admin"))
+    elements = (
+        b"\x10"
+        + _cstring("ping")
+        + struct.pack("<i", 1)
+        + b"\x02"
+        + _cstring("$db")
+        + struct.pack("<i", 6)
+        + _cstring("admin")
+    )
     document = struct.pack("<i", len(elements) + 5) + elements + b"\x00"
     body = struct.pack("<I", 0) + b"\x00" + document
     return struct.pack("<iiii", 16 + len(body), request_id, 0, _OP_MSG) + body

@@ -40,10 +40,13 @@ class UnsafePath(UserError):
 
 
 def _refuse(path: Path | str, why: str) -> UnsafePath:
-    return UnsafePath(f"refused to act on {path}: {why}", where=str(path),
-                      hint="something replaced part of this folder (a link, or a folder of "
-                      "another owner); coursestack follows no link here. Remove the odd "
-                      "entry, or restore the folder from a backup")
+    return UnsafePath(
+        f"refused to act on {path}: {why}",
+        where=str(path),
+        hint="something replaced part of this folder (a link, or a folder of "
+        "another owner); coursestack follows no link here. Remove the odd "
+        "entry, or restore the folder from a backup",
+    )
 
 
 def open_folder(path: Path, owners: Collection[int] | None = None) -> int:
@@ -58,8 +61,9 @@ def open_folder(path: Path, owners: Collection[int] | None = None) -> int:
         os.close(parent)
 
 
-def open_child_folder(dir_fd: int, name: str, owners: Collection[int] | None = None,
-                      shown: Path | str | None = None) -> int:
+def open_child_folder(
+    dir_fd: int, name: str, owners: Collection[int] | None = None, shown: Path | str | None = None
+) -> int:
     """A descriptor of folder `name` inside `dir_fd`, refusing links and foreign owners."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -84,8 +88,14 @@ def folder(path: Path, owners: Collection[int] | None = None) -> Iterator[int]:
         os.close(fd)
 
 
-def make_folder(dir_fd: int, name: str, mode: int, uid: int | None, gid: int | None,
-                owners: Collection[int] | None = None) -> int:
+def make_folder(
+    dir_fd: int,
+    name: str,
+    mode: int,
+    uid: int | None,
+    gid: int | None,
+    owners: Collection[int] | None = None,
+) -> int:
     """Folder `name` inside `dir_fd`, created if missing, handed to uid:gid when new.
 
     Returns its descriptor. An existing one must not be a link, and must belong to one
@@ -111,8 +121,7 @@ def make_folder(dir_fd: int, name: str, mode: int, uid: int | None, gid: int | N
     return fd
 
 
-def make_folders(base: int, relative: str, mode: int, uid: int | None,
-                 gid: int | None) -> None:
+def make_folders(base: int, relative: str, mode: int, uid: int | None, gid: int | None) -> None:
     """`mkdir -p` of `relative` below the folder `base` (each new part handed to uid)."""
     fd = os.dup(base)
     try:
@@ -136,9 +145,17 @@ def _keeping_acl_grants(dir_fd: int, mode: int) -> int:
     return mode | ((mode & 0o600) >> 3)
 
 
-def write_file(dir_fd: int, name: str, data: bytes, mode: int, uid: int | None = None,
-               gid: int | None = None, *, temporary: str | None = None,
-               mtime_after: float | None = None) -> None:
+def write_file(
+    dir_fd: int,
+    name: str,
+    data: bytes,
+    mode: int,
+    uid: int | None = None,
+    gid: int | None = None,
+    *,
+    temporary: str | None = None,
+    mtime_after: float | None = None,
+) -> None:
     """Replace file `name` in `dir_fd` atomically with `data` (a new file, never a link's
     target): written under a fresh name with O_EXCL, then renamed over `name`.
 
@@ -151,8 +168,12 @@ def write_file(dir_fd: int, name: str, data: bytes, mode: int, uid: int | None =
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=dir_fd)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode, dir_fd=dir_fd)
+    fd = os.open(
+        temporary,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        mode,
+        dir_fd=dir_fd,
+    )
     try:
         with os.fdopen(fd, "wb", closefd=False) as handle:
             handle.write(data)
@@ -212,8 +233,11 @@ def rename(dir_fd: int, source: str, target: str) -> None:
     os.rename(source, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def walk(dir_fd: int, visit: Callable[[int, os.stat_result], None],
-         skip: Callable[[os.stat_result], bool] = lambda info: False) -> None:
+def walk(
+    dir_fd: int,
+    visit: Callable[[int, os.stat_result], None],
+    skip: Callable[[os.stat_result], bool] = lambda info: False,
+) -> None:
     """Call `visit(fd, stat)` for the folder `dir_fd` and every folder and regular file
     below it, each opened without following links (links and special files are left
     alone). A folder for which `skip` is true is not entered (nor visited)."""
@@ -248,8 +272,13 @@ def walk(dir_fd: int, visit: Callable[[int, os.stat_result], None],
                 os.close(fd)
 
 
-def chown_owned_by(dir_fd: int, old_uid: int, uid: int, gid: int,
-                   skip: Callable[[os.stat_result], bool] = lambda info: False) -> int:
+def chown_owned_by(
+    dir_fd: int,
+    old_uid: int,
+    uid: int,
+    gid: int,
+    skip: Callable[[os.stat_result], bool] = lambda info: False,
+) -> int:
     """Give every folder and file below `dir_fd` owned by `old_uid` to uid:gid; the count.
 
     Each object is checked and changed through its own descriptor: a link planted

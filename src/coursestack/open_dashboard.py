@@ -38,11 +38,13 @@ def login_page(run_folder: Path, dashboard_url: str, code: str) -> Path:
     path = run_folder / PAGE_NAME
     path.unlink(missing_ok=True)
     # Created owner-only (O_EXCL: never through a link someone else left there).
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(_PAGE.format(action=escape(dashboard_url.rstrip("/") + "/login/code"),
-                                  code=escape(code)))
+        handle.write(
+            _PAGE.format(
+                action=escape(dashboard_url.rstrip("/") + "/login/code"), code=escape(code)
+            )
+        )
     return path
 
 

@@ -23,6 +23,7 @@ from coursestack.state import OWNER_ONLY, StateFolder, atomic_write_json, read_j
 
 log = logging.getLogger("coursestack.ownership")
 
+
 def secure_state_folder(state: StateFolder, account: RunAs | None) -> None:
     """Modes and owners of the state folder's own parts (not of what services made).
 
@@ -50,8 +51,7 @@ def secure_state_folder(state: StateFolder, account: RunAs | None) -> None:
                     os.chmod(entry, OWNER_ONLY)
 
 
-def move_to_account(state: StateFolder, account: RunAs | None,
-                    shared_folders: list[Path]) -> int:
+def move_to_account(state: StateFolder, account: RunAs | None, shared_folders: list[Path]) -> int:
     """Give files of the instance's previous account to `account`, once; the count moved.
 
     The previous account is the one `run/account.json` names, else (an instance made
@@ -74,9 +74,16 @@ def move_to_account(state: StateFolder, account: RunAs | None,
                 with nofollow.folder(folder) as top:
                     moved += nofollow.chown_owned_by(top, previous, account.uid, account.gid)
         if moved:
-            log.warning("moved %d files of this instance from uid %d to its own account %s",
-                        moved, previous, account.name)
+            log.warning(
+                "moved %d files of this instance from uid %d to its own account %s",
+                moved,
+                previous,
+                account.name,
+            )
     if record.get("uid") != account.uid:
-        atomic_write_json(state.account_file, {"name": account.name, "uid": account.uid,
-                                                "gid": account.gid}, OWNER_ONLY)
+        atomic_write_json(
+            state.account_file,
+            {"name": account.name, "uid": account.uid, "gid": account.gid},
+            OWNER_ONLY,
+        )
     return moved

@@ -52,8 +52,14 @@ class ServicePlan:
     measured: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "expected": self.expected,
-                "basis": self.basis, "start": self.start, "measured": self.measured}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "expected": self.expected,
+            "basis": self.basis,
+            "start": self.start,
+            "measured": self.measured,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,33 +114,49 @@ class MemoryPlan:
         peak = ""
         if self.on_request:
             names = ", ".join(self.on_request)
-            peak = (f" With {names} started too (on request), about "
-                    f"{format_size(self.expected_peak)}")
+            peak = (
+                f" With {names} started too (on request), about {format_size(self.expected_peak)}"
+            )
             if self.budget is not None and not self.fits_at_peak:
                 peak += ": over the budget while they run"
             peak += "."
         if self.budget is None:
-            return (f"`coursestack up` starts about {expected}.{peak} The course declares no "
-                    "memory_budget (add one under [course], e.g. memory_budget = \"1G\").")
+            return (
+                f"`coursestack up` starts about {expected}.{peak} The course declares no "
+                'memory_budget (add one under [course], e.g. memory_budget = "1G").'
+            )
         budget = format_size(self.budget)
         measured = self.measured_total
         if self.fits:
             return f"Fits: about {expected} expected within the budget of {budget}.{peak}"
         if self.expected_total > self.budget:
-            return (f"Does not fit: about {expected} expected, budget {budget}. Raise "
-                    "memory_budget, or plan for fewer services or kernels.")
+            return (
+                f"Does not fit: about {expected} expected, budget {budget}. Raise "
+                "memory_budget, or plan for fewer services or kernels."
+            )
         assert measured is not None
-        return (f"Does not fit right now: the running services use {format_size(measured)}, "
-                f"budget {budget}. Close unused notebooks (their kernels), or raise "
-                "memory_budget.")
+        return (
+            f"Does not fit right now: the running services use {format_size(measured)}, "
+            f"budget {budget}. Close unused notebooks (their kernels), or raise "
+            "memory_budget."
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"course": self.course, "services": [s.as_dict() for s in self.services],
-                "expected_total": self.expected_total, "expected_peak": self.expected_peak,
-                "on_request": self.on_request, "measured_total": self.measured_total,
-                "budget": self.budget, "budget_text": self.budget_text,
-                "kernels": self.kernels, "running": self.running, "fits": self.fits,
-                "fits_at_peak": self.fits_at_peak, "verdict": self.verdict()}
+        return {
+            "course": self.course,
+            "services": [s.as_dict() for s in self.services],
+            "expected_total": self.expected_total,
+            "expected_peak": self.expected_peak,
+            "on_request": self.on_request,
+            "measured_total": self.measured_total,
+            "budget": self.budget,
+            "budget_text": self.budget_text,
+            "kernels": self.kernels,
+            "running": self.running,
+            "fits": self.fits,
+            "fits_at_peak": self.fits_at_peak,
+            "verdict": self.verdict(),
+        }
 
 
 def budget_of(spec: CourseSpec) -> int | None:
@@ -151,14 +173,18 @@ def budget_of(spec: CourseSpec) -> int | None:
         except OSError:
             line = 1
         raise SpecError(
-            f"course.memory_budget: {error}", where=f"{spec.path}:{line}",
+            f"course.memory_budget: {error}",
+            where=f"{spec.path}:{line}",
             hint='write a number and a unit, e.g. memory_budget = "1G" or "512M" '
             "(K, M, G or T; binary units)",
         ) from None
 
 
-def expected_memory(kind: str, service: Any = None, kernels: int = DEFAULT_KERNELS,
-                    ) -> tuple[int, str]:
+def expected_memory(
+    kind: str,
+    service: Any = None,
+    kernels: int = DEFAULT_KERNELS,
+) -> tuple[int, str]:
     """Expected bytes for one service of `kind`, and the basis in words (the kind's own
     `expected_memory`; see `memory_estimate` in each kind module)."""
     from coursestack.registry import registry
@@ -180,16 +206,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def make_plan(spec: CourseSpec, measured: dict[str, int | None] | None = None,
-              kernels: int = DEFAULT_KERNELS) -> MemoryPlan:
+def make_plan(
+    spec: CourseSpec, measured: dict[str, int | None] | None = None, kernels: int = DEFAULT_KERNELS
+) -> MemoryPlan:
     """The memory plan of a course; `measured` is RSS per service of a running instance."""
     budget = budget_of(spec)
     services = []
     for name, service in spec.services.items():
         expected, basis = expected_memory(service.kind, service, kernels)
-        services.append(ServicePlan(name=name, kind=service.kind, expected=expected,
-                                    basis=basis, start=str(service.start),
-                                    measured=(measured or {}).get(name)))
-    return MemoryPlan(course=spec.course.name, services=services, budget=budget,
-                      budget_text=spec.course.memory_budget, kernels=kernels,
-                      running=measured is not None)
+        services.append(
+            ServicePlan(
+                name=name,
+                kind=service.kind,
+                expected=expected,
+                basis=basis,
+                start=str(service.start),
+                measured=(measured or {}).get(name),
+            )
+        )
+    return MemoryPlan(
+        course=spec.course.name,
+        services=services,
+        budget=budget,
+        budget_text=spec.course.memory_budget,
+        kernels=kernels,
+        running=measured is not None,
+    )

@@ -73,14 +73,18 @@ def service_account(state_root: Path, instance_name: str) -> RunAs | None:
         entry = pwd.getpwnam(name)
     except KeyError:
         if override:
-            raise UserError(f"COURSESTACK_SERVICE_USER names no account: {name!r}",
-                            hint="create that account first, or unset the variable so "
-                            "each instance gets its own") from None
+            raise UserError(
+                f"COURSESTACK_SERVICE_USER names no account: {name!r}",
+                hint="create that account first, or unset the variable so "
+                "each instance gets its own",
+            ) from None
         _create_system_user(name)
         entry = pwd.getpwnam(name)
     if entry.pw_uid == 0:
-        raise UserError(f"service user {name!r} is root", hint="set COURSESTACK_SERVICE_USER "
-                        "to an unprivileged account")
+        raise UserError(
+            f"service user {name!r} is root",
+            hint="set COURSESTACK_SERVICE_USER to an unprivileged account",
+        )
     return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
@@ -98,16 +102,33 @@ def lookup(name: str) -> RunAs | None:
 def _create_system_user(name: str) -> None:
     useradd = shutil.which("useradd")
     if useradd is None:
-        raise UserError(f"cannot create the service account {name!r}: no `useradd`",
-                        hint="install it (Debian/Ubuntu: apt-get install passwd), or create "
-                        "an account and name it in COURSESTACK_SERVICE_USER")
-    result = subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                             "--shell", "/usr/sbin/nologin", "--user-group", name],
-                            check=False, capture_output=True, text=True)
+        raise UserError(
+            f"cannot create the service account {name!r}: no `useradd`",
+            hint="install it (Debian/Ubuntu: apt-get install passwd), or create "
+            "an account and name it in COURSESTACK_SERVICE_USER",
+        )
+    result = subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            name,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode not in (0, 9):  # 9: created meanwhile by another instance's start
-        raise UserError(f"cannot create the service account {name!r}: "
-                        f"{result.stderr.strip()}", hint="create it by hand (useradd --system "
-                        f"--user-group {name}) or name an account in COURSESTACK_SERVICE_USER")
+        raise UserError(
+            f"cannot create the service account {name!r}: {result.stderr.strip()}",
+            hint="create it by hand (useradd --system "
+            f"--user-group {name}) or name an account in COURSESTACK_SERVICE_USER",
+        )
 
 
 def remove_account(name: str) -> None:
@@ -116,11 +137,14 @@ def remove_account(name: str) -> None:
         return
     result = subprocess.run(["userdel", name], check=False, capture_output=True, text=True)
     if result.returncode != 0:
-        raise UserError(f"cannot remove the service account {name!r}: {result.stderr.strip()}",
-                        hint=f"remove it by hand: userdel {name}")
+        raise UserError(
+            f"cannot remove the service account {name!r}: {result.stderr.strip()}",
+            hint=f"remove it by hand: userdel {name}",
+        )
 
 
 # -- access to folders coursestack did not create: ACL entries only ----------------------
+
 
 def _setfacl() -> str:
     found = shutil.which("setfacl")
@@ -129,7 +153,8 @@ def _setfacl() -> str:
             "`setfacl` is missing: the service account needs an ACL entry to reach folders "
             "coursestack does not own, and coursestack never changes their mode instead",
             hint="install it (Debian/Ubuntu: apt-get install acl; Fedora: dnf install acl), "
-            "then run the command again")
+            "then run the command again",
+        )
     return found
 
 
@@ -167,16 +192,22 @@ def revoke_reachable(paths: Iterable[Path], account: RunAs) -> list[Path]:
     return removed
 
 
-def _set_acl(paths: list[str] | list[Path], entry: str, needed_for: Path | str,
-             pass_fds: tuple[int, ...] = (), remove: bool = False) -> None:
+def _set_acl(
+    paths: list[str] | list[Path],
+    entry: str,
+    needed_for: Path | str,
+    pass_fds: tuple[int, ...] = (),
+    remove: bool = False,
+) -> None:
     argv = [_setfacl(), "-x" if remove else "-m", entry, "--", *map(str, paths)]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False,
-                            pass_fds=pass_fds)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, pass_fds=pass_fds)
     if result.returncode != 0:
-        raise UserError(f"cannot give the service account access to {needed_for}: "
-                        f"{result.stderr.strip()}", where=str(needed_for),
-                        hint="the file system must support ACLs (mount option `acl`); or put "
-                        "the course and coursestack in a folder every user can traverse")
+        raise UserError(
+            f"cannot give the service account access to {needed_for}: {result.stderr.strip()}",
+            where=str(needed_for),
+            hint="the file system must support ACLs (mount option `acl`); or put "
+            "the course and coursestack in a folder every user can traverse",
+        )
 
 
 def _can_traverse(folder: Path, account: RunAs) -> bool:
@@ -194,11 +225,14 @@ def _acl_grants(folder: Path, account: RunAs, permission: str, default: bool = F
     getfacl = shutil.which("getfacl")
     if getfacl is None:
         return False
-    result = subprocess.run([getfacl, "-p", "-c", str(folder)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [getfacl, "-p", "-c", str(folder)], capture_output=True, text=True, check=False
+    )
     prefix = f"{'default:' if default else ''}user:{account.name}:"
-    return any(line.startswith(prefix) and permission in line[len(prefix):]
-               for line in result.stdout.splitlines())
+    return any(
+        line.startswith(prefix) and permission in line[len(prefix) :]
+        for line in result.stdout.splitlines()
+    )
 
 
 #: setfacl gets descriptors as /proc/self/fd/N, so it acts on the very object we opened
@@ -218,6 +252,7 @@ def grant_folder(folder: Path, account: RunAs | None) -> bool:
         return False
     _setfacl()
     with nofollow.folder(folder) as top, _AclBatches(folder) as batches:
+
         def add(fd: int, info: os.stat_result) -> None:
             if info.st_uid == account.uid:
                 return
@@ -243,9 +278,14 @@ def revoke_folder(folder: Path, account: RunAs) -> None:
         if shutil.which("setfacl") is None:
             return
         with _AclBatches(folder, remove=True) as batches:
+
             def drop(fd: int, info: os.stat_result) -> None:
-                batches.add(fd, f"u:{account.name},d:u:{account.name}"
-                            if stat.S_ISDIR(info.st_mode) else f"u:{account.name}")
+                batches.add(
+                    fd,
+                    f"u:{account.name},d:u:{account.name}"
+                    if stat.S_ISDIR(info.st_mode)
+                    else f"u:{account.name}",
+                )
 
             nofollow.walk(top, drop)
 
@@ -269,8 +309,13 @@ class _AclBatches:
         batch = tuple(self._waiting.pop(entry, []))
         try:
             if batch:
-                _set_acl([f"/proc/self/fd/{fd}" for fd in batch], entry, self._shown,
-                         pass_fds=batch, remove=self._remove)
+                _set_acl(
+                    [f"/proc/self/fd/{fd}" for fd in batch],
+                    entry,
+                    self._shown,
+                    pass_fds=batch,
+                    remove=self._remove,
+                )
         finally:
             for fd in batch:
                 os.close(fd)

@@ -26,8 +26,9 @@ async def tcp_probe(host: str, port: int, timeout: float = 2.0) -> bool:
     return True
 
 
-async def http_status(url: str, headers: Mapping[str, str] | None = None,
-                      timeout: float = 5.0) -> int | None:
+async def http_status(
+    url: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0
+) -> int | None:
     """The status code of an HTTP/1.1 GET of `url` (http or https, certificates
     verified), or None if there is no well-formed answer within `timeout` seconds.
 
@@ -40,10 +41,18 @@ async def http_status(url: str, headers: Mapping[str, str] | None = None,
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
-             "Accept: */*", "User-Agent: coursestack-probe"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()
-              if name.lower() not in ("host", "connection")]
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Connection: close",
+        "Accept: */*",
+        "User-Agent: coursestack-probe",
+    ]
+    lines += [
+        f"{name}: {value}"
+        for name, value in (headers or {}).items()
+        if name.lower() not in ("host", "connection")
+    ]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     context = ssl.create_default_context() if secure else None
     try:
@@ -65,8 +74,9 @@ async def http_status(url: str, headers: Mapping[str, str] | None = None,
     return int(fields[1])
 
 
-async def http_probe(url: str, expect_status: int | None = None,
-                     headers: Mapping[str, str] | None = None) -> bool:
+async def http_probe(
+    url: str, expect_status: int | None = None, headers: Mapping[str, str] | None = None
+) -> bool:
     """True if GET url answers with `expect_status`, or with anything below 500."""
     status = await http_status(url, headers)
     if status is None:
@@ -76,8 +86,12 @@ async def http_probe(url: str, expect_status: int | None = None,
     return status < 500
 
 
-async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float = 10.0,
-                     user: tuple[int, int] | None = None) -> bool:
+async def exec_probe(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    timeout: float = 10.0,
+    user: tuple[int, int] | None = None,
+) -> bool:
     """True if the command exits with status 0 within `timeout` seconds; run as `user`
     (uid, gid) if given: a probe looks into the service's folders, which root must not."""
     account: dict[str, object] = {}
@@ -85,9 +99,13 @@ async def exec_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float
         account = {"user": user[0], "group": user[1], "extra_groups": []}
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
-            **account)  # type: ignore[arg-type]
+            *argv,
+            env=dict(env),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+            **account,  # type: ignore[arg-type]
+        )
     except OSError:
         return False
     try:

@@ -88,8 +88,9 @@ class Launcher(Protocol):
 class OSProcess:
     """A real child process in its own session, with every process it starts."""
 
-    def __init__(self, process: asyncio.subprocess.Process, pump: LogPump | None,
-                 tree: ProcessTree) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, pump: LogPump | None, tree: ProcessTree
+    ) -> None:
         self._process = process
         self._pump = pump
         self._tree = tree
@@ -206,15 +207,20 @@ class OSLauncher:
                 kwargs["group"] = spec.run_as.gid
                 kwargs["extra_groups"] = []
         process = await asyncio.create_subprocess_exec(
-            *spec.argv, cwd=str(spec.cwd), env=dict(spec.env),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, limit=1 << 20,
+            *spec.argv,
+            cwd=str(spec.cwd),
+            env=dict(spec.env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            limit=1 << 20,
             **kwargs,  # type: ignore[arg-type]
         )
         assert process.stdout is not None
         pipe = process.stdout._transport.get_extra_info("pipe")  # type: ignore[attr-defined]
-        tree = ProcessTree(process.pid, pipe_inode(pipe.fileno()) if pipe else None,
-                           spec.cgroup_procs)
+        tree = ProcessTree(
+            process.pid, pipe_inode(pipe.fileno()) if pipe else None, spec.cgroup_procs
+        )
         return OSProcess(process, LogPump(process.stdout, spec), tree)
 
 
@@ -239,8 +245,9 @@ def process_identity(pid: int) -> float | None:
         return None
 
 
-def kill_leftover_group(pid: int, created: float, grace: float, stop_signal: int,
-                        cgroup_procs: Path | None = None) -> bool:
+def kill_leftover_group(
+    pid: int, created: float, grace: float, stop_signal: int, cgroup_procs: Path | None = None
+) -> bool:
     """Stop a service left by a daemon that died, and all it started; True if found."""
     if process_identity(pid) != created:
         return False
@@ -265,10 +272,13 @@ def stop_recorded_processes(pids_file: Path) -> list[str]:
     cleaned = []
     for name, entry in (recorded if isinstance(recorded, dict) else {}).items():
         try:
-            found = kill_leftover_group(int(entry["pid"]), float(entry["created"]),
-                                        float(entry.get("grace", 10)),
-                                        int(entry.get("signal", signal.SIGTERM)),
-                                        Path(entry["cgroup"]) if entry.get("cgroup") else None)
+            found = kill_leftover_group(
+                int(entry["pid"]),
+                float(entry["created"]),
+                float(entry.get("grace", 10)),
+                int(entry.get("signal", signal.SIGTERM)),
+                Path(entry["cgroup"]) if entry.get("cgroup") else None,
+            )
         except (KeyError, TypeError, ValueError):
             continue
         if found:

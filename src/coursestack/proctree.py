@@ -30,8 +30,9 @@ import psutil
 class ProcessTree:
     """The processes of one service: the leader and all it started."""
 
-    def __init__(self, leader: int, pipe_inode: int | None = None,
-                 cgroup_procs: Path | None = None) -> None:
+    def __init__(
+        self, leader: int, pipe_inode: int | None = None, cgroup_procs: Path | None = None
+    ) -> None:
         self.leader = leader
         self.pipe_inode = pipe_inode
         self.cgroup_procs = cgroup_procs

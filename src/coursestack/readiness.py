@@ -54,8 +54,9 @@ def is_ready(view: View) -> bool:
     return view["state"] == "ready" and float(view.get("settles_in") or 0.0) <= 0.0
 
 
-def judge(views: Iterable[View], names: Iterable[str],
-          since: Mapping[str, float] | None = None) -> Verdict:
+def judge(
+    views: Iterable[View], names: Iterable[str], since: Mapping[str, float] | None = None
+) -> Verdict:
     """READY if every named service is ready, FAILED if one gave up, else WAITING."""
     wanted = set(names)
     chosen = [view for view in views if view["name"] in wanted]
@@ -79,9 +80,12 @@ class Outcome:
         return self.verdict is Verdict.READY
 
 
-def wait_until_ready(snapshots: Iterable[list[View]], names: Iterable[str],
-                     on_progress: Callable[[list[View]], None] | None = None,
-                     since: Mapping[str, float] | None = None) -> Outcome:
+def wait_until_ready(
+    snapshots: Iterable[list[View]],
+    names: Iterable[str],
+    on_progress: Callable[[list[View]], None] | None = None,
+    since: Mapping[str, float] | None = None,
+) -> Outcome:
     """Follow `snapshots` until the named services are ready or one gave up (the one
     wait of coursestack: the snapshot source decides how long and how often)."""
     wanted = list(names)
@@ -108,8 +112,9 @@ class ServicesAPI(Protocol):
     def services(self) -> Sequence[ServiceModel]: ...
 
 
-def polled_services(client: ServicesAPI, timeout: float,
-                    interval: float = 0.05) -> Iterator[list[View]]:
+def polled_services(
+    client: ServicesAPI, timeout: float, interval: float = 0.05
+) -> Iterator[list[View]]:
     """Every service, from the API every `interval` seconds, for `timeout` seconds at most."""
     deadline = time.monotonic() + timeout
     while True:
@@ -162,8 +167,13 @@ class Notifier:
     the pipe is closed and the reader asks the API instead (see PipeLost).
     """
 
-    def __init__(self, fd: int, names: Iterable[str], snapshot: Callable[[], list[View]],
-                 call_later: Callable[[float, Callable[[], None]], object]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        names: Iterable[str],
+        snapshot: Callable[[], list[View]],
+        call_later: Callable[[float, Callable[[], None]], object],
+    ) -> None:
         self._fd: int | None = fd
         self._names = list(names)
         self._snapshot = snapshot
@@ -181,8 +191,11 @@ class Notifier:
             return
         views = self._snapshot()
         done = judge(views, self._names) is not Verdict.WAITING
-        settling = [float(view.get("settles_in") or 0.0) for view in views
-                    if view["name"] in self._names and view["state"] == "ready"]
+        settling = [
+            float(view.get("settles_in") or 0.0)
+            for view in views
+            if view["name"] in self._names and view["state"] == "ready"
+        ]
         if not done and any(settling):  # no event comes when it settles: look again then
             self._call_later(max(settling), self.changed)
         line = json.dumps({"services": views, "done": done}).encode() + b"\n"

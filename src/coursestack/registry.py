@@ -97,8 +97,10 @@ def discover() -> Registry:
     """A fresh registry from the built-in kinds and the installed entry points."""
     registry = Registry(targets=dict(BUILTIN))
     try:
-        points = sorted(importlib.metadata.entry_points(group=GROUP),
-                        key=lambda point: (point.dist.name if point.dist else "", point.name))
+        points = sorted(
+            importlib.metadata.entry_points(group=GROUP),
+            key=lambda point: (point.dist.name if point.dist else "", point.name),
+        )
     except Exception as error:  # broken metadata of some distribution
         registry.problems.append(KindProblem("?", "?", f"entry points unreadable: {error}"))
         return registry
@@ -108,9 +110,14 @@ def discover() -> Registry:
             continue
         if point.name in registry.targets:
             taken = registry.package_of(point.name)
-            registry.problems.append(KindProblem(
-                package, point.name, f"is already registered by package {taken!r}; this "
-                "one is ignored (uninstall one of the two)"))
+            registry.problems.append(
+                KindProblem(
+                    package,
+                    point.name,
+                    f"is already registered by package {taken!r}; this "
+                    "one is ignored (uninstall one of the two)",
+                )
+            )
             continue
         registry.targets[point.name] = point.value
         registry.packages[point.name] = package

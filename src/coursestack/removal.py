@@ -51,8 +51,11 @@ def remove_instance(instance: Instance, timeout: float = 120.0) -> Removal:
     folder, its registry entry, and its account (only one coursestack made for it)."""
     state = instance.state
     if not state.root.is_dir():
-        raise UserError(f"no instance {instance.name!r} here: {state.root} does not exist",
-                        where=str(state.root), hint="see `coursestack list`")
+        raise UserError(
+            f"no instance {instance.name!r} here: {state.root} does not exist",
+            where=str(state.root),
+            hint="see `coursestack list`",
+        )
     result = Removal(state.root)
     recorded = read_json(state.account_file, {}) or {}
     account = lookup(str(recorded.get("name", ""))) if isinstance(recorded, dict) else None
@@ -85,8 +88,9 @@ def _folders_outside(instance: Instance) -> tuple[list[Path], list[Path]]:
     needed: list[Path] = [Path(sys.executable)]
     with contextlib.suppress(Exception):  # a broken or missing spec has no such folders
         spec = instance.spec()
-        context = Context(instance.state, spec, Secrets(instance.state), None,
-                          instance_name=instance.name)
+        context = Context(
+            instance.state, spec, Secrets(instance.state), None, instance_name=instance.name
+        )
         for name, service in spec.services.items():
             unit = build_unit(name, service, context)
             shared += unit.shared_folders()
@@ -105,18 +109,23 @@ def _stop(instance: Instance, timeout: float) -> None:
     client.shutdown()
     client.close()
     if not wait_for_exit(pid, timeout):
-        raise UserError(f"the daemon did not stop within {timeout:g} s; nothing was deleted",
-                        where=str(instance.state.root),
-                        hint=f"stop it with `kill {pid}`, then run `coursestack remove` again")
+        raise UserError(
+            f"the daemon did not stop within {timeout:g} s; nothing was deleted",
+            where=str(instance.state.root),
+            hint=f"stop it with `kill {pid}`, then run `coursestack remove` again",
+        )
 
 
 def _end_processes(account: RunAs) -> None:
     """Kill whatever still runs as the instance's account (a kernel's stray child)."""
     if not is_instance_account(account.name):
         return  # a shared account (COURSESTACK_SERVICE_USER) runs other instances too
-    mine = [p for p in psutil.process_iter(["uids"])
-            if p.info["uids"] is not None and account.uid in (p.info["uids"].real,
-                                                             p.info["uids"].effective)]
+    mine = [
+        p
+        for p in psutil.process_iter(["uids"])
+        if p.info["uids"] is not None
+        and account.uid in (p.info["uids"].real, p.info["uids"].effective)
+    ]
     for process in mine:
         with contextlib.suppress(psutil.Error):
             process.kill()

@@ -31,8 +31,13 @@ class SpecChanges:
     started: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {"added": self.added, "removed": self.removed, "changed": self.changed,
-                "unchanged": self.unchanged, "started": self.started}
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "started": self.started,
+        }
 
 
 def compare(old: CourseSpec, new: CourseSpec) -> SpecChanges:
@@ -40,10 +45,17 @@ def compare(old: CourseSpec, new: CourseSpec) -> SpecChanges:
     return SpecChanges(
         added=[name for name in new.services if name not in old.services],
         removed=[name for name in old.services if name not in new.services],
-        changed=[name for name, service in new.services.items()
-                 if name in old.services and old.services[name] != service],
-        unchanged=[name for name, service in new.services.items()
-                   if name in old.services and old.services[name] == service])
+        changed=[
+            name
+            for name, service in new.services.items()
+            if name in old.services and old.services[name] != service
+        ],
+        unchanged=[
+            name
+            for name, service in new.services.items()
+            if name in old.services and old.services[name] == service
+        ],
+    )
 
 
 @dataclass
@@ -84,8 +96,10 @@ class Respec:
             # Data folders are the account's from creation, made by each kind's prepare.
             ensure_reachable(needed, self.run_as)
         changes.started = sorted(
-            name for name in [*changes.changed, *changes.added]
-            if name in was_running or new.services[name].start is StartPolicy.ALWAYS)
+            name
+            for name in [*changes.changed, *changes.added]
+            if name in was_running or new.services[name].start is StartPolicy.ALWAYS
+        )
         self.supervisor.start(changes.started)
         return changes
 

@@ -29,8 +29,9 @@ class Verdict:
 class RestartBudget:
     """The restart history of one service's run (a fresh one per `start`)."""
 
-    def __init__(self, spec: ServiceSpec, backoff_initial: float, backoff_factor: float,
-                 backoff_cap: float) -> None:
+    def __init__(
+        self, spec: ServiceSpec, backoff_initial: float, backoff_factor: float, backoff_cap: float
+    ) -> None:
         self._spec = spec
         self._initial = backoff_initial
         self._factor = backoff_factor
@@ -54,13 +55,19 @@ class RestartBudget:
             wait = self._delay
             self._delay = min(self._delay * self._factor, self._cap)
         if self._failed_starts > spec.max_restarts:
-            return Verdict(None, reason if self._failed_starts == 1 else
-                           f"failed to start {self._failed_starts} times in a row; "
-                           f"last: {reason}")
+            return Verdict(
+                None,
+                reason
+                if self._failed_starts == 1
+                else f"failed to start {self._failed_starts} times in a row; last: {reason}",
+            )
         while self._starts and self._starts[0] <= now + wait - spec.interval:
             self._starts.popleft()
         if len(self._starts) >= spec.burst:
-            return Verdict(None, f"started {len(self._starts)} times within "
-                           f"{spec.interval:g} s (burst = {spec.burst}), a crash loop; "
-                           f"last: {reason}")
+            return Verdict(
+                None,
+                f"started {len(self._starts)} times within "
+                f"{spec.interval:g} s (burst = {spec.burst}), a crash loop; "
+                f"last: {reason}",
+            )
         return Verdict(wait)

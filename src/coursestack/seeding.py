@@ -34,9 +34,12 @@ def seed_checksum(files: Sequence[Path], service: str) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
         except OSError as error:
-            raise UserError(f"cannot read seed file: {error.strerror}", where=str(path),
-                            hint=f"fix the path in services.{service}.seed "
-                            "(paths are relative to the course spec)") from None
+            raise UserError(
+                f"cannot read seed file: {error.strerror}",
+                where=str(path),
+                hint=f"fix the path in services.{service}.seed "
+                "(paths are relative to the course spec)",
+            ) from None
         digest.update(path.name.encode())
     return digest.hexdigest()
 
@@ -62,14 +65,19 @@ class SeedLedger:
         return record if isinstance(record, dict) and record.get("checksum") else None
 
     def record(self, checksum: str, files: Sequence[Path]) -> None:
-        document = {"checksum": checksum, "files": [str(f) for f in files],
-                    "applied": datetime.now().isoformat(timespec="seconds")}
+        document = {
+            "checksum": checksum,
+            "files": [str(f) for f in files],
+            "applied": datetime.now().isoformat(timespec="seconds"),
+        }
         with nofollow.folder(self.path.parent) as folder:
-            nofollow.write_file(folder, self.path.name,
-                                (json.dumps(document, indent=2) + "\n").encode(), 0o644)
+            nofollow.write_file(
+                folder, self.path.name, (json.dumps(document, indent=2) + "\n").encode(), 0o644
+            )
 
 
 # -- JSON documents (MongoDB) ------------------------------------------------------------
+
 
 def read_documents(path: Path) -> list[dict[str, Any]]:
     """Documents of a .json (an array or one object) or .jsonl file; errors name the line."""
@@ -82,27 +90,40 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as error:
-                raise UserError(f"invalid JSON: {error.msg}", where=f"{path}:{number}",
-                                hint="each line of a .jsonl file is one JSON object") from None
+                raise UserError(
+                    f"invalid JSON: {error.msg}",
+                    where=f"{path}:{number}",
+                    hint="each line of a .jsonl file is one JSON object",
+                ) from None
             if not isinstance(value, dict):
-                raise UserError("a line is not a JSON object", where=f"{path}:{number}",
-                                hint="each line of a .jsonl file is one JSON object")
+                raise UserError(
+                    "a line is not a JSON object",
+                    where=f"{path}:{number}",
+                    hint="each line of a .jsonl file is one JSON object",
+                )
             documents.append(value)
         return documents
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UserError(f"invalid JSON: {error.msg}", where=f"{path}:{error.lineno}",
-                        hint="fix the JSON; a .json seed holds an array of objects") from None
+        raise UserError(
+            f"invalid JSON: {error.msg}",
+            where=f"{path}:{error.lineno}",
+            hint="fix the JSON; a .json seed holds an array of objects",
+        ) from None
     items = value if isinstance(value, list) else [value]
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise UserError(f"item {index} is not a JSON object", where=str(path),
-                            hint="a .json seed holds an array of objects")
+            raise UserError(
+                f"item {index} is not a JSON object",
+                where=str(path),
+                hint="a .json seed holds an array of objects",
+            )
     return items
 
 
 # -- CSV tables (PostgreSQL) ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TablePlan:
@@ -136,9 +157,12 @@ def _kind_of(value: str) -> str:
         return "text"
 
 
-_WIDER = {("bigint", "double precision"): "double precision",
-          ("double precision", "bigint"): "double precision",
-          ("date", "timestamp"): "timestamp", ("timestamp", "date"): "timestamp"}
+_WIDER = {
+    ("bigint", "double precision"): "double precision",
+    ("double precision", "bigint"): "double precision",
+    ("date", "timestamp"): "timestamp",
+    ("timestamp", "date"): "timestamp",
+}
 
 
 def infer_types(rows: Iterator[list[str]], width: int) -> list[str]:
@@ -167,25 +191,37 @@ def plan_table(path: Path) -> TablePlan:
     schema_file = path.with_suffix(".schema.json")
     schema = read_json(schema_file, {}) if schema_file.exists() else {}
     if not isinstance(schema, dict):
-        raise UserError("schema file must be a JSON object", where=str(schema_file),
-                        hint='{"columns": {"name": "type"}, "indexes": [["name"]]}')
+        raise UserError(
+            "schema file must be a JSON object",
+            where=str(schema_file),
+            hint='{"columns": {"name": "type"}, "indexes": [["name"]]}',
+        )
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
-            raise UserError("empty CSV file: no header row", where=f"{path}:1",
-                            hint="the first row names the columns") from None
+            raise UserError(
+                "empty CSV file: no header row",
+                where=f"{path}:1",
+                hint="the first row names the columns",
+            ) from None
         names = [name.strip() for name in header]
         if any(not name for name in names) or len(set(names)) != len(names):
-            raise UserError("the header row has an empty or repeated column name",
-                            where=f"{path}:1", hint="give every column a unique name")
+            raise UserError(
+                "the header row has an empty or repeated column name",
+                where=f"{path}:1",
+                hint="give every column a unique name",
+            )
         given = schema.get("columns") or {}
         if given:
             missing = [n for n in names if n not in given]
             if missing:
-                raise UserError(f"schema names no type for {', '.join(missing)}",
-                                where=str(schema_file), hint="add each CSV column")
+                raise UserError(
+                    f"schema names no type for {', '.join(missing)}",
+                    where=str(schema_file),
+                    hint="add each CSV column",
+                )
             types = [str(given[n]) for n in names]
         else:
             sample = (row for _, row in zip(range(_SAMPLE_ROWS), reader, strict=False))

@@ -84,7 +84,8 @@ class CourseInfo(_Strict):
     )
     title: str = Field(default="", description="Human-readable course title.")
     down_timeout: float = Field(
-        default=45.0, gt=0,
+        default=45.0,
+        gt=0,
         description="Seconds `coursestack down` may take for all services together; "
         "whatever still runs at the end is killed (SIGKILL), so `down` always returns.",
     )
@@ -93,7 +94,6 @@ class CourseInfo(_Strict):
         description='Memory the whole course may use, e.g. "1G" or "512M" (reported by '
         "`coursestack plan` and `coursestack doctor`).",
     )
-
 
     @field_validator("memory_budget")
     @classmethod
@@ -105,7 +105,9 @@ class DashboardSettings(_Strict):
     """The `[dashboard]` table: where the instance's daemon listens."""
 
     port: int = Field(
-        default=8700, ge=1, le=65535,
+        default=8700,
+        ge=1,
+        le=65535,
         description="Preferred port of the dashboard and API; a free one is chosen if taken.",
     )
     host: str = Field(
@@ -121,7 +123,7 @@ class DashboardSettings(_Strict):
     tls: Literal["auto", "self-signed", "off"] = Field(
         default="auto",
         description='HTTPS for the dashboard. "auto": a self-signed certificate (made on '
-        'first use, in run/tls/) when `host` is not loopback, plain HTTP on loopback; '
+        "first use, in run/tls/) when `host` is not loopback, plain HTTP on loopback; "
         '"self-signed": always; "off": never. `tls_cert` and `tls_key` take precedence.',
     )
     tls_cert: str = Field(
@@ -184,16 +186,20 @@ class ServiceSpec(_Strict):
     #: Kinds whose processes speak HTTP, so the front door can proxy them.
     WEB: ClassVar[bool] = False
 
-    kind: str = Field(description="What the service is: jupyter, postgres, mongodb, "
-                      "mongodb-lite, openrefine or command.")
+    kind: str = Field(
+        description="What the service is: jupyter, postgres, mongodb, "
+        "mongodb-lite, openrefine or command."
+    )
     port: int | None = Field(
-        default=None, ge=1, le=65535,
+        default=None,
+        ge=1,
+        le=65535,
         description="Preferred port. If it is taken, a free one is chosen and handed to "
         "notebooks through environment variables and `connections.json`.",
     )
     depends_on: dict[str, DependencyCondition] = Field(
         default_factory=dict,
-        description='Services that must be up first: a list of names (each waits for '
+        description="Services that must be up first: a list of names (each waits for "
         '"ready") or a table of name = "ready" | "started".',
     )
     start: StartPolicy = Field(
@@ -211,31 +217,37 @@ class ServiceSpec(_Strict):
         description="Extra environment variables for the service's process.",
     )
     start_timeout: float = Field(
-        default=90.0, gt=0,
+        default=90.0,
+        gt=0,
         description="Seconds a start may take before it counts as a failed start.",
     )
     stop_timeout: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Seconds between the stop signal and SIGKILL (the kind's default if unset).",
     )
     max_restarts: int = Field(
-        default=5, ge=0,
+        default=5,
+        ge=0,
         description="Starts in a row that fail to become ready (exit, or not ready within "
         '`start_timeout`) before the service is marked "failed". A service that became '
         "ready between crashes is restarted (within `burst`).",
     )
     burst: int = Field(
-        default=5, ge=1,
-        description='Most starts within `interval` seconds; one more and the service is '
+        default=5,
+        ge=1,
+        description="Most starts within `interval` seconds; one more and the service is "
         '"failed" (a crash loop), like StartLimitBurst of systemd.',
     )
     interval: float = Field(
-        default=10.0, gt=0,
+        default=10.0,
+        gt=0,
         description="The window, in seconds, in which `burst` starts are counted "
         "(systemd's StartLimitIntervalSec).",
     )
     stable_after: float = Field(
-        default=1.0, ge=0,
+        default=1.0,
+        ge=0,
         description="Seconds a service must stay ready for its next crash to count as a "
         "new one: restarted at once, with the backoff back at its start. Quicker crashes "
         "wait 1, 2, 4… up to 30 s (like supervisord's startsecs).",
@@ -244,7 +256,8 @@ class ServiceSpec(_Strict):
         default=5.0, gt=0, description="Seconds between health probes once ready."
     )
     liveness_failures: int = Field(
-        default=3, ge=1,
+        default=3,
+        ge=1,
         description="Failed health probes in a row, process still alive, before a restart.",
     )
     memory_limit: str | None = Field(
@@ -255,7 +268,8 @@ class ServiceSpec(_Strict):
         "times in a row: restarted). Either way the reason says so.",
     )
     idle_stop: float = Field(
-        default=900.0, ge=0,
+        default=900.0,
+        ge=0,
         description='With start = "on-demand": seconds without a request through the front '
         "door before the service is stopped again (0: never).",
     )
@@ -365,8 +379,10 @@ class CommandService(ServiceSpec):
     @model_validator(mode="after")
     def _probe_needs_port(self) -> CommandService:
         if self.probe.type in ("tcp", "http") and self.port is None:
-            raise ValueError(f'a "{self.probe.type}" probe needs a port: set port = ..., '
-                             'or use probe = { type = "exec", command = [...] } or "none"')
+            raise ValueError(
+                f'a "{self.probe.type}" probe needs a port: set port = ..., '
+                'or use probe = { type = "exec", command = [...] } or "none"'
+            )
         return self
 
 
@@ -393,7 +409,9 @@ class MongoService(_MongoSettings):
     )
     user: str = Field(default="student", description="User created for the course.")
     replicas: int = Field(
-        default=1, ge=1, le=7,
+        default=1,
+        ge=1,
+        le=7,
         description="Members of a replica set (1: a single server). Each gets a free port; "
         "the set is initiated on first start.",
     )
@@ -420,7 +438,8 @@ class OpenRefineService(ServiceSpec):
         "(Debian: apt-get install openrefine).",
     )
     memory: str = Field(
-        default="1024M", pattern=r"^[0-9]+[MG]$",
+        default="1024M",
+        pattern=r"^[0-9]+[MG]$",
         description='Largest Java heap, e.g. "512M" or "2G".',
     )
 
@@ -454,8 +473,15 @@ class ContentSettings(_Strict):
 #: Settings models of coursestack's own kinds (each kind class names its model as
 #: `settings_model`); kinds from other packages come from `service_models()`.
 SERVICE_MODELS: dict[str, type[ServiceSpec]] = {
-    model.KIND: model for model in (PostgresService, JupyterService, CommandService,
-                                    MongoService, MongoLiteService, OpenRefineService)
+    model.KIND: model
+    for model in (
+        PostgresService,
+        JupyterService,
+        CommandService,
+        MongoService,
+        MongoLiteService,
+        OpenRefineService,
+    )
 }
 
 
@@ -549,7 +575,7 @@ def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
     while True:
         following = sorted(dep for dep in graph[path[-1]] if dep in graph)[0]
         if following in path:
-            return [*path[path.index(following):], following]
+            return [*path[path.index(following) :], following]
         path.append(following)
 
 
@@ -560,15 +586,19 @@ def load_spec(path: Path | str) -> CourseSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(
-            "no course spec here", where=str(path),
+            "no course spec here",
+            where=str(path),
             hint="pass the path of a course.toml, or run `coursestack up` with no "
             "argument for the sample course",
         ) from None
     except IsADirectoryError:
         return load_spec(path / "course.toml")
     except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"cannot read the course spec: {error}", where=str(path),
-                        hint="check that the file is readable UTF-8 text") from None
+        raise SpecError(
+            f"cannot read the course spec: {error}",
+            where=str(path),
+            hint="check that the file is readable UTF-8 text",
+        ) from None
     return parse_spec(text, path)
 
 
@@ -607,8 +637,14 @@ def parse_spec(text: str, path: Path) -> CourseSpec:
         wrong.problems = located(problems, text)
         raise wrong
     assert top is not None
-    return CourseSpec(course=top.course, dashboard=top.dashboard, logs=top.logs,
-                      services=services, content=top.content, path=path)
+    return CourseSpec(
+        course=top.course,
+        dashboard=top.dashboard,
+        logs=top.logs,
+        services=services,
+        content=top.content,
+        path=path,
+    )
 
 
 def _validate_service(
@@ -616,22 +652,33 @@ def _validate_service(
 ) -> ServiceSpec | None:
     where: tuple[str | int, ...] = ("services", name)
     if not _NAME_RE.match(name):
-        problems.append(Problem(where, f"service name {name!r} is not allowed",
-                                "use lowercase letters, digits and dashes, starting with a "
-                                "letter (it becomes part of paths, URLs and variable names)"))
+        problems.append(
+            Problem(
+                where,
+                f"service name {name!r} is not allowed",
+                "use lowercase letters, digits and dashes, starting with a "
+                "letter (it becomes part of paths, URLs and variable names)",
+            )
+        )
         return None
     kind = table.get("kind")
     models = service_models()
     if kind is None:
-        problems.append(Problem(where, "missing key 'kind'",
-                                f"add kind = one of {', '.join(sorted(models))}"))
+        problems.append(
+            Problem(where, "missing key 'kind'", f"add kind = one of {', '.join(sorted(models))}")
+        )
         return None
     model = models.get(str(kind))
     if model is None:
-        problems.append(Problem((*where, "kind"), f"unknown kind {kind!r}",
-                                _broken_kind_hint(str(kind))
-                                + did_you_mean(str(kind), models)
-                                + f"known kinds: {', '.join(sorted(models))}"))
+        problems.append(
+            Problem(
+                (*where, "kind"),
+                f"unknown kind {kind!r}",
+                _broken_kind_hint(str(kind))
+                + did_you_mean(str(kind), models)
+                + f"known kinds: {', '.join(sorted(models))}",
+            )
+        )
         return None
     try:
         return model.model_validate(table)
@@ -646,20 +693,30 @@ def _check_dependencies(
     for name, service in services.items():
         for dep in service.depends_on:
             if dep == name:
-                problems.append(Problem(("services", name, "depends_on"),
-                                        f"service {name!r} depends on itself",
-                                        "remove it from its own depends_on"))
+                problems.append(
+                    Problem(
+                        ("services", name, "depends_on"),
+                        f"service {name!r} depends on itself",
+                        "remove it from its own depends_on",
+                    )
+                )
             elif dep not in tables:
-                problems.append(Problem(("services", name, "depends_on"),
-                                        f"depends on {dep!r}, which is not a service here",
-                                        did_you_mean(dep, tables)
-                                        + f"services: {', '.join(sorted(tables))}"))
-    graph = {n: [d for d in s.depends_on if d in services and d != n]
-             for n, s in services.items()}
+                problems.append(
+                    Problem(
+                        ("services", name, "depends_on"),
+                        f"depends on {dep!r}, which is not a service here",
+                        did_you_mean(dep, tables) + f"services: {', '.join(sorted(tables))}",
+                    )
+                )
+    graph = {n: [d for d in s.depends_on if d in services and d != n] for n, s in services.items()}
     try:
         dependency_waves(graph)
     except ValueError as cycle:
         first = str(cycle).split(" -> ")[0]
-        problems.append(Problem(("services", first, "depends_on"),
-                                f"dependency cycle: {cycle}",
-                                "one of these services must not wait for the other"))
+        problems.append(
+            Problem(
+                ("services", first, "depends_on"),
+                f"dependency cycle: {cycle}",
+                "one of these services must not wait for the other",
+            )
+        )

@@ -62,8 +62,10 @@ class SpecConflict(UserError):
     exit_code = 2
 
     def __init__(self, current_text: str, current_version: str) -> None:
-        super().__init__("the course spec changed on disk since it was opened",
-                         hint="reload it to see the other change, or save again over it")
+        super().__init__(
+            "the course spec changed on disk since it was opened",
+            hint="reload it to see the other change, or save again over it",
+        )
         self.current_text = current_text
         self.current_version = current_version
 
@@ -96,13 +98,24 @@ def check_text(text: str, path: Path) -> Checked:
     except tomllib.TOMLDecodeError:
         data = None
     except RecursionError:  # arrays nested thousands deep: no spec, and no TOML we read
-        return Checked(None, [SpecProblem(1, "", "not valid TOML: nested too deeply",
-                                          "a course spec nests a few levels at most")], None)
+        return Checked(
+            None,
+            [
+                SpecProblem(
+                    1,
+                    "",
+                    "not valid TOML: nested too deeply",
+                    "a course spec nests a few levels at most",
+                )
+            ],
+            None,
+        )
     try:
         return Checked(parse_spec(text, path), [], data)
     except SpecError as error:
         problems = [SpecProblem(*problem) for problem in error.problems] or [
-            SpecProblem(1, "", error.message, error.hint)]
+            SpecProblem(1, "", error.message, error.hint)
+        ]
         return Checked(None, problems, data)
 
 
@@ -148,9 +161,11 @@ def _new_item(value: Any, path: tuple[str, ...]) -> Any:
     if not isinstance(value, Mapping):
         return value
     as_table = (len(path) == 1 and path[0] in SECTIONS) or (
-        len(path) == 2 and path[0] == "services")
-    container: Any = tomlkit.table(is_super_table=path == ("services",)) if as_table \
-        else tomlkit.inline_table()
+        len(path) == 2 and path[0] == "services"
+    )
+    container: Any = (
+        tomlkit.table(is_super_table=path == ("services",)) if as_table else tomlkit.inline_table()
+    )
     for key, inner in value.items():
         container[key] = _new_item(inner, (*path, key))
     return container
@@ -170,11 +185,12 @@ def save(path: Path, text: str, expected_version: str) -> Saved:
             raise SpecConflict(current_text, current_version)
         checked = check_text(text, path)
         if checked.spec is None:
-            problems = "; ".join(f"line {p.line}: {p.key}: {p.message}".replace(": : ", ": ")
-                                 for p in checked.problems)
+            problems = "; ".join(
+                f"line {p.line}: {p.key}: {p.message}".replace(": : ", ": ")
+                for p in checked.problems
+            )
             error = SpecError(f"not saved, the spec has problems: {problems}", where=str(path))
-            error.problems = tuple((p.line, p.key, p.message, p.hint)
-                                   for p in checked.problems)
+            error.problems = tuple((p.line, p.key, p.message, p.hint) for p in checked.problems)
             raise error
         data = text.encode("utf-8")
         if data == current_text.encode("utf-8"):

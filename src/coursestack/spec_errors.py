@@ -38,11 +38,11 @@ def problems_from(
         if kind == "extra_forbidden":
             known = _known_keys(model, item["loc"][:-1])
             allowed = f"allowed here: {', '.join(sorted(known))}" if known else ""
-            problems.append(Problem(loc, f"unknown key {key!r}",
-                                    did_you_mean(key, known) + allowed))
+            problems.append(
+                Problem(loc, f"unknown key {key!r}", did_you_mean(key, known) + allowed)
+            )
         elif kind == "missing":
-            problems.append(Problem(loc, f"missing key {key!r}",
-                                    _describe(model, item["loc"])))
+            problems.append(Problem(loc, f"missing key {key!r}", _describe(model, item["loc"])))
         else:
             got = item.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
@@ -78,8 +78,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def render_problems(problems: list[Problem], text: str, path: Path) -> str:
-    lines = [f"{len(problems)} problem(s) in the course spec:" if len(problems) > 1
-             else "problem in the course spec:"]
+    lines = [
+        f"{len(problems)} problem(s) in the course spec:"
+        if len(problems) > 1
+        else "problem in the course spec:"
+    ]
     for problem in problems:
         line = locate_key(text, problem.key)
         dotted = ".".join(str(part) for part in problem.key)
@@ -92,9 +95,15 @@ def render_problems(problems: list[Problem], text: str, path: Path) -> str:
 def located(problems: list[Problem], text: str) -> tuple[tuple[int, str, str, str], ...]:
     """Each problem as (line, dotted key, message, hint), in the order `render_problems`
     prints them."""
-    return tuple((locate_key(text, problem.key),
-                  ".".join(str(part) for part in problem.key), problem.message, problem.hint)
-                 for problem in problems)
+    return tuple(
+        (
+            locate_key(text, problem.key),
+            ".".join(str(part) for part in problem.key),
+            problem.message,
+            problem.hint,
+        )
+        for problem in problems
+    )
 
 
 _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

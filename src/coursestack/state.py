@@ -220,12 +220,16 @@ class StateFolder:
             os.chmod(self.logs, 0o700)
         except PermissionError as error:
             raise UserError(
-                f"cannot create the state folder: {error.strerror}", where=str(error.filename),
+                f"cannot create the state folder: {error.strerror}",
+                where=str(error.filename),
                 hint="choose a writable place with --state DIR or COURSESTACK_HOME",
             ) from None
         except OSError as error:
-            raise UserError(f"cannot create the state folder: {error}", where=str(self.root),
-                            hint="check free disk space and permissions") from None
+            raise UserError(
+                f"cannot create the state folder: {error}",
+                where=str(self.root),
+                hint="check free disk space and permissions",
+            ) from None
 
     def instance(self) -> dict[str, Any]:
         """The instance record (course name, spec path), or {} if never set up."""
@@ -283,8 +287,10 @@ def default_state_folder(instance_name: str) -> StateFolder:
 def register_instance(state: StateFolder, name: str) -> None:
     """Remember an instance so `coursestack list` can find it."""
     key = hashlib.sha256(str(state.root).encode()).hexdigest()[:16]
-    atomic_write_json(instance_registry() / f"{key}.json",
-                      {"name": name, "state": str(state.root), "registered": time.time()})
+    atomic_write_json(
+        instance_registry() / f"{key}.json",
+        {"name": name, "state": str(state.root), "registered": time.time()},
+    )
 
 
 def registered_instances() -> list[tuple[str, StateFolder]]:

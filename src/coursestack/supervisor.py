@@ -63,8 +63,9 @@ class State(StrEnum):
     STOPPING = "stopping"
 
 
-RUNNING_STATES = frozenset({State.STARTING, State.READY, State.UNHEALTHY, State.BACKOFF,
-                            State.STOPPING})
+RUNNING_STATES = frozenset(
+    {State.STARTING, State.READY, State.UNHEALTHY, State.BACKOFF, State.STOPPING}
+)
 
 
 class Clock(Protocol):
@@ -180,8 +181,14 @@ class Event:
     reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"time": self.time, "service": self.service, "state": str(self.state),
-                "previous": str(self.previous), "detail": self.detail, "reason": self.reason}
+        return {
+            "time": self.time,
+            "service": self.service,
+            "state": str(self.state),
+            "previous": str(self.previous),
+            "detail": self.detail,
+            "reason": self.reason,
+        }
 
 
 class _Outcome(StrEnum):
@@ -200,8 +207,7 @@ class Service:
         self._supervisor = supervisor
         self._clock = supervisor.clock
         self._timing = supervisor.timing
-        self.status = ServiceStatus(name=unit.name, kind=unit.spec.kind,
-                                    since=self._clock.wall())
+        self.status = ServiceStatus(name=unit.name, kind=unit.spec.kind, since=self._clock.wall())
         if unit.spec.start is StartPolicy.ON_DEMAND:
             self.status.detail = "starts on first use"
         self._task: asyncio.Task[None] | None = None
@@ -246,8 +252,9 @@ class Service:
 
     async def _run(self) -> None:
         timing = self._timing
-        budget = RestartBudget(self.unit.spec, timing.backoff_initial, timing.backoff_factor,
-                               timing.backoff_cap)
+        budget = RestartBudget(
+            self.unit.spec, timing.backoff_initial, timing.backoff_factor, timing.backoff_cap
+        )
         try:
             while True:
                 await self._wait_for_dependencies()
@@ -268,8 +275,7 @@ class Service:
                     self._fail(verdict.why)
                     return
                 self.status.restarts += 1
-                self._set(State.BACKOFF, detail=f"restarting in {verdict.wait:g} s",
-                          reason=reason)
+                self._set(State.BACKOFF, detail=f"restarting in {verdict.wait:g} s", reason=reason)
                 await self._clock.sleep(verdict.wait)
         except asyncio.CancelledError:
             await self._terminate_on_request()
@@ -278,8 +284,9 @@ class Service:
             # A bug must never leave a service stuck in a state nobody can leave.
             log.exception("service %s: unexpected error", self.name)
             await self._end_process("stopping after an internal error")
-            self._fail(f"internal error: {error!r} (please report it with "
-                       "`coursestack doctor --bundle`)")
+            self._fail(
+                f"internal error: {error!r} (please report it with `coursestack doctor --bundle`)"
+            )
 
     async def _one_life(self) -> tuple[_Outcome | None, float | None]:
         """Prepare, launch, wait until ready, watch; None means 'failed for good'."""
@@ -344,9 +351,11 @@ class Service:
             self._take_note()
             if await self._probe():
                 return _Outcome.READY
-            interval = (self._timing.fast_probe_interval
-                        if elapsed < self._timing.fast_probe_period
-                        else self._timing.slow_probe_interval)
+            interval = (
+                self._timing.fast_probe_interval
+                if elapsed < self._timing.fast_probe_period
+                else self._timing.slow_probe_interval
+            )
             if await self._sleep_or_exit(interval):
                 return _Outcome.EXITED
 
@@ -393,9 +402,16 @@ class Service:
         note = self._process.output_note() if self._process is not None else ""
         previous, self.status.note = self.status.note, note
         if _FIGURES.sub("N", note) != _FIGURES.sub("N", previous):  # not at every byte
-            self._supervisor.publish(Event(self._clock.wall(), self.name, self.status.state,
-                                           self.status.state, note or "output written again",
-                                           self.status.reason))
+            self._supervisor.publish(
+                Event(
+                    self._clock.wall(),
+                    self.name,
+                    self.status.state,
+                    self.status.state,
+                    note or "output written again",
+                    self.status.reason,
+                )
+            )
 
     async def _sleep_or_exit(self, seconds: float) -> bool:
         """Sleep, but wake early if the process exits; True if it has exited."""
@@ -432,8 +448,9 @@ class Service:
                 all_gone.cancel()
             else:
                 process.kill_all()
-                await self._wait_exit(self._supervisor.grace_left(self._timing.kill_wait,
-                                                                  reserve=0.0))
+                await self._wait_exit(
+                    self._supervisor.grace_left(self._timing.kill_wait, reserve=0.0)
+                )
         # Children that outlive their leader (kernels, backends, a setsid child).
         process.kill_all()
         self.status.pid = None
@@ -485,11 +502,15 @@ class Service:
         if outcome is _Outcome.TIMEOUT:
             return f"not ready after {self.unit.spec.start_timeout:g} s"
         if outcome is _Outcome.MEMORY:
-            return (f"used {format_size(self._last_memory)}, above its memory_limit of "
-                    f"{self.unit.spec.memory_limit}")
+            return (
+                f"used {format_size(self._last_memory)}, above its memory_limit of "
+                f"{self.unit.spec.memory_limit}"
+            )
         if outcome is _Outcome.LIVENESS:
-            return (f"stopped answering its health probe "
-                    f"({self.unit.spec.liveness_failures} failures in a row)")
+            return (
+                f"stopped answering its health probe "
+                f"({self.unit.spec.liveness_failures} failures in a row)"
+            )
         explained = self.unit.explain_exit(code)
         if explained:
             return explained
@@ -513,8 +534,9 @@ class Service:
         if previous is not state:
             self.status.since = self._clock.wall()
         if changed:
-            self._supervisor.publish(Event(self._clock.wall(), self.name, state, previous,
-                                           detail, self.status.reason))
+            self._supervisor.publish(
+                Event(self._clock.wall(), self.name, state, previous, detail, self.status.reason)
+            )
 
 
 Listener = Callable[[Event], None]
@@ -523,9 +545,14 @@ Listener = Callable[[Event], None]
 class Supervisor:
     """Owns every service of one instance."""
 
-    def __init__(self, units: Iterable[Unit], launcher: Launcher,
-                 clock: Clock | None = None, timing: Timing | None = None,
-                 memory_of: Callable[[int], int | None] = process_tree_memory) -> None:
+    def __init__(
+        self,
+        units: Iterable[Unit],
+        launcher: Launcher,
+        clock: Clock | None = None,
+        timing: Timing | None = None,
+        memory_of: Callable[[int], int | None] = process_tree_memory,
+    ) -> None:
         self.clock: Clock = clock or RealClock()
         self.memory_of = memory_of
         self.timing = timing or Timing()
@@ -589,7 +616,8 @@ class Supervisor:
         state = service.status.state
         if condition is DependencyCondition.STARTED:
             return state in (State.READY, State.UNHEALTHY) or (
-                state is State.STARTING and service.status.pid is not None)
+                state is State.STARTING and service.status.pid is not None
+            )
         return state in (State.READY, State.UNHEALTHY)
 
     async def wait_until(self, name: str, condition: DependencyCondition) -> None:
@@ -600,11 +628,11 @@ class Supervisor:
     def closure(self, names: Iterable[str]) -> set[str]:
         """`names` plus everything they depend on."""
         return dependency_closure(
-            {n: s.unit.spec.depends_on for n, s in self.services.items()}, names)
+            {n: s.unit.spec.depends_on for n, s in self.services.items()}, names
+        )
 
     def waves(self) -> list[list[str]]:
-        return dependency_waves(
-            {n: list(s.unit.spec.depends_on) for n, s in self.services.items()})
+        return dependency_waves({n: list(s.unit.spec.depends_on) for n, s in self.services.items()})
 
     # -- commands ----------------------------------------------------------------------
 
@@ -651,13 +679,17 @@ class Supervisor:
         await self.services[name].stop()
         self.start([name])
 
-    async def wait_settled(self, names: Iterable[str], condition: Callable[[State], bool],
-                           ) -> None:
+    async def wait_settled(
+        self,
+        names: Iterable[str],
+        condition: Callable[[State], bool],
+    ) -> None:
         """Wait until every named service is in a state accepted by `condition`."""
         chosen = list(names)
         async with self._changed:
             await self._changed.wait_for(
-                lambda: all(condition(self.services[n].status.state) for n in chosen))
+                lambda: all(condition(self.services[n].status.state) for n in chosen)
+            )
 
     def replace_units(self, units: Iterable[Unit], removed: Iterable[str]) -> None:
         """Supervise `units` (new, or replacing a stopped service of the same name) and
@@ -670,4 +702,3 @@ class Supervisor:
     def statuses(self) -> list[ServiceStatus]:
         """Every service's status, in start order."""
         return [self.services[name].status for wave in self.waves() for name in wave]
-

@@ -30,7 +30,7 @@ def parse_size(text: str) -> int:
     Raises ValueError with a plain message for anything else (no unit, zero, negative).
     """
     if not isinstance(text, str):
-        raise ValueError(f"a size must be text such as \"1G\", not {text!r}")
+        raise ValueError(f'a size must be text such as "1G", not {text!r}')
     found = _SIZE_RE.match(text)
     if not found:
         raise ValueError(f"{text!r} is not a size")

@@ -36,8 +36,8 @@ class PreparedUp:
         what they depend on (of `course`, if an update delivered a new one)."""
         course = course or self.course
         chosen = list(self.request.only) or [
-            name for name, service in course.services.items()
-            if service.start is StartPolicy.ALWAYS]
+            name for name, service in course.services.items() if service.start is StartPolicy.ALWAYS
+        ]
         return sorted(course.with_dependencies(chosen))
 
 
@@ -45,7 +45,7 @@ def prepare_up(request: UpRequest) -> PreparedUp:
     """Validate the spec and record it in the instance's state folder."""
     from coursestack.registry import problem_lines
 
-    instance, course = set_up_instance(request.spec, request.instance, request.state,
-                                       list(request.only))
-    return PreparedUp(request, instance, course, tuple(problem_lines()),
-                      instance.daemon_alive())
+    instance, course = set_up_instance(
+        request.spec, request.instance, request.state, list(request.only)
+    )
+    return PreparedUp(request, instance, course, tuple(problem_lines()), instance.daemon_alive())

@@ -34,14 +34,22 @@ class UpOption:
         return self.type is bool
 
 
-UP_OPTIONS: dict[str, UpOption] = {option.dest: option for option in (
-    UpOption("instance", ("--instance", "-i"), str, INSTANCE_HELP),
-    UpOption("state", ("--state",), Path, STATE_HELP),
-    UpOption("only", ("--only",), str,
-             "Start only these services (and what they depend on).", multiple=True),
-    UpOption("timeout", ("--timeout",), float, "Seconds to wait for readiness.", 300.0),
-    UpOption("open_browser", ("--open",), bool, "Open the dashboard.", False),
-)}
+UP_OPTIONS: dict[str, UpOption] = {
+    option.dest: option
+    for option in (
+        UpOption("instance", ("--instance", "-i"), str, INSTANCE_HELP),
+        UpOption("state", ("--state",), Path, STATE_HELP),
+        UpOption(
+            "only",
+            ("--only",),
+            str,
+            "Start only these services (and what they depend on).",
+            multiple=True,
+        ),
+        UpOption("timeout", ("--timeout",), float, "Seconds to wait for readiness.", 300.0),
+        UpOption("open_browser", ("--open",), bool, "Open the dashboard.", False),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         if option.is_flag:
             parser.add_argument(*option.flags, dest=option.dest, action="store_true")
         elif option.multiple:
-            parser.add_argument(*option.flags, dest=option.dest, type=option.type,
-                                action="append", default=[])
+            parser.add_argument(
+                *option.flags, dest=option.dest, type=option.type, action="append", default=[]
+            )
         else:
-            parser.add_argument(*option.flags, dest=option.dest, type=option.type,
-                                default=option.default)
+            parser.add_argument(
+                *option.flags, dest=option.dest, type=option.type, default=option.default
+            )
     return parser
 
 
@@ -89,6 +99,11 @@ def parse_up(arguments: list[str]) -> UpRequest | None:
         parsed = _parser().parse_args(arguments)
     except (_NotForUs, ValueError):
         return None
-    return UpRequest(spec=parsed.spec, instance=parsed.instance, state=parsed.state,
-                     only=tuple(parsed.only), timeout=parsed.timeout,
-                     open_browser=parsed.open_browser)
+    return UpRequest(
+        spec=parsed.spec,
+        instance=parsed.instance,
+        state=parsed.state,
+        only=tuple(parsed.only),
+        timeout=parsed.timeout,
+        open_browser=parsed.open_browser,
+    )

@@ -35,8 +35,11 @@ def student() -> Iterator[pwd.struct_passwd]:
         created = True
     account = pwd.getpwnam(USER)
     # The student must be able to run this Python, as on their own machine.
-    granted = [folder for folder in Path(sys.executable).resolve().parents
-               if not os.stat(folder).st_mode & 0o001]
+    granted = [
+        folder
+        for folder in Path(sys.executable).resolve().parents
+        if not os.stat(folder).st_mode & 0o001
+    ]
     for folder in granted:
         subprocess.run(["setfacl", "-m", f"u:{USER}:x", str(folder)], check=True)
     try:
@@ -46,24 +49,31 @@ def student() -> Iterator[pwd.struct_passwd]:
         for folder in granted:
             subprocess.run(["setfacl", "-x", f"u:{USER}", str(folder)], check=False)
         if created:
-            subprocess.run(["userdel", "--remove", USER], check=False,
-                           capture_output=True)
+            subprocess.run(["userdel", "--remove", USER], check=False, capture_output=True)
 
 
-def run_as(account: pwd.struct_passwd, *args: str,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {"HOME": account.pw_dir, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "LANG": "C.UTF-8"}
-    result = subprocess.run(["runuser", "-u", account.pw_name, "--", sys.executable, "-m",
-                             "coursestack", *args], capture_output=True, text=True,
-                            env=env, cwd=account.pw_dir, timeout=300)
+def run_as(
+    account: pwd.struct_passwd, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "HOME": account.pw_dir,
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+    }
+    result = subprocess.run(
+        ["runuser", "-u", account.pw_name, "--", sys.executable, "-m", "coursestack", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=account.pw_dir,
+        timeout=300,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def test_a_student_runs_the_sample_course_without_privileges(
-        student: pwd.struct_passwd) -> None:
+def test_a_student_runs_the_sample_course_without_privileges(student: pwd.struct_passwd) -> None:
     if shutil.which("runuser") is None:
         pytest.skip("runuser is missing (util-linux)")
     run_as(student, "up", "--only", "postgres", "--only", "mongo")
@@ -74,7 +84,6 @@ def test_a_student_runs_the_sample_course_without_privileges(
     for service in status["services"]:
         if service["pid"]:
             assert psutil.Process(service["pid"]).uids().real == student.pw_uid
-    assert {s["name"] for s in status["services"] if s["state"] == "ready"} == {
-        "postgres", "mongo"}
+    assert {s["name"] for s in status["services"] if s["state"] == "ready"} == {"postgres", "mongo"}
     owners = {path.stat().st_uid for path in (state / "data").rglob("*")}
     assert owners == {student.pw_uid}

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 # -- helpers -----------------------------------------------------------------------------
 
+
 def connection_info(instance: Instance, service: str) -> dict[str, Any]:
     document = json.loads(instance.state.connections_file.read_text())
     info: dict[str, Any] = document["services"][service]
@@ -41,8 +42,14 @@ def connection_info(instance: Instance, service: str) -> dict[str, Any]:
 
 def pg(instance: Instance) -> psycopg.Connection[Any]:
     info = connection_info(instance, "postgres")
-    return psycopg.connect(host=info["host"], port=info["port"], user=info["user"],
-                           password=info["password"], dbname=info["database"], autocommit=True)
+    return psycopg.connect(
+        host=info["host"],
+        port=info["port"],
+        user=info["user"],
+        password=info["password"],
+        dbname=info["database"],
+        autocommit=True,
+    )
 
 
 def mongo(instance: Instance) -> Any:
@@ -54,32 +61,50 @@ def mongo(instance: Instance) -> Any:
 def tables(instance: Instance) -> dict[str, list[str]]:
     """Every table's rows, as sorted JSON text."""
     with pg(instance) as conn:
-        names = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
-        return {name: sorted(r[0] for r in conn.execute(
-            sql.SQL("SELECT row_to_json(t)::text FROM {} t").format(sql.Identifier(name))))
-            for name in names}
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+        ]
+        return {
+            name: sorted(
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT row_to_json(t)::text FROM {} t").format(sql.Identifier(name))
+                )
+            )
+            for name in names
+        }
 
 
 def collections(instance: Instance) -> dict[str, list[dict[str, Any]]]:
     client = mongo(instance)
     try:
         database = client[connection_info(instance, "mongo")["database"]]
-        return {name: list(database[name].find({}, sort=[("_id", 1)]))
-                for name in sorted(database.list_collection_names())}
+        return {
+            name: list(database[name].find({}, sort=[("_id", 1)]))
+            for name in sorted(database.list_collection_names())
+        }
     finally:
         client.close()
 
 
 def notebooks(instance: Instance) -> dict[str, bytes]:
     folder = Path(connection_info(instance, "jupyter")["notebooks"])
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def snapshot(instance: Instance) -> dict[str, Any]:
-    return {"tables": tables(instance), "collections": collections(instance),
-            "notebooks": notebooks(instance)}
+    return {
+        "tables": tables(instance),
+        "collections": collections(instance),
+        "notebooks": notebooks(instance),
+    }
 
 
 def pids(instance: Instance) -> dict[str, int | None]:
@@ -126,13 +151,21 @@ def backed_up(instance: Instance) -> tuple[Path, dict[str, Any]]:
     client = mongo(instance)
     try:
         client["teaching"]["nobel_prizes"].insert_one(
-            {"_id": ObjectId(), "year": 2024, "category": "test", "ratio": 0.25,
-             "big": 2**40, "laureates": [{"name": "Ada", "country": "UK"}]})
+            {
+                "_id": ObjectId(),
+                "year": 2024,
+                "category": "test",
+                "ratio": 0.25,
+                "big": 2**40,
+                "laureates": [{"name": "Ada", "country": "UK"}],
+            }
+        )
     finally:
         client.close()
     folder = Path(connection_info(instance, "jupyter")["notebooks"])
     (folder / "01-anscombe.ipynb").write_bytes(
-        (folder / "01-anscombe.ipynb").read_bytes().replace(b"Anscombe", b"Anscombe (edited)"))
+        (folder / "01-anscombe.ipynb").read_bytes().replace(b"Anscombe", b"Anscombe (edited)")
+    )
     (folder / "sub").mkdir(exist_ok=True)
     (folder / "sub" / "mine.ipynb").write_bytes(b'{"cells": [], "nbformat": 4}\n\xc3\xa9')
     path = open_folder("archives-") / "round-trip.coursestack.tar.gz"
@@ -148,8 +181,10 @@ def archive(backed_up: tuple[Path, dict[str, Any]]) -> Path:
 
 # -- round trip ----------------------------------------------------------------------------
 
+
 def test_backup_wipe_restore_gives_back_tables_collections_and_notebook_bytes(
-        instance: Instance, backed_up: tuple[Path, dict[str, Any]]) -> None:
+    instance: Instance, backed_up: tuple[Path, dict[str, Any]]
+) -> None:
     archive, before = backed_up
     assert snapshot(instance) == before
     assert "mine, before the backup" in "".join(before["tables"]["students_notes"])
@@ -181,16 +216,21 @@ def test_backup_wipe_restore_gives_back_tables_collections_and_notebook_bytes(
 
 
 def test_restore_into_a_fresh_state_folder_another_machine(
-        instance: Instance, backed_up: tuple[Path, dict[str, Any]]) -> None:
+    instance: Instance, backed_up: tuple[Path, dict[str, Any]]
+) -> None:
     archive, expected = backed_up
     fresh = Instance("sample", StateFolder(open_folder("machine-b-")))
     try:
         result = cli("restore", str(archive), "--state", str(fresh.state.root))
         assert "it is running" in result.stdout
-        assert connection_info(fresh, "postgres")["password"] != \
-            connection_info(instance, "postgres")["password"]
-        assert connection_info(fresh, "postgres")["port"] != \
-            connection_info(instance, "postgres")["port"]
+        assert (
+            connection_info(fresh, "postgres")["password"]
+            != connection_info(instance, "postgres")["password"]
+        )
+        assert (
+            connection_info(fresh, "postgres")["port"]
+            != connection_info(instance, "postgres")["port"]
+        )
         assert snapshot(fresh) == expected
         # Nothing was there before, so nothing needed backing up.
         assert backups(fresh) == []
@@ -200,8 +240,10 @@ def test_restore_into_a_fresh_state_folder_another_machine(
 
 # -- bad archives --------------------------------------------------------------------------
 
+
 def test_truncated_archive_is_refused_before_anything_changes(
-        instance: Instance, archive: Path, tmp_path: Path) -> None:
+    instance: Instance, archive: Path, tmp_path: Path
+) -> None:
     with pg(instance) as conn:
         conn.execute("INSERT INTO students_notes (note) VALUES ('after the backup')")
     before, listed = snapshot(instance), backups(instance)
@@ -218,8 +260,9 @@ def test_truncated_archive_is_refused_before_anything_changes(
 
 
 @pytest.mark.parametrize("cut", [1, 2, 4, 8, 12, 20, 33, 100])
-def test_an_archive_cut_short_by_a_few_bytes_is_refused(archive: Path, tmp_path: Path,
-                                                       cut: int) -> None:
+def test_an_archive_cut_short_by_a_few_bytes_is_refused(
+    archive: Path, tmp_path: Path, cut: int
+) -> None:
     # The gzip trailer (CRC-32, length) and the tar end marker are the last bytes: a
     # reader that stops at the last member never sees them.
     truncated = tmp_path / f"cut-{cut}.coursestack.tar.gz"
@@ -229,13 +272,28 @@ def test_an_archive_cut_short_by_a_few_bytes_is_refused(archive: Path, tmp_path:
 
 
 def test_a_flipped_byte_anywhere_is_refused_and_nothing_changes(
-        instance: Instance, archive: Path, tmp_path: Path) -> None:
+    instance: Instance, archive: Path, tmp_path: Path
+) -> None:
     before, listed = snapshot(instance), backups(instance)
     data = archive.read_bytes()
     size = len(data)
     # The header, the body, and the end (where deflate's zeros and gzip's trailer are).
-    positions = sorted({3, 5, 20, 50, size // 3, size // 2, size - 200, size - 40, size - 9,
-                        size - 5, size - 1, *random.Random(7).sample(range(size), 6)})
+    positions = sorted(
+        {
+            3,
+            5,
+            20,
+            50,
+            size // 3,
+            size // 2,
+            size - 200,
+            size - 40,
+            size - 9,
+            size - 5,
+            size - 1,
+            *random.Random(7).sample(range(size), 6),
+        }
+    )
     for position in positions:
         damaged = bytearray(data)
         damaged[position] ^= 0x10
@@ -245,14 +303,20 @@ def test_a_flipped_byte_anywhere_is_refused_and_nothing_changes(
         assert checked.returncode == 1, f"byte {position} of {size} flipped: accepted"
         assert "Traceback" not in checked.stderr
     for position in (size // 2, size - 5):  # and a real restore: refused, nothing changed
-        result = cli("restore", str(tmp_path / f"flip-{position}.coursestack.tar.gz"),
-                     "--state", str(instance.state.root), check=False)
+        result = cli(
+            "restore",
+            str(tmp_path / f"flip-{position}.coursestack.tar.gz"),
+            "--state",
+            str(instance.state.root),
+            check=False,
+        )
         assert result.returncode == 1 and "nothing was changed" in result.stderr
     assert snapshot(instance) == before and backups(instance) == listed
 
 
 def test_tampered_or_padded_archive_is_refused_before_anything_changes(
-        instance: Instance, archive: Path, tmp_path: Path) -> None:
+    instance: Instance, archive: Path, tmp_path: Path
+) -> None:
     before, listed = snapshot(instance), backups(instance)
 
     def tamper(name: str, data: bytes) -> bytes:
@@ -300,8 +364,9 @@ def test_archive_checks_without_services(tmp_path: Path, archive: Path) -> None:
     assert not into.exists() and not (tmp_path / "escape.txt").exists()
 
 
-def test_backup_of_another_course_is_refused(instance: Instance, archive: Path,
-                                             tmp_path: Path) -> None:
+def test_backup_of_another_course_is_refused(
+    instance: Instance, archive: Path, tmp_path: Path
+) -> None:
     def other_course(name: str, data: bytes) -> bytes:
         if name != MANIFEST:
             return data
@@ -330,15 +395,14 @@ def test_a_notebooks_folder_holding_the_state_folder_never_loses_it(tmp_path: Pa
     staged.mkdir()
     (staged / "c.ipynb").write_text("c")
     assert replace_folder(notebooks, staged, None, [state]) == 1
-    left = sorted(p.relative_to(notebooks).as_posix() for p in notebooks.rglob("*")
-                  if p.is_file())
+    left = sorted(p.relative_to(notebooks).as_posix() for p in notebooks.rglob("*") if p.is_file())
     assert left == ["c.ipynb", "deep/state/data/cluster"]
 
 
 # -- reset -----------------------------------------------------------------------------------
 
-def test_reset_postgres_reseeds_leaves_mongo_alone_and_keeps_a_backup(
-        instance: Instance) -> None:
+
+def test_reset_postgres_reseeds_leaves_mongo_alone_and_keeps_a_backup(instance: Instance) -> None:
     root = str(instance.state.root)
     with pg(instance) as conn:
         conn.execute("INSERT INTO students_notes (note) VALUES ('lost by the reset?')")
@@ -374,7 +438,8 @@ def test_reset_and_backup_of_unknown_service_say_so(instance: Instance) -> None:
 
 @pytest.mark.skipif(shutil.which("openrefine") is None, reason="OpenRefine is not installed")
 def test_openrefine_project_made_moments_ago_survives_backup_reset_restore(
-        instance: Instance, tmp_path: Path) -> None:
+    instance: Instance, tmp_path: Path
+) -> None:
     import httpx
 
     root = str(instance.state.root)
@@ -386,10 +451,16 @@ def test_openrefine_project_made_moments_ago_survives_backup_reset_restore(
         return sorted(p["name"] for p in found["projects"].values())
 
     token = httpx.get(base + "command/core/get-csrf-token").json()["token"]
-    httpx.post(base + "command/core/create-project-from-upload", params={"csrf_token": token},
-               files={"project-file": ("t.csv", b"a,b\n1,2\n", "text/csv")},
-               data={"project-name": "just made", "format": "text/line-based/*sv",
-                     "options": '{"separator": ","}'})
+    httpx.post(
+        base + "command/core/create-project-from-upload",
+        params={"csrf_token": token},
+        files={"project-file": ("t.csv", b"a,b\n1,2\n", "text/csv")},
+        data={
+            "project-name": "just made",
+            "format": "text/line-based/*sv",
+            "options": '{"separator": ","}',
+        },
+    )
     assert projects() == ["just made"]
     path = tmp_path / "refine.coursestack.tar.gz"
     # OpenRefine holds the new project in memory: the backup makes it save first.

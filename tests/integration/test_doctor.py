@@ -21,8 +21,11 @@ def test_doctor_on_a_running_instance(sample_instance: Instance) -> None:
         assert by_check[f"service:{name}"].status == "ok", by_check[f"service:{name}"]
         port = by_check[f"port:{name}"]
         # The preferred port is ours, or somebody else's and then the program is named.
-        assert ("used by this instance" in port.what or "is free" in port.what
-                or "is taken by" in port.what), port
+        assert (
+            "used by this instance" in port.what
+            or "is free" in port.what
+            or "is taken by" in port.what
+        ), port
     assert "the running course uses" in by_check["memory"].what
     result = cli("doctor", "--state", str(sample_instance.state.root), check=False)
     failures = [f for f in findings if f.status == "fail"]

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 def status(state: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
-        cli("status", "--json", "--state", str(state), check=False).stdout)
+        cli("status", "--json", "--state", str(state), check=False).stdout
+    )
     return data
 
 
@@ -79,8 +80,12 @@ def test_kill_9_each_service_in_turn_repeatedly(instance: Path) -> None:
         for name in names:
             victim = services(instance)[name]["pid"]
             os.kill(victim, signal.SIGKILL)
-            wait_for(lambda n=name, v=victim: services(instance)[n]["state"] == "ready"
-                     and services(instance)[n]["pid"] != v, what=f"{name} back")
+            wait_for(
+                lambda n=name, v=victim: (
+                    services(instance)[n]["state"] == "ready" and services(instance)[n]["pid"] != v
+                ),
+                what=f"{name} back",
+            )
     found = services(instance)
     # Each of our kills is seen, named and healed. A loaded machine may add a restart of
     # its own (a probe that timed out), so the counts are "at least", never exact.
@@ -88,21 +93,30 @@ def test_kill_9_each_service_in_turn_repeatedly(instance: Path) -> None:
     lines = (instance / "logs" / "events.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     for name in names:
-        killed = [e for e in events if e["service"] == name and e["state"] == "backoff"
-                  and "killed by signal 9" in e["reason"]]
+        killed = [
+            e
+            for e in events
+            if e["service"] == name
+            and e["state"] == "backoff"
+            and "killed by signal 9" in e["reason"]
+        ]
         assert len(killed) == 2, (name, killed)
     with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
-        assert conn.execute("SELECT count(*) FROM students_notes WHERE note = 'survives'"
-                            ).fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM students_notes WHERE note = 'survives'"
+        ).fetchone() == (1,)
     client = pymongo.MongoClient(connections(instance)["mongo"]["url"])
     assert client["teaching"].notes.count_documents({"note": "survives"}) == 1
     client.close()
 
 
 def _start_up_in_background(spec: Path, state: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "coursestack", "up", str(spec),
-                             "--state", str(state)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "coursestack", "up", str(spec), "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _kill_daemon_when(state: Path, condition: Any) -> list[int]:
@@ -118,14 +132,16 @@ def _kill_daemon_when(state: Path, condition: Any) -> list[int]:
 def test_kill_9_of_the_daemon_while_starting(workdir: Path) -> None:
     spec, state = course_copy(workdir), workdir / "state"
     up = _start_up_in_background(spec, state)
-    pids = _kill_daemon_when(state, lambda s: s and s["postgres"]["pid"]
-                             and s["jupyter"]["state"] != "ready")
+    pids = _kill_daemon_when(
+        state, lambda s: s and s["postgres"]["pid"] and s["jupyter"]["state"] != "ready"
+    )
     up.communicate(timeout=60)
     wait_for(lambda: not any(alive(p) for p in pids), timeout=30, what="no orphans")
     try:
         cli("up", str(spec), "--state", str(state))
-        assert all(s["state"] == "ready" for s in services(state).values()
-                   if s["start"] == "always")
+        assert all(
+            s["state"] == "ready" for s in services(state).values() if s["start"] == "always"
+        )
         with psycopg.connect(connections(state)["postgres"]["url"]) as conn:
             assert conn.execute("SELECT count(*) FROM anscombe").fetchone() == (44,)
     finally:
@@ -134,15 +150,16 @@ def test_kill_9_of_the_daemon_while_starting(workdir: Path) -> None:
 
 def test_kill_9_of_the_daemon_while_seeding_is_not_taken_as_seeded(workdir: Path) -> None:
     def slow_seed(text: str) -> str:
-        return text.replace('seed = ["seed/teaching.sql", "seed/countries.csv"]',
-                            'seed = ["seed/teaching.sql", "seed/slow.sql", '
-                            '"seed/countries.csv"]')
+        return text.replace(
+            'seed = ["seed/teaching.sql", "seed/countries.csv"]',
+            'seed = ["seed/teaching.sql", "seed/slow.sql", "seed/countries.csv"]',
+        )
+
     spec, state = course_copy(workdir, slow_seed), workdir / "state"
     slow = spec.parent / "seed" / "slow.sql"
     # Long enough that however slowly the test sees the moment, it is still seeding (the
     # kill ends the sleep: PostgreSQL's fast shutdown cancels it).
-    slow.write_text("INSERT INTO students_notes (note) VALUES ('seeded');\n"
-                    "SELECT pg_sleep(600);\n")
+    slow.write_text("INSERT INTO students_notes (note) VALUES ('seeded');\nSELECT pg_sleep(600);\n")
     up = _start_up_in_background(spec, state)
     pids = _kill_daemon_when(state, lambda s: s and "slow.sql" in s["postgres"]["detail"])
     up.communicate(timeout=60)
@@ -170,8 +187,7 @@ def test_hard_stop_of_everything_while_postgres_writes(instance: Path) -> None:
                 for number in range(1_000_000):
                     if stop.is_set():
                         return
-                    conn.execute("INSERT INTO students_notes (note) VALUES (%s)",
-                                 (f"w{number}",))
+                    conn.execute("INSERT INTO students_notes (note) VALUES (%s)", (f"w{number}",))
                     committed.append(number)  # only after the server said COMMIT
         except psycopg.Error:
             return  # the power went
@@ -183,8 +199,10 @@ def test_hard_stop_of_everything_while_postgres_writes(instance: Path) -> None:
     doomed = [json.loads((instance / "run" / "daemon.json").read_text())["pid"]]
     for service in services(instance).values():
         if service["pid"]:
-            doomed += [service["pid"], *(c.pid for c in
-                                         psutil.Process(service["pid"]).children(True))]
+            doomed += [
+                service["pid"],
+                *(c.pid for c in psutil.Process(service["pid"]).children(True)),
+            ]
     for pid in doomed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -192,8 +210,9 @@ def test_hard_stop_of_everything_while_postgres_writes(instance: Path) -> None:
     thread.join(timeout=30)
     cli("up", "--state", str(instance))
     with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
-        kept = {row[0] for row in conn.execute(
-            "SELECT note FROM students_notes WHERE note LIKE 'w%'")}
+        kept = {
+            row[0] for row in conn.execute("SELECT note FROM students_notes WHERE note LIKE 'w%'")
+        }
     missing = [n for n in committed if f"w{n}" not in kept]
     assert not missing, f"{len(missing)} committed rows lost"
 
@@ -226,15 +245,19 @@ def test_two_ups_at_once_one_wins_the_other_says_why(workdir: Path) -> None:
         said = [out + err for out, err in results]
         # The loser either saw the winner's daemon ("already running", exit 0) or lost the
         # race for the lock ("already runs this instance", exit 1); never a traceback.
-        assert any("already running" in text or "already runs this instance" in text
-                   for text in said), said
+        assert any(
+            "already running" in text or "already runs this instance" in text for text in said
+        ), said
         assert not any("Traceback" in text for text in said)
-        daemons = [p for p in psutil.process_iter(["cmdline"])
-                   if "daemon" in (p.info["cmdline"] or []) and str(state) in
-                   (p.info["cmdline"] or [])]
+        daemons = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "daemon" in (p.info["cmdline"] or []) and str(state) in (p.info["cmdline"] or [])
+        ]
         assert len(daemons) == 1
-        assert all(s["state"] == "ready" for s in services(state).values()
-                   if s["start"] == "always")
+        assert all(
+            s["state"] == "ready" for s in services(state).values() if s["start"] == "always"
+        )
     finally:
         cli("down", "--state", str(state), check=False)
 
@@ -244,8 +267,11 @@ def small_disk() -> Iterator[Path]:
     folder = open_folder("disk-")
     mount = folder / "mnt"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs",
-                             str(mount)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small filesystem here: {result.stderr.strip()}")
     yield mount
@@ -256,10 +282,10 @@ def small_disk() -> Iterator[Path]:
 
 
 def test_disk_full_gives_a_clear_error_and_recovers_when_space_returns(
-        small_disk: Path, workdir: Path) -> None:
+    small_disk: Path, workdir: Path
+) -> None:
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "full"\n[services.db]\nkind = "postgres"\n'
-                    'max_restarts = 0\n')
+    spec.write_text('[course]\nname = "full"\n[services.db]\nkind = "postgres"\nmax_restarts = 0\n')
     state = small_disk / "state"
     result = cli("up", str(spec), "--state", str(state), check=False)
     try:
@@ -277,7 +303,8 @@ def test_disk_full_gives_a_clear_error_and_recovers_when_space_returns(
 
 
 def test_read_only_state_folder_gives_a_clear_error_and_keeps_the_data(
-        small_disk: Path, workdir: Path) -> None:
+    small_disk: Path, workdir: Path
+) -> None:
     subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)
     spec = workdir / "course.toml"
     spec.write_text('[course]\nname = "ro"\n[services.db]\nkind = "postgres"\n')
@@ -314,11 +341,13 @@ def test_corrupt_state_files_are_set_aside_with_a_warning_not_a_crash(instance: 
     assert "restored the instance's secrets" in daemon_log
     # The passwords came back from the second copy: the data is reachable as before.
     with psycopg.connect(connections(instance)["postgres"]["url"]) as conn:
-        assert conn.execute("SELECT count(*) FROM students_notes WHERE note = "
-                            "'before corruption'").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM students_notes WHERE note = 'before corruption'"
+        ).fetchone() == (1,)
 
 
 # -- issue 10: nothing hangs, nothing stops silently ----------------------------------------
+
 
 @pytest.fixture
 def tiny_log_disk() -> Iterator[Path]:
@@ -326,8 +355,11 @@ def tiny_log_disk() -> Iterator[Path]:
     folder = open_folder("tiny-logs-")
     logs = folder / "state" / "logs"
     logs.mkdir(parents=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs",
-                             str(logs)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(logs)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small filesystem here: {result.stderr.strip()}")
     yield folder / "state"
@@ -357,8 +389,9 @@ def _in_a_thread(work: Any, limit: float = 60.0) -> Any:
 def test_a_full_log_disk_never_blocks_postgres(tiny_log_disk: Path, workdir: Path) -> None:
     state, logs = tiny_log_disk, tiny_log_disk / "logs"
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "full-logs"\n[services.db]\nkind = "postgres"\n'
-                    'probe_interval = 1\n')
+    spec.write_text(
+        '[course]\nname = "full-logs"\n[services.db]\nkind = "postgres"\nprobe_interval = 1\n'
+    )
     cli("up", str(spec), "--state", str(state))
     url = connections(state)["db"]["url"]
     filler = logs / "filler"
@@ -366,8 +399,9 @@ def test_a_full_log_disk_never_blocks_postgres(tiny_log_disk: Path, workdir: Pat
         while True:  # the disk is full once this raises ENOSPC
             handle.write(b"x" * 65536)
             handle.flush()
-    loud = "DO $$BEGIN FOR i IN 1..{n} LOOP RAISE WARNING '{tag} %', repeat('w', 500); " \
-           "END LOOP; END$$"
+    loud = (
+        "DO $$BEGIN FOR i IN 1..{n} LOOP RAISE WARNING '{tag} %', repeat('w', 500); END LOOP; END$$"
+    )
 
     def warnings_and_a_failing_query(count: int, tag: str) -> str:
         with psycopg.connect(url) as conn:
@@ -379,18 +413,26 @@ def test_a_full_log_disk_never_blocks_postgres(tiny_log_disk: Path, workdir: Pat
         return "no error"
 
     # While full: ~2.5 MB of warnings and errors, far more than a pipe holds (64 KB).
-    assert _in_a_thread(lambda: warnings_and_a_failing_query(5000, "while-full")) \
-        == "division by zero"
-    wait_for(lambda: "log not written" in services(state)["db"]["note"], timeout=30,
-             what="the status to say the log is not written")
+    assert (
+        _in_a_thread(lambda: warnings_and_a_failing_query(5000, "while-full")) == "division by zero"
+    )
+    wait_for(
+        lambda: "log not written" in services(state)["db"]["note"],
+        timeout=30,
+        what="the status to say the log is not written",
+    )
     assert services(state)["db"]["state"] == "ready"
     filler.unlink()  # space is back
-    assert _in_a_thread(lambda: warnings_and_a_failing_query(1000, "after")) \
-        == "division by zero"
+    assert _in_a_thread(lambda: warnings_and_a_failing_query(1000, "after")) == "division by zero"
     log = logs / "db.log"
-    wait_for(lambda: "after %" not in log.read_text(errors="replace")
-             and log.read_text(errors="replace").count("WARNING:  after ") == 1000,
-             timeout=30, what="the 1,000 warnings in the log")
+    wait_for(
+        lambda: (
+            "after %" not in log.read_text(errors="replace")
+            and log.read_text(errors="replace").count("WARNING:  after ") == 1000
+        ),
+        timeout=30,
+        what="the 1,000 warnings in the log",
+    )
     text = log.read_text(errors="replace")
     assert "[coursestack]" in text and "of output dropped between" in text
     assert "log file not writable: No space left on device" in text
@@ -405,21 +447,26 @@ def test_a_child_that_escapes_its_process_group_is_stopped_by_down(workdir: Path
     # The leader starts a child in a session of its own (like PostgreSQL's backends and
     # Jupyter's kernels): a signal to the leader's group misses it, and it holds the pipe.
     marker = "314159"
-    program = ("import subprocess, time\n"
-               f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
-               "print('started', flush=True)\ntime.sleep(10000)\n")
+    program = (
+        "import subprocess, time\n"
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+        "print('started', flush=True)\ntime.sleep(10000)\n"
+    )
     (workdir / "escape.py").write_text(program)
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "escape"\ndown_timeout = 20\n'
-                    '[services.leader]\nkind = "command"\n'
-                    f'command = ["python3", "{workdir / "escape.py"}"]\n'
-                    'probe = { type = "none" }\n')
+    spec.write_text(
+        '[course]\nname = "escape"\ndown_timeout = 20\n'
+        '[services.leader]\nkind = "command"\n'
+        f'command = ["python3", "{workdir / "escape.py"}"]\n'
+        'probe = { type = "none" }\n'
+    )
     state = workdir / "state"
     cli("up", str(spec), "--state", str(state))
 
     def escaped() -> list[psutil.Process]:
-        return [p for p in psutil.process_iter(["cmdline"])
-                if p.info["cmdline"] == ["sleep", marker]]
+        return [
+            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]
+        ]
 
     wait_for(lambda: bool(escaped()), what="the escaped child")
     child = escaped()[0]
@@ -429,8 +476,7 @@ def test_a_child_that_escapes_its_process_group_is_stopped_by_down(workdir: Path
     assert not alive(leader) and not alive(child.pid) and not escaped()
 
 
-def test_ten_kill_9s_of_a_ready_postgres_end_with_it_ready_and_every_row(
-        workdir: Path) -> None:
+def test_ten_kill_9s_of_a_ready_postgres_end_with_it_ready_and_every_row(workdir: Path) -> None:
     spec = workdir / "course.toml"
     spec.write_text('[course]\nname = "storm"\n[services.db]\nkind = "postgres"\n')
     state = workdir / "state"
@@ -482,24 +528,32 @@ def test_ten_kill_9s_of_a_ready_postgres_end_with_it_ready_and_every_row(
 
 
 def test_sigterm_to_a_daemon_in_the_middle_of_a_stop_ends_it(workdir: Path) -> None:
-    program = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-               "time.sleep(10000)\n")
+    program = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(10000)\n"
+    )
     (workdir / "deaf.py").write_text(program)
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "deaf"\ndown_timeout = 600\n'
-                    '[services.deaf]\nkind = "command"\n'
-                    f'command = ["python3", "{workdir / "deaf.py"}"]\n'
-                    'probe = { type = "none" }\nstop_timeout = 500\n')
+    spec.write_text(
+        '[course]\nname = "deaf"\ndown_timeout = 600\n'
+        '[services.deaf]\nkind = "command"\n'
+        f'command = ["python3", "{workdir / "deaf.py"}"]\n'
+        'probe = { type = "none" }\nstop_timeout = 500\n'
+    )
     state = workdir / "state"
     cli("up", str(spec), "--state", str(state))
     deaf = services(state)["deaf"]["pid"]
     daemon = json.loads((state / "run" / "daemon.json").read_text())["pid"]
-    down = subprocess.Popen([sys.executable, "-m", "coursestack", "down", "--state",
-                             str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    down = subprocess.Popen(
+        [sys.executable, "-m", "coursestack", "down", "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait_for(lambda: services(state).get("deaf", {}).get("state") == "stopping",
-                 what="the stop to be under way")
+        wait_for(
+            lambda: services(state).get("deaf", {}).get("state") == "stopping",
+            what="the stop to be under way",
+        )
         os.kill(daemon, signal.SIGTERM)  # e.g. the machine shuts down, or a user's kill
         psutil.Process(daemon).wait(timeout=30)  # a daemon that ignored it would time out
         _out, err = down.communicate(timeout=60)

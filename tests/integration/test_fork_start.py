@@ -61,14 +61,20 @@ def gated(workdir: Path) -> Iterator[tuple[Path, Path, Path]]:
 
 
 def _up_in_background(spec: Path, state: Path, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "coursestack", "up", str(spec), "--state",
-                             str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, env={**os.environ, **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "coursestack", "up", str(spec), "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_up_starts_its_daemon_and_hears_readiness_over_a_pipe(
-        gated: tuple[Path, Path, Path], method: str) -> None:
+    gated: tuple[Path, Path, Path], method: str
+) -> None:
     spec, state, go = gated
     up = _up_in_background(spec, state, COURSESTACK_DAEMON_START=method)
     try:
@@ -112,7 +118,8 @@ def test_a_service_that_fails_fails_up_at_once_with_its_reason(workdir: Path) ->
         'probe = { type = "exec", command = ["false"] }\n'
         '[services.broken]\nkind = "command"\n'
         'command = ["sh", "-c", "echo no-config-here >&2; exit 3"]\n'
-        'probe = { type = "exec", command = ["false"] }\nmax_restarts = 0\n')
+        'probe = { type = "exec", command = ["false"] }\nmax_restarts = 0\n'
+    )
     try:
         result = cli("up", str(spec), "--state", str(state), "--timeout", "600", check=False)
         assert result.returncode == 1
@@ -159,13 +166,18 @@ main()
 
 
 def test_the_forked_daemon_has_no_ui_libraries_thread_or_stray_descriptor(
-        gated: tuple[Path, Path, Path], workdir: Path) -> None:
+    gated: tuple[Path, Path, Path], workdir: Path
+) -> None:
     spec, state, _go = gated
     report = workdir / "report.json"
-    up = subprocess.run([sys.executable, "-c", _REPORT_CHILD, str(report), "up", str(spec),
-                         "--state", str(state)], capture_output=True, text=True, timeout=120,
-                        check=False, env={k: v for k, v in os.environ.items()
-                                          if k != daemon_start.START_METHOD_VARIABLE})
+    up = subprocess.run(
+        [sys.executable, "-c", _REPORT_CHILD, str(report), "up", str(spec), "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != daemon_start.START_METHOD_VARIABLE},
+    )
     facts = json.loads(report.read_text())
     assert facts["ui"] == [] and not facts["cli"]
     assert facts["spec_loaded"] == "gated"  # the CLI's spec, not loaded again
@@ -178,8 +190,7 @@ def test_the_forked_daemon_has_no_ui_libraries_thread_or_stray_descriptor(
     assert up.returncode == 1 and "the daemon stopped at once (exit 0)" in up.stderr
 
 
-def test_no_fork_while_a_thread_runs(monkeypatch: pytest.MonkeyPatch,
-                                     workdir: Path) -> None:
+def test_no_fork_while_a_thread_runs(monkeypatch: pytest.MonkeyPatch, workdir: Path) -> None:
     def no_fork() -> int:
         raise AssertionError("forked with a thread running")
 

@@ -83,21 +83,27 @@ class EchoKind(Kind[EchoService]):
 '''
 
 
-def _wheel(root: Path, name: str, entry_points: dict[str, str], module: str,
-           text: str) -> Path:
+def _wheel(root: Path, name: str, entry_points: dict[str, str], module: str, text: str) -> Path:
     """A one-module wheel (what `python -m build` would make, written directly so the
     test needs neither the network nor build tools)."""
     dist = name.replace("-", "_")
     info = f"{dist}-1.0.dist-info"
-    points = "[coursestack.kinds]\n" + "".join(f"{kind} = {target}\n"
-                                                for kind, target in entry_points.items())
-    files = {f"{module}.py": text,
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                              "Tag: py3-none-any\n",
-             f"{info}/entry_points.txt": points}
-    record = "".join(f"{path},sha256={_digest(body)},{len(body.encode())}\n"
-                     for path, body in files.items()) + f"{info}/RECORD,,\n"
+    points = "[coursestack.kinds]\n" + "".join(
+        f"{kind} = {target}\n" for kind, target in entry_points.items()
+    )
+    files = {
+        f"{module}.py": text,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+        f"{info}/entry_points.txt": points,
+    }
+    record = (
+        "".join(
+            f"{path},sha256={_digest(body)},{len(body.encode())}\n" for path, body in files.items()
+        )
+        + f"{info}/RECORD,,\n"
+    )
     wheel = root / f"{dist}-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         for path, body in {**files, f"{info}/RECORD": record}.items():
@@ -112,12 +118,28 @@ def _digest(body: str) -> str:
 
 def _venv(root: Path, wheels: list[Path]) -> Path:
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     python = venv / "bin" / "python"
-    result = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index",
-                             "--quiet", *map(str, wheels)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            *map(str, wheels),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return python
 
@@ -128,16 +150,33 @@ def test_a_kind_from_another_package_runs_and_broken_ones_are_reported() -> None
     packages = root / "packages"
     packages.mkdir()
     wheels = [
-        _wheel(packages, "coursestack-echo-kind", {"echo": "echo_kind:EchoKind"},
-               "echo_kind", ECHO_MODULE),
-        _wheel(packages, "coursestack-broken-kind", {"broken": "broken_kind:Kind"},
-               "broken_kind", "import no_such_module_anywhere  # fails on purpose\n"),
-        _wheel(packages, "coursestack-twice-kind", {"postgres": "twice_kind:Kind"},
-               "twice_kind", "from coursestack.kinds import Kind  # a second 'postgres'\n")]
+        _wheel(
+            packages,
+            "coursestack-echo-kind",
+            {"echo": "echo_kind:EchoKind"},
+            "echo_kind",
+            ECHO_MODULE,
+        ),
+        _wheel(
+            packages,
+            "coursestack-broken-kind",
+            {"broken": "broken_kind:Kind"},
+            "broken_kind",
+            "import no_such_module_anywhere  # fails on purpose\n",
+        ),
+        _wheel(
+            packages,
+            "coursestack-twice-kind",
+            {"postgres": "twice_kind:Kind"},
+            "twice_kind",
+            "from coursestack.kinds import Kind  # a second 'postgres'\n",
+        ),
+    ]
     python = _venv(root, wheels)
     course = root / "course"
     course.mkdir()
-    (course / "course.toml").write_text(textwrap.dedent("""\
+    (course / "course.toml").write_text(
+        textwrap.dedent("""\
         [course]
         name = "echo-course"
 
@@ -150,15 +189,25 @@ def test_a_kind_from_another_package_runs_and_broken_ones_are_reported() -> None
         command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
         port = 8791
         probe = { type = "http" }
-        """))
+        """)
+    )
     state = root / "state"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(python), "-m", "coursestack", *args],
-                                capture_output=True, text=True, timeout=600, env=env,
-                                stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [str(python), "-m", "coursestack", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         if check:
             assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
         return result
@@ -167,12 +216,12 @@ def test_a_kind_from_another_package_runs_and_broken_ones_are_reported() -> None
         up = run("up", str(course / "course.toml"), "--state", str(state), "--timeout", "120")
         said = " ".join(up.stdout.split())
         assert "package 'coursestack-broken-kind': kind 'broken' cannot be loaded" in said
-        assert ("package 'coursestack-twice-kind': kind 'postgres' is already registered by "
-                "package 'coursestack'") in said
-        services = json.loads(run("status", "--state", str(state), "--json").stdout)[
-            "services"]
-        assert {s["name"]: s["state"] for s in services} == {"echo": "ready",
-                                                              "helper": "ready"}
+        assert (
+            "package 'coursestack-twice-kind': kind 'postgres' is already registered by "
+            "package 'coursestack'"
+        ) in said
+        services = json.loads(run("status", "--state", str(state), "--json").stdout)["services"]
+        assert {s["name"]: s["state"] for s in services} == {"echo": "ready", "helper": "ready"}
         port = next(s["port"] for s in services if s["name"] == "echo")
 
         assert httpx.get(f"http://127.0.0.1:{port}/").text == "hello from a kind package"

@@ -11,10 +11,12 @@ from support import cli
 
 def test_a_service_flooding_its_log_is_kept_bounded(workdir: Path) -> None:
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "noisy"\n[logs]\nmax_size = "2M"\nkeep = 1\n'
-                    '[services.flood]\nkind = "command"\n'
-                    'command = ["sh", "-c", "yes 0123456789012345678901234567890123456789"]\n'
-                    'probe = { type = "none" }\n')
+    spec.write_text(
+        '[course]\nname = "noisy"\n[logs]\nmax_size = "2M"\nkeep = 1\n'
+        '[services.flood]\nkind = "command"\n'
+        'command = ["sh", "-c", "yes 0123456789012345678901234567890123456789"]\n'
+        'probe = { type = "none" }\n'
+    )
     state = workdir / "state"
     cli("up", str(spec), "--state", str(state))
     try:

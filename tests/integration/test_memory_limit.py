@@ -18,19 +18,23 @@ from support import cli, wait_for
 
 pytestmark = pytest.mark.slow
 
-HOG = ("import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\n"
-       "blocks = []\nfor _ in range(60):\n"
-       "    blocks.append(bytearray(16 * 2**20))\n    time.sleep(0.05)\ntime.sleep(120)\n")
+HOG = (
+    "import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\n"
+    "blocks = []\nfor _ in range(60):\n"
+    "    blocks.append(bytearray(16 * 2**20))\n    time.sleep(0.05)\ntime.sleep(120)\n"
+)
 
 
 def test_a_service_over_its_memory_limit_is_stopped_with_that_reason(workdir: Path) -> None:
     (workdir / "hog.py").write_text(HOG)
     go = workdir / "go"
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "hog"\n[services.hog]\nkind = "command"\n'
-                    f'command = ["python3", "{workdir / "hog.py"}", "{go}"]\n'
-                    'probe = { type = "none" }\nmemory_limit = "128M"\nrestart = "never"\n'
-                    'probe_interval = 0.5\n')
+    spec.write_text(
+        '[course]\nname = "hog"\n[services.hog]\nkind = "command"\n'
+        f'command = ["python3", "{workdir / "hog.py"}", "{go}"]\n'
+        'probe = { type = "none" }\nmemory_limit = "128M"\nrestart = "never"\n'
+        "probe_interval = 0.5\n"
+    )
     state = workdir / "state"
     kernel = cgroups._hierarchy() is not None
     hog: dict[str, object] = {}
@@ -45,8 +49,7 @@ def test_a_service_over_its_memory_limit_is_stopped_with_that_reason(workdir: Pa
         go.touch()
         wait_for(failed, timeout=60, what="the hog to be stopped")
         if kernel:
-            assert hog["reason"] == ("killed by the kernel: it went over its memory_limit "
-                                     "of 128M")
+            assert hog["reason"] == ("killed by the kernel: it went over its memory_limit of 128M")
         else:
             assert "above its memory_limit of 128M" in str(hog["reason"])
     finally:

@@ -10,7 +10,8 @@ from coursestack.mongo_wire import ping
 
 
 async def test_ping_against_the_real_server_and_against_strangers(
-        sample_instance: Instance) -> None:
+    sample_instance: Instance,
+) -> None:
     services = json.loads(sample_instance.state.connections_file.read_text())["services"]
     assert await ping("127.0.0.1", services["mongo"]["port"])
     assert not await ping("127.0.0.1", services["jupyter"]["port"])  # speaks HTTP

@@ -17,10 +17,12 @@ from support import cli, open_folder
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("mongod") is None,
-                       reason="no real mongod on PATH (MongoDB cannot be installed from "
-                       "this machine's registries); the mongodb-lite stand-in is tested "
-                       "instead"),
+    pytest.mark.skipif(
+        shutil.which("mongod") is None,
+        reason="no real mongod on PATH (MongoDB cannot be installed from "
+        "this machine's registries); the mongodb-lite stand-in is tested "
+        "instead",
+    ),
 ]
 
 
@@ -30,7 +32,8 @@ def course(replicas: int) -> Iterator[Path]:
     (folder / "seed" / "things.jsonl").write_text('{"n": 1}\n{"n": 2}\n')
     (folder / "course.toml").write_text(
         f'[course]\nname = "realmongo"\n[services.mongo]\nkind = "mongodb"\n'
-        f'replicas = {replicas}\nseed = ["seed/things.jsonl"]\n')
+        f'replicas = {replicas}\nseed = ["seed/things.jsonl"]\n'
+    )
     cli("up", str(folder / "course.toml"), "--state", str(folder / "state"))
     yield folder / "state"
     cli("down", "--state", str(folder / "state"), check=False)
@@ -60,8 +63,9 @@ def test_single_server_with_a_course_user_and_seed(single: Path) -> None:
         database.notes.insert_one({"kept": True})
     finally:
         client.close()
-    anonymous: Any = pymongo.MongoClient(f"mongodb://127.0.0.1:{mongo['port']}/",
-                                         serverSelectionTimeoutMS=5000)
+    anonymous: Any = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{mongo['port']}/", serverSelectionTimeoutMS=5000
+    )
     try:
         with pytest.raises(pymongo.errors.OperationFailure):
             anonymous[mongo["database"]].things.count_documents({})  # auth is on

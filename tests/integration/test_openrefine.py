@@ -30,10 +30,16 @@ def front_door(state: Path, service: str) -> httpx.Client:
     """A client of `service`'s own origin at the front door (the instance token as bearer)."""
     record = json.loads((state / "run" / "daemon.json").read_text())
     instance = dns_label(json.loads((state / "instance.json").read_text())["name"])
-    return httpx.Client(base_url=record["url"], trust_env=False, timeout=30,
-                        headers={"Authorization": f"Bearer {record['token']}",
-                                 "Accept": "text/html",
-                                 "Host": f"{service}.{instance}.localhost:{record['port']}"})
+    return httpx.Client(
+        base_url=record["url"],
+        trust_env=False,
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {record['token']}",
+            "Accept": "text/html",
+            "Host": f"{service}.{instance}.localhost:{record['port']}",
+        },
+    )
 
 
 @pytest.fixture
@@ -76,11 +82,13 @@ def test_first_request_starts_openrefine_and_idle_stops_it(refine_course: Path) 
 
 def test_missing_openrefine_leaves_the_course_running(workdir: Path) -> None:
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "norefine"\n'
-                    '[services.web]\nkind = "command"\ncommand = ["python3", "-m", '
-                    '"http.server", "{port}", "--bind", "127.0.0.1"]\nport = 18080\n'
-                    '[services.refine]\nkind = "openrefine"\nbinary = "no-such-openrefine"\n'
-                    'start = "on-demand"\n')
+    spec.write_text(
+        '[course]\nname = "norefine"\n'
+        '[services.web]\nkind = "command"\ncommand = ["python3", "-m", '
+        '"http.server", "{port}", "--bind", "127.0.0.1"]\nport = 18080\n'
+        '[services.refine]\nkind = "openrefine"\nbinary = "no-such-openrefine"\n'
+        'start = "on-demand"\n'
+    )
     state = workdir / "state"
     try:
         cli("up", str(spec), "--state", str(state))  # refine is on demand: up succeeds

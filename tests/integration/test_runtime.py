@@ -40,8 +40,13 @@ def connections(instance: Instance) -> dict[str, Any]:
 
 def pg(instance: Instance) -> psycopg.Connection[Any]:
     info = connections(instance)["postgres"]
-    return psycopg.connect(host=info["host"], port=info["port"], user=info["user"],
-                           password=info["password"], dbname=info["database"])
+    return psycopg.connect(
+        host=info["host"],
+        port=info["port"],
+        user=info["user"],
+        password=info["password"],
+        dbname=info["database"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +79,20 @@ def course(occupied: list[int]) -> Iterator[Instance]:
 
 
 def test_cell_in_real_kernel_reads_a_row_although_preferred_ports_are_taken(
-        course: Instance, occupied: list[int]) -> None:
+    course: Instance, occupied: list[int]
+) -> None:
     found = services(course)
     assert found["postgres"]["state"] == "ready" and found["jupyter"]["state"] == "ready"
     assert found["postgres"]["port"] != occupied[0]
     assert found["jupyter"]["port"] != occupied[1]
     jupyter = connections(course)["jupyter"]
-    code = ("import coursestack, os\n"
-            "with coursestack.connect('postgres') as conn:\n"
-            "    row = conn.execute(\"SELECT x, y FROM anscombe WHERE dataset = 'IV' "
-            "ORDER BY x DESC LIMIT 1\").fetchone()\n"
-            "print('row', row[0], row[1], 'port', os.environ['PGPORT'])")
+    code = (
+        "import coursestack, os\n"
+        "with coursestack.connect('postgres') as conn:\n"
+        "    row = conn.execute(\"SELECT x, y FROM anscombe WHERE dataset = 'IV' "
+        'ORDER BY x DESC LIMIT 1").fetchone()\n'
+        "print('row', row[0], row[1], 'port', os.environ['PGPORT'])"
+    )
     output = run_cell(jupyter["url"], jupyter["token"], code)
     assert output.strip() == f"row 19 12.50 port {found['postgres']['port']}"
 
@@ -127,8 +135,13 @@ def test_kill_9_of_postgres_is_restarted_and_keeps_data(course: Instance) -> Non
         conn.execute("INSERT INTO students_notes (note) VALUES ('before the crash')")
     victim = services(course)["postgres"]["pid"]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: services(course)["postgres"]["pid"] not in (None, victim)
-             and services(course)["postgres"]["state"] == "ready", what="postgres back")
+    wait_for(
+        lambda: (
+            services(course)["postgres"]["pid"] not in (None, victim)
+            and services(course)["postgres"]["state"] == "ready"
+        ),
+        what="postgres back",
+    )
     found = services(course)["postgres"]
     assert found["restarts"] >= 1
     assert "killed by signal 9" in found["reason"] or found["reason"] == ""
@@ -160,8 +173,16 @@ def test_kill_9_of_the_daemon_leaves_no_orphans_and_next_up_recovers(course: Ins
     before = {n: s["pid"] for n, s in services(course).items() if s["pid"]}
     os.kill(record["pid"], signal.SIGKILL)
     # The kernel tells each service its daemon died; nothing keeps running unmanaged.
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                             for p in before.values()), timeout=60, what="services to stop")
+    wait_for(
+        lambda: (
+            not any(
+                psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                for p in before.values()
+            )
+        ),
+        timeout=60,
+        what="services to stop",
+    )
     cli("up", "--state", str(course.state.root), "--instance", "ports-taken")
     after = services(course)
     assert all(after[name]["state"] == "ready" for name in before)
@@ -188,26 +209,32 @@ def test_down_then_up_keeps_every_row_and_the_notebooks(course: Instance) -> Non
 
 
 def test_two_instances_of_one_course_run_side_by_side(
-        course: Instance, sample_instance: Instance) -> None:
+    course: Instance, sample_instance: Instance
+) -> None:
     ours, theirs = services(course), services(sample_instance)
     running = [s for s in [*ours.values(), *theirs.values()] if s["start"] == "always"]
     assert running and all(s["state"] == "ready" for s in running)
     # Ports of running services never clash (a stopped on-demand one is moved on start).
     assert {s["port"] for s in ours.values() if s["pid"]}.isdisjoint(
-        s["port"] for s in theirs.values() if s["pid"])
+        s["port"] for s in theirs.values() if s["pid"]
+    )
     assert status(course)["url"] != status(sample_instance)["url"]
 
 
 def test_a_crash_loop_ends_in_failed_with_its_reason(workdir: Path) -> None:
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "crashy"\n[services.worker]\nkind = "command"\n'
-                    'command = ["sh", "-c", "echo boom-$$ >&2; exit 3"]\n'
-                    'probe = { type = "none" }\nmax_restarts = 1\nrestart = "always"\n')
+    spec.write_text(
+        '[course]\nname = "crashy"\n[services.worker]\nkind = "command"\n'
+        'command = ["sh", "-c", "echo boom-$$ >&2; exit 3"]\n'
+        'probe = { type = "none" }\nmax_restarts = 1\nrestart = "always"\n'
+    )
     result = cli("up", str(spec), "--state", str(workdir / "state"), check=False)
     try:
         assert result.returncode == 1
-        assert "worker failed: failed to start 2 times in a row; last: exited with code 3" \
+        assert (
+            "worker failed: failed to start 2 times in a row; last: exited with code 3"
             in result.stderr
+        )
         assert "boom-" in result.stderr  # its last log lines come with the failure
         assert "Traceback" not in result.stderr
     finally:
@@ -216,14 +243,17 @@ def test_a_crash_loop_ends_in_failed_with_its_reason(workdir: Path) -> None:
 
 def test_a_missing_binary_says_how_to_install_it(workdir: Path) -> None:
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "nopg"\n[services.db]\nkind = "postgres"\n'
-                    'binaries = "/nonexistent/pg/bin"\n')
+    spec.write_text(
+        '[course]\nname = "nopg"\n[services.db]\nkind = "postgres"\n'
+        'binaries = "/nonexistent/pg/bin"\n'
+    )
     result = cli("up", str(spec), "--state", str(workdir / "state"), check=False)
     try:
         assert result.returncode == 1
         assert "no `postgres` program in /nonexistent/pg/bin" in result.stderr
         assert 'hint: point binaries at a PostgreSQL bin folder, or use "pgserver"' in (
-            result.stderr)
+            result.stderr
+        )
         assert "Traceback" not in result.stderr
     finally:
         cli("down", "--state", str(workdir / "state"), check=False)
@@ -235,8 +265,9 @@ def test_system_postgres_can_be_chosen(workdir: Path) -> None:
     if system_bin_dir() is None:
         pytest.skip("no system PostgreSQL on this machine (apt-get install postgresql)")
     spec = workdir / "course.toml"
-    spec.write_text('[course]\nname = "syspg"\n[services.db]\nkind = "postgres"\n'
-                    'binaries = "system"\n')
+    spec.write_text(
+        '[course]\nname = "syspg"\n[services.db]\nkind = "postgres"\nbinaries = "system"\n'
+    )
     state = workdir / "state"
     try:
         cli("up", str(spec), "--state", str(state))

@@ -26,8 +26,9 @@ def run_notebook(instance: Instance, name: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("COURSESTACK_CONNECTIONS", str(instance.state.connections_file))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     notebook = nbformat.read(folder / name, as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()
     return [_text(cell) for cell in notebook.cells if cell.cell_type == "code"]
 
 
@@ -47,18 +48,22 @@ def _text(cell: Any) -> str:
 
 
 def test_self_test_notebook_says_everything_works(
-        sample_instance: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample_instance: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outputs = run_notebook(sample_instance, "00-self-test.ipynb", monkeypatch)
     report = outputs[1]
     assert "OK    postgres: PostgreSQL answers; the teaching table anscombe has 44 rows" in report
-    assert ("OK    mongo: MongoDB-compatible stand-in, not MongoDB answers; the collection "
-            "nobel_prizes has 10 documents") in report
+    assert (
+        "OK    mongo: MongoDB-compatible stand-in, not MongoDB answers; the collection "
+        "nobel_prizes has 10 documents"
+    ) in report
     assert "All checks passed" in report
     assert "FAIL" not in report
 
 
 def test_anscombe_notebook_reshapes_and_plots(
-        sample_instance: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample_instance: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outputs = run_notebook(sample_instance, "01-anscombe.ipynb", monkeypatch)
     assert "(44, 3)" in outputs[1]  # 11 rows x 4 data sets, long form
     table = outputs[2]
@@ -73,37 +78,45 @@ def test_anscombe_notebook_reshapes_and_plots(
 
 
 def test_sql_notebook_queries_the_seeded_database(
-        sample_instance: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample_instance: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outputs = run_notebook(sample_instance, "02-sql-postgres.ipynb", monkeypatch)
-    port = json.loads(sample_instance.state.connections_file.read_text())[
-        "services"]["postgres"]["port"]
+    port = json.loads(sample_instance.state.connections_file.read_text())["services"]["postgres"][
+        "port"
+    ]
     assert outputs[0].strip() == f"127.0.0.1 {port} teaching"
     assert re.search(r"Asia\s+4\s+3230\.0", outputs[1])
     assert outputs[2].splitlines()[0].split()[0] == "Ireland"
 
 
 def test_documents_notebook_queries_the_seeded_collection(
-        sample_instance: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample_instance: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outputs = run_notebook(sample_instance, "03-documents-mongodb.ipynb", monkeypatch)
     assert "not MongoDB" in outputs[0] and "nobel_prizes" in outputs[0]
     assert outputs[1].splitlines() == [
         "1945 Alexander Fleming, Ernst Chain, Howard Florey",
         "1962 Francis Crick, James Watson, Maurice Wilkins",
-        "1983 Barbara McClintock"]
+        "1983 Barbara McClintock",
+    ]
     assert outputs[2].strip() == "Marie Curie appears in 2 prizes"
 
 
-def test_seeded_tables_have_types_from_the_schema_and_indexes(
-        sample_instance: Instance) -> None:
+def test_seeded_tables_have_types_from_the_schema_and_indexes(sample_instance: Instance) -> None:
     import psycopg
 
     info = json.loads(sample_instance.state.connections_file.read_text())["services"]["postgres"]
     with psycopg.connect(info["url"]) as conn:
-        types = dict(conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = 'countries'").fetchall())
-        indexes = [r[0] for r in conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE tablename = 'countries'")]
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'countries'"
+            ).fetchall()
+        )
+        indexes = [
+            r[0]
+            for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'countries'")
+        ]
     assert types["code"] == "character" and types["year"] == "integer"
     assert types["population_millions"] == "numeric"
     assert any("(region)" in definition for definition in indexes)

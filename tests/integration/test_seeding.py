@@ -43,13 +43,18 @@ def seedy() -> Iterator[Path]:
 
 
 def up(folder: Path) -> Any:
-    return cli("up", str(folder / "course.toml"), "--state", str(folder / "state"),
-               check=False, timeout=120)
+    return cli(
+        "up",
+        str(folder / "course.toml"),
+        "--state",
+        str(folder / "state"),
+        check=False,
+        timeout=120,
+    )
 
 
 def status(folder: Path) -> dict[str, Any]:
-    data = json.loads(cli("status", "--json", "--state", str(folder / "state"),
-                          check=False).stdout)
+    data = json.loads(cli("status", "--json", "--state", str(folder / "state"), check=False).stdout)
     return {s["name"]: s for s in data["services"]}
 
 
@@ -77,7 +82,8 @@ def test_malformed_csv_row_stops_the_seed_and_keeps_nothing(seedy: Path) -> None
 
 def test_sql_error_names_the_line(seedy: Path) -> None:
     (seedy / "seed" / "schema.sql").write_text(
-        "CREATE TABLE marker (id int);\n\nINSERT INTO marker VALUES (1);\nSELEC oops;\n")
+        "CREATE TABLE marker (id int);\n\nINSERT INTO marker VALUES (1);\nSELEC oops;\n"
+    )
     result = up(seedy)
     assert result.returncode == 1
     assert f"{seedy}/seed/schema.sql:4" in result.stderr
@@ -112,7 +118,8 @@ def test_changed_seed_is_reported_not_reapplied(seedy: Path) -> None:
     (seedy / "seed" / "people.csv").write_text("name,age\nAda,36\nAlan,41\nGrace,45\n")
     assert up(seedy).returncode == 0
     assert "seed files changed since first start" in status(seedy)["db"]["detail"] or any(
-        "seed files changed" in line for line in
-        (seedy / "state" / "logs" / "events.jsonl").read_text().splitlines())
+        "seed files changed" in line
+        for line in (seedy / "state" / "logs" / "events.jsonl").read_text().splitlines()
+    )
     with psycopg.connect(connections(seedy)["db"]["url"]) as conn:
         assert conn.execute("SELECT count(*) FROM people").fetchone() == (2,)

@@ -45,8 +45,11 @@ def test_the_dashboard_serves_https_with_a_self_signed_certificate() -> None:
         health = httpx.get(f"{record['url']}api/health", verify=trusted, trust_env=False)
         assert health.status_code == 200
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the same port
-            httpx.get(record["url"].replace("https://", "http://") + "api/health",
-                      trust_env=False, timeout=5).raise_for_status()
+            httpx.get(
+                record["url"].replace("https://", "http://") + "api/health",
+                trust_env=False,
+                timeout=5,
+            ).raise_for_status()
         with pytest.raises(httpx.ConnectError):  # an unknown certificate is refused
             httpx.get(f"{record['url']}api/health", trust_env=False)
         # The CLI talks to its daemon over HTTPS too.

@@ -95,10 +95,16 @@ def test_secrets_readable_by_others_are_reported(workdir: Path) -> None:
 
 
 def test_missing_program_says_how_to_install_it(workdir: Path) -> None:
-    spec = load_spec(write_course(workdir, (
-        '[services.db]\nkind = "postgres"\nbinaries = "/nonexistent/pg/bin"\n\n'
-        '[services.tool]\nkind = "command"\ncommand = "no-such-program-xyz --go"\n'
-        'probe = { type = "none" }\nstart = "manual"\n')))
+    spec = load_spec(
+        write_course(
+            workdir,
+            (
+                '[services.db]\nkind = "postgres"\nbinaries = "/nonexistent/pg/bin"\n\n'
+                '[services.tool]\nkind = "command"\ncommand = "no-such-program-xyz --go"\n'
+                'probe = { type = "none" }\nstart = "manual"\n'
+            ),
+        )
+    )
     db = check_program("db", spec.services["db"], spec)
     assert db.status == "fail" and "no `postgres` program in /nonexistent/pg/bin" in db.what
     assert "pgserver" in db.next_step
@@ -114,15 +120,18 @@ def test_found_program_reports_its_version(workdir: Path) -> None:
     assert found.status == "ok" and "PostgreSQL" in found.what
 
 
-def test_port_taken_by_another_program_names_it(workdir: Path,
-                                                listener: socket.socket) -> None:
+def test_port_taken_by_another_program_names_it(workdir: Path, listener: socket.socket) -> None:
     taken = listener.getsockname()[1]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    spec_path = write_course(workdir, (
-        f'[dashboard]\nport = {free}\n\n[services.web]\nkind = "command"\n'
-        f'command = "python -m http.server {{port}}"\nport = {taken}\n'))
+    spec_path = write_course(
+        workdir,
+        (
+            f'[dashboard]\nport = {free}\n\n[services.web]\nkind = "command"\n'
+            f'command = "python -m http.server {{port}}"\nport = {taken}\n'
+        ),
+    )
     instance = set_up(workdir, spec_path)
     findings = {f.check: f for f in check_ports(load_spec(spec_path), instance, alive=False)}
     assert findings["port:dashboard"].status == "ok"
@@ -139,18 +148,28 @@ def test_port_taken_by_another_program_names_it(workdir: Path,
 def test_port_held_by_a_process_a_dead_daemon_left(workdir: Path) -> None:
     """A service left running by a daemon killed with -9: doctor says `down` stops it."""
     child = subprocess.Popen(
-        [sys.executable, "-c", "import socket, sys, time\n"
-         "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
-         "print(s.getsockname()[1], flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert child.stdout is not None
         port = int(child.stdout.readline())
-        spec_path = write_course(workdir, (
-            f'[services.web]\nkind = "command"\ncommand = "x"\nport = {port}\n'))
+        spec_path = write_course(
+            workdir, (f'[services.web]\nkind = "command"\ncommand = "x"\nport = {port}\n')
+        )
         instance = set_up(workdir, spec_path)
-        atomic_write_json(instance.state.run / "pids.json",
-                          {"web": {"pid": child.pid, "created": process_identity(child.pid)}})
+        atomic_write_json(
+            instance.state.run / "pids.json",
+            {"web": {"pid": child.pid, "created": process_identity(child.pid)}},
+        )
         atomic_write_json(instance.state.daemon_file, {"pid": 999999999, "url": "x"})
         findings = {f.check: f for f in check_ports(load_spec(spec_path), instance, False)}
         web = findings["port:web"]
@@ -166,8 +185,9 @@ def test_port_held_by_a_process_a_dead_daemon_left(workdir: Path) -> None:
 
 
 def test_memory_headroom(workdir: Path) -> None:
-    spec = load_spec(write_course(workdir, '[services.db]\nkind = "postgres"\n',
-                                  'memory_budget = "10M"'))
+    spec = load_spec(
+        write_course(workdir, '[services.db]\nkind = "postgres"\n', 'memory_budget = "10M"')
+    )
     short = check_memory(spec, available=20 * MB)
     assert short[0].status == "fail"
     assert short[0].what == "The course needs about 60 MB of memory but only 20 MB is free."
@@ -184,16 +204,35 @@ def test_memory_headroom(workdir: Path) -> None:
 def test_recent_failures_come_from_the_history() -> None:
     now = 1_800_000_000.0
     history: list[dict[str, Any]] = [
-        {"time": now - 30 * HOUR, "service": "db", "state": "failed", "previous": "backoff",
-         "reason": "too old to count"},
-        {"time": now - 2 * HOUR, "service": "db", "state": "backoff", "previous": "ready",
-         "reason": "exited with status 1"},
-        {"time": now - 2 * HOUR + 5, "service": "db", "state": "starting",
-         "previous": "backoff"},
-        {"time": now - 1 * HOUR, "service": "db", "state": "backoff", "previous": "ready",
-         "reason": "exited with status 1"},
-        {"time": now - 60, "service": "db", "state": "failed", "previous": "backoff",
-         "reason": "crashed 5 times in a row\nmore detail"},
+        {
+            "time": now - 30 * HOUR,
+            "service": "db",
+            "state": "failed",
+            "previous": "backoff",
+            "reason": "too old to count",
+        },
+        {
+            "time": now - 2 * HOUR,
+            "service": "db",
+            "state": "backoff",
+            "previous": "ready",
+            "reason": "exited with status 1",
+        },
+        {"time": now - 2 * HOUR + 5, "service": "db", "state": "starting", "previous": "backoff"},
+        {
+            "time": now - 1 * HOUR,
+            "service": "db",
+            "state": "backoff",
+            "previous": "ready",
+            "reason": "exited with status 1",
+        },
+        {
+            "time": now - 60,
+            "service": "db",
+            "state": "failed",
+            "previous": "backoff",
+            "reason": "crashed 5 times in a row\nmore detail",
+        },
         {"time": now - 60, "service": "notebooks", "state": "ready", "previous": "starting"},
         {"garbage": True},
     ]
@@ -206,16 +245,28 @@ def test_recent_failures_come_from_the_history() -> None:
     assert [f.status for f in calm] == ["ok"]
 
 
-@pytest.mark.parametrize(("state", "status", "words"), [
-    ("ready", "ok", "db is ready"),
-    ("failed", "fail", "db has failed: port in use"),
-    ("backoff", "warn", "crashed and will be restarted"),
-    ("unhealthy", "warn", "does not answer its health checks"),
-    ("stopped", "warn", "db is stopped."),
-])
+@pytest.mark.parametrize(
+    ("state", "status", "words"),
+    [
+        ("ready", "ok", "db is ready"),
+        ("failed", "fail", "db has failed: port in use"),
+        ("backoff", "warn", "crashed and will be restarted"),
+        ("unhealthy", "warn", "does not answer its health checks"),
+        ("stopped", "warn", "db is stopped."),
+    ],
+)
 def test_service_states_in_plain_words(state: str, status: str, words: str) -> None:
-    finding = check_service({"name": "db", "state": state, "reason": "port in use\ntrace",
-                             "detail": "", "port": 5432, "restarts": 1, "start": "always"})
+    finding = check_service(
+        {
+            "name": "db",
+            "state": state,
+            "reason": "port in use\ntrace",
+            "detail": "",
+            "port": 5432,
+            "restarts": 1,
+            "start": "always",
+        }
+    )
     assert finding.status == status and words in finding.what
     assert (finding.next_step != "") == (status != "ok")
 
@@ -252,8 +303,12 @@ def test_locale() -> None:
 
 
 def test_summary_points_at_the_first_failure() -> None:
-    findings = [Finding("ok", "a", "fine"), Finding("warn", "b", "hm", "look"),
-                Finding("fail", "c", "broken", "fix c"), Finding("fail", "d", "also", "fix d")]
+    findings = [
+        Finding("ok", "a", "fine"),
+        Finding("warn", "b", "hm", "look"),
+        Finding("fail", "c", "broken", "fix c"),
+        Finding("fail", "d", "also", "fix d"),
+    ]
     assert worst(findings) == "fail" and worst(findings[:2]) == "warn"
     assert summary(findings) == "2 problem(s) found. Start here: fix c"
     assert summary(findings[:1]) == "Everything looks fine."
@@ -270,8 +325,9 @@ def test_doctor_command_fails_with_next_steps_for_a_broken_course(workdir: Path)
     assert "FAIL db (postgres) cannot start: no `postgres` program in /nope" in result.stdout
     assert "next:" in result.stdout and "Start here:" in result.stdout
     assert "Traceback" not in result.stderr
-    data = json.loads(cli("doctor", "--json", "--state", str(instance.state.root),
-                          check=False).stdout)
+    data = json.loads(
+        cli("doctor", "--json", "--state", str(instance.state.root), check=False).stdout
+    )
     assert data["status"] == "fail"
     assert {"status", "check", "what", "next_step"} <= set(data["findings"][0])
 

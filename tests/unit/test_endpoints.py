@@ -39,9 +39,11 @@ def test_kinds_hold_copies_not_the_daemons_table(tmp_path: Path) -> None:
     from coursestack.state import Secrets, StateFolder
 
     spec_file = tmp_path / "course.toml"
-    spec_file.write_text('[course]\nname = "c"\n[services.a]\nkind = "command"\n'
-                         'command = ["prog", "{b.port}"]\nport = 7001\n'
-                         '[services.b]\nkind = "command"\ncommand = ["prog"]\nport = 7002\n')
+    spec_file.write_text(
+        '[course]\nname = "c"\n[services.a]\nkind = "command"\n'
+        'command = ["prog", "{b.port}"]\nport = 7001\n'
+        '[services.b]\nkind = "command"\ncommand = ["prog"]\nport = 7002\n'
+    )
     spec = load_spec(spec_file)
     state = StateFolder(tmp_path / "state")
     context = Context(state, spec, Secrets(state), None)
@@ -56,15 +58,32 @@ def test_kinds_hold_copies_not_the_daemons_table(tmp_path: Path) -> None:
     assert units["a"].environment()["X"] == "1"
 
 
-def test_connect_reads_the_live_connections_file(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connect_reads_the_live_connections_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "connections.json"
     monkeypatch.setenv("COURSESTACK_CONNECTIONS", str(path))
 
     def publish(port: int) -> None:
-        path.write_text(json.dumps({"services": {"db": {
-            "service": "db", "kind": "anything", "driver": "psycopg", "host": "127.0.0.1",
-            "port": port, "url": "", "user": "u", "password": "p", "database": "d"}}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "services": {
+                        "db": {
+                            "service": "db",
+                            "kind": "anything",
+                            "driver": "psycopg",
+                            "host": "127.0.0.1",
+                            "port": port,
+                            "url": "",
+                            "user": "u",
+                            "password": "p",
+                            "database": "d",
+                        }
+                    }
+                }
+            )
+        )
 
     publish(5001)
     assert client.connection_info("db")["port"] == 5001

@@ -25,8 +25,9 @@ def test_builtin_kinds_are_the_entry_points_in_pyproject() -> None:
 
 
 def test_a_broken_target_is_a_problem_and_the_others_load() -> None:
-    found = Registry(targets={**BUILTIN, "nope": "no_such_module_anywhere:Kind"},
-                     packages={"nope": "nope-kind"})
+    found = Registry(
+        targets={**BUILTIN, "nope": "no_such_module_anywhere:Kind"}, packages={"nope": "nope-kind"}
+    )
     loaded = found.load_all()
     assert set(loaded) == set(BUILTIN)
     assert [problem.package for problem in found.problems] == ["nope-kind"]

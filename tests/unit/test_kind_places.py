@@ -28,16 +28,22 @@ def test_the_places_exist() -> None:
 
 def test_no_isinstance_on_kinds_above_the_kinds() -> None:
     pattern = re.compile(r"isinstance\(.*Kind")
-    hits = [f"{path}:{number}" for path in _files()
-            for number, line in enumerate(path.read_text().splitlines(), 1)
-            if pattern.search(line)]
+    hits = [
+        f"{path}:{number}"
+        for path in _files()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert hits == []
 
 
 def test_no_kind_name_as_a_string_above_the_kinds() -> None:
     names = "|".join(re.escape(name) for name in BUILTIN)
     pattern = re.compile(rf"""["']({names})["']""")
-    hits = [f"{path}:{number}: {line.strip()}" for path in _files()
-            for number, line in enumerate(path.read_text().splitlines(), 1)
-            if pattern.search(line)]
+    hits = [
+        f"{path}:{number}: {line.strip()}"
+        for path in _files()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert hits == []

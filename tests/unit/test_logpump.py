@@ -35,7 +35,8 @@ async def pump_for(settings: Settings, clock: Clock) -> tuple[LogPump, asyncio.S
 
 
 async def test_output_over_the_rate_is_dropped_and_counted_not_left_in_the_pipe(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     clock = Clock()
     log = tmp_path / "svc.log"
     pump, stream = await pump_for(Settings(log, log_rate=1000), clock)
@@ -75,8 +76,7 @@ async def test_an_unwritable_log_is_retried_and_the_gap_is_reported(tmp_path: Pa
     await pump.task
 
 
-async def test_a_probes_lines_are_left_out_even_when_split_between_reads(
-        tmp_path: Path) -> None:
+async def test_a_probes_lines_are_left_out_even_when_split_between_reads(tmp_path: Path) -> None:
     log = tmp_path / "db.log"
     stream = asyncio.StreamReader()
     pump = LogPump(stream, Settings(log, log_filter=b"health probe"))

@@ -57,8 +57,7 @@ def test_a_larger_shared_buffers_raises_the_postgres_estimate(workdir: Path) -> 
 
 
 def test_services_started_on_request_count_at_peak_only(workdir: Path) -> None:
-    extra = ('\n[services.refine]\nkind = "openrefine"\nmemory = "512M"\n'
-             'start = "on-demand"\n')
+    extra = '\n[services.refine]\nkind = "openrefine"\nmemory = "512M"\nstart = "on-demand"\n'
     plan = make_plan(load_spec(course_with(workdir, "1G", extra)))
     refine = next(s for s in plan.services if s.name == "refine")
     assert refine.expected == (150 + 512) * MB
@@ -91,8 +90,9 @@ def test_budget_decides_whether_the_course_fits(workdir: Path) -> None:
     tight = make_plan(load_spec(course_with(workdir, "200M")))
     assert tight.fits is False and tight.verdict().startswith("Does not fit")
     # Measured memory over the budget also counts, even when the estimate fits.
-    busy = make_plan(load_spec(course_with(workdir, "1G")),
-                     measured={"postgres": 100 * MB, "jupyter": 1000 * MB})
+    busy = make_plan(
+        load_spec(course_with(workdir, "1G")), measured={"postgres": 100 * MB, "jupyter": 1000 * MB}
+    )
     assert busy.fits is False and "right now" in busy.verdict()
 
 

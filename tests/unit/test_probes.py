@@ -31,10 +31,17 @@ def _answering(status_line: bytes, seen: list[bytes] | None = None) -> Handler:
     return handler
 
 
-@pytest.mark.parametrize(("status_line", "expected"), [
-    (b"HTTP/1.1 200 OK", 200), (b"HTTP/1.1 403 Forbidden", 403), (b"HTTP/1.0 503 x", 503),
-    (b"SSH-2.0-OpenSSH", None), (b"HTTP/1.1 abc", None), (b"", None),
-])
+@pytest.mark.parametrize(
+    ("status_line", "expected"),
+    [
+        (b"HTTP/1.1 200 OK", 200),
+        (b"HTTP/1.1 403 Forbidden", 403),
+        (b"HTTP/1.0 503 x", 503),
+        (b"SSH-2.0-OpenSSH", None),
+        (b"HTTP/1.1 abc", None),
+        (b"", None),
+    ],
+)
 def test_http_status_reads_the_status_line(status_line: bytes, expected: int | None) -> None:
     async def run() -> int | None:
         server, port = await _serve(_answering(status_line))
@@ -51,8 +58,11 @@ def test_http_probe_sends_path_query_and_headers_and_checks_the_status() -> None
         server, port = await _serve(_answering(b"HTTP/1.1 404 Not Found", seen))
         async with server:
             url = f"http://127.0.0.1:{port}/s/jupyter/api/status?x=1"
-            return (await http_probe(url, 200, headers={"Authorization": "token t"}),
-                    await http_probe(url), await http_probe(url, 404))
+            return (
+                await http_probe(url, 200, headers={"Authorization": "token t"}),
+                await http_probe(url),
+                await http_probe(url, 404),
+            )
 
     assert asyncio.run(run()) == (False, True, True)  # 404 < 500 counts without a status
     request = seen[0].decode("latin-1")

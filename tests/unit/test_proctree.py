@@ -13,9 +13,11 @@ import psutil
 from coursestack.proctree import ProcessTree, pipe_inode
 from support import wait_for
 
-LEADER = ("import subprocess, sys, time\n"
-          "child = subprocess.Popen(['sleep', '271828'], start_new_session=True)\n"
-          "print(child.pid, flush=True)\ntime.sleep(10000)\n")
+LEADER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen(['sleep', '271828'], start_new_session=True)\n"
+    "print(child.pid, flush=True)\ntime.sleep(10000)\n"
+)
 
 
 def gone(pid: int) -> bool:
@@ -26,8 +28,9 @@ def gone(pid: int) -> bool:
 
 
 def start_leader() -> tuple[subprocess.Popen[bytes], int]:
-    leader = subprocess.Popen([sys.executable, "-c", LEADER], stdout=subprocess.PIPE,
-                              start_new_session=True)
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER], stdout=subprocess.PIPE, start_new_session=True
+    )
     assert leader.stdout is not None
     child = int(leader.stdout.readline())
     return leader, child

@@ -23,8 +23,7 @@ from coursestack.readiness import (
 
 
 def view(name: str, state: str, since: float = 1.0, **more: Any) -> dict[str, Any]:
-    return {"name": name, "state": state, "since": since, "detail": "", "reason": "",
-            **more}
+    return {"name": name, "state": state, "since": since, "detail": "", "reason": "", **more}
 
 
 def test_ready_when_every_named_service_is_ready() -> None:
@@ -53,10 +52,14 @@ def test_a_start_after_a_crash_is_ready_once_settled() -> None:
 
 def test_wait_follows_the_snapshots_and_shows_each() -> None:
     shown: list[list[str]] = []
-    snapshots = [[view("a", "starting"), view("x", "failed")], [view("a", "ready")],
-                 [view("a", "failed")]]
-    outcome = wait_until_ready(iter(snapshots), ["a"],
-                               lambda views: shown.append([v["state"] for v in views]))
+    snapshots = [
+        [view("a", "starting"), view("x", "failed")],
+        [view("a", "ready")],
+        [view("a", "failed")],
+    ]
+    outcome = wait_until_ready(
+        iter(snapshots), ["a"], lambda views: shown.append([v["state"] for v in views])
+    )
     assert outcome.ready and shown == [["starting"], ["ready"]]  # "x" is not ours
 
 
@@ -135,23 +138,28 @@ def test_the_notifier_writes_each_change_then_done_and_closes(pipe: tuple[int, i
 
 def test_the_notifier_says_when_one_failed(pipe: tuple[int, int]) -> None:
     read_fd, write_fd = pipe
-    notifier = Notifier(write_fd, ["a", "b"],
-                        lambda: [view("a", "ready"), view("b", "failed", reason="boom")],
-                        _never_later)
+    notifier = Notifier(
+        write_fd,
+        ["a", "b"],
+        lambda: [view("a", "ready"), view("b", "failed", reason="boom")],
+        _never_later,
+    )
     notifier.changed()
     lines = os.read(read_fd, 65536).decode().splitlines()
     assert [json.loads(line)["done"] for line in lines] == [True]
     assert not notifier.open
 
 
-def test_the_notifier_looks_again_when_a_restarted_service_settles(
-        pipe: tuple[int, int]) -> None:
+def test_the_notifier_looks_again_when_a_restarted_service_settles(pipe: tuple[int, int]) -> None:
     _read_fd, write_fd = pipe
     later: list[float] = []
     settles = [0.8]
-    notifier = Notifier(write_fd, ["a"],
-                        lambda: [view("a", "ready", settles_in=settles[0])],
-                        lambda delay, callback: later.append(delay))
+    notifier = Notifier(
+        write_fd,
+        ["a"],
+        lambda: [view("a", "ready", settles_in=settles[0])],
+        lambda delay, callback: later.append(delay),
+    )
     notifier.changed()
     assert later == [0.8] and notifier.open
     settles[0] = 0.0
@@ -161,15 +169,17 @@ def test_the_notifier_looks_again_when_a_restarted_service_settles(
 
 def test_a_pipe_closed_without_done_is_lost(pipe: tuple[int, int]) -> None:
     read_fd, write_fd = pipe
-    os.write(write_fd, json.dumps({"services": [view("a", "starting")],
-                                   "done": False}).encode() + b"\n")
+    os.write(
+        write_fd, json.dumps({"services": [view("a", "starting")], "done": False}).encode() + b"\n"
+    )
     os.close(write_fd)
     with pytest.raises(PipeLost):
         wait_until_ready(notifications(read_fd, timeout=10), ["a"])
 
 
 def test_a_reader_that_does_not_keep_up_loses_the_pipe_not_the_daemon(
-        pipe: tuple[int, int]) -> None:
+    pipe: tuple[int, int],
+) -> None:
     read_fd, write_fd = pipe
     big = [view("a", "starting", last_log=["x" * 1000] * 30)]
     notifier = Notifier(write_fd, ["a"], lambda: big, _never_later)

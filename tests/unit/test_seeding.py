@@ -11,10 +11,20 @@ from coursestack.seeding import infer_types, plan_table, read_documents
 
 
 def test_types_are_inferred_and_widened() -> None:
-    rows = iter([["1", "2.5", "true", "2024-01-02", "x", ""],
-                 ["2", "3", "false", "2024-01-03T10:00:00", "7", ""]])
-    assert infer_types(rows, 6) == ["bigint", "double precision", "boolean", "timestamp",
-                                    "text", "text"]
+    rows = iter(
+        [
+            ["1", "2.5", "true", "2024-01-02", "x", ""],
+            ["2", "3", "false", "2024-01-03T10:00:00", "7", ""],
+        ]
+    )
+    assert infer_types(rows, 6) == [
+        "bigint",
+        "double precision",
+        "boolean",
+        "timestamp",
+        "text",
+        "text",
+    ]
 
 
 def test_csv_header_problems_name_the_file(tmp_path: Path) -> None:

@@ -68,9 +68,9 @@ def test_good_spec_types_and_defaults() -> None:
 
 
 def test_bad_toml_names_the_line() -> None:
-    text = GOOD.replace('port = 9000', 'port = 9000 oops')
+    text = GOOD.replace("port = 9000", "port = 9000 oops")
     message = problems_of(text)
-    line = text.splitlines().index('port = 9000 oops') + 1
+    line = text.splitlines().index("port = 9000 oops") + 1
     assert f"course.toml:{line}" in message
     assert "not valid TOML" in message
 
@@ -96,8 +96,7 @@ def test_unknown_kind_lists_known_kinds() -> None:
     message = problems_of(GOOD.replace('kind = "postgres"', 'kind = "postgress"'))
     assert "unknown kind 'postgress'" in message
     assert "did you mean 'postgres'?" in message
-    assert ("known kinds: command, jupyter, mongodb, mongodb-lite, openrefine, postgres"
-            in message)
+    assert "known kinds: command, jupyter, mongodb, mongodb-lite, openrefine, postgres" in message
 
 
 def test_dependency_on_missing_service() -> None:
@@ -107,7 +106,7 @@ def test_dependency_on_missing_service() -> None:
 
 
 def test_dependency_cycle() -> None:
-    text = GOOD.replace('port = 5432', 'port = 5432\ndepends_on = ["notebooks"]')
+    text = GOOD.replace("port = 5432", 'port = 5432\ndepends_on = ["notebooks"]')
     message = problems_of(text)
     assert "dependency cycle: db -> notebooks -> db" in message
 
@@ -119,24 +118,39 @@ def test_several_problems_reported_together() -> None:
     assert "prot" in message and "unknown kind 'x'" in message
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('[course]\nname = "Bad Name"\n[services.a]\nkind = "jupyter"\n', "course.name"),
-    ('[course]\nname = "c"\n', "missing key 'services'"),
-    ('[course]\nname = "c"\n[services.Bad_Name]\nkind = "jupyter"\n', "not allowed"),
-    ('[course]\nname = "c"\n[services.a]\nport = 1\n', "missing key 'kind'"),
-    ('[course]\nname = "c"\n[services.a]\nkind = "command"\ncommand = []\n',
-     "command must name a program"),
-    ('[course]\nname = "c"\n[services.a]\nkind = "command"\ncommand = "x"\n',
-     'a "tcp" probe needs a port'),
-    ('[course]\nname = "c"\n[services.a]\nkind = "jupyter"\nstart = "sometimes"\n',
-     "services.a.start"),
-    ('[course]\nname = "c"\n[services.a]\nkind = "jupyter"\nport = 70000\n',
-     "less than or equal to 65535"),
-    ('[course]\nname = "c"\n[services.a]\nkind = "jupyter"\ndepends_on = ["a"]\n',
-     "depends on itself"),
-    ('[course]\nname = "c"\nflavour = 1\n[services.a]\nkind = "jupyter"\n',
-     "unknown key 'flavour'"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[course]\nname = "Bad Name"\n[services.a]\nkind = "jupyter"\n', "course.name"),
+        ('[course]\nname = "c"\n', "missing key 'services'"),
+        ('[course]\nname = "c"\n[services.Bad_Name]\nkind = "jupyter"\n', "not allowed"),
+        ('[course]\nname = "c"\n[services.a]\nport = 1\n', "missing key 'kind'"),
+        (
+            '[course]\nname = "c"\n[services.a]\nkind = "command"\ncommand = []\n',
+            "command must name a program",
+        ),
+        (
+            '[course]\nname = "c"\n[services.a]\nkind = "command"\ncommand = "x"\n',
+            'a "tcp" probe needs a port',
+        ),
+        (
+            '[course]\nname = "c"\n[services.a]\nkind = "jupyter"\nstart = "sometimes"\n',
+            "services.a.start",
+        ),
+        (
+            '[course]\nname = "c"\n[services.a]\nkind = "jupyter"\nport = 70000\n',
+            "less than or equal to 65535",
+        ),
+        (
+            '[course]\nname = "c"\n[services.a]\nkind = "jupyter"\ndepends_on = ["a"]\n',
+            "depends on itself",
+        ),
+        (
+            '[course]\nname = "c"\nflavour = 1\n[services.a]\nkind = "jupyter"\n',
+            "unknown key 'flavour'",
+        ),
+    ],
+)
 def test_mistakes_a_hurried_course_team_makes(text: str, expected: str) -> None:
     assert expected in problems_of(text)
 
@@ -150,7 +164,10 @@ def test_missing_file_and_folder_argument(tmp_path: Path) -> None:
 
 def test_dependency_waves_are_levels() -> None:
     assert dependency_waves({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}) == [
-        ["a"], ["b", "c"], ["d"]]
+        ["a"],
+        ["b", "c"],
+        ["d"],
+    ]
     with pytest.raises(ValueError, match="x -> y -> x"):
         dependency_waves({"x": ["y"], "y": ["x"]})
 
@@ -176,8 +193,8 @@ def test_every_setting_is_documented() -> None:
         ProbeSettings,
     )
 
-    models = [CourseInfo, DashboardSettings, LogSettings, ProbeSettings,
-              *SERVICE_MODELS.values()]
-    missing = sorted({f"{m.__name__}.{f}" for m in models for f in m.model_fields
-                      if f"`{f}`" not in doc})
+    models = [CourseInfo, DashboardSettings, LogSettings, ProbeSettings, *SERVICE_MODELS.values()]
+    missing = sorted(
+        {f"{m.__name__}.{f}" for m in models for f in m.model_fields if f"`{f}`" not in doc}
+    )
     assert not missing, f"docs/spec.md does not document: {missing}"

@@ -30,17 +30,17 @@ with warnings.catch_warnings():
 HAND_WRITTEN = (
     "# Written by hand: odd spacing, comments everywhere, CRLF line ends.\r\n"
     "[course]\r\n"
-    "name   =   \"hand\"   # the name\r\n"
+    'name   =   "hand"   # the name\r\n'
     "\r\n"
     "[services.db]\r\n"
     "kind = 'postgres'\r\n"
     "port = 5432 # preferred\r\n"
     "\r\n"
     "[services.web]\r\n"
-    "kind = \"command\"\r\n"
-    "command = \"python3 -m http.server {port}\"\r\n"
+    'kind = "command"\r\n'
+    'command = "python3 -m http.server {port}"\r\n'
     "port = 8000\r\n"
-    "depends_on = [ \"db\" ]   # wait for the database\r\n"
+    'depends_on = [ "db" ]   # wait for the database\r\n'
 )
 
 
@@ -50,10 +50,13 @@ def write(folder: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text", [
-    HAND_WRITTEN,
-    (sample_course_source() / "course.toml").read_text(encoding="utf-8"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        HAND_WRITTEN,
+        (sample_course_source() / "course.toml").read_text(encoding="utf-8"),
+    ],
+)
 def test_unchanged_data_gives_the_same_bytes(text: str) -> None:
     assert compose(text, tomllib.loads(text)) == text
 
@@ -82,18 +85,37 @@ def test_removing_a_service_and_a_key() -> None:
 
 #: case -> (services added to HAND_WRITTEN, key, words of the message, line it points at)
 BAD = {
-    "cycle": ('[services.a]\nkind = "postgres"\ndepends_on = ["b"]\n'
-              '[services.b]\nkind = "postgres"\ndepends_on = ["a"]\n',
-              "services.a.depends_on", "dependency cycle: a -> b -> a", 'depends_on = ["b"]'),
-    "missing dependency": ('[services.c]\nkind = "postgres"\ndepends_on = ["cache"]\n',
-                           "services.c.depends_on", "depends on 'cache'",
-                           'depends_on = ["cache"]'),
-    "unknown kind": ('[services.c]\nkind = "postgress"\n', "services.c.kind",
-                     "unknown kind 'postgress'", 'kind = "postgress"'),
-    "invalid port": ('[services.c]\nkind = "postgres"\nport = 70000\n', "services.c.port",
-                     "less than or equal to 65535", "port = 70000"),
-    "duplicate name": ('[services.web]\nkind = "jupyter"\n', "", "not valid TOML",
-                       "[services.web]"),
+    "cycle": (
+        '[services.a]\nkind = "postgres"\ndepends_on = ["b"]\n'
+        '[services.b]\nkind = "postgres"\ndepends_on = ["a"]\n',
+        "services.a.depends_on",
+        "dependency cycle: a -> b -> a",
+        'depends_on = ["b"]',
+    ),
+    "missing dependency": (
+        '[services.c]\nkind = "postgres"\ndepends_on = ["cache"]\n',
+        "services.c.depends_on",
+        "depends on 'cache'",
+        'depends_on = ["cache"]',
+    ),
+    "unknown kind": (
+        '[services.c]\nkind = "postgress"\n',
+        "services.c.kind",
+        "unknown kind 'postgress'",
+        'kind = "postgress"',
+    ),
+    "invalid port": (
+        '[services.c]\nkind = "postgres"\nport = 70000\n',
+        "services.c.port",
+        "less than or equal to 65535",
+        "port = 70000",
+    ),
+    "duplicate name": (
+        '[services.web]\nkind = "jupyter"\n',
+        "",
+        "not valid TOML",
+        "[services.web]",
+    ),
 }
 
 
@@ -161,7 +183,11 @@ def test_compare_sorts_services_by_what_happened() -> None:
     new = parse_spec(compose(HAND_WRITTEN, data), Path("course.toml"))
     changes = compare(old, new)
     assert (changes.added, changes.removed, changes.changed, changes.unchanged) == (
-        ["cache"], [], ["web"], ["db"])
+        ["cache"],
+        [],
+        ["web"],
+        ["db"],
+    )
 
 
 def test_text_nested_too_deeply_is_a_problem_not_a_crash() -> None:
@@ -173,24 +199,36 @@ def test_text_nested_too_deeply_is_a_problem_not_a_crash() -> None:
 # -- properties: whatever the spec, an edit lands exactly, and no edit changes nothing ----
 
 NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True)
-SCALARS = st.one_of(st.integers(-10**6, 10**6), st.booleans(),
-                    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
+SCALARS = st.one_of(
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+)
 # Tables are never empty here: the composer drops a table it empties ("probe = {}" says
 # nothing), and an empty table whose keys were all sub-tables would vanish from the text.
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(SCALARS, max_size=3), st.dictionaries(NAMES, inner, min_size=1, max_size=3)),
-    max_leaves=6)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(SCALARS, max_size=3), st.dictionaries(NAMES, inner, min_size=1, max_size=3)
+    ),
+    max_leaves=6,
+)
 SERVICES = st.dictionaries(
-    NAMES, st.dictionaries(NAMES, VALUES, max_size=4).map(lambda s: {"kind": "command", **s}),
-    min_size=1, max_size=4)
-DATA = st.fixed_dictionaries({"course": st.fixed_dictionaries({"name": NAMES}),
-                              "services": SERVICES})
+    NAMES,
+    st.dictionaries(NAMES, VALUES, max_size=4).map(lambda s: {"kind": "command", **s}),
+    min_size=1,
+    max_size=4,
+)
+DATA = st.fixed_dictionaries(
+    {"course": st.fixed_dictionaries({"name": NAMES}), "services": SERVICES}
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(DATA, DATA)
 def test_compose_writes_exactly_the_data_and_keeps_what_did_not_change(
-        before: dict[str, Any], after: dict[str, Any]) -> None:
+    before: dict[str, Any], after: dict[str, Any]
+) -> None:
     text = tomlkit.dumps(before)
     assert compose(text, before) == text  # nothing changed: the same bytes
     edited = compose(text, after)

@@ -36,20 +36,41 @@ with warnings.catch_warnings():
         import hypothesis.extra._patching  # noqa: F401
 
 PATH = Path("/courses/fuzz/course.toml")
-FUZZ = settings(max_examples=300, deadline=None, derandomize=False, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 GOOD: dict[str, Any] = {
     "course": {"name": "tm351", "title": "Data management", "memory_budget": "1G"},
     "dashboard": {"port": 8700, "host": "127.0.0.1"},
     "services": {
-        "db": {"kind": "postgres", "port": 5432, "database": "teaching",
-               "seed": ["seed/teaching.sql"], "settings": {"shared_buffers": "64MB"}},
-        "notebooks": {"kind": "jupyter", "depends_on": ["db"], "app": "lab",
-                      "args": ["--ServerApp.log_level=INFO"]},
-        "api": {"kind": "command", "command": "python -m http.server {port}", "port": 9000,
-                "depends_on": {"db": "started"}, "probe": {"type": "http", "path": "/"},
-                "env": {"MODE": "test"}, "restart": "always", "start": "manual"},
+        "db": {
+            "kind": "postgres",
+            "port": 5432,
+            "database": "teaching",
+            "seed": ["seed/teaching.sql"],
+            "settings": {"shared_buffers": "64MB"},
+        },
+        "notebooks": {
+            "kind": "jupyter",
+            "depends_on": ["db"],
+            "app": "lab",
+            "args": ["--ServerApp.log_level=INFO"],
+        },
+        "api": {
+            "kind": "command",
+            "command": "python -m http.server {port}",
+            "port": 9000,
+            "depends_on": {"db": "started"},
+            "probe": {"type": "http", "path": "/"},
+            "env": {"MODE": "test"},
+            "restart": "always",
+            "start": "manual",
+        },
     },
 }
 SAMPLE_TEXT = (sample_course_source() / "course.toml").read_text(encoding="utf-8")
@@ -69,17 +90,21 @@ def toml_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        escaped = "".join(ch if ch.isprintable() and ch not in '"\\' else
-                          f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
-                          for ch in value)
+        escaped = "".join(
+            ch
+            if ch.isprintable() and ch not in '"\\'
+            else f"\\u{ord(ch):04x}"
+            if ord(ch) < 0x10000
+            else f"\\U{ord(ch):08x}"
+            for ch in value
+        )
         return f'"{escaped}"'
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}"
-                               for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(type(value))
 
 
@@ -89,15 +114,17 @@ def toml_key(key: str) -> str:
 
 def dump_toml(document: dict[str, Any]) -> str:
     """Top-level scalars, then [table] per dict, [services.NAME] per service."""
-    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in document.items()
-             if not isinstance(v, dict)]
+    lines = [
+        f"{toml_key(k)} = {toml_value(v)}" for k, v in document.items() if not isinstance(v, dict)
+    ]
     for key, table in document.items():
         if not isinstance(table, dict):
             continue
         nested = {k: v for k, v in table.items() if isinstance(v, dict)}
         lines.append(f"\n[{toml_key(key)}]")
-        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items()
-                  if not isinstance(v, dict)]
+        lines += [
+            f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)
+        ]
         for name, sub in nested.items():
             if key == "services":
                 lines.append(f"\n[{toml_key(key)}.{toml_key(name)}]")
@@ -110,27 +137,97 @@ def dump_toml(document: dict[str, Any]) -> str:
 # -- strategies -----------------------------------------------------------------------------
 
 keys = st.one_of(
-    st.sampled_from(["name", "title", "kind", "port", "depends_on", "start", "restart", "env",
-                     "command", "probe", "type", "path", "status", "seed", "settings",
-                     "binaries", "notebooks", "app", "args", "memory_budget", "host",
-                     "start_timeout", "stop_timeout", "max_restarts", "probe_interval",
-                     "liveness_failures", "stop_signal", "web", "cwd", "database", "user",
-                     "burst", "interval", "stable_after", "down_timeout",
-                     "db", "api", "notebooks", "postgres", "jupyter", "command"]),
+    st.sampled_from(
+        [
+            "name",
+            "title",
+            "kind",
+            "port",
+            "depends_on",
+            "start",
+            "restart",
+            "env",
+            "command",
+            "probe",
+            "type",
+            "path",
+            "status",
+            "seed",
+            "settings",
+            "binaries",
+            "notebooks",
+            "app",
+            "args",
+            "memory_budget",
+            "host",
+            "start_timeout",
+            "stop_timeout",
+            "max_restarts",
+            "probe_interval",
+            "liveness_failures",
+            "stop_signal",
+            "web",
+            "cwd",
+            "database",
+            "user",
+            "burst",
+            "interval",
+            "stable_after",
+            "down_timeout",
+            "db",
+            "api",
+            "notebooks",
+            "postgres",
+            "jupyter",
+            "command",
+        ]
+    ),
     st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=12),
     st.text(min_size=1, max_size=8),
 )
 scalars = st.one_of(
-    st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["postgres", "jupyter", "command", "ready", "started", "always",
-                     "manual", "on-demand", "never", "tcp", "http", "exec", "none", "db",
-                     "{port}", "{db.port}", "{nope.port}", "lab", "server", "SIGINT", "",
-                     "1G", "-1", "system", "pgserver"]),
-    st.datetimes(), st.dates(), st.times(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "postgres",
+            "jupyter",
+            "command",
+            "ready",
+            "started",
+            "always",
+            "manual",
+            "on-demand",
+            "never",
+            "tcp",
+            "http",
+            "exec",
+            "none",
+            "db",
+            "{port}",
+            "{db.port}",
+            "{nope.port}",
+            "lab",
+            "server",
+            "SIGINT",
+            "",
+            "1G",
+            "-1",
+            "system",
+            "pgserver",
+        ]
+    ),
+    st.datetimes(),
+    st.dates(),
+    st.times(),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=8,
+)
 
 
 def paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -182,15 +279,22 @@ def mutated_text(draw: st.DrawFn) -> str:
     text = SAMPLE_TEXT
     for _ in range(draw(st.integers(1, 5))):
         lines = text.splitlines(keepends=True) or [""]
-        action = draw(st.sampled_from(["insert", "delete", "dup-line", "drop-line",
-                                       "swap-lines", "truncate"]))
+        action = draw(
+            st.sampled_from(["insert", "delete", "dup-line", "drop-line", "swap-lines", "truncate"])
+        )
         position = draw(st.integers(0, max(len(text) - 1, 0)))
         if action == "insert":
-            snippet = draw(st.one_of(st.text(max_size=5), st.sampled_from(
-                ['"', "[", "]", "=", "\n", "{", "}", "#", "'''", '"""', "\\", ".", "\x00"])))
+            snippet = draw(
+                st.one_of(
+                    st.text(max_size=5),
+                    st.sampled_from(
+                        ['"', "[", "]", "=", "\n", "{", "}", "#", "'''", '"""', "\\", ".", "\x00"]
+                    ),
+                )
+            )
             text = text[:position] + snippet + text[position:]
         elif action == "delete":
-            text = text[:position] + text[position + draw(st.integers(1, 10)):]
+            text = text[:position] + text[position + draw(st.integers(1, 10)) :]
         elif action in ("dup-line", "drop-line", "swap-lines"):
             index = draw(st.integers(0, len(lines) - 1))
             other = draw(st.integers(0, len(lines) - 1))

@@ -24,8 +24,9 @@ from fakes import (
 )
 
 
-def build(*units: ScriptedUnit, launcher: FakeLauncher | None = None,
-          clock: FakeClock | None = None) -> tuple[Supervisor, FakeLauncher]:
+def build(
+    *units: ScriptedUnit, launcher: FakeLauncher | None = None, clock: FakeClock | None = None
+) -> tuple[Supervisor, FakeLauncher]:
     launcher = launcher or FakeLauncher()
     launcher.clock = units[0].clock
     supervisor = Supervisor(units, launcher, clock=units[0].clock, timing=Timing())
@@ -47,8 +48,7 @@ async def test_dependent_waits_for_ready_and_independents_start_together() -> No
     assert [n for n, _ in launcher.launched] == ["cache", "db"]  # together, app waits
     assert supervisor.services["app"].status.detail == "waiting for db"
     await clock.advance(2.0)
-    assert states(supervisor) == {"db": State.STARTING, "cache": State.READY,
-                                  "app": State.STARTING}
+    assert states(supervisor) == {"db": State.STARTING, "cache": State.READY, "app": State.STARTING}
     await clock.advance(1.1)
     assert supervisor.services["db"].status.state is State.READY
     assert launcher.count("app") == 1 and app.launched_at is not None
@@ -183,8 +183,7 @@ async def test_stop_runs_in_reverse_dependency_order_and_escalates_to_sigkill() 
     supervisor.start(["app"])
     await clock.advance(1.0)
     order: list[str] = []
-    supervisor.add_listener(lambda e: order.append(e.service)
-                            if e.state is State.STOPPED else None)
+    supervisor.add_listener(lambda e: order.append(e.service) if e.state is State.STOPPED else None)
     stopping = asyncio.ensure_future(supervisor.stop_all())
     await clock.advance(10.5)  # app's grace period passes: SIGKILL
     await clock.advance(10.5)
@@ -212,12 +211,14 @@ async def test_stop_during_backoff_and_start_again() -> None:
 
 async def test_memory_limit_restarts_a_service_over_it_three_probes_in_a_row() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("hog", clock, ready_after=0.0, probe_interval=1,
-                        memory_limit="100M", restart="never")
+    unit = ScriptedUnit(
+        "hog", clock, ready_after=0.0, probe_interval=1, memory_limit="100M", restart="never"
+    )
     usage = {"bytes": 50 * 2**20}
     launcher = FakeLauncher()
-    supervisor = Supervisor([unit], launcher, clock=clock, timing=Timing(),
-                            memory_of=lambda pid: usage["bytes"])
+    supervisor = Supervisor(
+        [unit], launcher, clock=clock, timing=Timing(), memory_of=lambda pid: usage["bytes"]
+    )
     supervisor.start(["hog"])
     await clock.advance(5.0)
     assert supervisor.services["hog"].status.state is State.READY
@@ -244,15 +245,15 @@ async def test_a_kill_storm_of_a_ready_service_never_ends_in_failed() -> None:
     launch_times = [p.launched_at for _, p in launcher.launched]
     gaps = [b - a for a, b in itertools.pairwise(launch_times)]  # type: ignore[operator]
     assert max(gaps) < 2.6  # each restart at once: it had been ready for 2.2 s
-    assert all(e.detail == "restarting in 0 s" for e in supervisor.history
-               if e.state is State.BACKOFF)
+    assert all(
+        e.detail == "restarting in 0 s" for e in supervisor.history if e.state is State.BACKOFF
+    )
     await supervisor.stop_all()
 
 
 async def test_more_starts_than_burst_within_interval_is_a_crash_loop() -> None:
     clock = FakeClock()
-    unit = ScriptedUnit("loop", clock, ready_after=0.1, stable_after=0.5, burst=5,
-                        interval=10)
+    unit = ScriptedUnit("loop", clock, ready_after=0.1, stable_after=0.5, burst=5, interval=10)
     launcher = KilledLauncher(clock, lives=1.5)  # ready 1.4 s, then dies
     supervisor, _ = build(unit, launcher=launcher)
     supervisor.start(["loop"])
@@ -260,8 +261,9 @@ async def test_more_starts_than_burst_within_interval_is_a_crash_loop() -> None:
     status = supervisor.services["loop"].status
     assert status.state is State.FAILED
     assert launcher.count("loop") == 5  # the sixth start within 10 s is refused
-    assert status.reason == ("started 5 times within 10 s (burst = 5), a crash loop; "
-                             "last: killed by signal 9")
+    assert status.reason == (
+        "started 5 times within 10 s (burst = 5), a crash loop; last: killed by signal 9"
+    )
     await clock.advance(60.0)
     assert supervisor.services["loop"].status.reason == status.reason  # failed keeps it
 
@@ -275,8 +277,13 @@ async def test_backoff_grows_between_quick_crashes_and_resets_when_stable() -> N
     await clock.advance(40.0)
     waits = [e.detail for e in supervisor.history if e.state is State.BACKOFF]
     # Three quick crashes: 1, 2, 4 s; then one after 4.9 s ready: at once; then 1 s again.
-    assert waits == ["restarting in 1 s", "restarting in 2 s", "restarting in 4 s",
-                     "restarting in 0 s", "restarting in 1 s"]
+    assert waits == [
+        "restarting in 1 s",
+        "restarting in 2 s",
+        "restarting in 4 s",
+        "restarting in 0 s",
+        "restarting in 1 s",
+    ]
     assert supervisor.services["svc"].status.state is State.READY
     await supervisor.stop_all()
 
@@ -303,8 +310,9 @@ async def test_liveness_restart_shows_the_last_failure_and_stopping_in_its_grace
     await clock.advance(3.05)
     status = supervisor.services["hung"].status
     assert status.state is State.STOPPING
-    assert status.detail == ("stopping to restart: stopped answering its health probe "
-                             "(3 failures in a row)")
+    assert status.detail == (
+        "stopping to restart: stopped answering its health probe (3 failures in a row)"
+    )
     details = [e.detail for e in supervisor.history if e.state is State.UNHEALTHY]
     assert details == [f"health probe failed ({n}/3)" for n in (1, 2, 3)]
     await clock.advance(10.0)  # the grace period ends: SIGKILL, then a new start
@@ -324,9 +332,11 @@ async def stop_in_fake_time(supervisor: Supervisor, clock: FakeClock) -> None:
 
 async def test_stop_with_a_deadline_ends_every_wave_by_it() -> None:
     clock = FakeClock()
-    units = [ScriptedUnit("db", clock, ready_after=0.0),
-             ScriptedUnit("app", clock, ready_after=0.0, depends_on=["db"]),
-             ScriptedUnit("web", clock, ready_after=0.0, depends_on=["app"])]
+    units = [
+        ScriptedUnit("db", clock, ready_after=0.0),
+        ScriptedUnit("app", clock, ready_after=0.0, depends_on=["db"]),
+        ScriptedUnit("web", clock, ready_after=0.0, depends_on=["app"]),
+    ]
     stubborn = StubbornLauncher()  # each would take its whole 10 s grace
     supervisor, launcher = build(*units, launcher=stubborn)
     supervisor.start(["web"])
@@ -342,8 +352,7 @@ async def test_stop_with_a_deadline_ends_every_wave_by_it() -> None:
 
 async def test_what_the_log_pump_dropped_is_shown() -> None:
     clock = FakeClock()
-    supervisor, launcher = build(ScriptedUnit("talker", clock, ready_after=0.0,
-                                              probe_interval=1))
+    supervisor, launcher = build(ScriptedUnit("talker", clock, ready_after=0.0, probe_interval=1))
     supervisor.start(["talker"])
     await clock.advance(1.0)
     launcher.last("talker").note = "log not written (No space left on device); 2 MB ..."

@@ -9,16 +9,26 @@ from hypothesis import strategies as st
 from coursestack.units import GB, KB, MB, format_duration, format_size, parse_size
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("1G", 1024**3), ("512M", 512 * MB), ("1.5GB", 1536 * MB), ("800MiB", 800 * MB),
-    ("2 gb", 2 * 1024**3), ("64k", 64 * 1024), ("65536B", 65536), ("1T", 1024**4),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1G", 1024**3),
+        ("512M", 512 * MB),
+        ("1.5GB", 1536 * MB),
+        ("800MiB", 800 * MB),
+        ("2 gb", 2 * 1024**3),
+        ("64k", 64 * 1024),
+        ("65536B", 65536),
+        ("1T", 1024**4),
+    ],
+)
 def test_sizes_people_write_are_understood(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["lots", "", "1", "-1G", "0M", "1X", "1e3G", "G", "1 G B",
-                                  "nanG", "1.G"])
+@pytest.mark.parametrize(
+    "text", ["lots", "", "1", "-1G", "0M", "1X", "1e3G", "G", "1 G B", "nanG", "1.G"]
+)
 def test_anything_else_is_not_a_size(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
@@ -26,7 +36,11 @@ def test_anything_else_is_not_a_size(text: str) -> None:
 
 def test_sizes_read_well() -> None:
     assert [format_size(n) for n in (512, 4000, 2**20 * 41, 2**30 * 3)] == [
-        "512 bytes", "3.9 KB", "41 MB", "3.0 GB"]
+        "512 bytes",
+        "3.9 KB",
+        "41 MB",
+        "3.0 GB",
+    ]
 
 
 def test_a_missing_size_or_duration_reads_as_the_placeholder() -> None:
@@ -46,10 +60,20 @@ def test_a_size_under_a_kilobyte_is_exact(count: int) -> None:
     assert format_size(count) == f"{count} bytes"
 
 
-@pytest.mark.parametrize(("seconds", "words"), [
-    (0, "0 s"), (-3, "0 s"), (59.9, "59 s"), (60, "1 min 0 s"), (187, "3 min 7 s"),
-    (3599, "59 min 59 s"), (3600, "1 h 0 min"), (7500, "2 h 5 min"), (90000, "25 h 0 min"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0, "0 s"),
+        (-3, "0 s"),
+        (59.9, "59 s"),
+        (60, "1 min 0 s"),
+        (187, "3 min 7 s"),
+        (3599, "59 min 59 s"),
+        (3600, "1 h 0 min"),
+        (7500, "2 h 5 min"),
+        (90000, "25 h 0 min"),
+    ],
+)
 def test_durations_read_like_the_dashboard(seconds: float, words: str) -> None:
     assert format_duration(seconds) == words
 

@@ -22,13 +22,16 @@ from coursestack.authoring.model import Problem
 from coursestack.errors import UsageError, UserError
 
 author_app = typer.Typer(
-    name="author", no_args_is_help=True,
+    name="author",
+    no_args_is_help=True,
     help="Course production tools: draft progress and export to OU-XML.",
 )
 
 T = TypeVar("T")
-MetaOption = Annotated[list[str] | None, typer.Option(
-    "--meta", "-m", help="Metadata override KEY=VALUE (repeatable); wins over files.")]
+MetaOption = Annotated[
+    list[str] | None,
+    typer.Option("--meta", "-m", help="Metadata override KEY=VALUE (repeatable); wins over files."),
+]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -60,14 +63,18 @@ def _print_problems(problems: list[Problem]) -> None:
 @author_app.command()
 def ouxml(
     target: Annotated[Path, typer.Argument(help="A .docx/.md/.odt document or a folder.")],
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Output folder (one document) or .zip (a folder).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output folder (one document) or .zip (a folder)."),
+    ] = None,
     meta: MetaOption = None,
-    check: Annotated[bool, typer.Option(help="Check the XML against the schema and VLE "
-                                        "rules.")] = True,
+    check: Annotated[
+        bool, typer.Option(help="Check the XML against the schema and VLE rules.")
+    ] = True,
     schema: Annotated[Path | None, typer.Option(help="OU-XML .xsd to check against.")] = None,
 ) -> None:
     """Convert a document, or every draft in a folder (to one zip), to OU-XML."""
+
     def run() -> None:
         from coursestack.authoring.export import export_path
 
@@ -95,6 +102,7 @@ def check(
     schema: Annotated[Path | None, typer.Option(help="OU-XML .xsd to check against.")] = None,
 ) -> None:
     """Check OU-XML against the OU schema and the VLE's further rules."""
+
     def run() -> None:
         from coursestack.authoring.ouxml_check import check_path
 
@@ -127,22 +135,38 @@ def _table(report: object) -> Table:
     table = Table(title=f"Draft progress {report.course}".strip())
     for col in ("Draft", "Progress", "%", "Amount", "Status", "Deadline"):
         # The bar must never wrap or be cut: it is the point of the table.
-        table.add_column(col, justify="right" if col in {"%", "Amount"} else "left",
-                         no_wrap=col in {"Draft", "Progress", "%", "Status"},
-                         min_width=30 if col == "Progress" else None)
+        table.add_column(
+            col,
+            justify="right" if col in {"%", "Amount"} else "left",
+            no_wrap=col in {"Draft", "Progress", "%", "Status"},
+            min_width=30 if col == "Progress" else None,
+        )
     for item in report.items:
-        amount = "task" if item.task else (
-            f"{item.value:g}" + (f"/{item.target:g}" if item.target else "") + f" {item.measure}")
+        amount = (
+            "task"
+            if item.task
+            else (
+                f"{item.value:g}"
+                + (f"/{item.target:g}" if item.target else "")
+                + f" {item.measure}"
+            )
+        )
         due = ""
         if item.days_left is not None:
-            due = f"{item.days_left}d left" if item.days_left >= 0 else \
-                f"overdue {-item.days_left}d"
+            due = (
+                f"{item.days_left}d left" if item.days_left >= 0 else f"overdue {-item.days_left}d"
+            )
             if item.per_day is not None:
                 due += f", {item.per_day:g} {item.measure}/day"
         status_style = {"done": "green", "overrun": "red", "failed": "red"}.get(item.status, "")
-        table.add_row(item.path, _bar(item.percent, item.overrun),
-                      "" if item.percent is None else f"{item.percent:g}%", amount,
-                      Text(item.status, style=status_style), due)
+        table.add_row(
+            item.path,
+            _bar(item.percent, item.overrun),
+            "" if item.percent is None else f"{item.percent:g}%",
+            amount,
+            Text(item.status, style=status_style),
+            due,
+        )
     return table
 
 
@@ -152,8 +176,9 @@ def progress(
     by: Annotated[str | None, typer.Option(help="Measure: words, lines or pages.")] = None,
     words_per_page: Annotated[float | None, typer.Option(help="Words per page.")] = None,
     deadline: Annotated[str | None, typer.Option(help="Deadline YYYY-MM-DD for all.")] = None,
-    alert_command: Annotated[str | None, typer.Option(
-        help="Program to run per alert (message on stdin).")] = None,
+    alert_command: Annotated[
+        str | None, typer.Option(help="Program to run per alert (message on stdin).")
+    ] = None,
     alerts: Annotated[bool, typer.Option(help="Raise threshold alerts.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     html: Annotated[Path | None, typer.Option(help="Write the HTML progress page here.")] = None,
@@ -164,6 +189,7 @@ def progress(
     meta: MetaOption = None,
 ) -> None:
     """Show how far along every draft in a folder is (table, --json, --html)."""
+
     def run() -> None:
         from coursestack.authoring.progress import progress_report
         from coursestack.authoring.progress_html import render_html
@@ -171,8 +197,12 @@ def progress(
         if not folder.is_dir():
             raise UsageError("not a folder", where=str(folder))
         overrides = _overrides(meta)
-        for key, value in (("measure", by), ("words_per_page", words_per_page),
-                           ("deadline", deadline), ("alert_command", alert_command)):
+        for key, value in (
+            ("measure", by),
+            ("words_per_page", words_per_page),
+            ("deadline", deadline),
+            ("alert_command", alert_command),
+        ):
             if value is not None:
                 overrides[key] = str(value)
         try:
@@ -186,8 +216,7 @@ def progress(
             report = progress_report(folder, overrides, day, alerts)
             failed = report.failed
             if html is not None:
-                html.write_text(render_html(report, interval if watch else None),
-                                encoding="utf-8")
+                html.write_text(render_html(report, interval if watch else None), encoding="utf-8")
             if as_json:
                 typer.echo(report.to_json())
             else:

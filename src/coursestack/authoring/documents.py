@@ -35,8 +35,7 @@ def _readers() -> dict[str, Reader]:
     from coursestack.authoring.md_reader import read_markdown
     from coursestack.authoring.odt_reader import read_odt
 
-    return {".docx": read_docx, ".md": read_markdown, ".markdown": read_markdown,
-            ".odt": read_odt}
+    return {".docx": read_docx, ".md": read_markdown, ".markdown": read_markdown, ".odt": read_odt}
 
 
 DRAFT_SUFFIXES = (".docx", ".md", ".markdown", ".odt")
@@ -44,8 +43,11 @@ DRAFT_SUFFIXES = (".docx", ".md", ".markdown", ".odt")
 
 def is_draft(path: Path) -> bool:
     """Whether `path` is a draft we can read (Word lock files `~$x.docx` are not)."""
-    return (path.suffix.lower() in DRAFT_SUFFIXES and not path.name.startswith(("~$", "."))
-            and path.is_file())
+    return (
+        path.suffix.lower() in DRAFT_SUFFIXES
+        and not path.name.startswith(("~$", "."))
+        and path.is_file()
+    )
 
 
 def find_drafts(folder: Path) -> list[Path]:
@@ -64,9 +66,19 @@ def read_document(path: Path) -> Document:
     """Read one draft of any supported format."""
     reader = _readers().get(path.suffix.lower())
     if reader is None:
-        return Document(path, [], problems=[Problem(
-            "error", str(path), "", f"unsupported file type {path.suffix!r} "
-            f"(supported: {', '.join(DRAFT_SUFFIXES)})")])
+        return Document(
+            path,
+            [],
+            problems=[
+                Problem(
+                    "error",
+                    str(path),
+                    "",
+                    f"unsupported file type {path.suffix!r} "
+                    f"(supported: {', '.join(DRAFT_SUFFIXES)})",
+                )
+            ],
+        )
     return reader(path)
 
 
@@ -87,8 +99,12 @@ class Draft:
         return any(p.severity == "error" for p in self.problems)
 
 
-def load_draft(path: Path, root: Path, overrides: Mapping[str, str] | None = None,
-               cache: dict[Path, Metadata] | None = None) -> Draft:
+def load_draft(
+    path: Path,
+    root: Path,
+    overrides: Mapping[str, str] | None = None,
+    cache: dict[Path, Metadata] | None = None,
+) -> Draft:
     """Read a draft and layer its metadata: folders top-down, document, overrides."""
     problems: list[Problem] = []
     meta = folder_metadata(path.parent, root, problems, cache)

@@ -53,14 +53,25 @@ def _check(exp: Export, schema: Path | None) -> list[Problem]:
             schema = find_schema()
         except UserError as err:
             # The schema ships in a separate package; without it, still apply the VLE rules.
-            return [Problem("warning", name, "", f"{err.message} ({err.hint}); only the VLE "
-                            "rules were checked"), *check_xml(exp.xml, name, use_schema=False)]
+            return [
+                Problem(
+                    "warning",
+                    name,
+                    "",
+                    f"{err.message} ({err.hint}); only the VLE rules were checked",
+                ),
+                *check_xml(exp.xml, name, use_schema=False),
+            ]
     return check_xml(exp.xml, name, schema)
 
 
-def export_path(target: Path, output: Path | None = None,
-                overrides: Mapping[str, str] | None = None, check: bool = True,
-                schema: Path | None = None) -> ExportReport:
+def export_path(
+    target: Path,
+    output: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    check: bool = True,
+    schema: Path | None = None,
+) -> ExportReport:
     """Export a document (to a folder) or a folder of drafts (to one zip)."""
     if target.is_dir():
         return _export_folder(target, output, overrides, check, schema)
@@ -83,14 +94,20 @@ def export_path(target: Path, output: Path | None = None,
     return report
 
 
-def _export_folder(folder: Path, output: Path | None, overrides: Mapping[str, str] | None,
-                   check: bool, schema: Path | None) -> ExportReport:
+def _export_folder(
+    folder: Path,
+    output: Path | None,
+    overrides: Mapping[str, str] | None,
+    check: bool,
+    schema: Path | None,
+) -> ExportReport:
     out_zip = output or folder.parent / f"{slug(folder.name)}-ouxml.zip"
     report = ExportReport(out_zip)
     names = {p: doc_name(p, folder) for p in find_drafts(folder)}
     if not names:
-        report.problems.append(Problem("error", str(folder), "", "no drafts (.docx, .md, "
-                                       ".odt) found in this folder"))
+        report.problems.append(
+            Problem("error", str(folder), "", "no drafts (.docx, .md, .odt) found in this folder")
+        )
         return report
     lines: list[str] = []
     with zipfile.ZipFile(out_zip, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -65,7 +65,7 @@ def split_front_matter(text: str) -> tuple[str, str, int]:
     if lines and lines[0].strip() == "---":
         for i in range(1, len(lines)):
             if lines[i].strip() in {"---", "..."}:
-                return "\n".join(lines[1:i]), "\n".join(lines[i + 1:]), i + 1
+                return "\n".join(lines[1:i]), "\n".join(lines[i + 1 :]), i + 1
     return "", text, 0
 
 
@@ -103,8 +103,10 @@ class _MdReader:
             elif (om := _OPEN.match(line)) is not None:
                 kind = om.group(1).lower()
                 if kind not in CONTAINER_KINDS:
-                    self.warn(f"line {lineno + 1}", f"unknown container '{kind}'; its content "
-                              "is exported as ordinary text")
+                    self.warn(
+                        f"line {lineno + 1}",
+                        f"unknown container '{kind}'; its content is exported as ordinary text",
+                    )
                 seg = _Segment(lineno, kind=kind, title=om.group(2))
                 stack[-1].children.append(seg)
                 stack.append(seg)
@@ -134,8 +136,11 @@ class _MdReader:
             elif seg.kind == "activity":
                 parts: list[Block] = []
                 for blk in inner:
-                    if isinstance(blk, Container) and blk.kind in {"question", "answer",
-                                                                   "discussion"}:
+                    if isinstance(blk, Container) and blk.kind in {
+                        "question",
+                        "answer",
+                        "discussion",
+                    }:
                         parts.append(blk)
                     elif parts and isinstance(parts[-1], Container):
                         parts[-1].blocks.append(blk)
@@ -154,8 +159,9 @@ class _MdReader:
             kind = node.type
             if kind == "heading":
                 images: list[Image] = []
-                out.append(Heading(int(node.tag[1]), self.inline(node.children[0], where,
-                                                                 images), where))
+                out.append(
+                    Heading(int(node.tag[1]), self.inline(node.children[0], where, images), where)
+                )
             elif kind == "paragraph":
                 images = []
                 spans = self.inline(node.children[0], where, images)
@@ -164,8 +170,11 @@ class _MdReader:
                 if plain(spans).strip():
                     out.append(Para(spans, where))
                     if images:
-                        self.warn(where, "image inside a text paragraph is exported as a "
-                                  "figure after that paragraph")
+                        self.warn(
+                            where,
+                            "image inside a text paragraph is exported as a "
+                            "figure after that paragraph",
+                        )
                 for img in images:
                     cap = ""
                     if only_image:
@@ -214,14 +223,25 @@ class _MdReader:
         for section in node.children:
             for tr in section.children:
                 images: list[Image] = []
-                rows.append([self.inline(cell.children[0], where, images)
-                             if cell.children else [] for cell in tr.children])
+                rows.append(
+                    [
+                        self.inline(cell.children[0], where, images) if cell.children else []
+                        for cell in tr.children
+                    ]
+                )
                 if section.type == "thead":
                     header += 1
         return Table(rows, header, [], where)
 
-    def inline(self, node: Any, where: str, images: list[Image], bold: bool = False,
-               italic: bool = False, href: str = "") -> list[Span]:
+    def inline(
+        self,
+        node: Any,
+        where: str,
+        images: list[Image],
+        bold: bool = False,
+        italic: bool = False,
+        href: str = "",
+    ) -> list[Span]:
         out: list[Span] = []
         for child in node.children or []:
             t = child.type
@@ -238,8 +258,11 @@ class _MdReader:
             elif t == "em":
                 out.extend(self.inline(child, where, images, bold, True, href))
             elif t == "link":
-                out.extend(self.inline(child, where, images, bold, italic,
-                                       str(child.attrs.get("href", ""))))
+                out.extend(
+                    self.inline(
+                        child, where, images, bold, italic, str(child.attrs.get("href", ""))
+                    )
+                )
             elif t == "image":
                 img = self.image(str(child.attrs.get("src", "")), where)
                 if img is not None:
@@ -254,8 +277,10 @@ class _MdReader:
 
     def image(self, src: str, where: str) -> Image | None:
         if re.match(r"^[a-z]+://", src):
-            self.error(where, f"image {src!r} is a web address and cannot be read; "
-                       "save it next to the document")
+            self.error(
+                where,
+                f"image {src!r} is a web address and cannot be read; save it next to the document",
+            )
             return None
         target = (self.path.parent / src).resolve()
         try:
@@ -279,8 +304,13 @@ def _attach_table_captions(blocks: list[Block]) -> list[Block]:
             if isinstance(prev, Table) and not prev.caption:
                 prev.caption = _strip_prefix(blk.spans, "Table:")
                 continue
-        if isinstance(blk, Table) and out and isinstance(out[-1], Para) \
-                and plain(out[-1].spans).startswith("Table:") and not blk.caption:
+        if (
+            isinstance(blk, Table)
+            and out
+            and isinstance(out[-1], Para)
+            and plain(out[-1].spans).startswith("Table:")
+            and not blk.caption
+        ):
             last = out.pop()
             assert isinstance(last, Para)
             blk.caption = _strip_prefix(last.spans, "Table:")
@@ -290,9 +320,8 @@ def _attach_table_captions(blocks: list[Block]) -> list[Block]:
 
 def _strip_prefix(spans: list[Span], prefix: str) -> list[Span]:
     first = spans[0]
-    rest = first.text[len(prefix):].lstrip() if first.text.startswith(prefix) else first.text
-    return merge_spans([Span(rest, first.bold, first.italic, first.code, first.href),
-                        *spans[1:]])
+    rest = first.text[len(prefix) :].lstrip() if first.text.startswith(prefix) else first.text
+    return merge_spans([Span(rest, first.bold, first.italic, first.code, first.href), *spans[1:]])
 
 
 def _stringify(value: object) -> str:
@@ -311,8 +340,9 @@ def read_markdown(path: Path) -> Document:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        return Document(path, [], problems=[Problem("error", str(path), "",
-                                                    f"cannot read file: {exc}")])
+        return Document(
+            path, [], problems=[Problem("error", str(path), "", f"cannot read file: {exc}")]
+        )
     front, body, offset = split_front_matter(text)
     meta: dict[str, str] = {}
     if front.strip():
@@ -331,5 +361,6 @@ def read_markdown(path: Path) -> Document:
 
     values = {canonical_key(k): v for k, v in meta.items()}
     blocks = reader.convert(reader.segments(body.split("\n"), offset))
-    return Document(path, blocks, values, dict.fromkeys(values, f"{path} front matter"),
-                    reader.problems)
+    return Document(
+        path, blocks, values, dict.fromkeys(values, f"{path} front matter"), reader.problems
+    )

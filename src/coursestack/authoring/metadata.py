@@ -103,8 +103,13 @@ def parse_records(text: str, file: str) -> tuple[list[Record], list[Problem]]:
         where = f"line {line}"
         if "::" not in stripped:
             problems.append(
-                Problem("error", file, where, f"record {stripped[:40]!r} has no '::' "
-                        "between key and value (write `key :: value;;`)")
+                Problem(
+                    "error",
+                    file,
+                    where,
+                    f"record {stripped[:40]!r} has no '::' "
+                    "between key and value (write `key :: value;;`)",
+                )
             )
             continue
         key, value = (part.strip() for part in stripped.split("::", 1))
@@ -113,8 +118,13 @@ def parse_records(text: str, file: str) -> tuple[list[Record], list[Problem]]:
             continue
         if _LOOKS_LIKE_RECORD.search(value):
             problems.append(
-                Problem("error", file, where, f"record {key!r} runs into the next one: "
-                        "a ';;' is probably missing at the end of the line")
+                Problem(
+                    "error",
+                    file,
+                    where,
+                    f"record {key!r} runs into the next one: "
+                    "a ';;' is probably missing at the end of the line",
+                )
             )
             continue
         records.append(Record(key, value, file, line))
@@ -155,8 +165,12 @@ class Metadata:
             if canon in seen:
                 first = seen[canon]
                 problems.append(
-                    Problem("warning", rec.file, f"line {rec.line}", f"key {rec.key!r} "
-                            f"repeats line {first.line}; the later value wins")
+                    Problem(
+                        "warning",
+                        rec.file,
+                        f"line {rec.line}",
+                        f"key {rec.key!r} repeats line {first.line}; the later value wins",
+                    )
                 )
             seen[canon] = rec
             self.set(canon, rec.value, rec.where)
@@ -183,7 +197,7 @@ def folder_metadata(
     root = root.resolve()
     doc_dir = doc_dir.resolve()
     chain = [doc_dir, *doc_dir.parents]
-    chain = chain[:chain.index(root) + 1] if root in chain else [doc_dir]
+    chain = chain[: chain.index(root) + 1] if root in chain else [doc_dir]
     meta = Metadata()
     for folder in reversed(chain):
         if cache is not None and folder in cache:

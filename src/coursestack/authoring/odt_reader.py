@@ -67,8 +67,15 @@ def read_odt(path: Path) -> Document:
             content = etree.fromstring(zf.read("content.xml"))
             meta_xml = zf.read("meta.xml") if "meta.xml" in zf.namelist() else b""
     except (zipfile.BadZipFile, KeyError, OSError, etree.XMLSyntaxError) as exc:
-        return Document(path, [], problems=[Problem(
-            "error", str(path), "", f"is not a readable .odt (corrupt or encrypted): {exc}")])
+        return Document(
+            path,
+            [],
+            problems=[
+                Problem(
+                    "error", str(path), "", f"is not a readable .odt (corrupt or encrypted): {exc}"
+                )
+            ],
+        )
     doc = Document(path, [])
     if meta_xml:
         meta = etree.fromstring(meta_xml)
@@ -101,23 +108,43 @@ def _blocks(parent: Any, doc: Document) -> list[Block]:
             spans = _text_of(child)
             if "".join(s.text for s in spans).strip():
                 out.append(Para(spans, where))
-            if child.find(".//{urn:oasis:names:tc:opendocument:xmlns:drawing:1.0}frame") \
-                    is not None:
-                doc.problems.append(Problem("warning", str(doc.path), where,
-                                            "picture in an .odt not exported"))
+            if (
+                child.find(".//{urn:oasis:names:tc:opendocument:xmlns:drawing:1.0}frame")
+                is not None
+            ):
+                doc.problems.append(
+                    Problem("warning", str(doc.path), where, "picture in an .odt not exported")
+                )
         elif tag == "list":
             out.append(_list(child, where))
         elif tag == "table":
-            rows = [[_text_of(p) for cell in row.iter(f"{{{TABLE}}}table-cell")
-                     for p in cell.findall(_t("p"))[:1]]
-                    for row in child.iter(f"{{{TABLE}}}table-row")]
+            rows = [
+                [
+                    _text_of(p)
+                    for cell in row.iter(f"{{{TABLE}}}table-cell")
+                    for p in cell.findall(_t("p"))[:1]
+                ]
+                for row in child.iter(f"{{{TABLE}}}table-row")
+            ]
             out.append(Table(rows, 0, [], where))
-        elif tag in {"sequence-decls", "variable-decls", "user-field-decls", "tracked-changes",
-                     "soft-page-break", "forms"}:
+        elif tag in {
+            "sequence-decls",
+            "variable-decls",
+            "user-field-decls",
+            "tracked-changes",
+            "soft-page-break",
+            "forms",
+        }:
             continue
         else:
-            doc.problems.append(Problem("warning", str(doc.path), where,
-                                        f"unsupported .odt content <text:{tag}> not exported"))
+            doc.problems.append(
+                Problem(
+                    "warning",
+                    str(doc.path),
+                    where,
+                    f"unsupported .odt content <text:{tag}> not exported",
+                )
+            )
     return out
 
 

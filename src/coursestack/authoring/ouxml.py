@@ -33,10 +33,21 @@ from coursestack.authoring.model import (
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 # Item/@Rendering values allowed by the schema (LastRenderingType), in its spelling.
 RENDERINGS = (
-    "Draft PDF", "Print PDF", "Print PDF + crop marks", "VLE2 modules (learn2)",
-    "VLE2 shared (learn1)", "VLE2 staff (learn3)", "Qualification website (learn4)",
-    "Open Science Lab (learn5)", "Prison VLE (learn7)", "XML", "OpenLearn",
-    "OpenLearnCreate", "Accessible", "Alternative", "Audiobook",
+    "Draft PDF",
+    "Print PDF",
+    "Print PDF + crop marks",
+    "VLE2 modules (learn2)",
+    "VLE2 shared (learn1)",
+    "VLE2 staff (learn3)",
+    "Qualification website (learn4)",
+    "Open Science Lab (learn5)",
+    "Prison VLE (learn7)",
+    "XML",
+    "OpenLearn",
+    "OpenLearnCreate",
+    "Accessible",
+    "Alternative",
+    "Audiobook",
 )
 DEFAULT_RENDERING = "VLE2 modules (learn2)"
 SECTION_TAGS = {1: "Session", 2: "Section", 3: "SubSection", 4: "SubSubSection"}
@@ -134,8 +145,10 @@ class _Writer:
             self.ensure_content(quote_el, blk.where, "quote")
         elif isinstance(blk, Container):
             if in_quote:
-                self.warn(blk.where, f"{blk.kind} inside a quote: its content is exported "
-                          "without the frame")
+                self.warn(
+                    blk.where,
+                    f"{blk.kind} inside a quote: its content is exported without the frame",
+                )
                 for inner in blk.blocks:
                     self.block(parent, inner, in_quote=True)
             elif blk.kind == "box":
@@ -160,18 +173,24 @@ class _Writer:
             self.inline(li, item.spans)
             for sub in item.children:
                 sub_el = etree.SubElement(
-                    li, "NumberedSubsidiaryList" if sub.ordered else "BulletedSubsidiaryList")
+                    li, "NumberedSubsidiaryList" if sub.ordered else "BulletedSubsidiaryList"
+                )
                 self.sub_items(sub_el, sub)
 
     def sub_items(self, sub_el: etree._Element, lst: ListBlock, depth: int = 0) -> None:
         # OU-XML stops at two list levels; deeper items keep their text one level up.
         for item in lst.items:
             prefix = "\u2013 " * depth
-            self.inline(etree.SubElement(sub_el, "SubListItem"),
-                        [Span(prefix), *item.spans] if prefix else item.spans)
+            self.inline(
+                etree.SubElement(sub_el, "SubListItem"),
+                [Span(prefix), *item.spans] if prefix else item.spans,
+            )
             for deeper in item.children:
-                self.warn(deeper.where, "list nested deeper than two levels: deeper items are "
-                          "exported at the second level, marked with a dash")
+                self.warn(
+                    deeper.where,
+                    "list nested deeper than two levels: deeper items are "
+                    "exported at the second level, marked with a dash",
+                )
                 self.sub_items(sub_el, deeper, depth + 1)
 
     def table(self, parent: etree._Element, tbl: Table) -> None:
@@ -218,14 +237,20 @@ class _Writer:
             kind = inner.kind if isinstance(inner, Container) else "question"
             if kind not in {"question", "answer", "discussion"}:
                 kind = "question"
-            content = inner.blocks if isinstance(inner, Container) and inner.kind in {
-                "question", "answer", "discussion"} else [inner]
-            if not parts or (kind == "question" and "question" in parts[-1] and \
-                    ("answer" in parts[-1] or "discussion" in parts[-1])):
+            content = (
+                inner.blocks
+                if isinstance(inner, Container)
+                and inner.kind in {"question", "answer", "discussion"}
+                else [inner]
+            )
+            if not parts or (
+                kind == "question"
+                and "question" in parts[-1]
+                and ("answer" in parts[-1] or "discussion" in parts[-1])
+            ):
                 parts.append({})
             if kind in parts[-1] and kind != "question":
-                self.warn(inner.where, f"second {kind} in one activity part merged into "
-                          "the first")
+                self.warn(inner.where, f"second {kind} in one activity part merged into the first")
             parts[-1].setdefault(kind, []).extend(content)
         if not parts:
             parts = [{}]
@@ -237,8 +262,11 @@ class _Writer:
         for holder, part in zip(holders, parts, strict=True):
             if "question" not in part:
                 self.warn(blk.where, "activity part has no question")
-            for kind, tag in (("question", "Question"), ("answer", "Answer"),
-                              ("discussion", "Discussion")):
+            for kind, tag in (
+                ("question", "Question"),
+                ("answer", "Answer"),
+                ("discussion", "Discussion"),
+            ):
                 if kind == "question" or kind in part:
                     qad = etree.SubElement(holder, tag)
                     for inner in part.get(kind, []):
@@ -252,36 +280,55 @@ class _Writer:
             if isinstance(blk, Heading):
                 level = blk.level
                 if level > 4:
-                    self.warn(blk.where, f"heading level {level} is deeper than OU-XML "
-                              "sections go; exported as a sub-heading")
-                    parent = stack[-1][1] if stack else self.implicit_session(unit, stack,
-                                                                               unit_title, blk)
-                    self.para(parent, blk.spans,
-                              "SubHeading" if parent.tag == "SubSubSection" else "Paragraph")
+                    self.warn(
+                        blk.where,
+                        f"heading level {level} is deeper than OU-XML "
+                        "sections go; exported as a sub-heading",
+                    )
+                    parent = (
+                        stack[-1][1]
+                        if stack
+                        else self.implicit_session(unit, stack, unit_title, blk)
+                    )
+                    self.para(
+                        parent,
+                        blk.spans,
+                        "SubHeading" if parent.tag == "SubSubSection" else "Paragraph",
+                    )
                     continue
                 depth = stack[-1][0] if stack else 0
                 if level > depth + 1:
-                    self.error(blk.where, f"heading level {level} \"{plain(blk.spans)}\" "
-                               f"follows level {depth}: a heading level is skipped")
+                    self.error(
+                        blk.where,
+                        f'heading level {level} "{plain(blk.spans)}" '
+                        f"follows level {depth}: a heading level is skipped",
+                    )
                 while stack and stack[-1][0] >= level:
                     self.close(stack.pop())
                 parent = stack[-1][1] if stack else unit
                 el = etree.SubElement(parent, SECTION_TAGS[level])
-                self.inline(etree.SubElement(el, "Heading" if level == 4 else "Title"),
-                            blk.spans)
+                self.inline(etree.SubElement(el, "Heading" if level == 4 else "Title"), blk.spans)
                 stack.append((level, el, blk.where))
             else:
-                parent = stack[-1][1] if stack else self.implicit_session(unit, stack,
-                                                                           unit_title, blk)
+                parent = (
+                    stack[-1][1] if stack else self.implicit_session(unit, stack, unit_title, blk)
+                )
                 self.block(parent, blk)
         while stack:
             self.close(stack.pop())
 
-    def implicit_session(self, unit: etree._Element, stack: list[tuple[int, etree._Element,
-                         str]], unit_title: str, blk: Block) -> etree._Element:
+    def implicit_session(
+        self,
+        unit: etree._Element,
+        stack: list[tuple[int, etree._Element, str]],
+        unit_title: str,
+        blk: Block,
+    ) -> etree._Element:
         if any(isinstance(b, Heading) and b.level == 1 for b in self.draft.document.blocks):
-            self.warn(blk.where, "text before the first level-1 heading is put in a session "
-                      "titled after the unit")
+            self.warn(
+                blk.where,
+                "text before the first level-1 heading is put in a session titled after the unit",
+            )
         el = etree.SubElement(unit, "Session")
         _append_text(etree.SubElement(el, "Title"), unit_title)
         stack.append((1, el, blk.where))
@@ -300,22 +347,29 @@ class _Writer:
             return None
         course_code = meta.get("course_code") or ""
         if not course_code:
-            self.error("", "no course code: add `courseCode :: XX123;;` to a metadata file "
-                       "or pass --meta courseCode=XX123")
+            self.error(
+                "",
+                "no course code: add `courseCode :: XX123;;` to a metadata file "
+                "or pass --meta courseCode=XX123",
+            )
         item_title = meta.get("item_title") or doc.path.stem.replace("_", " ").replace("-", " ")
         rendering = meta.get("rendering") or DEFAULT_RENDERING
         known = {r.lower(): r for r in RENDERINGS}
         if rendering.lower() not in known:
             place = meta.place("rendering")
             file, _, line = place.rpartition(":")
-            self.error(f"line {line}" if file and line.isdigit() else place,
-                       f"unknown Rendering {rendering!r}; use one of: {', '.join(RENDERINGS)}",
-                       file=file if file and line.isdigit() else "")
+            self.error(
+                f"line {line}" if file and line.isdigit() else place,
+                f"unknown Rendering {rendering!r}; use one of: {', '.join(RENDERINGS)}",
+                file=file if file and line.isdigit() else "",
+            )
         rendering = known.get(rendering.lower(), DEFAULT_RENDERING)
         item_id = meta.get("item_id") or f"X{slug(course_code)}_{slug(doc.path.stem)}"
         if not item_id.startswith("X") or re.search(r"\s", item_id):
-            self.error(meta.place("item_id"), f"item id {item_id!r} must start with 'X' "
-                       "and contain no spaces")
+            self.error(
+                meta.place("item_id"),
+                f"item id {item_id!r} must start with 'X' and contain no spaces",
+            )
         item = etree.Element("Item", nsmap=None)
         item.set("TextType", "CompleteItem")
         item.set("SchemaVersion", "2.0")
@@ -362,7 +416,6 @@ def export_draft(draft: Draft, name: str | None = None) -> Export:
     result.problems.extend(writer.problems)
     if item is None or any(p.severity == "error" for p in writer.problems):
         return result
-    result.xml = etree.tostring(item, xml_declaration=True, encoding="UTF-8",
-                                pretty_print=True)
+    result.xml = etree.tostring(item, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     result.images = writer.images
     return result

@@ -42,11 +42,12 @@ _XML_XSD = b"""<?xml version="1.0"?>
 
 # After the first child section, only these may follow at the same level.
 _AFTER_SECTION = {
-    "Session": ("Section", {"Section", "LearningOutcomes", "Summary", "References",
-                            "FurtherReading"}),
+    "Session": (
+        "Section",
+        {"Section", "LearningOutcomes", "Summary", "References", "FurtherReading"},
+    ),
     "Section": ("SubSection", {"SubSection", "Summary", "References", "FurtherReading"}),
-    "SubSection": ("SubSubSection", {"SubSubSection", "Summary", "References",
-                                     "FurtherReading"}),
+    "SubSection": ("SubSubSection", {"SubSubSection", "Summary", "References", "FurtherReading"}),
 }
 
 
@@ -66,8 +67,10 @@ def find_schema() -> Path:
             candidate = Path(location) / "schemas" / "OUIntermediateSchema.xsd"
             if candidate.is_file():
                 return candidate
-    raise UserError("the OU-XML schema is not installed",
-                    hint="pip install ou-xml-validator (or pass --schema PATH)")
+    raise UserError(
+        "the OU-XML schema is not installed",
+        hint="pip install ou-xml-validator (or pass --schema PATH)",
+    )
 
 
 @lru_cache(maxsize=4)
@@ -126,16 +129,20 @@ def vle_problems(root: etree._Element, file: str) -> list[Problem]:
                 if child.tag == child_tag:
                     started = True
                 elif started and child.tag not in allowed:
-                    add(child, f"<{child.tag}> follows a <{child_tag}> inside <{parent_tag}>; "
-                        f"once a {child_tag} has started only further {child_tag}s may follow")
+                    add(
+                        child,
+                        f"<{child.tag}> follows a <{child_tag}> inside <{parent_tag}>; "
+                        f"once a {child_tag} has started only further {child_tag}s may follow",
+                    )
     for elem in root.iter():
         if isinstance(elem.tag, str) and elem.tag.lower() == "byline" and elem.tag != "ByLine":
             add(elem, f"the byline element is <ByLine>, not <{elem.tag}>")
     return out
 
 
-def check_xml(data: bytes, file: str, schema: Path | None = None,
-              use_schema: bool = True) -> list[Problem]:
+def check_xml(
+    data: bytes, file: str, schema: Path | None = None, use_schema: bool = True
+) -> list[Problem]:
     """All problems of one OU-XML document: well-formedness, XSD, then VLE rules."""
     try:
         root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))

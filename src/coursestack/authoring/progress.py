@@ -89,8 +89,9 @@ def _number(meta: Metadata, key: str, problems: list[Problem], file: str) -> flo
     try:
         return float(raw.strip().rstrip("%").replace(",", ""))
     except ValueError:
-        problems.append(Problem("error", file, meta.place(key) or key,
-                                f"{key} {raw!r} is not a number"))
+        problems.append(
+            Problem("error", file, meta.place(key) or key, f"{key} {raw!r} is not a number")
+        )
         return None
 
 
@@ -104,8 +105,7 @@ def _status(value: float, percent: float | None, tolerance: float) -> str:
     return "done" if percent <= 100 + tolerance else "overrun"
 
 
-def measure_draft(draft: Draft, root: Path, today: date,
-                  problems: list[Problem]) -> DraftProgress:
+def measure_draft(draft: Draft, root: Path, today: date, problems: list[Problem]) -> DraftProgress:
     """Measure one draft against its metadata."""
     doc = draft.document
     meta = draft.metadata
@@ -117,8 +117,14 @@ def measure_draft(draft: Draft, root: Path, today: date,
     pages = float(doc.stated_pages) if doc.stated_pages else round(words / wpp, 2)
     measure = (meta.get("measure") or "words").strip().lower()
     if measure not in MEASURES:
-        problems.append(Problem("error", file, meta.place("measure"), f"measure {measure!r} "
-                                f"is not one of {', '.join(MEASURES)}"))
+        problems.append(
+            Problem(
+                "error",
+                file,
+                meta.place("measure"),
+                f"measure {measure!r} is not one of {', '.join(MEASURES)}",
+            )
+        )
         measure = "words"
     value = {"words": float(words), "lines": float(lines), "pages": pages}[measure]
     target = _number(meta, f"target_{measure}", problems, file)
@@ -135,15 +141,29 @@ def measure_draft(draft: Draft, root: Path, today: date,
     if task:
         percent = _number(meta, "percent_complete", problems, file)
         if percent is None:
-            problems.append(Problem("warning", file, "", "tagged as a task but has no "
-                                    "percent_complete; counted as 0%"))
+            problems.append(
+                Problem(
+                    "warning",
+                    file,
+                    "",
+                    "tagged as a task but has no percent_complete; counted as 0%",
+                )
+            )
             percent = 0.0
     else:
         percent = round(value / target * 100, 1) if target else None
     item = DraftProgress(
-        path=rel, title=meta.get("item_title") or doc.path.stem, measure=measure,
-        value=value, words=words, lines=lines, pages=pages, target=target, percent=percent,
-        task=task, status="failed" if draft.failed else _status(value, percent, tolerance),
+        path=rel,
+        title=meta.get("item_title") or doc.path.stem,
+        measure=measure,
+        value=value,
+        words=words,
+        lines=lines,
+        pages=pages,
+        target=target,
+        percent=percent,
+        task=task,
+        status="failed" if draft.failed else _status(value, percent, tolerance),
         tolerance=tolerance,
     )
     raw_deadline = meta.get("deadline")
@@ -151,8 +171,14 @@ def measure_draft(draft: Draft, root: Path, today: date,
         try:
             deadline = date.fromisoformat(raw_deadline.strip())
         except ValueError:
-            problems.append(Problem("error", file, meta.place("deadline"),
-                                    f"deadline {raw_deadline!r} is not a date (YYYY-MM-DD)"))
+            problems.append(
+                Problem(
+                    "error",
+                    file,
+                    meta.place("deadline"),
+                    f"deadline {raw_deadline!r} is not a date (YYYY-MM-DD)",
+                )
+            )
         else:
             item.deadline = deadline.isoformat()
             item.days_left = (deadline - today).days
@@ -171,8 +197,9 @@ def _load_state(folder: Path) -> dict[str, list[float]]:
         return {}
 
 
-def update_alerts(folder: Path, items: list[DraftProgress], drafts: Mapping[str, Draft],
-                  problems: list[Problem]) -> list[str]:
+def update_alerts(
+    folder: Path, items: list[DraftProgress], drafts: Mapping[str, Draft], problems: list[Problem]
+) -> list[str]:
     """Raise an alert for each threshold crossed upwards since the last run; keep state."""
     state = _load_state(folder)
     new_state: dict[str, list[float]] = {}
@@ -189,8 +216,9 @@ def update_alerts(folder: Path, items: list[DraftProgress], drafts: Mapping[str,
                 thresholds = []
             for t in thresholds:
                 if item.percent >= t and t not in crossed:
-                    unit = "" if item.task else f" ({item.value:g} of {item.target:g} " \
-                        f"{item.measure})"
+                    unit = (
+                        "" if item.task else f" ({item.value:g} of {item.target:g} {item.measure})"
+                    )
                     msg = f"{item.path} crossed {t:g}%: now {item.percent:g}%{unit}"
                     item.alerts.append(msg)
                     alerts.append(msg)
@@ -202,38 +230,66 @@ def update_alerts(folder: Path, items: list[DraftProgress], drafts: Mapping[str,
             new_state[item.path] = sorted(crossed)
     if new_state != state:
         try:
-            (folder / STATE_FILE).write_text(json.dumps({"crossed": new_state}, indent=2),
-                                             encoding="utf-8")
+            (folder / STATE_FILE).write_text(
+                json.dumps({"crossed": new_state}, indent=2), encoding="utf-8"
+            )
         except OSError as exc:
-            problems.append(Problem("warning", str(folder / STATE_FILE), "",
-                                    f"cannot save alert state: {exc}"))
+            problems.append(
+                Problem("warning", str(folder / STATE_FILE), "", f"cannot save alert state: {exc}")
+            )
     return alerts
 
 
-def _send(draft: Draft, message: str, item: DraftProgress, threshold: float,
-          problems: list[Problem]) -> None:
+def _send(
+    draft: Draft, message: str, item: DraftProgress, threshold: float, problems: list[Problem]
+) -> None:
     command = draft.metadata.get("alert_command")
     if not command:
         return
-    env = dict(os.environ, COURSESTACK_ALERT_DOCUMENT=item.path,
-               COURSESTACK_ALERT_THRESHOLD=f"{threshold:g}",
-               COURSESTACK_ALERT_PERCENT=f"{item.percent:g}")
+    env = dict(
+        os.environ,
+        COURSESTACK_ALERT_DOCUMENT=item.path,
+        COURSESTACK_ALERT_THRESHOLD=f"{threshold:g}",
+        COURSESTACK_ALERT_PERCENT=f"{item.percent:g}",
+    )
     try:
         # No shell: the command comes from a metadata file, so keep it to one program.
-        done = subprocess.run(shlex.split(command), input=message + "\n", text=True,
-                              env=env, capture_output=True, timeout=30, check=False)
+        done = subprocess.run(
+            shlex.split(command),
+            input=message + "\n",
+            text=True,
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        problems.append(Problem("error", draft.metadata.place("alert_command"), "",
-                                f"alert command {command!r} failed: {exc}"))
+        problems.append(
+            Problem(
+                "error",
+                draft.metadata.place("alert_command"),
+                "",
+                f"alert command {command!r} failed: {exc}",
+            )
+        )
         return
     if done.returncode != 0:
-        problems.append(Problem("error", draft.metadata.place("alert_command"), "",
-                                f"alert command {command!r} exited {done.returncode}: "
-                                f"{done.stderr.strip()[:200]}"))
+        problems.append(
+            Problem(
+                "error",
+                draft.metadata.place("alert_command"),
+                "",
+                f"alert command {command!r} exited {done.returncode}: {done.stderr.strip()[:200]}",
+            )
+        )
 
 
-def progress_report(folder: Path, overrides: Mapping[str, str] | None = None,
-                    today: date | None = None, alerts: bool = True) -> ProgressReport:
+def progress_report(
+    folder: Path,
+    overrides: Mapping[str, str] | None = None,
+    today: date | None = None,
+    alerts: bool = True,
+) -> ProgressReport:
     """Measure every draft in `folder` (alerts raised and state saved unless disabled)."""
     today = today or date.today()
     problems: list[Problem] = []
@@ -247,8 +303,8 @@ def progress_report(folder: Path, overrides: Mapping[str, str] | None = None,
         items.append(item)
         drafts[item.path] = draft
         course = course or " ".join(
-            x for x in (draft.metadata.get("course_code"), draft.metadata.get("course_title"))
-            if x)
+            x for x in (draft.metadata.get("course_code"), draft.metadata.get("course_title")) if x
+        )
     raised = update_alerts(folder, items, drafts, problems) if alerts else []
     # Only errors about the draft itself or metadata matter here; exporter-only warnings
     # (alt text etc.) are not raised by reading, so the list stays short.

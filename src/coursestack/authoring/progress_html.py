@@ -60,12 +60,14 @@ def _bar(item: DraftProgress) -> str:
     if pct > 100:
         extra = (min(pct, TRACK_MAX) - 100.0) * scale
         cls = " overrun" if item.overrun else ""
-        parts.append(f'<div class="fill extra{cls}" style="left:{base:.2f}%;'
-                     f'width:{extra:.2f}%"></div>')
+        parts.append(
+            f'<div class="fill extra{cls}" style="left:{base:.2f}%;width:{extra:.2f}%"></div>'
+        )
     parts.append(f'<div class="target" style="left:calc({100 * scale:.2f}% - 1px)"></div>')
     label = f"{pct:g}% of target"
-    return f'<div class="track" role="img" aria-label="{label}" title="{label}">' \
-        f'{"".join(parts)}</div>'
+    return (
+        f'<div class="track" role="img" aria-label="{label}" title="{label}">{"".join(parts)}</div>'
+    )
 
 
 def _amount(item: DraftProgress) -> str:
@@ -75,16 +77,19 @@ def _amount(item: DraftProgress) -> str:
     return f"{item.value:g}{target} {item.measure}"
 
 
-def render_html(report: ProgressReport, refresh_seconds: float | None = None,
-                now: datetime | None = None) -> str:
+def render_html(
+    report: ProgressReport, refresh_seconds: float | None = None, now: datetime | None = None
+) -> str:
     """The whole page as a string."""
     now = now or datetime.now()
     counts: dict[str, int] = {}
     for item in report.items:
         counts[item.status] = counts.get(item.status, 0) + 1
     words = sum(i.words for i in report.items)
-    cards = [f'<div class="card"><b>{len(report.items)}</b>drafts</div>',
-             f'<div class="card"><b>{words:,}</b>words written</div>']
+    cards = [
+        f'<div class="card"><b>{len(report.items)}</b>drafts</div>',
+        f'<div class="card"><b>{words:,}</b>words written</div>',
+    ]
     for status in ("done", "in progress", "overrun", "not started", "failed"):
         if counts.get(status):
             cards.append(f'<div class="card"><b>{counts[status]}</b>{status}</div>')
@@ -101,21 +106,29 @@ def render_html(report: ProgressReport, refresh_seconds: float | None = None,
             due = item.deadline or ""
         status_cls = item.status.replace(" ", "-")
         rows.append(
-            f"<tr data-path=\"{escape(item.path)}\"><td><b>{escape(item.title)}</b><br>"
+            f'<tr data-path="{escape(item.path)}"><td><b>{escape(item.title)}</b><br>'
             f"<small>{escape(item.path)}</small></td><td>{_bar(item)}</td>"
             f'<td class="num">{pct}</td><td class="num">{escape(_amount(item))}</td>'
             f'<td><span class="status {status_cls}">{escape(item.status)}</span></td>'
-            f"<td>{escape(due)}</td></tr>")
+            f"<td>{escape(due)}</td></tr>"
+        )
     alerts = ""
     if report.alerts:
-        alerts = '<div class="alerts"><b>Alerts</b><ul>' + "".join(
-            f"<li>{escape(a)}</li>" for a in report.alerts) + "</ul></div>"
+        alerts = (
+            '<div class="alerts"><b>Alerts</b><ul>'
+            + "".join(f"<li>{escape(a)}</li>" for a in report.alerts)
+            + "</ul></div>"
+        )
     problems = ""
     if report.problems:
-        problems = '<div class="problems"><b>Problems</b><ul>' + "".join(
-            f"<li>{escape(p.render())}</li>" for p in report.problems) + "</ul></div>"
-    refresh = f'<meta http-equiv="refresh" content="{refresh_seconds:g}">' \
-        if refresh_seconds else ""
+        problems = (
+            '<div class="problems"><b>Problems</b><ul>'
+            + "".join(f"<li>{escape(p.render())}</li>" for p in report.problems)
+            + "</ul></div>"
+        )
+    refresh = (
+        f'<meta http-equiv="refresh" content="{refresh_seconds:g}">' if refresh_seconds else ""
+    )
     title = f"Draft progress \u2013 {report.course}" if report.course else "Draft progress"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{refresh}

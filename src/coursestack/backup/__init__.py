@@ -19,6 +19,15 @@ from coursestack.backup.service import (
     restore_backup,
 )
 
-__all__ = ["BackupResult", "Manifest", "Reporter", "ResetResult", "RestoreResult",
-           "check_archive", "create_backup", "read_archive", "reset_service",
-           "restore_backup"]
+__all__ = [
+    "BackupResult",
+    "Manifest",
+    "Reporter",
+    "ResetResult",
+    "RestoreResult",
+    "check_archive",
+    "create_backup",
+    "read_archive",
+    "reset_service",
+    "restore_backup",
+]

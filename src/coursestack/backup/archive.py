@@ -59,11 +59,18 @@ class Manifest:
     embedded_sample: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION,
-                "coursestack_version": self.coursestack_version, "course": self.course,
-                "instance": self.instance, "created": self.created,
-                "embedded_sample": self.embedded_sample, "services": self.services,
-                "skipped": self.skipped, "members": self.members}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "coursestack_version": self.coursestack_version,
+            "course": self.course,
+            "instance": self.instance,
+            "created": self.created,
+            "embedded_sample": self.embedded_sample,
+            "services": self.services,
+            "skipped": self.skipped,
+            "members": self.members,
+        }
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> Manifest:
@@ -73,43 +80,66 @@ class Manifest:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise _damaged(where, f"its manifest is not valid JSON ({error})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise UserError("not a coursestack backup (its manifest is not one)", where=where,
-                            hint="give the .coursestack.tar.gz file `coursestack backup` wrote")
+            raise UserError(
+                "not a coursestack backup (its manifest is not one)",
+                where=where,
+                hint="give the .coursestack.tar.gz file `coursestack backup` wrote",
+            )
         version = raw.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise UserError(f"this backup was written by a newer coursestack "
-                            f"({raw.get('coursestack_version')}, format {version})",
-                            where=where, hint="upgrade coursestack, then restore again")
+            raise UserError(
+                f"this backup was written by a newer coursestack "
+                f"({raw.get('coursestack_version')}, format {version})",
+                where=where,
+                hint="upgrade coursestack, then restore again",
+            )
         members = raw.get("members")
         services = raw.get("services")
         if not isinstance(members, dict) or not isinstance(services, dict):
             raise _damaged(where, "its manifest lacks `members` or `services`")
         for name, entry in members.items():
             safe_member_name(name, where)
-            if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
-                    or not isinstance(entry.get("sha256"), str)):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("size"), int)
+                or not isinstance(entry.get("sha256"), str)
+            ):
                 raise _damaged(where, f"the manifest entry of {name!r} is malformed")
         for name, entry in services.items():
             if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
                 raise _damaged(where, f"the manifest entry of service {name!r} is malformed")
-        return cls(course=str(raw.get("course", "")), instance=str(raw.get("instance", "")),
-                   created=str(raw.get("created", "")), services=services, members=members,
-                   skipped=dict(raw.get("skipped") or {}),
-                   coursestack_version=str(raw.get("coursestack_version", "")),
-                   embedded_sample=bool(raw.get("embedded_sample", False)))
+        return cls(
+            course=str(raw.get("course", "")),
+            instance=str(raw.get("instance", "")),
+            created=str(raw.get("created", "")),
+            services=services,
+            members=members,
+            skipped=dict(raw.get("skipped") or {}),
+            coursestack_version=str(raw.get("coursestack_version", "")),
+            embedded_sample=bool(raw.get("embedded_sample", False)),
+        )
 
 
 def _damaged(where: str, why: str) -> UserError:
-    return UserError(f"the backup archive is damaged or incomplete: {why}; nothing was changed",
-                     where=where, hint="use another backup (see the backups folder), or "
-                     "copy the file again if it came from elsewhere")
+    return UserError(
+        f"the backup archive is damaged or incomplete: {why}; nothing was changed",
+        where=where,
+        hint="use another backup (see the backups folder), or "
+        "copy the file again if it came from elsewhere",
+    )
 
 
 def safe_member_name(name: str, where: str) -> PurePosixPath:
     """A member name as a relative path that cannot leave the folder it is unpacked in."""
     path = PurePosixPath(name)
-    if (not name or path.is_absolute() or ".." in path.parts or "\\" in name
-            or name != str(path) or name == MANIFEST):
+    if (
+        not name
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\\" in name
+        or name != str(path)
+        or name == MANIFEST
+    ):
         raise _damaged(where, f"it names an unsafe or reserved member {name!r}")
     return path
 
@@ -148,8 +178,9 @@ def write_archive(output: Path, manifest: Manifest, files: Iterable[tuple[str, P
     try:
         with open(partial, "w+b") as raw:
             packed = SealedGzipWriter(raw, COMPRESS_LEVEL)
-            with tarfile.open(fileobj=cast(IO[bytes], packed), mode="w|",
-                              format=tarfile.PAX_FORMAT) as archive:
+            with tarfile.open(
+                fileobj=cast(IO[bytes], packed), mode="w|", format=tarfile.PAX_FORMAT
+            ) as archive:
                 info = tarfile.TarInfo(MANIFEST)
                 info.size, info.mtime, info.mode = len(body), int(time.time()), 0o600
                 archive.addfile(info, _BytesReader(body))
@@ -178,7 +209,7 @@ class _BytesReader:
 
     def read(self, size: int = -1) -> bytes:
         end = len(self._data) if size < 0 else self._offset + size
-        chunk = self._data[self._offset:end]
+        chunk = self._data[self._offset : end]
         self._offset += len(chunk)
         return chunk
 
@@ -192,8 +223,9 @@ def read_archive(archive: Path, into: Path | None = None) -> Manifest:
     """
     where = str(archive)
     if not archive.is_file():
-        raise UserError("no such backup file", where=where,
-                        hint="give the path of a .coursestack.tar.gz file")
+        raise UserError(
+            "no such backup file", where=where, hint="give the path of a .coursestack.tar.gz file"
+        )
     try:
         with open(archive, "rb") as raw:
             problem = check_seal(raw)
@@ -215,8 +247,11 @@ def read_archive(archive: Path, into: Path | None = None) -> Manifest:
         if into is not None:
             shutil.rmtree(into, ignore_errors=True)
         if isinstance(error, OSError) and error.errno is not None:
-            raise UserError(f"cannot read the backup: {error.strerror}", where=where,
-                            hint="check the file's permissions and free disk space") from None
+            raise UserError(
+                f"cannot read the backup: {error.strerror}",
+                where=where,
+                hint="check the file's permissions and free disk space",
+            ) from None
         raise _damaged(where, f"the file is truncated or corrupt ({error})") from None
     return manifest
 
@@ -243,14 +278,15 @@ class _CountingReader:
             pass
 
 
-def _read_members(stream: tarfile.TarFile, where: str,
-                  into: Path | None) -> tuple[Manifest, int]:
+def _read_members(stream: tarfile.TarFile, where: str, into: Path | None) -> tuple[Manifest, int]:
     """Check (and unpack) every member; the manifest, and where the last member ends."""
     first = stream.next()
     if first is None or first.name != MANIFEST or not first.isfile():
-        raise UserError("not a coursestack backup (it does not start with manifest.json)",
-                        where=where, hint="give the .coursestack.tar.gz file "
-                        "`coursestack backup` wrote")
+        raise UserError(
+            "not a coursestack backup (it does not start with manifest.json)",
+            where=where,
+            hint="give the .coursestack.tar.gz file `coursestack backup` wrote",
+        )
     handle = stream.extractfile(first)
     assert handle is not None
     manifest = Manifest.parse(handle.read(), where)
@@ -273,8 +309,11 @@ def _read_members(stream: tarfile.TarFile, where: str,
             target.parent.mkdir(parents=True, exist_ok=True)
         sha256, size = _copy_hashing(source, target)
         if size != expected["size"] or sha256 != expected["sha256"]:
-            raise _damaged(where, f"member {name!r} does not match its checksum "
-                           "(changed after the backup was written)")
+            raise _damaged(
+                where,
+                f"member {name!r} does not match its checksum "
+                "(changed after the backup was written)",
+            )
         if target is not None:
             os.chmod(target, (member.mode & 0o755) | 0o600)
             with contextlib.suppress(OSError):

@@ -19,8 +19,9 @@ from coursestack import nofollow
 from coursestack.privileges import RunAs
 
 
-def folder_members(folder: Path, prefix: str, exclude: Iterable[Path] = ()
-                   ) -> tuple[list[tuple[str, Path]], list[str]]:
+def folder_members(
+    folder: Path, prefix: str, exclude: Iterable[Path] = ()
+) -> tuple[list[tuple[str, Path]], list[str]]:
     """(member name, file) for every regular file under `folder`, and what was skipped.
 
     Folders in `exclude` (the instance's state folder, if a notebooks folder holds it)
@@ -50,8 +51,9 @@ def folder_members(folder: Path, prefix: str, exclude: Iterable[Path] = ()
     return members, skipped
 
 
-def replace_folder(target: Path, staged: Path | None, run_as: RunAs | None,
-                   keep: Iterable[Path] = ()) -> int:
+def replace_folder(
+    target: Path, staged: Path | None, run_as: RunAs | None, keep: Iterable[Path] = ()
+) -> int:
     """Make `target` hold exactly the files of `staged` (None: nothing); return the count.
 
     Folders in `keep` (the instance's state folder) survive, wherever they are inside.
@@ -106,16 +108,21 @@ def _open_below(top: int, relative: Path) -> int:
 
 
 def _copy_in(source: Path, folder: int, name: str, uid: int | None, gid: int | None) -> None:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=folder)
+    fd = os.open(
+        name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=folder,
+    )
     with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
         if uid is not None:
             os.fchown(fd, uid, gid if gid is not None else -1)
         shutil.copyfileobj(data, out, 1 << 20)
     stamp = os.stat(source)
     with contextlib.suppress(OSError):
-        os.utime(name, ns=(stamp.st_atime_ns, stamp.st_mtime_ns), dir_fd=folder,
-                 follow_symlinks=False)
+        os.utime(
+            name, ns=(stamp.st_atime_ns, stamp.st_mtime_ns), dir_fd=folder, follow_symlinks=False
+        )
 
 
 def _empty(folder: int, kept: set[tuple[int, int]], around_kept: set[tuple[int, int]]) -> None:

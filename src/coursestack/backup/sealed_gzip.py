@@ -19,8 +19,11 @@ from typing import IO
 _DIGEST_SIZE = 32
 _SUBFIELD = b"CS" + struct.pack("<H", _DIGEST_SIZE)
 #: Magic, deflate, flag FEXTRA, mtime 0, "fastest", OS unknown, extra length.
-_FIXED = (b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x04\xff"
-          + struct.pack("<H", len(_SUBFIELD) + _DIGEST_SIZE) + _SUBFIELD)
+_FIXED = (
+    b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x04\xff"
+    + struct.pack("<H", len(_SUBFIELD) + _DIGEST_SIZE)
+    + _SUBFIELD
+)
 HEADER_SIZE = len(_FIXED) + _DIGEST_SIZE
 _BLOCK = 1 << 20
 
@@ -67,13 +70,16 @@ def check_seal(raw: IO[bytes]) -> str | None:
     header = raw.read(HEADER_SIZE)
     if header[:4] == b"\x1f\x8b\x08\x08":  # flag FNAME alone: an archive from before
         return None
-    if header[:len(_FIXED)] != _FIXED or len(header) != HEADER_SIZE:
-        return ("the file is truncated or corrupt (its gzip header is not the one "
-                "coursestack writes)")
+    if header[: len(_FIXED)] != _FIXED or len(header) != HEADER_SIZE:
+        return (
+            "the file is truncated or corrupt (its gzip header is not the one coursestack writes)"
+        )
     digest = hashlib.sha256()
     for block in iter(lambda: raw.read(_BLOCK), b""):
         digest.update(block)
-    if digest.digest() != header[len(_FIXED):]:
-        return ("the file is truncated or corrupt (its own SHA-256, kept in its header, does "
-                "not match its bytes)")
+    if digest.digest() != header[len(_FIXED) :]:
+        return (
+            "the file is truncated or corrupt (its own SHA-256, kept in its header, does "
+            "not match its bytes)"
+        )
     return None

@@ -102,6 +102,7 @@ _count = count
 
 # -- the instance as seen from the command line ----------------------------------------------
 
+
 def backups_folder(state: StateFolder) -> Path:
     """`<state>/backups/`, private to the owner (backups hold the student's data)."""
     folder = state.backups
@@ -134,11 +135,14 @@ def units(instance: Instance) -> dict[str, Kind]:  # type: ignore[type-arg]
     """Every service bound to its kind, with the ports and secrets the daemon uses now."""
     spec = instance.spec()
     ports = read_json(instance.state.ports_file, {}) or {}
-    context = Context(instance.state, spec, Secrets(instance.state),
-                      service_account(instance.state.root, instance.name),
-                      instance_name=instance.name)
-    bound = {name: build_unit(name, service, context)
-             for name, service in spec.services.items()}
+    context = Context(
+        instance.state,
+        spec,
+        Secrets(instance.state),
+        service_account(instance.state.root, instance.name),
+        instance_name=instance.name,
+    )
+    bound = {name: build_unit(name, service, context) for name, service in spec.services.items()}
     bind_all(bound, EndpointTable.from_ports(ports, spec.services))
     return bound
 
@@ -172,24 +176,35 @@ class Services:
         def progress(views: list[dict[str, Any]]) -> None:
             for view in views:
                 if view["state"] != "ready":
-                    self.reporter.step(f"waiting for {name} ({view['state']}"
-                                       + (f": {view['detail']}" if view["detail"] else "")
-                                       + ")")
+                    self.reporter.step(
+                        f"waiting for {name} ({view['state']}"
+                        + (f": {view['detail']}" if view["detail"] else "")
+                        + ")"
+                    )
 
-        outcome = wait_until_ready(polled_services(self.client, timeout, interval=0.2),
-                                   [name], progress, since={name: since})
+        outcome = wait_until_ready(
+            polled_services(self.client, timeout, interval=0.2),
+            [name],
+            progress,
+            since={name: since},
+        )
         if outcome.ready:
             return
-        view = outcome.views[0] if outcome.views else {"state": "unknown", "reason": "",
-                                                        "detail": ""}
+        view = (
+            outcome.views[0] if outcome.views else {"state": "unknown", "reason": "", "detail": ""}
+        )
         state = view["state"]
         if outcome.verdict is Verdict.FAILED:
-            raise UserError(f"service {name} did not start ({state}): "
-                            f"{view['reason'] or view['detail']}",
-                            where=f"services.{name}",
-                            hint=f"see `coursestack logs {name}`; fix it, then try again")
-        raise UserError(f"service {name} was not ready within {timeout:g} s ({state})",
-                        where=f"services.{name}", hint=f"see `coursestack logs {name}`")
+            raise UserError(
+                f"service {name} did not start ({state}): {view['reason'] or view['detail']}",
+                where=f"services.{name}",
+                hint=f"see `coursestack logs {name}`; fix it, then try again",
+            )
+        raise UserError(
+            f"service {name} was not ready within {timeout:g} s ({state})",
+            where=f"services.{name}",
+            hint=f"see `coursestack logs {name}`",
+        )
 
     def stop(self, name: str) -> None:
         self.client.stop(name)
@@ -199,17 +214,26 @@ def _client(instance: Instance, what: str) -> DaemonClient:
     try:
         return instance.client()
     except DaemonError:
-        raise DaemonError(f"instance {instance.name!r} is not running", where=str(
-            instance.state.root), hint=f"start it with `coursestack up`, then {what} again "
-            "(databases are read from the running services)") from None
+        raise DaemonError(
+            f"instance {instance.name!r} is not running",
+            where=str(instance.state.root),
+            hint=f"start it with `coursestack up`, then {what} again "
+            "(databases are read from the running services)",
+        ) from None
 
 
 # -- backup ----------------------------------------------------------------------------------
 
-def create_backup(instance: Instance, output: Path | None = None,
-                  only: Iterable[str] | None = None, reporter: Reporter | None = None,
-                  label: str = "", raw: bool = False,
-                  client: DaemonClient | None = None) -> BackupResult:
+
+def create_backup(
+    instance: Instance,
+    output: Path | None = None,
+    only: Iterable[str] | None = None,
+    reporter: Reporter | None = None,
+    label: str = "",
+    raw: bool = False,
+    client: DaemonClient | None = None,
+) -> BackupResult:
     """Write a backup archive of the instance (or of the services in `only`).
 
     With `raw` (reset uses it: it deletes whole data folders), nothing is left out: a
@@ -223,18 +247,27 @@ def create_backup(instance: Instance, output: Path | None = None,
     names = list(only) if only else list(spec.services)
     unknown = [name for name in names if name not in spec.services]
     if unknown:
-        raise UsageError(f"no service named {', '.join(unknown)} in this course",
-                         hint=f"services: {', '.join(spec.services)}")
+        raise UsageError(
+            f"no service named {', '.join(unknown)} in this course",
+            hint=f"services: {', '.join(spec.services)}",
+        )
     api = Services(client or _client(instance, "back up"), reporter)
     target = output or default_archive_path(instance, label)
     if target.is_dir():
         target = target / default_archive_path(instance, label).name
     if target.exists():
-        raise UsageError("the backup file already exists", where=str(target),
-                         hint="choose another --output, or move the old file away")
-    manifest = Manifest(course=spec.course.name, instance=instance.name,
-                        created=datetime.now(UTC).isoformat(timespec="seconds"), services={},
-                        embedded_sample=spec.path.is_relative_to(instance.state.course))
+        raise UsageError(
+            "the backup file already exists",
+            where=str(target),
+            hint="choose another --output, or move the old file away",
+        )
+    manifest = Manifest(
+        course=spec.course.name,
+        instance=instance.name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        services={},
+        embedded_sample=spec.path.is_relative_to(instance.state.course),
+    )
     work = _work_folder(instance.state, "backup")
     started: list[str] = []
     paused: list[str] = []
@@ -260,8 +293,10 @@ def create_backup(instance: Instance, output: Path | None = None,
                 except UserError as error:
                     if not raw:
                         raise
-                    reporter.note(f"{name} could not start ({error.message}); keeping a raw "
-                                  "copy of its data folder instead")
+                    reporter.note(
+                        f"{name} could not start ({error.message}); keeping a raw "
+                        "copy of its data folder instead"
+                    )
                     api.stop(name)
                     entry, parts = _raw(units(instance)[name], work / name)
             if _stops_for_backup(kind) and api.running(name):
@@ -279,8 +314,10 @@ def create_backup(instance: Instance, output: Path | None = None,
             elif entry is None and raw:
                 entry, parts = _raw(units(instance)[name], work / name)
             if entry is None:
-                manifest.skipped[name] = (f"a {kind!r} service: coursestack does not know its "
-                                          "data; back up what it needs yourself")
+                manifest.skipped[name] = (
+                    f"a {kind!r} service: coursestack does not know its "
+                    "data; back up what it needs yourself"
+                )
                 reporter.note(f"{name}: skipped ({kind} service)")
                 continue
             manifest.services[name] = entry
@@ -305,8 +342,11 @@ def _stops_for_backup(kind: str) -> bool:
     return found is not None and found.stop_for_backup
 
 
-def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
-          reporter: Reporter) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+def _dump(
+    unit: Kind,  # type: ignore[type-arg]
+    folder: Path,
+    reporter: Reporter,
+) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
     if unit.backup_mode == "live":
         return unit.backup_dump(folder)
     source = unit.backup_folder()
@@ -314,8 +354,7 @@ def _dump(unit: Kind, folder: Path,  # type: ignore[type-arg]
     for relative in skipped:
         reporter.note(f"{unit.name}: skipped {relative} (not a regular file)")
     parts = _snapshot(found, folder)
-    entry = {"kind": unit.spec.kind, "format": "files", "folder": str(source),
-             "files": len(parts)}
+    entry = {"kind": unit.spec.kind, "format": "files", "folder": str(source), "files": len(parts)}
     return entry, parts
 
 
@@ -335,39 +374,50 @@ def _snapshot(found: list[tuple[str, Path]], folder: Path) -> list[tuple[str, Pa
     return parts
 
 
-def _raw(unit: Kind,  # type: ignore[type-arg]
-         folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+def _raw(
+    unit: Kind,  # type: ignore[type-arg]
+    folder: Path,
+) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
     found, _skipped = files.folder_members(unit.data_dir, "raw", [unit.context.state.root])
     parts = _snapshot(found, folder)
-    entry = {"kind": unit.spec.kind, "format": "raw", "folder": str(unit.data_dir),
-             "files": len(parts)}
+    entry = {
+        "kind": unit.spec.kind,
+        "format": "raw",
+        "folder": str(unit.data_dir),
+        "files": len(parts),
+    }
     return entry, parts
 
 
 # -- restore ---------------------------------------------------------------------------------
+
 
 def check_archive(archive: Path) -> Manifest:
     """Check an archive completely without changing anything (UserError if bad)."""
     return read_archive(archive)
 
 
-def restore_backup(instance: Instance, archive: Path,
-                   reporter: Reporter | None = None) -> RestoreResult:
+def restore_backup(
+    instance: Instance, archive: Path, reporter: Reporter | None = None
+) -> RestoreResult:
     """Rebuild the instance's data from an archive (see the module docstring)."""
     reporter = reporter or Reporter()
     began = time.monotonic()
     archive = archive.expanduser().resolve()
     where = str(archive)
     if not archive.is_file():
-        raise UserError("no such backup file", where=where,
-                        hint="give the path of a .coursestack.tar.gz file")
+        raise UserError(
+            "no such backup file", where=where, hint="give the path of a .coursestack.tar.gz file"
+        )
     instance.state.create()
     work = _work_folder(instance.state, "restore")
     try:
         reporter.step("checking the archive")
         manifest = read_archive(archive, into=work)
-        reporter.note(f"archive checked: {len(manifest.members)} files, course "
-                      f"{manifest.course}, made {manifest.created}")
+        reporter.note(
+            f"archive checked: {len(manifest.members)} files, course "
+            f"{manifest.course}, made {manifest.created}"
+        )
         existed = "spec" in instance.state.instance()
         if not existed:
             if not manifest.embedded_sample:
@@ -376,15 +426,19 @@ def restore_backup(instance: Instance, archive: Path,
                     f"course {manifest.course!r}; nothing was changed",
                     where=str(instance.state.root),
                     hint="set the course up first with `coursestack up PATH/course.toml` "
-                    "(same --instance/--state), then restore again")
+                    "(same --instance/--state), then restore again",
+                )
             reporter.step("setting up the sample course")
             instance, _ = set_up_instance(None, instance.name, instance.state.root, [])
         spec = instance.spec()
         _check_fits(manifest, spec.course.name, dict(spec.services.items()), where)
         bound = units(instance)
         for name, entry in manifest.services.items():
-            bound[name].backup_check(entry, {m.removeprefix(f"services/{name}/"): v
-                                             for m, v in manifest.members.items()}, where)
+            bound[name].backup_check(
+                entry,
+                {m.removeprefix(f"services/{name}/"): v for m, v in manifest.members.items()},
+                where,
+            )
         if not instance.daemon_alive():
             reporter.step(f"starting instance {instance.name}")
             start_daemon(instance)
@@ -397,8 +451,13 @@ def restore_backup(instance: Instance, archive: Path,
         before = None
         if existed:
             reporter.step("backing up the current data first")
-            before = create_backup(instance, only=list(manifest.services), reporter=reporter,
-                                   label="before-restore", client=api.client)
+            before = create_backup(
+                instance,
+                only=list(manifest.services),
+                reporter=reporter,
+                label="before-restore",
+                client=api.client,
+            )
             reporter.note(f"current data backed up to {before.path}")
         result = RestoreResult(archive, manifest, 0.0, before, set_up=not existed)
         bound = units(instance)
@@ -417,31 +476,45 @@ def restore_backup(instance: Instance, archive: Path,
 def _check_fits(manifest: Manifest, course: str, services: dict[str, Any], where: str) -> None:
     """Refuse an archive of another course, or with a service this course lacks."""
     if manifest.course != course:
-        raise UserError(f"the backup is of course {manifest.course!r}, this instance runs "
-                        f"{course!r}; nothing was changed", where=where,
-                        hint="restore into an instance of that course (--instance/--state)")
+        raise UserError(
+            f"the backup is of course {manifest.course!r}, this instance runs "
+            f"{course!r}; nothing was changed",
+            where=where,
+            hint="restore into an instance of that course (--instance/--state)",
+        )
     for name, entry in manifest.services.items():
         service = services.get(name)
         if service is None:
-            raise UserError(f"the backup has a service {name!r} this course does not have; "
-                            "nothing was changed", where=where,
-                            hint="restore into an instance of the course it was made from")
+            raise UserError(
+                f"the backup has a service {name!r} this course does not have; nothing was changed",
+                where=where,
+                hint="restore into an instance of the course it was made from",
+            )
         found = kind_class(service.kind)
         family = found.backup_family if found is not None else frozenset()
         if service.kind != entry["kind"] and entry["kind"] not in family:
-            raise UserError(f"service {name!r} is {entry['kind']} in the backup but "
-                            f"{service.kind} here; nothing was changed", where=where,
-                            hint="restore into an instance of the course it was made from")
+            raise UserError(
+                f"service {name!r} is {entry['kind']} in the backup but "
+                f"{service.kind} here; nothing was changed",
+                where=where,
+                hint="restore into an instance of the course it was made from",
+            )
         if entry.get("format") == "raw":
             raise UserError(
                 f"service {name!r} is a raw copy of its data folder in this backup (it "
                 "could not start when the backup was made); nothing was changed",
-                where=where, hint=f"restore it by hand: `coursestack down`, unpack "
-                f"services/{name}/raw/ of the archive into data/{name}/, `coursestack up`")
+                where=where,
+                hint=f"restore it by hand: `coursestack down`, unpack "
+                f"services/{name}/raw/ of the archive into data/{name}/, `coursestack up`",
+            )
 
 
-def _restore_one(unit: Kind, entry: dict[str, Any], folder: Path,  # type: ignore[type-arg]
-                 api: Services) -> None:
+def _restore_one(
+    unit: Kind,  # type: ignore[type-arg]
+    entry: dict[str, Any],
+    folder: Path,
+    api: Services,
+) -> None:
     if unit.backup_mode == "live":
         unit.backup_restore(entry, folder)
     elif unit.backup_mode == "files":
@@ -452,8 +525,7 @@ def _restore_one(unit: Kind, entry: dict[str, Any], folder: Path,  # type: ignor
         target = unit.backup_folder()
         if target.is_relative_to(unit.data_dir):
             unit.make_data_folders(str(target.relative_to(unit.data_dir)))  # the account's
-        files.replace_folder(target, folder / "files", unit.run_as,
-                             [unit.context.state.root])
+        files.replace_folder(target, folder / "files", unit.run_as, [unit.context.state.root])
         if was_running:
             api.start(unit.name)
 
@@ -470,14 +542,16 @@ def _record_seeds(bound: dict[str, Kind], manifest: Manifest) -> None:  # type: 
 
 # -- reset -----------------------------------------------------------------------------------
 
-def reset_service(instance: Instance, name: str,
-                  reporter: Reporter | None = None) -> ResetResult:
+
+def reset_service(instance: Instance, name: str, reporter: Reporter | None = None) -> ResetResult:
     """Back up one service, delete its data folder, and start it again from its seed."""
     reporter = reporter or Reporter()
     spec = instance.spec()
     if name not in spec.services:
-        raise UsageError(f"no service named {name!r} in this course",
-                         hint=f"services: {', '.join(spec.services)}")
+        raise UsageError(
+            f"no service named {name!r} in this course",
+            hint=f"services: {', '.join(spec.services)}",
+        )
     client = _client(instance, "reset")
     api = Services(client, reporter)
     was_running = api.running(name)
@@ -487,8 +561,14 @@ def reset_service(instance: Instance, name: str,
         reporter.step(f"stopping {name}")
         api.stop(name)
     reporter.step(f"backing up {name} first")
-    backup = create_backup(instance, only=[name], reporter=reporter,
-                           label=f"before-reset-{name}", raw=True, client=client)
+    backup = create_backup(
+        instance,
+        only=[name],
+        reporter=reporter,
+        label=f"before-reset-{name}",
+        raw=True,
+        client=client,
+    )
     reporter.note(f"{name} backed up to {backup.path}")
     reporter.step(f"stopping {name}")
     api.stop(name)
@@ -496,8 +576,11 @@ def reset_service(instance: Instance, name: str,
     reporter.step(f"deleting {data}")
     shutil.rmtree(data, ignore_errors=True)
     if data.exists():
-        raise UserError(f"could not delete all of {name}'s data folder", where=str(data),
-                        hint="check its permissions; the backup is in " + str(backup.path))
+        raise UserError(
+            f"could not delete all of {name}'s data folder",
+            where=str(data),
+            hint="check its permissions; the backup is in " + str(backup.path),
+        )
     reporter.note(f"deleted {data}")
     if was_running or live:
         reporter.step(f"starting {name} again (it starts from its seed)")

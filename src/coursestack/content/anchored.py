@@ -50,8 +50,11 @@ class Place:
         below its own folder if none does."""
         best: Path | None = None
         for anchor in anchors:
-            if path.is_relative_to(anchor) and path != anchor and (
-                    best is None or anchor.is_relative_to(best)):
+            if (
+                path.is_relative_to(anchor)
+                and path != anchor
+                and (best is None or anchor.is_relative_to(best))
+            ):
                 best = anchor
         if best is None:
             return cls(path.parent, (), path.name)
@@ -100,8 +103,7 @@ def _descend(place: Place, create: bool, uid: int | None, gid: int | None) -> in
                 if not create:
                     os.close(fd)
                     return None
-                child = nofollow.make_folder(fd, part, FOLDER_MODE, uid, gid,
-                                             owners={os.geteuid()})
+                child = nofollow.make_folder(fd, part, FOLDER_MODE, uid, gid, owners={os.geteuid()})
             os.close(fd)
             fd = child
     except BaseException:
@@ -111,8 +113,9 @@ def _descend(place: Place, create: bool, uid: int | None, gid: int | None) -> in
 
 
 @contextlib.contextmanager
-def folder_of(place: Place, create: bool = False, uid: int | None = None,
-              gid: int | None = None) -> Iterator[int | None]:
+def folder_of(
+    place: Place, create: bool = False, uid: int | None = None, gid: int | None = None
+) -> Iterator[int | None]:
     """The descriptor of the folder holding `place` (None: missing and not `create`).
 
     With `create`, missing folders are made and, run as root, given to uid:gid on their
@@ -139,8 +142,9 @@ def read_in(dir_fd: int, name: str, shown: Path | str) -> Found | None:
         return None
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
-            raise UnsafePath(f"refused to read {shown}: it is a link or special file",
-                             where=str(shown)) from None
+            raise UnsafePath(
+                f"refused to read {shown}: it is a link or special file", where=str(shown)
+            ) from None
         raise
     try:
         info = os.fstat(fd)
@@ -149,8 +153,10 @@ def read_in(dir_fd: int, name: str, shown: Path | str) -> Found | None:
             raise UnsafePath(f"refused to read {shown}: it is a {kind}", where=str(shown))
         trusted = {os.fstat(dir_fd).st_uid} | (set() if running_as_root() else {os.geteuid()})
         if info.st_nlink > 1 and info.st_uid not in trusted:
-            raise UnsafePath(f"refused to read {shown}: a hard link to a file of uid "
-                             f"{info.st_uid}", where=str(shown))
+            raise UnsafePath(
+                f"refused to read {shown}: a hard link to a file of uid {info.st_uid}",
+                where=str(shown),
+            )
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return Found(handle.read(), info)

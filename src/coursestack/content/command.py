@@ -16,17 +16,29 @@ if TYPE_CHECKING:  # imported when used: the CLI starts faster without them
 
 
 def update(
-    spec: Annotated[Path | None, typer.Argument(
-        help="Path of a course.toml (or its folder). Default: the instance's course.",
-        show_default=False)] = None,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Show what would happen; change nothing.")] = False,
+    spec: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Path of a course.toml (or its folder). Default: the instance's course.",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Show what would happen; change nothing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
-    instance: Annotated[str | None, typer.Option(
-        "--instance", "-i", help="Instance name (default: the only running one, else the "
-        "course's name).")] = None,
-    state: Annotated[Path | None, typer.Option(
-        "--state", help="State folder of the instance (overrides --instance).")] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            "--instance",
+            "-i",
+            help="Instance name (default: the only running one, else the course's name).",
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="State folder of the instance (overrides --instance)."),
+    ] = None,
 ) -> None:
     """Fetch the course's new material and deliver it without overwriting your work.
 
@@ -49,8 +61,9 @@ def print_report(report: Report, console: Console) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _course_and_state(spec: Path | None, instance: str | None,
-                      state: Path | None) -> tuple[CourseSpec, StateFolder]:
+def _course_and_state(
+    spec: Path | None, instance: str | None, state: Path | None
+) -> tuple[CourseSpec, StateFolder]:
     from coursestack.instances import resolve_instance
     from coursestack.spec import load_spec
 
@@ -61,8 +74,7 @@ def _course_and_state(spec: Path | None, instance: str | None,
     return course, resolve_instance(instance or course.course.name, state).state
 
 
-def update_before_start(course: CourseSpec, folder: StateFolder,
-                        console: Console) -> CourseSpec:
+def update_before_start(course: CourseSpec, folder: StateFolder, console: Console) -> CourseSpec:
     """With `update = "on-up"`: update before the services start, and return the spec
     this start must use (the course's new one if the update delivered one). A failure
     (offline, say) is a warning: the course starts with the material it has."""
@@ -76,8 +88,13 @@ def update_before_start(course: CourseSpec, folder: StateFolder,
         with console.status("Updating the course material…"):
             report = run_update(course, folder)
     except UserError as error:
-        console.print(f"warning: the course material was not updated: {error.render()}",
-                      style="yellow", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"warning: the course material was not updated: {error.render()}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return course
     if any(entry.changed for entry in report.entries) or report.notes:
         print_report(report, console)

@@ -104,8 +104,13 @@ def decide(sides: Sides, name_beside: Namer) -> Decision:
         if sides.first_update:
             return beside("it differs from the course's version, so it counts as yours")
         renamed = name_beside(destination, "yours")
-        return Decision(path, destination, Action.RENAMED,
-                        [(renamed, student), (destination, upstream)], renamed)
+        return Decision(
+            path,
+            destination,
+            Action.RENAMED,
+            [(renamed, student), (destination, upstream)],
+            renamed,
+        )
     if student is None:
         return Decision(path, destination, Action.RESTORED, [(destination, upstream)])
     if student == upstream:
@@ -124,10 +129,13 @@ def decide(sides: Sides, name_beside: Namer) -> Decision:
     if sides.read_only:
         return beside("you made your copy read-only")
     cleared = result.outputs_cleared
-    note = (f"outputs of {cleared} cell{'s' if cleared > 1 else ''} differed and were "
-            "cleared: run them again" if cleared else "")
-    return Decision(path, destination, Action.MERGED, [(destination, result.merged)],
-                    reason=note)
+    note = (
+        f"outputs of {cleared} cell{'s' if cleared > 1 else ''} differed and were "
+        "cleared: run them again"
+        if cleared
+        else ""
+    )
+    return Decision(path, destination, Action.MERGED, [(destination, result.merged)], reason=note)
 
 
 def upstream_warning(path: str, upstream: bytes | None) -> str | None:
@@ -136,4 +144,3 @@ def upstream_warning(path: str, upstream: bytes | None) -> str | None:
         return None
     problem = notebook_problem(upstream)
     return f"the course's {path} is {problem}: tell the course team" if problem else None
-

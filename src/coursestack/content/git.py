@@ -32,8 +32,11 @@ def git_release(url: str, ref: str | None, cache: Path) -> Release:
         while isinstance(commit, Tag):  # annotated tags point at the commit
             commit = repo[commit.object[1]]
         if not isinstance(commit, Commit):
-            raise SourceError(f"{ref!r} does not name a commit", where=url,
-                              hint="set `[content] ref` to a branch, tag or commit")
+            raise SourceError(
+                f"{ref!r} does not name a commit",
+                where=url,
+                hint="set `[content] ref` to a branch, tag or commit",
+            )
         tree = repo[commit.tree]
         assert isinstance(tree, Tree)
         files = _read_tree(repo, tree)
@@ -48,9 +51,10 @@ def _fetch(url: str, repo: object) -> tuple[dict[bytes, bytes], bytes | None]:
     import urllib3
     from dulwich.client import get_transport_and_path
 
-    pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=NETWORK_TIMEOUT,
-                                                       read=NETWORK_TIMEOUT),
-                               retries=urllib3.Retry(total=1, redirect=5))
+    pool = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=NETWORK_TIMEOUT, read=NETWORK_TIMEOUT),
+        retries=urllib3.Retry(total=1, redirect=5),
+    )
     try:
         client, path = get_transport_and_path(url, pool_manager=pool, quiet=True)
         result = client.fetch(path, repo)  # type: ignore[arg-type]
@@ -59,9 +63,12 @@ def _fetch(url: str, repo: object) -> tuple[dict[bytes, bytes], bytes | None]:
     # dulwich and urllib3 raise many types (protocol, HTTP, OS, "not a repository"); at
     # this boundary each one means the same thing to a student: the source is not there.
     except Exception as error:
-        raise SourceError(f"cannot fetch the course's git repository: {error}", where=url,
-                          hint="check the internet connection and `[content] source`, "
-                          "then try again; nothing was changed") from None
+        raise SourceError(
+            f"cannot fetch the course's git repository: {error}",
+            where=url,
+            hint="check the internet connection and `[content] source`, "
+            "then try again; nothing was changed",
+        ) from None
     refs = {bytes(name): bytes(sha) for name, sha in result.refs.items() if sha is not None}
     symbolic = {bytes(name): bytes(target) for name, target in result.symrefs.items()}
     # Mirror the refs in the cache: the next fetch then says what it has, and only the
@@ -72,15 +79,19 @@ def _fetch(url: str, repo: object) -> tuple[dict[bytes, bytes], bytes | None]:
     return refs, symbolic.get(b"HEAD")
 
 
-def _resolve(ref: str | None, refs: dict[bytes, bytes], head: bytes | None, repo: object,
-             url: str) -> bytes:
+def _resolve(
+    ref: str | None, refs: dict[bytes, bytes], head: bytes | None, repo: object, url: str
+) -> bytes:
     if ref is None:
         if head and head in refs:
             return refs[head]
         if b"HEAD" in refs:
             return refs[b"HEAD"]
-        raise SourceError("the course's git repository is empty", where=url,
-                          hint="the course team must push a commit first")
+        raise SourceError(
+            "the course's git repository is empty",
+            where=url,
+            hint="the course team must push a commit first",
+        )
     for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
         if candidate.encode() in refs:
             return refs[candidate.encode()]
@@ -88,14 +99,22 @@ def _resolve(ref: str | None, refs: dict[bytes, bytes], head: bytes | None, repo
         matches = [sha for sha in _object_ids(repo) if sha.startswith(ref.lower().encode())]
         if len(matches) == 1:
             return matches[0]
-    branches = sorted(name.decode().removeprefix("refs/heads/") for name in refs
-                      if name.startswith(b"refs/heads/"))
-    tags = sorted(name.decode().removeprefix("refs/tags/") for name in refs
-                  if name.startswith(b"refs/tags/") and not name.endswith(b"^{}"))
-    raise SourceError(f"the course's git repository has no branch, tag or commit {ref!r}",
-                      where=f"{url} ([content] ref)",
-                      hint=f"branches: {', '.join(branches) or 'none'}; tags: "
-                      f"{', '.join(tags) or 'none'}; nothing was changed")
+    branches = sorted(
+        name.decode().removeprefix("refs/heads/")
+        for name in refs
+        if name.startswith(b"refs/heads/")
+    )
+    tags = sorted(
+        name.decode().removeprefix("refs/tags/")
+        for name in refs
+        if name.startswith(b"refs/tags/") and not name.endswith(b"^{}")
+    )
+    raise SourceError(
+        f"the course's git repository has no branch, tag or commit {ref!r}",
+        where=f"{url} ([content] ref)",
+        hint=f"branches: {', '.join(branches) or 'none'}; tags: "
+        f"{', '.join(tags) or 'none'}; nothing was changed",
+    )
 
 
 def _object_ids(repo: object) -> list[bytes]:

@@ -73,8 +73,13 @@ NOT_A_FILE = "not-a-regular-file"
 class Journal:
     """One update in progress: its changes, the record it leads to, its report."""
 
-    def __init__(self, store: ContentStore, changes: list[Change], record: DeliveryRecord,
-                 report: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        store: ContentStore,
+        changes: list[Change],
+        record: DeliveryRecord,
+        report: dict[str, Any],
+    ) -> None:
         self.store = store
         self.changes = changes
         self.record = record
@@ -87,14 +92,24 @@ class Journal:
         if not isinstance(data, dict):
             return None
         changes = [Change(**entry) for entry in data.get("changes", [])]
-        return cls(store, changes, DeliveryRecord.from_dict(data.get("record", {})),
-                   dict(data.get("report", {})))
+        return cls(
+            store,
+            changes,
+            DeliveryRecord.from_dict(data.get("record", {})),
+            dict(data.get("report", {})),
+        )
 
     def write(self) -> None:
         """Make the journal durable: from here on the update completes as a whole."""
-        atomic_write_json(self.store.journal_file,
-                          {"changes": [asdict(change) for change in self.changes],
-                           "record": self.record.as_dict(), "report": self.report}, 0o600)
+        atomic_write_json(
+            self.store.journal_file,
+            {
+                "changes": [asdict(change) for change in self.changes],
+                "record": self.record.as_dict(),
+                "report": self.report,
+            },
+            0o600,
+        )
 
     def apply(self) -> list[tuple[str, str]]:
         """Bring every file to its after state; the paths left alone, each with why
@@ -115,12 +130,13 @@ class Journal:
                 skipped.append((change.path, error.message))
             except OSError as error:
                 self._roll_back(done)
-                raise UpdateFailed(f"could not write {change.path}: "
-                                   f"{error.strerror or error}",
-                                   where=change.path,
-                                   hint="nothing was changed (every file is as it was); "
-                                   "free some disk space or fix the permission, then run "
-                                   "`coursestack update` again") from None
+                raise UpdateFailed(
+                    f"could not write {change.path}: {error.strerror or error}",
+                    where=change.path,
+                    hint="nothing was changed (every file is as it was); "
+                    "free some disk space or fix the permission, then run "
+                    "`coursestack update` again",
+                ) from None
         return skipped
 
     def finish(self) -> None:
@@ -141,8 +157,9 @@ class Journal:
         """Make `change.path` hold `wanted` if it holds `wanted` or `other` now; False if
         it holds something else (left alone). Raises UnsafePath for a link on the way."""
         place = change.place
-        with anchored.folder_of(place, create=wanted is not None, uid=change.uid,
-                                gid=change.gid) as fd:
+        with anchored.folder_of(
+            place, create=wanted is not None, uid=change.uid, gid=change.gid
+        ) as fd:
             found = None if fd is None else anchored.read_in(fd, place.name, place.path)
             current = None if found is None else digest(found.data)
             if current == wanted:
@@ -157,8 +174,15 @@ class Journal:
             data = self.store.get(wanted)
             if data is None:
                 raise OSError(f"the update's copy of {place.name} is missing")
-            write_file(place.path, data, change.uid, change.gid, change.mode, fd,
-                       found.info.st_mtime if found is not None else 0.0)
+            write_file(
+                place.path,
+                data,
+                change.uid,
+                change.gid,
+                change.mode,
+                fd,
+                found.info.st_mtime if found is not None else 0.0,
+            )
             return True
 
 
@@ -171,12 +195,14 @@ def back_up(data: bytes, info: os.stat_result, backup: Path) -> None:
     backup.parent.mkdir(parents=True, exist_ok=True)
     with nofollow.folder(backup.parent) as fd:
         nofollow.write_file(fd, backup.name, data, stat.S_IMODE(info.st_mode) & 0o777)
-        os.utime(backup.name, ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=fd,
-                 follow_symlinks=False)
+        os.utime(
+            backup.name, ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=fd, follow_symlinks=False
+        )
 
 
-def write_file(path: Path, data: bytes, uid: int, gid: int, mode: int, dir_fd: int,
-               old_mtime: float) -> None:
+def write_file(
+    path: Path, data: bytes, uid: int, gid: int, mode: int, dir_fd: int, old_mtime: float
+) -> None:
     """Replace `path` (a name in the folder `dir_fd`) atomically with `data`, owned by
     uid:gid when run as root.
 
@@ -186,10 +212,16 @@ def write_file(path: Path, data: bytes, uid: int, gid: int, mode: int, dir_fd: i
     puts there meanwhile, a link included, is never written, chmod-ed or chown-ed.
     """
     as_root = anchored.running_as_root()
-    nofollow.write_file(dir_fd, path.name, data, mode, uid if as_root else None,
-                        gid if as_root else None,
-                        temporary=f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}",
-                        mtime_after=old_mtime)
+    nofollow.write_file(
+        dir_fd,
+        path.name,
+        data,
+        mode,
+        uid if as_root else None,
+        gid if as_root else None,
+        temporary=f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}",
+        mtime_after=old_mtime,
+    )
     with contextlib.suppress(OSError):
         os.fsync(dir_fd)
 

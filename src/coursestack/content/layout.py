@@ -36,7 +36,7 @@ class Layout:
         if self.notebooks_prefix is None:
             return self.target / path
         if path.startswith(self.notebooks_prefix):
-            return self.target / path[len(self.notebooks_prefix):]
+            return self.target / path[len(self.notebooks_prefix) :]
         return self.course_folder / path
 
     def place(self, destination: Path) -> Place:
@@ -93,9 +93,11 @@ def layout_for(spec: CourseSpec, release: Release) -> Layout:
         release_spec = parse_spec(release.files[SPEC_NAME].decode("utf-8"), destination)
     except (SpecError, UnicodeDecodeError) as error:
         detail = error.render() if isinstance(error, SpecError) else "not UTF-8 text"
-        raise SourceError(f"the course's new course.toml is not valid:\n{detail}",
-                          where=release.source, hint="nothing was changed; tell the "
-                          "course team") from None
+        raise SourceError(
+            f"the course's new course.toml is not valid:\n{detail}",
+            where=release.source,
+            hint="nothing was changed; tell the course team",
+        ) from None
     prefix: str | None = None
     seeds: dict[str, str] = {}
     for name, service in release_spec.services.items():

@@ -77,27 +77,33 @@ def _first_line(error: Exception) -> str:
 def _strategies() -> Any:
     from nbdime.utils import Strategies
 
-    strategies = Strategies({
-        "/cells/*/id": "remove",
-        "/nbformat": "fail",
-        "/cells/*/cell_type": "fail",
-        "/nbformat_minor": "take-max",
-        # The student's inputs win: their metadata and attachments.
-        "/metadata": "use-local",
-        "/cells/*/metadata": "use-local",
-        "/cells/*/outputs/*/metadata": "use-local",
-        "/cells/*/attachments": "use-local",
-        # Conflicting outputs are dropped; running the cell makes them again.
-        "/cells/*/outputs": "clear-all",
-        "/cells/*/execution_count": "clear",
-        "/cells/*/outputs/*/execution_count": "clear",
-        # A source changed on both sides, or insert/delete clashes: left for us to see.
-        "/cells/*/source": _LEFT_AS_CONFLICT,
-        "/cells": _LEFT_AS_CONFLICT,
-    })
-    strategies.transients = ["/cells/*/execution_count", "/cells/*/outputs/*/execution_count",
-                             "/cells/*/metadata/collapsed", "/cells/*/metadata/autoscroll",
-                             "/cells/*/metadata/scrolled"]
+    strategies = Strategies(
+        {
+            "/cells/*/id": "remove",
+            "/nbformat": "fail",
+            "/cells/*/cell_type": "fail",
+            "/nbformat_minor": "take-max",
+            # The student's inputs win: their metadata and attachments.
+            "/metadata": "use-local",
+            "/cells/*/metadata": "use-local",
+            "/cells/*/outputs/*/metadata": "use-local",
+            "/cells/*/attachments": "use-local",
+            # Conflicting outputs are dropped; running the cell makes them again.
+            "/cells/*/outputs": "clear-all",
+            "/cells/*/execution_count": "clear",
+            "/cells/*/outputs/*/execution_count": "clear",
+            # A source changed on both sides, or insert/delete clashes: left for us to see.
+            "/cells/*/source": _LEFT_AS_CONFLICT,
+            "/cells": _LEFT_AS_CONFLICT,
+        }
+    )
+    strategies.transients = [
+        "/cells/*/execution_count",
+        "/cells/*/outputs/*/execution_count",
+        "/cells/*/metadata/collapsed",
+        "/cells/*/metadata/autoscroll",
+        "/cells/*/metadata/scrolled",
+    ]
     return strategies
 
 
@@ -131,11 +137,14 @@ def _resolve_cell_list_clash(decision: Any) -> bool:
     edited_remote, removed_remote = _cells_touched(remote)
     if edited_local & (edited_remote | removed_remote) or edited_remote & removed_local:
         return False
-    inserts = [(int(op.key), side, op) for side, diff in enumerate((local, remote))
-               for op in diff if op.op == "addrange"]
+    inserts = [
+        (int(op.key), side, op)
+        for side, diff in enumerate((local, remote))
+        for op in diff
+        if op.op == "addrange"
+    ]
     patches = [(int(op.key), 2, op) for op in [*local, *remote] if op.op == "patch"]
-    removals = [(key, 2, op_removerange(key, 1))
-                for key in sorted(removed_local | removed_remote)]
+    removals = [(key, 2, op_removerange(key, 1)) for key in sorted(removed_local | removed_remote)]
     ordered = sorted([*inserts, *patches, *removals], key=lambda item: (item[0], item[1]))
     decision.action = "custom"
     decision.custom_diff = [op for _key, _rank, op in ordered]
@@ -151,16 +160,25 @@ def merge_notebook(base: bytes, student: bytes, upstream: bytes) -> MergeResult:
     from nbdime.merging.generic import decide_merge_with_diff
 
     notebooks = []
-    for side, data in (("the last delivered copy", base), ("your copy", student),
-                       ("the course's new version", upstream)):
+    for side, data in (
+        ("the last delivered copy", base),
+        ("your copy", student),
+        ("the course's new version", upstream),
+    ):
         try:
             notebooks.append(_read(data))
         except ValueError as error:
             return MergeResult(None, f"{side} is {error}")
     old, local, remote = notebooks
     try:
-        decisions = decide_merge_with_diff(old, local, remote, diff_notebooks(old, local),
-                                           diff_notebooks(old, remote), _strategies())
+        decisions = decide_merge_with_diff(
+            old,
+            local,
+            remote,
+            diff_notebooks(old, local),
+            diff_notebooks(old, remote),
+            _strategies(),
+        )
     except Exception as error:  # nbdime's "fail" strategy: formats that cannot be merged
         return MergeResult(None, f"the two versions cannot be merged ({_first_line(error)})")
     clashes = []
@@ -176,25 +194,30 @@ def merge_notebook(base: bytes, student: bytes, upstream: bytes) -> MergeResult:
             warnings.simplefilter("ignore")
             nbformat.validate(merged)
     except Exception as error:
-        return MergeResult(None, f"the merged notebook would not be valid "
-                           f"({_first_line(error)})")
+        return MergeResult(None, f"the merged notebook would not be valid ({_first_line(error)})")
     text = nbformat.writes(merged)  # type: ignore[no-untyped-call]
-    cleared = sum(1 for decision in decisions
-                  if tuple(decision.common_path)[-1:] == ("outputs",)
-                  and decision.action == "custom")
+    cleared = sum(
+        1
+        for decision in decisions
+        if tuple(decision.common_path)[-1:] == ("outputs",) and decision.action == "custom"
+    )
     return MergeResult((text + "\n").encode("utf-8"), outputs_cleared=cleared)
 
 
 def _describe_clashes(clashes: list[Any], base: Any) -> str:
-    cells = sorted({int(decision.common_path[1]) + 1 for decision in clashes
-                    if len(decision.common_path) > 1})
+    cells = sorted(
+        {int(decision.common_path[1]) + 1 for decision in clashes if len(decision.common_path) > 1}
+    )
     if not cells:
         for decision in clashes:
             keys = {op.key for op in [*decision.local_diff, *decision.remote_diff]}
             cells.extend(int(key) + 1 for key in keys if isinstance(key, int))
         cells = sorted(set(cells))
-    where = (f"cell{'s' if len(cells) > 1 else ''} {', '.join(map(str, cells))}" if cells
-             else "the same place")
+    where = (
+        f"cell{'s' if len(cells) > 1 else ''} {', '.join(map(str, cells))}"
+        if cells
+        else "the same place"
+    )
     return f"you and the course both changed {where}"
 
 

@@ -38,16 +38,29 @@ class DeliveryRecord:
     exists: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "source": self.source, "delivered_at": self.delivered_at,
-                "files": {path: {"sha": entry.sha, "destination": entry.destination}
-                          for path, entry in sorted(self.files.items())}}
+        return {
+            "label": self.label,
+            "source": self.source,
+            "delivered_at": self.delivered_at,
+            "files": {
+                path: {"sha": entry.sha, "destination": entry.destination}
+                for path, entry in sorted(self.files.items())
+            },
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeliveryRecord:
-        files = {path: Delivered(str(entry["sha"]), str(entry["destination"]))
-                 for path, entry in dict(data.get("files", {})).items()}
-        return cls(files, str(data.get("label", "")), str(data.get("source", "")),
-                   float(data.get("delivered_at", 0.0)), True)
+        files = {
+            path: Delivered(str(entry["sha"]), str(entry["destination"]))
+            for path, entry in dict(data.get("files", {})).items()
+        }
+        return cls(
+            files,
+            str(data.get("label", "")),
+            str(data.get("source", "")),
+            float(data.get("delivered_at", 0.0)),
+            True,
+        )
 
 
 class ContentStore:

@@ -55,8 +55,10 @@ def release_path(name: str) -> str | None:
     """
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
-        raise SourceError(f"the release holds a file outside its folder: {name!r}",
-                          hint="the course team must rebuild the release")
+        raise SourceError(
+            f"the release holds a file outside its folder: {name!r}",
+            hint="the course team must rebuild the release",
+        )
     parts = [part for part in path.parts if part not in ("", ".")]
     if not parts or any(part in IGNORED_PARTS for part in parts) or parts[-1] in IGNORED_NAMES:
         return None
@@ -69,7 +71,7 @@ def is_url(source: str) -> bool:
 
 
 def kind_of(source: str, base: Path, ref: str | None) -> str:
-    """"folder", "zip" or "git", from what `source` names."""
+    """ "folder", "zip" or "git", from what `source` names."""
     if source.lower().split("?")[0].endswith(".zip"):
         return "zip"
     if is_url(source):
@@ -78,9 +80,11 @@ def kind_of(source: str, base: Path, ref: str | None) -> str:
     if (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir()):
         return "git"
     if ref is not None:
-        raise SourceError(f"`ref = {ref!r}` is set, but {path} is not a git repository",
-                          where="[content] ref", hint="remove `ref`, or point `source` at "
-                          "a git repository")
+        raise SourceError(
+            f"`ref = {ref!r}` is set, but {path} is not a git repository",
+            where="[content] ref",
+            hint="remove `ref`, or point `source` at a git repository",
+        )
     return "folder"
 
 
@@ -98,15 +102,17 @@ def fetch_release(source: str, base: Path, ref: str | None, cache: Path) -> Rele
     if kind == "git":
         from coursestack.content.git import git_release
 
-        return git_release(source if is_url(source) else str(resolve(source, base)), ref,
-                           cache)
+        return git_release(source if is_url(source) else str(resolve(source, base)), ref, cache)
     return _folder_release(resolve(source, base))
 
 
 def _folder_release(folder: Path) -> Release:
     if not folder.is_dir():
-        raise SourceError("the course's source folder does not exist", where=str(folder),
-                          hint="check `[content] source` in course.toml")
+        raise SourceError(
+            "the course's source folder does not exist",
+            where=str(folder),
+            hint="check `[content] source` in course.toml",
+        )
     files: dict[str, bytes] = {}
     for path in sorted(_walk(folder)):
         relative = release_path(path.relative_to(folder).as_posix())
@@ -114,8 +120,11 @@ def _folder_release(folder: Path) -> Release:
             try:
                 files[relative] = path.read_bytes()
             except OSError as error:
-                raise SourceError(f"cannot read {relative}: {error.strerror}",
-                                  where=str(path), hint="check its permissions") from None
+                raise SourceError(
+                    f"cannot read {relative}: {error.strerror}",
+                    where=str(path),
+                    hint="check its permissions",
+                ) from None
     return Release(files, f"folder {folder}", str(folder))
 
 
@@ -139,11 +148,17 @@ def _zip_release(source: str, base: Path) -> Release:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise SourceError("the course's zip file does not exist", where=where,
-                              hint="check `[content] source` in course.toml") from None
+            raise SourceError(
+                "the course's zip file does not exist",
+                where=where,
+                hint="check `[content] source` in course.toml",
+            ) from None
         except OSError as error:
-            raise SourceError(f"cannot read the course's zip: {error.strerror}",
-                              where=where, hint="check its permissions") from None
+            raise SourceError(
+                f"cannot read the course's zip: {error.strerror}",
+                where=where,
+                hint="check its permissions",
+            ) from None
     return Release(read_zip(data, where), f"zip sha256 {digest(data)[:12]}", where)
 
 
@@ -154,12 +169,17 @@ def read_zip(data: bytes, where: str) -> dict[str, bytes]:
         members = [info for info in archive.infolist() if not info.is_dir()]
         raw = {info.filename: archive.read(info) for info in members}
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
-        raise SourceError(f"the course's zip is damaged or not a zip: {error}", where=where,
-                          hint="download it again, or ask the course team for a new "
-                          "one; nothing was changed") from None
+        raise SourceError(
+            f"the course's zip is damaged or not a zip: {error}",
+            where=where,
+            hint="download it again, or ask the course team for a new one; nothing was changed",
+        ) from None
     except Exception as error:  # zlib.error, bad CRC, ...: all mean a broken archive
-        raise SourceError(f"the course's zip is damaged: {error}", where=where,
-                          hint="download it again; nothing was changed") from None
+        raise SourceError(
+            f"the course's zip is damaged: {error}",
+            where=where,
+            hint="download it again; nothing was changed",
+        ) from None
     files: dict[str, bytes] = {}
     for name, content in raw.items():
         relative = release_path(name)
@@ -177,11 +197,15 @@ def _download(url: str) -> bytes:
     try:
         response = httpx.get(url, follow_redirects=True, timeout=NETWORK_TIMEOUT)
     except httpx.HTTPError as error:
-        raise SourceError(f"cannot reach the course's source: {error}", where=url,
-                          hint="check the internet connection and try again later; "
-                          "nothing was changed") from None
+        raise SourceError(
+            f"cannot reach the course's source: {error}",
+            where=url,
+            hint="check the internet connection and try again later; nothing was changed",
+        ) from None
     if response.status_code >= 400:
-        raise SourceError(f"the course's source answered HTTP {response.status_code}",
-                          where=url, hint="check `[content] source`, or ask the course "
-                          "team; nothing was changed")
+        raise SourceError(
+            f"the course's source answered HTTP {response.status_code}",
+            where=url,
+            hint="check `[content] source`, or ask the course team; nothing was changed",
+        )
     return response.content

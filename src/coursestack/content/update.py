@@ -44,8 +44,11 @@ def _update_lock(store: ContentStore) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        raise UserError("another update of this course is running", where=str(store.root),
-                        hint="wait for it to finish, then try again") from None
+        raise UserError(
+            "another update of this course is running",
+            where=str(store.root),
+            hint="wait for it to finish, then try again",
+        ) from None
     try:
         yield
     finally:
@@ -57,9 +60,11 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
     done (with `check`: what would be done, changing nothing)."""
     settings = spec.content
     if settings is None:
-        raise NoContentSource("this course has no `[content]` source to update from",
-                              where=str(spec.path),
-                              hint='add `[content]` with `source = "..."` (see docs/updates.md)')
+        raise NoContentSource(
+            "this course has no `[content]` source to update from",
+            where=str(spec.path),
+            hint='add `[content]` with `source = "..."` (see docs/updates.md)',
+        )
     store = content_store(state)
     store.create()
     with _update_lock(store):
@@ -80,8 +85,9 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
             report.notes.append(f"{layout.shown(Path(path))} (interrupted update): {why}.")
         if check:
             if pending is not None:
-                report.notes.append("An interrupted update is waiting: the next update "
-                                    "completes it first.")
+                report.notes.append(
+                    "An interrupted update is waiting: the next update completes it first."
+                )
             return report
         new_record = _new_record(release, layout, decisions, store)
         changes, backup = _stage(decisions, layout, store)
@@ -97,22 +103,37 @@ def run_update(spec: CourseSpec, state: StateFolder, check: bool = False) -> Rep
         return report
 
 
-def _decide_all(release: Release, record: DeliveryRecord, layout: Layout,
-                store: ContentStore) -> list[Decision]:
+def _decide_all(
+    release: Release, record: DeliveryRecord, layout: Layout, store: ContentStore
+) -> list[Decision]:
     name_beside = _namer(time.strftime("%Y%m%d-%H%M%S"))
     decisions = []
     for path in sorted(set(release.files) | set(record.files)):
         upstream = release.files.get(path)
         recorded = record.files.get(path)
-        destination = (layout.destination(path) if upstream is not None or recorded is None
-                       else Path(recorded.destination))
+        destination = (
+            layout.destination(path)
+            if upstream is not None or recorded is None
+            else Path(recorded.destination)
+        )
         base = store.get(recorded.sha) if recorded is not None else None
         student, read_only, in_the_way = _student_copy(destination, layout)
-        decisions.append(decide(Sides(
-            path, destination, base, student, upstream,
-            # A lost copy of the base: differing files count as the student's edits.
-            first_update=not record.exists or (recorded is not None and base is None),
-            read_only=read_only, in_the_way=in_the_way), name_beside))
+        decisions.append(
+            decide(
+                Sides(
+                    path,
+                    destination,
+                    base,
+                    student,
+                    upstream,
+                    # A lost copy of the base: differing files count as the student's edits.
+                    first_update=not record.exists or (recorded is not None and base is None),
+                    read_only=read_only,
+                    in_the_way=in_the_way,
+                ),
+                name_beside,
+            )
+        )
     return decisions
 
 
@@ -169,47 +190,57 @@ def _namer(stamp: str) -> Namer:
     return name_beside
 
 
-def _report(release: Release, layout: Layout, decisions: list[Decision],
-            check: bool) -> Report:
+def _report(release: Release, layout: Layout, decisions: list[Decision], check: bool) -> Report:
     report = Report(release.label, check)
     for decision in decisions:
         other = layout.shown(decision.other) if decision.other else ""
-        report.entries.append(Entry(layout.shown(decision.destination), str(decision.action),
-                                    words_for(decision.action, other, decision.reason, check),
-                                    other))
+        report.entries.append(
+            Entry(
+                layout.shown(decision.destination),
+                str(decision.action),
+                words_for(decision.action, other, decision.reason, check),
+                other,
+            )
+        )
         if not decision.changes_files:
             continue
         warning = upstream_warning(decision.path, release.files.get(decision.path))
         if warning:
             report.notes.append(f"Warning: {warning}.")
         if layout.notebooks_prefix is not None and decision.path == SPEC_NAME:
-            report.notes.append("The course's settings (course.toml) changed: they apply "
-                                "when the course next starts (if it is running: "
-                                "`coursestack down`, then `coursestack up`).")
+            report.notes.append(
+                "The course's settings (course.toml) changed: they apply "
+                "when the course next starts (if it is running: "
+                "`coursestack down`, then `coursestack up`)."
+            )
         service = layout.seeds.get(decision.path)
         if service is not None:
             report.notes.append(
                 f"Seed data of {service} changed ({decision.path}). Your {service} data is "
                 f"kept and not seeded again; `coursestack reset {service}` starts it afresh "
-                "from the new seed (after a backup of your data).")
+                "from the new seed (after a backup of your data)."
+            )
     return report
 
 
-def _new_record(release: Release, layout: Layout, decisions: list[Decision],
-                store: ContentStore) -> DeliveryRecord:
+def _new_record(
+    release: Release, layout: Layout, decisions: list[Decision], store: ContentStore
+) -> DeliveryRecord:
     """What counts as delivered after this update: the whole release (a copy of each
     file kept), except files a folder of the student's kept out."""
     skipped = {decision.path for decision in decisions if decision.action is Action.SKIPPED}
     files = {}
     for path, data in release.files.items():
         if path not in skipped:
-            files[path] = Delivered(store.put(data, sha=release.hashes[path]),
-                                    str(layout.destination(path)))
+            files[path] = Delivered(
+                store.put(data, sha=release.hashes[path]), str(layout.destination(path))
+            )
     return DeliveryRecord(files, release.label, release.source, time.time(), True)
 
 
-def _stage(decisions: list[Decision], layout: Layout,
-           store: ContentStore) -> tuple[list[Change], Path]:
+def _stage(
+    decisions: list[Decision], layout: Layout, store: ContentStore
+) -> tuple[list[Change], Path]:
     """Keep every new content and every student file about to change, and list the
     changes for the journal."""
     backup = store.new_backup_folder()
@@ -230,14 +261,22 @@ def _stage(decisions: list[Decision], layout: Layout,
                 store.put(found.data, durable=False)
                 backup_path = str(copy)
             uid, gid = layout.owner_of(path)
-            changes.append(Change(str(path), before, store.put(data), uid, gid,
-                                  _mode_for(path, decision, found, layout), backup_path,
-                                  str(place.anchor)))
+            changes.append(
+                Change(
+                    str(path),
+                    before,
+                    store.put(data),
+                    uid,
+                    gid,
+                    _mode_for(path, decision, found, layout),
+                    backup_path,
+                    str(place.anchor),
+                )
+            )
     return changes, backup
 
 
-def _mode_for(path: Path, decision: Decision, found: anchored.Found | None,
-              layout: Layout) -> int:
+def _mode_for(path: Path, decision: Decision, found: anchored.Found | None, layout: Layout) -> int:
     """A replaced file keeps its permissions, and so does the student's file under its
     new name; a new file gets the usual ones."""
     if decision.action is Action.RENAMED and path != decision.destination:

@@ -28,13 +28,20 @@ if TYPE_CHECKING:
 autostart_app = typer.Typer(no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 120)
 
-PlatformOption = Annotated[str | None, typer.Option(
-    "--platform", help="systemd or launchd (default: this computer's).", hidden=True)]
-InstanceOption = Annotated[str | None, typer.Option(
-    "--instance", "-i", help="Instance name (default: the course's name).")]
-SpecArgument = Annotated[Path | None, typer.Argument(
-    help="Path of a course.toml (or its folder). Without it: the sample course.",
-    show_default=False)]
+PlatformOption = Annotated[
+    str | None,
+    typer.Option("--platform", help="systemd or launchd (default: this computer's).", hidden=True),
+]
+InstanceOption = Annotated[
+    str | None, typer.Option("--instance", "-i", help="Instance name (default: the course's name).")
+]
+SpecArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Path of a course.toml (or its folder). Without it: the sample course.",
+        show_default=False,
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -83,16 +90,18 @@ def _reload_systemd() -> str:
     """Tell a running user manager; say so when there is none (it reads the unit at login)."""
     if shutil.which("systemctl") is None:
         return "no systemctl here: the unit is read at the next login"
-    result = subprocess.run(["systemctl", "--user", "daemon-reload"], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        ["systemctl", "--user", "daemon-reload"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         return "no systemd user manager reachable now: the unit is read at the next login"
     return ""
 
 
 @autostart_app.command()
-def enable(spec: SpecArgument = None, instance: InstanceOption = None,
-           platform: PlatformOption = None) -> None:
+def enable(
+    spec: SpecArgument = None, instance: InstanceOption = None, platform: PlatformOption = None
+) -> None:
     """Start the instance at every login (from the next one on)."""
     from coursestack.export import launchd, systemd
 
@@ -114,13 +123,15 @@ def enable(spec: SpecArgument = None, instance: InstanceOption = None,
             console.print(note, markup=False)
         now = f"systemctl --user start {systemd.unit_name(name)}"
     console.print(f"{name} starts at login ({item.file}).", markup=False, highlight=False)
-    console.print(f"To start it this way now (after `coursestack down`): {now}", markup=False,
-                  highlight=False)
+    console.print(
+        f"To start it this way now (after `coursestack down`): {now}", markup=False, highlight=False
+    )
 
 
 @autostart_app.command()
-def disable(instance: InstanceOption = None, platform: PlatformOption = None,
-            spec: SpecArgument = None) -> None:
+def disable(
+    instance: InstanceOption = None, platform: PlatformOption = None, spec: SpecArgument = None
+) -> None:
     """Stop starting the instance at login (a running instance keeps running)."""
     name = instance or _course(spec).name
     item = login_item(name, _platform(platform))
@@ -130,20 +141,25 @@ def disable(instance: InstanceOption = None, platform: PlatformOption = None,
     item.file.unlink(missing_ok=True)
     if item.platform == "systemd" and existed:
         _reload_systemd()
-    console.print(f"{name} no longer starts at login." if existed
-                  else f"{name} was not set to start at login.", markup=False)
+    console.print(
+        f"{name} no longer starts at login."
+        if existed
+        else f"{name} was not set to start at login.",
+        markup=False,
+    )
 
 
 @autostart_app.command()
-def status(instance: InstanceOption = None, platform: PlatformOption = None,
-           spec: SpecArgument = None) -> None:
+def status(
+    instance: InstanceOption = None, platform: PlatformOption = None, spec: SpecArgument = None
+) -> None:
     """Say whether the instance starts at login (exit status 3 if not)."""
     name = instance or _course(spec).name
     item = login_item(name, _platform(platform))
     if item.file.exists() and item.enabled():
-        console.print(f"{name} starts at login ({item.platform}: {item.file}).", markup=False,
-                      highlight=False)
+        console.print(
+            f"{name} starts at login ({item.platform}: {item.file}).", markup=False, highlight=False
+        )
         return
-    console.print(f"{name} does not start at login (`coursestack autostart enable`).",
-                  markup=False)
+    console.print(f"{name} does not start at login (`coursestack autostart enable`).", markup=False)
     raise typer.Exit(3)

@@ -17,20 +17,28 @@ errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 Target = StrEnum("Target", {name: name for name in TARGET_NAMES})  # type: ignore[misc]
 
-SpecArgument = Annotated[Path | None, typer.Argument(
-    help="Path of a course.toml (or its folder). Without it: the embedded sample course.",
-    show_default=False)]
+SpecArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Path of a course.toml (or its folder). Without it: the embedded sample course.",
+        show_default=False,
+    ),
+]
 
 
 def export(
-    target: Annotated[Target, typer.Argument(
-        help="Runtime to export to.", show_default=False)],
+    target: Annotated[Target, typer.Argument(help="Runtime to export to.", show_default=False)],
     spec: SpecArgument = None,
     *,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (a folder; "
-                                         "a file for z2jh, systemd and launchd).")],
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
-    = False,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write (a folder; a file for z2jh, systemd and launchd).",
+        ),
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
 ) -> None:
     """Write the course as another runtime's configuration: image, z2jh, compose, binder,
     systemd or launchd. Says what a runtime cannot express, and what it did instead."""
@@ -46,11 +54,12 @@ def export(
 
 def run(
     spec: SpecArgument = None,
-    instance: Annotated[str | None, typer.Option("--instance", "-i",
-                                                 help="Instance name.")] = None,
+    instance: Annotated[str | None, typer.Option("--instance", "-i", help="Instance name.")] = None,
     state: Annotated[Path | None, typer.Option("--state", help="State folder.")] = None,
-    only: Annotated[list[str] | None, typer.Option(
-        "--only", help="Start only these services (and what they depend on).")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Start only these services (and what they depend on)."),
+    ] = None,
 ) -> None:
     """Run the course in the foreground until SIGTERM or Ctrl-C, then stop it cleanly
     (for containers, systemd and launchd; `up` runs it in the background)."""
@@ -67,6 +76,8 @@ def register(app: typer.Typer) -> None:
 
     app.command("export")(export)
     app.command("run")(run)
-    app.add_typer(autostart_app, name="autostart",
-                  help="Start the course's instance at login (systemd user unit or launchd "
-                  "agent).")
+    app.add_typer(
+        autostart_app,
+        name="autostart",
+        help="Start the course's instance at login (systemd user unit or launchd agent).",
+    )

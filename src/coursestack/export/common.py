@@ -48,16 +48,22 @@ class ExportCourse:
         for name, service in spec.services.items():
             # A missing or unreadable seed file: the error `up` gives when it seeds.
             seed_checksum([spec.resolve(seed) for seed in getattr(service, "seed", ())], name)
-        hints = {name: KINDS[service.kind].export_hints(name, service, spec)
-                 for name, service in spec.services.items()}
+        hints = {
+            name: KINDS[service.kind].export_hints(name, service, spec)
+            for name, service in spec.services.items()
+        }
         course = cls(spec, hints)
         for name, hint in hints.items():
             for note in hint.notes:
                 course.warn(name, "kind", note)
             if hint.local_program:
-                course.warn(name, "command", f"{hint.local_program} exists only on this "
-                            "machine (outside the course folder): exported as is; the "
-                            "target must provide that program at that path")
+                course.warn(
+                    name,
+                    "command",
+                    f"{hint.local_program} exists only on this "
+                    "machine (outside the course folder): exported as is; the "
+                    "target must provide that program at that path",
+                )
         return course
 
     @property
@@ -82,8 +88,9 @@ class ExportCourse:
 
     def started_with_course(self) -> list[str]:
         """Services `coursestack up` starts (start = "always")."""
-        return [name for name in self.in_start_order()
-                if self.service(name).start is StartPolicy.ALWAYS]
+        return [
+            name for name in self.in_start_order() if self.service(name).start is StartPolicy.ALWAYS
+        ]
 
     def notebook_servers(self) -> list[str]:
         return [name for name, hint in self.hints.items() if hint.notebook_server]
@@ -104,8 +111,7 @@ def spec_text_with_real_kinds(course: ExportCourse) -> str | None:
 
     Only the `kind` value changes, so the course team's comments and layout stay.
     """
-    changes = {name: hint.runs_as_kind for name, hint in course.hints.items()
-               if hint.runs_as_kind}
+    changes = {name: hint.runs_as_kind for name, hint in course.hints.items() if hint.runs_as_kind}
     if not changes:
         return None
     text = course.spec.path.read_text(encoding="utf-8")
@@ -114,15 +120,19 @@ def spec_text_with_real_kinds(course: ExportCourse) -> str | None:
         number = locate_key(text, ("services", name, "kind")) - 1
         line = _KIND_VALUE.sub(rf'\g<1>"{kind}"', lines[number], count=1)
         if "#" not in line:
-            line = (line.rstrip("\n") + f"  # {course.hints[name].kind} exported as the "
-                    "real thing (coursestack export)\n")
+            line = (
+                line.rstrip("\n") + f"  # {course.hints[name].kind} exported as the "
+                "real thing (coursestack export)\n"
+            )
         lines[number] = line
     changed = "".join(lines)
     rewritten = parse_spec(changed, course.spec.path)
     if any(rewritten.services[name].kind != kind for name, kind in changes.items()):
-        raise UserError("could not set the real kind of a stand-in in the spec's text",
-                        where=str(course.spec.path),
-                        hint='write each service\'s kind as `kind = "..."` on its own line')
+        raise UserError(
+            "could not set the real kind of a stand-in in the spec's text",
+            where=str(course.spec.path),
+            hint='write each service\'s kind as `kind = "..."` on its own line',
+        )
     return changed
 
 
@@ -136,14 +146,20 @@ class Output:
         self.path = path.expanduser().resolve()
         self.is_folder = is_folder
         if self.path.exists() and not force:
-            raise UsageError(f"{self.path} exists; nothing was written",
-                             hint="choose another -o path, or add --force to overwrite it")
+            raise UsageError(
+                f"{self.path} exists; nothing was written",
+                hint="choose another -o path, or add --force to overwrite it",
+            )
         if self.path.exists() and is_folder and not self.path.is_dir():
-            raise UsageError(f"{self.path} is a file, and this target writes a folder",
-                             hint="choose another -o path")
+            raise UsageError(
+                f"{self.path} is a file, and this target writes a folder",
+                hint="choose another -o path",
+            )
         if self.path.is_dir() and not is_folder:
-            raise UsageError(f"{self.path} is a folder, and this target writes one file",
-                             hint="give the file's path, e.g. -o config.yaml")
+            raise UsageError(
+                f"{self.path} is a folder, and this target writes one file",
+                hint="give the file's path, e.g. -o config.yaml",
+            )
         if is_folder:
             self.path.mkdir(parents=True, exist_ok=True)
         else:
@@ -181,4 +197,3 @@ class Output:
 
 #: Files never copied into an image or a Binder repository.
 IGNORED = ("__pycache__", "*.pyc", ".ipynb_checkpoints", ".git", ".coursestack*")
-

@@ -68,8 +68,11 @@ class ComposeWriter:
         while port in self.host_ports:
             port += 1
         if port != wanted:
-            self.course.warn(name, "port", f"port {wanted} is {self.host_ports[wanted]}'s "
-                             f"too; published on {port} instead")
+            self.course.warn(
+                name,
+                "port",
+                f"port {wanted} is {self.host_ports[wanted]}'s too; published on {port} instead",
+            )
         self.host_ports[port] = name
         return [f"127.0.0.1:{port}:{inside}"]
 
@@ -102,12 +105,24 @@ class ComposeWriter:
                 relative = f"init/{name}/{init.name}"
                 self.output.write(relative, init.text or "", 0o755)
                 source = f"./{relative}"
-            mounts.append({"type": "bind", "source": source, "read_only": True,
-                           "target": f"{official.init_path}/{init.name}"})
+            mounts.append(
+                {
+                    "type": "bind",
+                    "source": source,
+                    "read_only": True,
+                    "target": f"{official.init_path}/{init.name}",
+                }
+            )
             read.update(dict.fromkeys(init.reads))
-        mounts += [{"type": "bind", "source": f"./{IMAGE_CONTEXT}/course/{Path(seed).as_posix()}",
-                    "target": f"{SEED_DIR}/{Path(seed).name}", "read_only": True}
-                   for seed in read]
+        mounts += [
+            {
+                "type": "bind",
+                "source": f"./{IMAGE_CONTEXT}/course/{Path(seed).as_posix()}",
+                "target": f"{SEED_DIR}/{Path(seed).name}",
+                "read_only": True,
+            }
+            for seed in read
+        ]
         return mounts
 
     def connection_env(self, name: str) -> dict[str, str]:
@@ -125,12 +140,20 @@ class ComposeWriter:
 
     def healthcheck(self, name: str, test: tuple[str, ...]) -> dict[str, Any]:
         service = self.course.service(name)
-        self.course.warn(name, "liveness_failures", f"after {service.liveness_failures} "
-                         "failed checks the container is marked unhealthy, but compose does "
-                         "not restart it (coursestack would)")
-        return {"test": ["CMD", *test], "interval": _seconds(service.probe_interval),
-                "timeout": "5s", "retries": service.liveness_failures,
-                "start_period": _seconds(service.start_timeout)}
+        self.course.warn(
+            name,
+            "liveness_failures",
+            f"after {service.liveness_failures} "
+            "failed checks the container is marked unhealthy, but compose does "
+            "not restart it (coursestack would)",
+        )
+        return {
+            "test": ["CMD", *test],
+            "interval": _seconds(service.probe_interval),
+            "timeout": "5s",
+            "retries": service.liveness_failures,
+            "start_period": _seconds(service.start_timeout),
+        }
 
     # -- one service -------------------------------------------------------------------
 
@@ -166,13 +189,21 @@ class ComposeWriter:
             environment.update(self.connection_env(name))
             service_secrets += [self.secret(s) for s in hint.secrets]
             # Everything a notebook may connect to: the other services' passwords too.
-            service_secrets += [self.secret(s) for other in self.course.hints.values()
-                                for s in other.secrets if s not in service_secrets]
+            service_secrets += [
+                self.secret(s)
+                for other in self.course.hints.values()
+                for s in other.secrets
+                if s not in service_secrets
+            ]
             volumes.append(self.volume(f"{name}-data", hint.data_path))
             readiness = hint.readiness
             if hint.seeds:
-                self.course.warn(name, "seed", "no official image runs these seeds; the "
-                                 "course image's copy is in the container, not loaded")
+                self.course.warn(
+                    name,
+                    "seed",
+                    "no official image runs these seeds; the "
+                    "course image's copy is in the container, not loaded",
+                )
         environment.update(hint.environment)
         if environment:
             entry["environment"] = environment
@@ -204,8 +235,7 @@ class ComposeWriter:
         for dependency, condition in self.course.service(name).depends_on.items():
             has_check = self._has_readiness(dependency)
             healthy = condition is DependencyCondition.READY and has_check
-            depends[dependency] = {"condition": "service_healthy" if healthy
-                                   else "service_started"}
+            depends[dependency] = {"condition": "service_healthy" if healthy else "service_started"}
         return depends
 
     def _has_readiness(self, name: str) -> bool:
@@ -220,19 +250,31 @@ class ComposeWriter:
             # Started only when named: `docker compose up NAME`.
             entry["profiles"] = ["manual"]
         elif spec.start is StartPolicy.ON_DEMAND:
-            self.course.warn(name, "start", "compose has no on-demand start: it starts "
-                             "with `docker compose up` and keeps running (idle_stop = "
-                             f"{spec.idle_stop:g} does not apply)")
+            self.course.warn(
+                name,
+                "start",
+                "compose has no on-demand start: it starts "
+                "with `docker compose up` and keeps running (idle_stop = "
+                f"{spec.idle_stop:g} does not apply)",
+            )
 
     # -- the document ------------------------------------------------------------------
 
     def document(self) -> dict[str, Any]:
         services = {name: self.service(name) for name in self.course.in_start_order()}
         if self.course.spec.course.memory_budget:
-            self.course.warn("", "course.memory_budget", "compose has no limit for a whole "
-                             "project; each service's memory_limit is its mem_limit")
-        self.course.warn("", "dashboard", "no coursestack dashboard under compose: "
-                         "`docker compose ps` and `docker compose logs` take its place")
+            self.course.warn(
+                "",
+                "course.memory_budget",
+                "compose has no limit for a whole "
+                "project; each service's memory_limit is its mem_limit",
+            )
+        self.course.warn(
+            "",
+            "dashboard",
+            "no coursestack dashboard under compose: "
+            "`docker compose ps` and `docker compose logs` take its place",
+        )
         document: dict[str, Any] = {"name": self.course.name, "services": services}
         if self.volumes:
             document["volumes"] = self.volumes
@@ -245,8 +287,10 @@ def export(course: ExportCourse, output: Output) -> list[Path]:
     """Write compose.yaml, the course image's build context, init scripts and secrets."""
     context = write_build_context(course, output, f"{IMAGE_CONTEXT}/")
     document = ComposeWriter(course, output).document()
-    header = (f"# {course.title}: generated by `coursestack export compose` from "
-              f"{course.spec.path.name}.\n# Start: docker compose up -d --wait   "
-              "(secrets are files in ./secrets, created once)\n")
+    header = (
+        f"# {course.title}: generated by `coursestack export compose` from "
+        f"{course.spec.path.name}.\n# Start: docker compose up -d --wait   "
+        "(secrets are files in ./secrets, created once)\n"
+    )
     text = header + yaml.safe_dump(document, sort_keys=False, width=100)
     return [output.write(COMPOSE_FILE, text), context]

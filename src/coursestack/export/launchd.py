@@ -24,14 +24,19 @@ def label(instance: str) -> str:
 def agent(course: ExportCourse, instance: str | None = None) -> dict[str, Any]:
     """The agent's property list, as a dictionary."""
     name = instance or course.name
-    return {"Label": label(name), "ProgramArguments": run_command(course, name),
-            "RunAtLoad": True,
-            # Restart after a crash, not after a clean stop.
-            "KeepAlive": {"SuccessfulExit": False}, "ThrottleInterval": 10,
-            "ExitTimeOut": stop_seconds(course),
-            "EnvironmentVariables": {"PATH": search_path()},
-            "StandardOutPath": str(log_file(name)), "StandardErrorPath": str(log_file(name)),
-            "ProcessType": "Interactive"}
+    return {
+        "Label": label(name),
+        "ProgramArguments": run_command(course, name),
+        "RunAtLoad": True,
+        # Restart after a crash, not after a clean stop.
+        "KeepAlive": {"SuccessfulExit": False},
+        "ThrottleInterval": 10,
+        "ExitTimeOut": stop_seconds(course),
+        "EnvironmentVariables": {"PATH": search_path()},
+        "StandardOutPath": str(log_file(name)),
+        "StandardErrorPath": str(log_file(name)),
+        "ProcessType": "Interactive",
+    }
 
 
 def agent_bytes(course: ExportCourse, instance: str | None = None) -> bytes:

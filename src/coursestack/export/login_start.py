@@ -24,8 +24,10 @@ def stop_seconds(course: ExportCourse) -> int:
     """Time for a clean stop: every service's grace period in turn, plus a margin."""
     from coursestack.kinds import KINDS
 
-    total = sum(service.stop_timeout or KINDS[service.kind].default_stop_timeout
-                for service in course.spec.services.values())
+    total = sum(
+        service.stop_timeout or KINDS[service.kind].default_stop_timeout
+        for service in course.spec.services.values()
+    )
     return int(total) + 15
 
 

@@ -56,7 +56,7 @@ def unit_name(instance: str) -> str:
 def _quote(argument: str) -> str:
     """An ExecStart= argument (systemd's own quoting; % is its specifier sign)."""
     escaped = argument.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    return f'"{escaped}"' if any(c in escaped for c in ' \t"\'') else escaped
+    return f'"{escaped}"' if any(c in escaped for c in " \t\"'") else escaped
 
 
 def unit_text(course: ExportCourse, instance: str | None = None) -> str:

@@ -27,8 +27,7 @@ AUTHENTICATORS = {
     "dummy": ("dummy", "jupyterhub"),
     "native": ("nativeauthenticator.NativeAuthenticator", "jupyterhub-nativeauthenticator"),
     "pam": ("pam", "jupyterhub"),
-    "lti": ("ltiauthenticator.lti13.auth.LTI13Authenticator",
-            "jupyterhub-ltiauthenticator"),
+    "lti": ("ltiauthenticator.lti13.auth.LTI13Authenticator", "jupyterhub-ltiauthenticator"),
     "tmp": ("tmpauthenticator.TmpAuthenticator", "jupyterhub-tmpauthenticator"),
 }
 
@@ -77,7 +76,8 @@ class HubSettings:
         (folder / CONFIG_FILE).write_text(
             "# Made by `coursestack hub up`; change the settings with its options instead.\n"
             "from coursestack.hub.config import configure, load_settings\n"
-            f"configure(c, load_settings({str(folder)!r}))  # noqa: F821\n")
+            f"configure(c, load_settings({str(folder)!r}))  # noqa: F821\n"
+        )
 
     def secret(self, name: str) -> str:
         """A random secret kept in the hub folder (owner-only), made on first use."""
@@ -99,8 +99,9 @@ def check_authenticator(auth: str) -> str:
         raise UserError(f"unknown --auth {auth!r}", hint=f"one of: {', '.join(AUTHENTICATORS)}")
     cls, package = AUTHENTICATORS[auth]
     if "." in cls and importlib.util.find_spec(cls.split(".")[0]) is None:
-        raise MissingHubPackage(f"--auth {auth} needs the package {package}",
-                                hint=f"pip install {package}")
+        raise MissingHubPackage(
+            f"--auth {auth} needs the package {package}", hint=f"pip install {package}"
+        )
     return cls
 
 
@@ -142,16 +143,32 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.Spawner.poll_interval = settings.poll_interval
     c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.activity_interval)}
 
-    services: list[dict[str, Any]] = [{"name": ADMIN_SERVICE,
-                                       "api_token": settings.secret("admin-token")}]
-    roles: list[dict[str, Any]] = [{
-        "name": ADMIN_SERVICE, "services": [ADMIN_SERVICE],
-        "scopes": ["list:users", "read:users", "read:servers", "admin:server_state",
-                   "delete:servers", "servers"]}]
+    services: list[dict[str, Any]] = [
+        {"name": ADMIN_SERVICE, "api_token": settings.secret("admin-token")}
+    ]
+    roles: list[dict[str, Any]] = [
+        {
+            "name": ADMIN_SERVICE,
+            "services": [ADMIN_SERVICE],
+            "scopes": [
+                "list:users",
+                "read:users",
+                "read:servers",
+                "admin:server_state",
+                "delete:servers",
+                "servers",
+            ],
+        }
+    ]
     if settings.cull_idle:
         every = settings.cull_every or max(5, settings.cull_idle // 4)
-        culler = [sys.executable, "-m", "jupyterhub_idle_culler",
-                  f"--timeout={settings.cull_idle}", f"--cull-every={every}"]
+        culler = [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={settings.cull_idle}",
+            f"--cull-every={every}",
+        ]
         scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
         if settings.disposable:
             culler.append("--cull-users=True")  # deleting the user deletes its account (spawner)

@@ -61,9 +61,11 @@ class PortBlocks:
                 used = set(slots.values())
                 slot = next(n for n in range(len(used) + 1) if n not in used)
                 if FIRST_PORT + (slot + 1) * BLOCK_SIZE > LAST_PORT:
-                    raise FirewallError("no port block is left for another student",
-                                        hint="remove students that left, or run a second "
-                                        "host (see docs/hosting.md)")
+                    raise FirewallError(
+                        "no port block is left for another student",
+                        hint="remove students that left, or run a second "
+                        "host (see docs/hosting.md)",
+                    )
                 slots[unix_name] = slot
                 atomic_write_json(self.path, slots, OWNER_ONLY)
             first = FIRST_PORT + slots[unix_name] * BLOCK_SIZE
@@ -77,18 +79,28 @@ class PortBlocks:
 
     def all(self) -> dict[str, PortBlock]:
         slots: dict[str, int] = read_json(self.path, {}) or {}
-        return {name: PortBlock(FIRST_PORT + slot * BLOCK_SIZE,
-                                FIRST_PORT + (slot + 1) * BLOCK_SIZE - 1)
-                for name, slot in slots.items()}
+        return {
+            name: PortBlock(
+                FIRST_PORT + slot * BLOCK_SIZE, FIRST_PORT + (slot + 1) * BLOCK_SIZE - 1
+            )
+            for name, slot in slots.items()
+        }
 
 
 def ruleset(owners: dict[int, PortBlock], table: str = TABLE) -> str:
     """The nftables script for these blocks (uid -> block); replaces the whole table."""
-    lines = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{",
-             "  chain output {", "    type filter hook output priority 0; policy accept;"]
+    lines = [
+        f"table inet {table}",
+        f"delete table inet {table}",
+        f"table inet {table} {{",
+        "  chain output {",
+        "    type filter hook output priority 0; policy accept;",
+    ]
     for uid, block in sorted(owners.items()):
-        lines.append(f'    oifname "lo" tcp dport {block.first}-{block.last} '
-                     f"meta skuid != {{ 0, {uid} }} reject with tcp reset")
+        lines.append(
+            f'    oifname "lo" tcp dport {block.first}-{block.last} '
+            f"meta skuid != {{ 0, {uid} }} reject with tcp reset"
+        )
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -101,18 +113,23 @@ def apply(owners: dict[int, PortBlock], table: str = TABLE) -> None:
     """Load the rules (atomically: nft applies the whole script or nothing)."""
     nft = shutil.which("nft")
     if nft is None:
-        raise FirewallError("nft is not installed, so students' services would be open "
-                            "to each other", hint="apt-get install nftables")
-    result = subprocess.run([nft, "-f", "-"], input=ruleset(owners, table), text=True,
-                            capture_output=True, check=False)
+        raise FirewallError(
+            "nft is not installed, so students' services would be open to each other",
+            hint="apt-get install nftables",
+        )
+    result = subprocess.run(
+        [nft, "-f", "-"], input=ruleset(owners, table), text=True, capture_output=True, check=False
+    )
     if result.returncode != 0:
-        raise FirewallError("nftables refused the isolation rules", where="nft -f",
-                            hint=result.stderr.strip() or "is this host allowed to set "
-                            "firewall rules (CAP_NET_ADMIN)?")
+        raise FirewallError(
+            "nftables refused the isolation rules",
+            where="nft -f",
+            hint=result.stderr.strip()
+            or "is this host allowed to set firewall rules (CAP_NET_ADMIN)?",
+        )
 
 
 def remove(table: str = TABLE) -> None:
     nft = shutil.which("nft")
     if nft is not None:
-        subprocess.run([nft, "delete", "table", "inet", table], capture_output=True,
-                       check=False)
+        subprocess.run([nft, "delete", "table", "inet", table], capture_output=True, check=False)

@@ -46,7 +46,7 @@ log = logging.getLogger("coursestack.hub.singleuser")
 
 _DASHBOARD_ROOTS = "api|login|logout|static|services|connections|doctor"
 _HTML_LINK = re.compile(rb'((?:href|src|action)=")/(?!/)')
-_JS_PATH = re.compile(rb'(["\'])/(' + _DASHBOARD_ROOTS.encode() + rb')\b')
+_JS_PATH = re.compile(rb'(["\'])/(' + _DASHBOARD_ROOTS.encode() + rb")\b")
 _SYSTEMD_FIRST_FD = 3
 
 
@@ -61,23 +61,38 @@ def _cookies(scope: Scope) -> dict[str, str]:
     return {key: morsel.value for key, morsel in jar.items()}
 
 
-async def _respond(send: Send, status: int, body: str = "",
-                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _respond(
+    send: Send, status: int, body: str = "", headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     data = body.encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(data)).encode()),
-                            (b"cache-control", b"no-store"), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(data)).encode()),
+                (b"cache-control", b"no-store"),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 class HubGate:
     """ASGI wrapper: the Hub's prefix and OAuth in front of the daemon's app."""
 
-    def __init__(self, app: ASGIApp, daemon_token: str, new_session: Callable[[], str],
-                 keep_prefix: Callable[[str], bool], session_cookie: str,
-                 services: Callable[[Scope, Receive, Send, str], Awaitable[bool]] | None = None,
-                 hub_auth: Any | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        daemon_token: str,
+        new_session: Callable[[], str],
+        keep_prefix: Callable[[str], bool],
+        session_cookie: str,
+        services: Callable[[Scope, Receive, Send, str], Awaitable[bool]] | None = None,
+        hub_auth: Any | None = None,
+    ) -> None:
         from jupyterhub.services.auth import HubOAuth
 
         self.app = app
@@ -104,10 +119,9 @@ class HubGate:
             if _headers(scope).get("authorization", "") == f"Bearer {self.daemon_token}":
                 await self.app(scope, receive, send)
             elif scope["type"] == "http":
-                await _respond(send, 404, "not found: this server lives under "
-                               f"{self.prefix}\n")
+                await _respond(send, 404, f"not found: this server lives under {self.prefix}\n")
             return
-        inner = "/" + path[len(self.prefix):]
+        inner = "/" + path[len(self.prefix) :]
         if inner == "/oauth_callback" and scope["type"] == "http":
             await self._callback(scope, send)
             return
@@ -126,8 +140,9 @@ class HubGate:
     async def _identify(self, scope: Scope) -> tuple[dict[str, Any] | None, str]:
         """The Hub user of this request if allowed here; else None and why (""=no login)."""
         headers = _headers(scope)
-        match = re.fullmatch(r"(?:token|bearer)\s+(\S+)", headers.get("authorization", ""),
-                             re.IGNORECASE)
+        match = re.fullmatch(
+            r"(?:token|bearer)\s+(\S+)", headers.get("authorization", ""), re.IGNORECASE
+        )
         token = match.group(1) if match else _cookies(scope).get(self.token_cookie)
         if not token:
             return None, ""
@@ -154,11 +169,20 @@ class HubGate:
         query = scope.get("query_string", b"").decode("latin-1")
         next_url = scope["path"] + (f"?{query}" if query else "")
         state = self.hub_auth.generate_state(next_url, code_verifier=verifier)
-        url = self.hub_auth.login_url + "&" + urlencode(
-            {"state": state, "code_challenge": challenge, "code_challenge_method": method})
+        url = (
+            self.hub_auth.login_url
+            + "&"
+            + urlencode(
+                {"state": state, "code_challenge": challenge, "code_challenge_method": method}
+            )
+        )
         cookie = self.cookie(scope, self.state_cookie, state, max_age=600)
-        await _respond(send, 302, "log in through the Hub\n",
-                       [(b"location", url.encode()), (b"set-cookie", cookie)])
+        await _respond(
+            send,
+            302,
+            "log in through the Hub\n",
+            [(b"location", url.encode()), (b"set-cookie", cookie)],
+        )
 
     async def _callback(self, scope: Scope, send: Send) -> None:
         """The end of the OAuth dance: code -> token -> cookie, then where the user was."""
@@ -173,8 +197,7 @@ class HubGate:
         verifier = self.hub_auth.get_code_verifier(state)
         self.hub_auth.clear_oauth_state(state)
         try:
-            token = await self.hub_auth.token_for_code(code, code_verifier=verifier,
-                                                       sync=False)
+            token = await self.hub_auth.token_for_code(code, code_verifier=verifier, sync=False)
         except Exception as error:
             log.warning("OAuth code refused by the Hub: %s", error)
             await _respond(send, 403, "the Hub refused this login: log in again\n")
@@ -182,24 +205,31 @@ class HubGate:
         model = await self.hub_auth.user_for_token(token, sync=False)
         from jupyterhub.services.auth import check_scopes
 
-        if not model or not check_scopes(self.hub_auth.access_scopes,
-                                         set(model.get("scopes", []))):
+        if not model or not check_scopes(self.hub_auth.access_scopes, set(model.get("scopes", []))):
             await _respond(send, 403, "you may not use this server\n")
             return
         if not next_url.startswith(self.prefix):
             next_url = self.prefix
-        await _respond(send, 302, "logged in\n", [
-            (b"location", next_url.encode()),
-            (b"set-cookie", self.cookie(scope, self.token_cookie, token)),
-            (b"set-cookie", self.cookie(scope, self.session_cookie, self.new_session())),
-            (b"set-cookie", self.cookie(scope, self.state_cookie, "", max_age=0))])
+        await _respond(
+            send,
+            302,
+            "logged in\n",
+            [
+                (b"location", next_url.encode()),
+                (b"set-cookie", self.cookie(scope, self.token_cookie, token)),
+                (b"set-cookie", self.cookie(scope, self.session_cookie, self.new_session())),
+                (b"set-cookie", self.cookie(scope, self.state_cookie, "", max_age=0)),
+            ],
+        )
 
     def cookie(self, scope: Scope, name: str, value: str, max_age: int | None = None) -> bytes:
         parts = [f"{name}={value}", f"Path={self.prefix}", "HttpOnly", "SameSite=Lax"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
         if _headers(scope).get("x-forwarded-proto", scope.get("scheme", "http")) in (
-                "https", "wss"):
+            "https",
+            "wss",
+        ):
             parts.append("Secure")
         return "; ".join(parts).encode("latin-1")
 
@@ -216,22 +246,39 @@ class HubGate:
             headers = [(k, v) for k, v in headers if k not in (b"origin", b"referer")]
             host = _headers(scope).get("host", "")
             scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-            headers += [(b"authorization", f"Bearer {self.daemon_token}".encode()),
-                        (b"origin", f"{scheme}://{host}".encode("latin-1"))]
+            headers += [
+                (b"authorization", f"Bearer {self.daemon_token}".encode()),
+                (b"origin", f"{scheme}://{host}".encode("latin-1")),
+            ]
         elif not session_cookie:
             minted = self.new_session()
             cookie = _headers(scope).get("cookie", "")
             headers = [(k, v) for k, v in headers if k != b"cookie"]
-            headers.append((b"cookie", f"{cookie}; {self.session_cookie}={minted}".strip("; ")
-                            .encode("latin-1")))
+            headers.append(
+                (
+                    b"cookie",
+                    f"{cookie}; {self.session_cookie}={minted}".strip("; ").encode("latin-1"),
+                )
+            )
         raw = inner.encode("latin-1")
         service_path = inner.startswith("/s/") and self.keep_prefix(inner.split("/")[2])
-        inner_scope = dict(scope, path=inner, headers=headers,
-                           root_path=scope.get("root_path", "") + self.prefix.rstrip("/"),
-                           raw_path=scope.get("raw_path") if service_path else raw)
-        if self.services is not None and inner.startswith("/s/") and await self.services(
+        inner_scope = dict(
+            scope,
+            path=inner,
+            headers=headers,
+            root_path=scope.get("root_path", "") + self.prefix.rstrip("/"),
+            raw_path=scope.get("raw_path") if service_path else raw,
+        )
+        if (
+            self.services is not None
+            and inner.startswith("/s/")
+            and await self.services(
                 dict(inner_scope, raw_path=scope.get("raw_path") or str(scope["path"]).encode()),
-                receive, send, "header" if user_header else "cookie"):
+                receive,
+                send,
+                "header" if user_header else "cookie",
+            )
+        ):
             return
         if scope["type"] == "websocket":
             await self.app(inner_scope, receive, send)
@@ -240,8 +287,11 @@ class HubGate:
         await self.app(inner_scope, receive, _Rewriter(send, self, scope, rewrite, minted))
 
     def fix_location(self, location: str) -> str:
-        if location.startswith("/") and not location.startswith("//") and \
-                not location.startswith(self.prefix):
+        if (
+            location.startswith("/")
+            and not location.startswith("//")
+            and not location.startswith(self.prefix)
+        ):
             return self.prefix.rstrip("/") + location
         return location
 
@@ -249,8 +299,9 @@ class HubGate:
 class _Rewriter:
     """Puts the prefix back into what the app answers: Location, cookie paths, links."""
 
-    def __init__(self, send: Send, gate: HubGate, scope: Scope, rewrite_body: bool,
-                 minted: str) -> None:
+    def __init__(
+        self, send: Send, gate: HubGate, scope: Scope, rewrite_body: bool, minted: str
+    ) -> None:
         self.send = send
         self.gate = gate
         self.scope = scope
@@ -267,17 +318,23 @@ class _Rewriter:
                 if key.lower() == b"location":
                     value = self.gate.fix_location(value.decode("latin-1")).encode("latin-1")
                 elif key.lower() == b"set-cookie":
-                    value = re.sub(rb"(?i)path=/(?!\S*user/)", b"Path=" +
-                                   self.gate.prefix.encode(), value)
+                    value = re.sub(
+                        rb"(?i)path=/(?!\S*user/)", b"Path=" + self.gate.prefix.encode(), value
+                    )
                 elif key.lower() == b"content-type":
                     content_type = value
                 headers.append((key, value))
             if self.minted:
-                headers.append((b"set-cookie", self.gate.cookie(
-                    self.scope, self.gate.session_cookie, self.minted)))
+                headers.append(
+                    (
+                        b"set-cookie",
+                        self.gate.cookie(self.scope, self.gate.session_cookie, self.minted),
+                    )
+                )
             message = dict(message, headers=headers)
-            if self.rewrite_body and (b"text/html" in content_type or
-                                      b"javascript" in content_type):
+            if self.rewrite_body and (
+                b"text/html" in content_type or b"javascript" in content_type
+            ):
                 self.start = message
                 return
             await self.send(message)
@@ -334,16 +391,20 @@ class PathFrontDoor:
         scope = dict(scope, app=self.app)
         raw = str(scope["raw_path"].decode("latin-1"))
         prefix = os.environ.get("COURSESTACK_URL_PREFIX", "/").rstrip("/")
-        path = raw if str(getattr(unit, "base_url", "")).startswith(prefix + "/s/") else (
-            "/" + raw[len(prefix) + len(f"/s/{name}"):].lstrip("/"))
+        path = (
+            raw
+            if str(getattr(unit, "base_url", "")).startswith(prefix + "/s/")
+            else ("/" + raw[len(prefix) + len(f"/s/{name}") :].lstrip("/"))
+        )
         query = scope.get("query_string", b"").decode("latin-1")
         if proxy.has_traversal(path):
             await _respond(send, 400, "path traversal is not allowed\n")
             return True
         token = unit.connection().extra.get("token")
         upstream_host = f"127.0.0.1:{unit.port}" if unit.proxy_strips_prefix else host
-        upstream = proxy.Upstream(int(unit.port), path, query, upstream_host,
-                                  str(token) if token else None, host)
+        upstream = proxy.Upstream(
+            int(unit.port), path, query, upstream_host, str(token) if token else None, host
+        )
         web = self.app.state.web
         if scope["type"] == "websocket":
             socket = WebSocket(scope, receive, send)
@@ -395,11 +456,21 @@ class SingleUserDaemon(Daemon):
 
         def keep_prefix(service: str) -> bool:
             unit = self.units.get(service)
-            return bool(unit is not None and str(getattr(unit, "base_url", "")).startswith(
-                os.environ.get("COURSESTACK_URL_PREFIX", "/-none-")))
+            return bool(
+                unit is not None
+                and str(getattr(unit, "base_url", "")).startswith(
+                    os.environ.get("COURSESTACK_URL_PREFIX", "/-none-")
+                )
+            )
 
-        self.gate = HubGate(app, self.token, new_session, keep_prefix, web.auth.session_cookie,
-                            PathFrontDoor(app, self).serve)
+        self.gate = HubGate(
+            app,
+            self.token,
+            new_session,
+            keep_prefix,
+            web.auth.session_cookie,
+            PathFrontDoor(app, self).serve,
+        )
         return self.gate
 
     async def serve(self) -> None:
@@ -425,9 +496,13 @@ class SingleUserDaemon(Daemon):
                 last = await self._last_activity(client)
                 stamp = datetime.fromtimestamp(last, UTC).isoformat().replace("+00:00", "Z")
                 with contextlib.suppress(httpx.HTTPError):
-                    await client.post(url, headers={"Authorization": f"token {token}"},
-                                      content=json.dumps({"last_activity": stamp, "servers": {
-                                          server: {"last_activity": stamp}}}))
+                    await client.post(
+                        url,
+                        headers={"Authorization": f"token {token}"},
+                        content=json.dumps(
+                            {"last_activity": stamp, "servers": {server: {"last_activity": stamp}}}
+                        ),
+                    )
 
     async def _last_activity(self, client: httpx.AsyncClient) -> float:
         """The latest of: a request through the gate, a kernel's activity in Jupyter."""
@@ -437,11 +512,14 @@ class SingleUserDaemon(Daemon):
             if not base_url or unit.port is None:
                 continue
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                reply = await client.get(f"http://127.0.0.1:{unit.port}{base_url}api/status",
-                                         headers={"Authorization": f"token {unit_token}"})
+                reply = await client.get(
+                    f"http://127.0.0.1:{unit.port}{base_url}api/status",
+                    headers={"Authorization": f"token {unit_token}"},
+                )
                 stamp = reply.json()["last_activity"]
-                latest = max(latest, datetime.fromisoformat(
-                    stamp.replace("Z", "+00:00")).timestamp())
+                latest = max(
+                    latest, datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+                )
         return latest
 
 
@@ -459,8 +537,11 @@ def run_singleuser(spec: Path | None, state: Path, fd: int | None) -> int:
     from coursestack.errors import UserError
     from coursestack.instances import set_up_instance
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     os.environ["COURSESTACK_URL_PREFIX"] = prefix
@@ -476,4 +557,3 @@ def run_singleuser(spec: Path | None, state: Path, fd: int | None) -> int:
         print(error.render(), file=sys.stderr)
         return error.exit_code
     return 0
-

@@ -43,24 +43,34 @@ def instance_key(unix_name: str) -> str:
 class CoursestackSpawner(LocalProcessSpawner):  # type: ignore[misc]
     """One coursestack instance per student, as the student's own unix user."""
 
-    course_spec = Unicode("", config=True,
-                          help="Path of the course.toml every student runs ('' = the "
-                          "embedded sample course).")
-    hub_dir = Unicode("/var/lib/coursestack-hub", config=True,
-                      help="The hub's own folder: user registry, port blocks, logs.")
-    unix_prefix = Unicode("cs-", config=True,
-                          help="Prefix of the unix accounts made for students.")
-    create_users = Bool(True, config=True,
-                        help="Create a unix account per student (False: use existing "
-                        "accounts, as with PAM).")
-    state_subdir = Unicode("coursestack", config=True,
-                           help="The student's state folder, relative to their home.")
-    instance_memory_limit = Integer(0, config=True,
-                                    help="Bytes for the whole instance (0: no limit).")
-    firewall = Bool(True, config=True,
-                    help="Close each student's port block to other users with nftables.")
-    disposable = Bool(False, config=True,
-                      help="Delete the account and all its data when the user is deleted.")
+    course_spec = Unicode(
+        "",
+        config=True,
+        help="Path of the course.toml every student runs ('' = the embedded sample course).",
+    )
+    hub_dir = Unicode(
+        "/var/lib/coursestack-hub",
+        config=True,
+        help="The hub's own folder: user registry, port blocks, logs.",
+    )
+    unix_prefix = Unicode("cs-", config=True, help="Prefix of the unix accounts made for students.")
+    create_users = Bool(
+        True,
+        config=True,
+        help="Create a unix account per student (False: use existing accounts, as with PAM).",
+    )
+    state_subdir = Unicode(
+        "coursestack", config=True, help="The student's state folder, relative to their home."
+    )
+    instance_memory_limit = Integer(
+        0, config=True, help="Bytes for the whole instance (0: no limit)."
+    )
+    firewall = Bool(
+        True, config=True, help="Close each student's port block to other users with nftables."
+    )
+    disposable = Bool(
+        False, config=True, help="Delete the account and all its data when the user is deleted."
+    )
     started_at = Unicode("")
     unix_name = Unicode("")
 
@@ -76,8 +86,9 @@ class CoursestackSpawner(LocalProcessSpawner):  # type: ignore[misc]
 
     def student(self) -> users.Student:
         if not self.unix_name:
-            self.unix_name = (self.registry.unix_name(self.user.name) if self.create_users
-                              else self.user.name)
+            self.unix_name = (
+                self.registry.unix_name(self.user.name) if self.create_users else self.user.name
+            )
         return users.ensure_student(self.user.name, self.unix_name, self.create_users)
 
     def state_dir(self, student: users.Student) -> Path:
@@ -111,12 +122,14 @@ class CoursestackSpawner(LocalProcessSpawner):  # type: ignore[misc]
         self.apply_firewall()
         users.grant_traverse(self._paths_students_need())
         self.ip = "127.0.0.1"
-        self.port = next(port for port in range(block.last, block.first - 1, -1)
-                         if port_is_free(port))
+        self.port = next(
+            port for port in range(block.last, block.first - 1, -1) if port_is_free(port)
+        )
         self._cgroup_procs = ""
         if self.instance_memory_limit:
-            group = cgroups.create(instance_key(student.unix_name), "instance",
-                                   int(self.instance_memory_limit), None)
+            group = cgroups.create(
+                instance_key(student.unix_name), "instance", int(self.instance_memory_limit), None
+            )
             if group is not None:
                 self._cgroup_procs = str(group.procs)
         env = self.get_env()
@@ -136,13 +149,20 @@ class CoursestackSpawner(LocalProcessSpawner):  # type: ignore[misc]
         logs = Path(self.hub_dir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_file = open(logs / f"{student.unix_name}.log", "ab")  # noqa: SIM115
-        self.log.info("starting coursestack for %s as %s in %s", self.user.name,
-                      student.unix_name, state)
+        self.log.info(
+            "starting coursestack for %s as %s in %s", self.user.name, student.unix_name, state
+        )
         try:
-            self.proc = Popen(cmd, env=env, cwd=str(student.home), stdout=log_file,
-                              stderr=log_file, stdin=open(os.devnull),  # noqa: SIM115
-                              preexec_fn=self.make_preexec_fn(student.unix_name),
-                              start_new_session=True)
+            self.proc = Popen(
+                cmd,
+                env=env,
+                cwd=str(student.home),
+                stdout=log_file,
+                stderr=log_file,
+                stdin=open(os.devnull),  # noqa: SIM115
+                preexec_fn=self.make_preexec_fn(student.unix_name),
+                start_new_session=True,
+            )
         finally:
             log_file.close()
         self.pid = self.proc.pid

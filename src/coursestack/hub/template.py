@@ -38,25 +38,56 @@ def prepare(hub_dir: Path, spec: str, unix_prefix: str, timeout: float = 300.0) 
     unix_name = users.normalise("template", unix_prefix)
     student = users.ensure_student("(template)", unix_name)
     block = network.PortBlocks(hub_dir / "ports.json").block_for(unix_name)
-    users.grant_traverse([Path(sys.executable), Path(__file__),
-                          *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(
-                              os.pathsep) if p)])
+    users.grant_traverse(
+        [
+            Path(sys.executable),
+            Path(__file__),
+            *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p),
+        ]
+    )
     building = student.home / "template"
-    env = {"HOME": str(student.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "LANG": "C.UTF-8", "COURSESTACK_PORT_RANGE": block.as_env(),
-           "COURSESTACK_HOME": str(student.home / ".coursestack"),
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    env = {
+        "HOME": str(student.home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "COURSESTACK_PORT_RANGE": block.as_env(),
+        "COURSESTACK_HOME": str(student.home / ".coursestack"),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
     base = ["runuser", "-u", unix_name, "--", sys.executable, "-m", "coursestack"]
     try:
-        up = subprocess.run([*base, "up", *([spec] if spec else []), "--state",
-                             str(building), "--timeout", str(timeout)], env=env,
-                            cwd=student.home, capture_output=True, text=True,
-                            timeout=timeout + 60, check=False)
-        subprocess.run([*base, "down", "--state", str(building)], env=env, cwd=student.home,
-                       capture_output=True, text=True, timeout=120, check=False)
+        up = subprocess.run(
+            [
+                *base,
+                "up",
+                *([spec] if spec else []),
+                "--state",
+                str(building),
+                "--timeout",
+                str(timeout),
+            ],
+            env=env,
+            cwd=student.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+            check=False,
+        )
+        subprocess.run(
+            [*base, "down", "--state", str(building)],
+            env=env,
+            cwd=student.home,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if up.returncode != 0:
-            raise UserError("the template of disposable sessions could not be made",
-                            where=str(building), hint=(up.stderr or up.stdout)[-800:])
+            raise UserError(
+                "the template of disposable sessions could not be made",
+                where=str(building),
+                hint=(up.stderr or up.stdout)[-800:],
+            )
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(building, target, symlinks=True)
         os.chmod(target, 0o700)
@@ -68,11 +99,13 @@ def prepare(hub_dir: Path, spec: str, unix_prefix: str, timeout: float = 300.0) 
 
 def copy_for(template: Path, state: Path, uid: int, gid: int) -> None:
     """A visitor's state folder: the template's files, owned by the visitor."""
-    subprocess.run(["cp", "-a", f"{template}/.", str(state)], check=True,
-                   capture_output=True)
+    subprocess.run(["cp", "-a", f"{template}/.", str(state)], check=True, capture_output=True)
     for folder, dirs, files in os.walk(state):
-        for name in [folder, *(os.path.join(folder, d) for d in dirs),
-                     *(os.path.join(folder, f) for f in files)]:
+        for name in [
+            folder,
+            *(os.path.join(folder, d) for d in dirs),
+            *(os.path.join(folder, f) for f in files),
+        ]:
             os.lchown(name, uid, gid)
     # Runtime leftovers of the template run are not the visitor's.
     for leftover in StateFolder(state).runtime_files:

@@ -45,7 +45,7 @@ def normalise(hub_name: str, prefix: str) -> str:
     name = prefix + safe
     if len(name) > MAX_UNIX_NAME:
         digest = hashlib.sha256(hub_name.encode()).hexdigest()[:7]
-        name = f"{name[:MAX_UNIX_NAME - 8]}-{digest}"
+        name = f"{name[: MAX_UNIX_NAME - 8]}-{digest}"
     return name
 
 
@@ -81,7 +81,7 @@ class Registry:
             candidate = normalise(hub_name, self.prefix)
             if candidate in names.values():
                 digest = hashlib.sha256(hub_name.encode()).hexdigest()[:7]
-                candidate = f"{candidate[:MAX_UNIX_NAME - 8]}-{digest}"
+                candidate = f"{candidate[: MAX_UNIX_NAME - 8]}-{digest}"
             names[hub_name] = candidate
             atomic_write_json(self.path, names, OWNER_ONLY)
             return candidate
@@ -101,8 +101,7 @@ def ensure_group() -> int:
     try:
         return grp.getgrnam(STUDENTS_GROUP).gr_gid
     except KeyError:
-        subprocess.run(["groupadd", "--system", STUDENTS_GROUP], check=True,
-                       capture_output=True)
+        subprocess.run(["groupadd", "--system", STUDENTS_GROUP], check=True, capture_output=True)
         return grp.getgrnam(STUDENTS_GROUP).gr_gid
 
 
@@ -118,16 +117,33 @@ def ensure_student(hub_name: str, unix_name: str, create: bool = True) -> Studen
     """The student's account, created (home 0700, in the students' group) if missing."""
     if not _exists(unix_name):
         if not create:
-            raise UnixUserError(f"there is no unix user {unix_name!r} for {hub_name!r}",
-                                hint="with --auth pam students log in with existing "
-                                "accounts; create it with useradd")
+            raise UnixUserError(
+                f"there is no unix user {unix_name!r} for {hub_name!r}",
+                hint="with --auth pam students log in with existing "
+                "accounts; create it with useradd",
+            )
         ensure_group()
-        result = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash",
-                                 "--user-group", "--groups", STUDENTS_GROUP, unix_name],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [
+                "useradd",
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                "--user-group",
+                "--groups",
+                STUDENTS_GROUP,
+                unix_name,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode not in (0, 9):  # 9: created meanwhile by another spawn
-            raise UnixUserError(f"could not create the unix user {unix_name!r}",
-                                where="useradd", hint=result.stderr.strip())
+            raise UnixUserError(
+                f"could not create the unix user {unix_name!r}",
+                where="useradd",
+                hint=result.stderr.strip(),
+            )
     entry = pwd.getpwnam(unix_name)
     if entry.pw_uid == 0:
         raise UnixUserError(f"{hub_name!r} maps to root", hint="choose another name")
@@ -148,8 +164,7 @@ def remove_student(unix_name: str) -> None:
         with contextlib.suppress(psutil.Error):
             if process.info["uids"] and process.info["uids"].real == uid:
                 process.kill()
-    subprocess.run(["userdel", "--remove", "--force", unix_name], capture_output=True,
-                   check=False)
+    subprocess.run(["userdel", "--remove", "--force", unix_name], capture_output=True, check=False)
 
 
 def grant_traverse(paths: list[Path]) -> list[Path]:
@@ -163,8 +178,11 @@ def grant_traverse(paths: list[Path]) -> list[Path]:
             if mode & 0o001:
                 continue
             if setfacl is not None:
-                subprocess.run([setfacl, "-m", f"g:{STUDENTS_GROUP}:x", str(folder)],
-                               capture_output=True, check=False)
+                subprocess.run(
+                    [setfacl, "-m", f"g:{STUDENTS_GROUP}:x", str(folder)],
+                    capture_output=True,
+                    check=False,
+                )
             else:
                 os.chmod(folder, mode | 0o001)
             changed.append(folder)

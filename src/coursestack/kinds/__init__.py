@@ -39,8 +39,18 @@ class _KindTable(dict[str, type[Kind[Any]]]):
 
 
 KINDS: dict[str, type[Kind[Any]]] = _KindTable(
-    {kind.KIND: kind for kind in (PostgresKind, JupyterKind, CommandKind, MongoKind,
-                                  MongoLiteKind, OpenRefineKind)})
+    {
+        kind.KIND: kind
+        for kind in (
+            PostgresKind,
+            JupyterKind,
+            CommandKind,
+            MongoKind,
+            MongoLiteKind,
+            OpenRefineKind,
+        )
+    }
+)
 
 __all__ = ["KINDS", "Connection", "Context", "Kind", "bind_all", "build_unit", "kind_class"]
 
@@ -51,8 +61,11 @@ def kind_class(name: str) -> type[Kind[Any]] | None:
     return found
 
 
-def bind_all(units: Mapping[str, Kind[Any]], endpoints: EndpointTable,
-              shared_env: Mapping[str, str] | None = None) -> None:
+def bind_all(
+    units: Mapping[str, Kind[Any]],
+    endpoints: EndpointTable,
+    shared_env: Mapping[str, str] | None = None,
+) -> None:
     """Hand every kind its endpoint and the others' (see coursestack.endpoints)."""
     for name, unit in units.items():
         unit.bind(endpoints.get(name), endpoints.endpoints, shared_env)

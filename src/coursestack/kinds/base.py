@@ -101,11 +101,20 @@ class Connection:
         return values
 
     def as_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "kind": self.kind, "host": self.host,
-                "port": self.port, "url": self.url, "user": self.user,
-                "password": self.password, "database": self.database, "web": self.web,
-                "driver": self.driver,
-                "env": {**self.env(), **self.conventional_env}, **dict(self.extra)}
+        return {
+            "service": self.service,
+            "kind": self.kind,
+            "host": self.host,
+            "port": self.port,
+            "url": self.url,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "web": self.web,
+            "driver": self.driver,
+            "env": {**self.env(), **self.conventional_env},
+            **dict(self.extra),
+        }
 
 
 def program_at(program: str) -> str:
@@ -116,8 +125,9 @@ def program_at(program: str) -> str:
 def first_output_line(argv: list[str]) -> str:
     """The first line a program prints (e.g. for `--version`), or why there is none."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=15,
-                                check=False, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=15, check=False, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.SubprocessError) as error:
         return f"version unknown ({error})"
     output = (result.stdout or result.stderr).strip().splitlines()
@@ -175,8 +185,12 @@ class Kind(Generic[S]):
         #: Environment every service gets: connection info of all services, and more.
         self.shared_env: Mapping[str, str] = {}
 
-    def bind(self, endpoint: Endpoint | None, peers: Mapping[str, Endpoint],
-             shared_env: Mapping[str, str] | None = None) -> None:
+    def bind(
+        self,
+        endpoint: Endpoint | None,
+        peers: Mapping[str, Endpoint],
+        shared_env: Mapping[str, str] | None = None,
+    ) -> None:
         """The daemon hands the kind its endpoint, the other services' endpoints and the
         shared environment (again whenever a port moved); the kind keeps copies."""
         self.endpoint = endpoint
@@ -230,13 +244,22 @@ class Kind(Generic[S]):
 
     def environment(self) -> dict[str, str]:
         """The process environment: a clean base, every service's connection, spec env."""
-        base = {key: value for key, value in os.environ.items()
-                if key in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "TMPDIR")}
+        base = {
+            key: value
+            for key, value in os.environ.items()
+            if key in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "TMPDIR")
+        }
         base.setdefault("LANG", "C.UTF-8")
         base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         home = self.data_dir / "home"
-        base.update({"HOME": str(home), "XDG_RUNTIME_DIR": str(home / ".runtime"),
-                     "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONUNBUFFERED": "1"})
+        base.update(
+            {
+                "HOME": str(home),
+                "XDG_RUNTIME_DIR": str(home / ".runtime"),
+                "XDG_CACHE_HOME": str(home / ".cache"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         base.update(self.shared_env)
         base.update(self.spec_env())
         return base
@@ -256,17 +279,22 @@ class Kind(Generic[S]):
             # Every service gets one where possible: it holds the memory limit, if any,
             # and tells a stop every process the service started.
             key = hashlib.sha256(str(self.context.state.root).encode()).hexdigest()[:12]
-            self._cgroup = cgroups.create(key, self.name, self.spec.memory_limit_bytes(),
-                                          self.run_as)
+            self._cgroup = cgroups.create(
+                key, self.name, self.spec.memory_limit_bytes(), self.run_as
+            )
         if self._cgroup is not None:
             self._oom_kills_at_launch = self._cgroup.oom_kills()
 
     def explain_exit(self, code: int | None) -> str | None:
         """Why the process ended, when the kind knows better than its exit code."""
-        if (self._cgroup is not None and self.spec.memory_limit is not None
-                and self._cgroup.oom_kills() > self._oom_kills_at_launch):
-            return (f"killed by the kernel: it went over its memory_limit of "
-                    f"{self.spec.memory_limit}")
+        if (
+            self._cgroup is not None
+            and self.spec.memory_limit is not None
+            and self._cgroup.oom_kills() > self._oom_kills_at_launch
+        ):
+            return (
+                f"killed by the kernel: it went over its memory_limit of {self.spec.memory_limit}"
+            )
         return None
 
     def release(self) -> None:
@@ -291,9 +319,13 @@ class Kind(Generic[S]):
         data.mkdir(parents=True, exist_ok=True)
         parent = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd = nofollow.make_folder(parent, self.name, 0o700,
-                                      account.uid if account else None,
-                                      account.gid if account else None)
+            fd = nofollow.make_folder(
+                parent,
+                self.name,
+                0o700,
+                account.uid if account else None,
+                account.gid if account else None,
+            )
         finally:
             os.close(parent)
         try:
@@ -306,8 +338,13 @@ class Kind(Generic[S]):
         account = self.run_as
         with self.data_folder() as fd:
             for path in relative:
-                nofollow.make_folders(fd, path, 0o700, account.uid if account else None,
-                                      account.gid if account else None)
+                nofollow.make_folders(
+                    fd,
+                    path,
+                    0o700,
+                    account.uid if account else None,
+                    account.gid if account else None,
+                )
 
     def launch_spec(self) -> LaunchSpec:
         raise NotImplementedError
@@ -324,12 +361,19 @@ class Kind(Generic[S]):
 
     def _launch(self, argv: list[str], cwd: Path | None = None) -> LaunchSpec:
         logs = self.context.spec.logs
-        return LaunchSpec(argv=argv, env=self.environment(), cwd=cwd or self.data_dir,
-                          log_file=self.log_file, run_as=self.run_as,
-                          stop_signal=self.stop_signal,
-                          cgroup_procs=self._cgroup.procs if self._cgroup else None,
-                          log_max_bytes=parse_size(logs.max_size), log_keep=logs.keep,
-                          log_rate=parse_size(logs.rate), log_filter=self.probe_log_marker)
+        return LaunchSpec(
+            argv=argv,
+            env=self.environment(),
+            cwd=cwd or self.data_dir,
+            log_file=self.log_file,
+            run_as=self.run_as,
+            stop_signal=self.stop_signal,
+            cgroup_procs=self._cgroup.procs if self._cgroup else None,
+            log_max_bytes=parse_size(logs.max_size),
+            log_keep=logs.keep,
+            log_rate=parse_size(logs.rate),
+            log_filter=self.probe_log_marker,
+        )
 
     # -- diagnosis (doctor) ---------------------------------------------------------------
 
@@ -344,8 +388,7 @@ class Kind(Generic[S]):
     # -- planning ------------------------------------------------------------------------
 
     @classmethod
-    def expected_memory(cls, service: S | None,
-                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+    def expected_memory(cls, service: S | None, kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
         """Expected bytes for one service of this kind, and the basis in words."""
         estimate = cls.memory_estimate
         megabytes = estimate.base_mb
@@ -366,8 +409,7 @@ class Kind(Generic[S]):
         (archive member name relative to the service, path)."""
         raise NotImplementedError(f"kind {self.KIND!r} has no live backup")
 
-    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any],
-                     where: str) -> None:
+    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any], where: str) -> None:
         """Raise UserError if this entry of an archive cannot be restored here."""
 
     def backup_restore(self, entry: dict[str, Any], folder: Path) -> None:
@@ -392,11 +434,30 @@ class Kind(Generic[S]):
         web = type(service).WEB or bool(getattr(service, "web", False))
         prefix = env_prefix(name)
         scheme = "http" if web else "tcp"
-        connection = ({f"{prefix}_URL": f"{scheme}://{{host}}:{{port}}/",
-                       f"{prefix}_HOST": "{host}", f"{prefix}_PORT": "{port}"} if port else {})
+        connection = (
+            {
+                f"{prefix}_URL": f"{scheme}://{{host}}:{{port}}/",
+                f"{prefix}_HOST": "{host}",
+                f"{prefix}_PORT": "{port}",
+            }
+            if port
+            else {}
+        )
         return ExportHints(
-            service=name, kind=service.kind, ports=(port,) if port else (), web=web,
-            environment=dict(service.env), connection_env=connection,
-            course_image_command=("coursestack", "run", f"{COURSE_DIR}/{course.path.name}",
-                                  "--only", name, "--state", f"{DATA_DIR}/state"),
-            readiness=("coursestack", "status", "--state", f"{DATA_DIR}/state"))
+            service=name,
+            kind=service.kind,
+            ports=(port,) if port else (),
+            web=web,
+            environment=dict(service.env),
+            connection_env=connection,
+            course_image_command=(
+                "coursestack",
+                "run",
+                f"{COURSE_DIR}/{course.path.name}",
+                "--only",
+                name,
+                "--state",
+                f"{DATA_DIR}/state",
+            ),
+            readiness=("coursestack", "status", "--state", f"{DATA_DIR}/state"),
+        )

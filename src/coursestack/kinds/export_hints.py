@@ -24,6 +24,7 @@ SEED_DIR = "/seed"
 #: The address a service listens on inside its own container (its network is private).
 ANY_ADDRESS = "0.0.0.0"
 
+
 @dataclass(frozen=True)
 class InitFile:
     """A file an official image runs once, on its first start, from its init folder.

@@ -42,8 +42,7 @@ REPLICA_SET = "rs0"
 def _client(uri: str, **options: Any) -> Any:
     import pymongo
 
-    return pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000,
-                               **options)
+    return pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, **options)
 
 
 def seed_collections(database: Any, files: list[Path], report: Callable[[str], None]) -> None:
@@ -65,8 +64,11 @@ def seed_collections(database: Any, files: list[Path], report: Callable[[str], N
     except pymongo.errors.PyMongoError as error:
         for collection in created:
             database.drop_collection(collection)
-        raise UserError(f"seed failed: {error}", where=str(files[len(created) - 1]),
-                        hint="fix the seed file; nothing of the seed was kept") from None
+        raise UserError(
+            f"seed failed: {error}",
+            where=str(files[len(created) - 1]),
+            hint="fix the seed file; nothing of the seed was kept",
+        ) from None
 
 
 class MongoBase(Kind[Any]):
@@ -119,8 +121,7 @@ class MongoBase(Kind[Any]):
 
         return mongodb_backup.dump(self, folder)
 
-    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any],
-                     where: str) -> None:
+    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any], where: str) -> None:
         from coursestack.kinds import mongodb_backup
 
         mongodb_backup.check_entry(entry, dict(members), where)
@@ -134,45 +135,87 @@ class MongoBase(Kind[Any]):
     def describe_backup(cls, entry: dict[str, Any]) -> str | None:
         collections = entry.get("collections", [])
         documents = sum(int(c.get("documents", 0)) for c in collections)
-        return (f"database {entry.get('database')}: {count(len(collections), 'collection')}"
-                f", {count(documents, 'document')} ({entry.get('kind', cls.KIND)} "
-                f"{entry.get('version')})")
+        return (
+            f"database {entry.get('database')}: {count(len(collections), 'collection')}"
+            f", {count(documents, 'document')} ({entry.get('kind', cls.KIND)} "
+            f"{entry.get('version')})"
+        )
 
     def _connection(self, user: str | None, password: str | None, label: str = "") -> Connection:
-        conventional = {"MONGO_URL": self.url(), "MONGODB_URI": self.url(),
-                        "MONGO_HOST": LOCALHOST, "MONGO_PORT": str(self.port),
-                        "MONGO_DB": self.database}
+        conventional = {
+            "MONGO_URL": self.url(),
+            "MONGODB_URI": self.url(),
+            "MONGO_HOST": LOCALHOST,
+            "MONGO_PORT": str(self.port),
+            "MONGO_DB": self.database,
+        }
         extra = {"label": label} if label else {}
-        return Connection(self.name, self.spec.kind, LOCALHOST, self.port, self.url(), user,
-                          password, self.database, conventional_env=conventional, extra=extra,
-                          driver="pymongo")
+        return Connection(
+            self.name,
+            self.spec.kind,
+            LOCALHOST,
+            self.port,
+            self.url(),
+            user,
+            password,
+            self.database,
+            conventional_env=conventional,
+            extra=extra,
+            driver="pymongo",
+        )
 
     # -- export ----------------------------------------------------------------------------
 
     @classmethod
-    def _mongo_export_hints(cls, name: str, service: Any, course: CourseSpec,
-                            official: OfficialImage, secrets: tuple[str, ...]) -> ExportHints:
+    def _mongo_export_hints(
+        cls,
+        name: str,
+        service: Any,
+        course: CourseSpec,
+        official: OfficialImage,
+        secrets: tuple[str, ...],
+    ) -> ExportHints:
         port = service.port or cls.default_port or 27017
         database = str(service.database or course.course.name).replace("-", "_")
         from coursestack.kinds.base import env_prefix
 
         prefix = env_prefix(name)
         url = f"mongodb://{{host}}:{{port}}/{database}"
-        seeds = tuple(InitFile(f"{number:02d}-seed-{Path(seed).stem}.sh",
-                               text=_mongoimport_script(seed, database), reads=(seed,))
-                      for number, seed in enumerate(service.seed, start=50))
+        seeds = tuple(
+            InitFile(
+                f"{number:02d}-seed-{Path(seed).stem}.sh",
+                text=_mongoimport_script(seed, database),
+                reads=(seed,),
+            )
+            for number, seed in enumerate(service.seed, start=50)
+        )
         # The same port inside the container as on the host (see postgres.py).
-        official = replace(official, port=port, init_files=official.init_files + seeds,
-                           command=(*(official.command or ("mongod",)), "--port", str(port)),
-                           healthcheck=(*official.healthcheck, "--port", str(port)))
+        official = replace(
+            official,
+            port=port,
+            init_files=official.init_files + seeds,
+            command=(*(official.command or ("mongod",)), "--port", str(port)),
+            healthcheck=(*official.healthcheck, "--port", str(port)),
+        )
         return replace(
             super().export_hints(name, service, course),
-            ports=(port,), seeds=tuple(service.seed), secrets=secrets, official=official,
-            course_image_command=(), readiness=tcp_check(port),
-            connection_env={f"{prefix}_URL": url, f"{prefix}_HOST": "{host}",
-                            f"{prefix}_PORT": "{port}", "MONGO_URL": url, "MONGODB_URI": url,
-                            "MONGO_HOST": "{host}", "MONGO_PORT": "{port}",
-                            "MONGO_DB": database})
+            ports=(port,),
+            seeds=tuple(service.seed),
+            secrets=secrets,
+            official=official,
+            course_image_command=(),
+            readiness=tcp_check(port),
+            connection_env={
+                f"{prefix}_URL": url,
+                f"{prefix}_HOST": "{host}",
+                f"{prefix}_PORT": "{port}",
+                "MONGO_URL": url,
+                "MONGODB_URI": url,
+                "MONGO_HOST": "{host}",
+                "MONGO_PORT": "{port}",
+                "MONGO_DB": database,
+            },
+        )
 
 
 class MongoLiteKind(MongoBase):
@@ -186,17 +229,29 @@ class MongoLiteKind(MongoBase):
 
     def check_installed(self) -> None:
         if importlib.util.find_spec("nx_27017") is None:
-            raise MissingBinaryError("the MongoDB stand-in (nx-27017) is not installed",
-                                     where=f"services.{self.name}",
-                                     hint="pip install nx-27017, or use kind = \"mongodb\" "
-                                     "with a real mongod")
+            raise MissingBinaryError(
+                "the MongoDB stand-in (nx-27017) is not installed",
+                where=f"services.{self.name}",
+                hint='pip install nx-27017, or use kind = "mongodb" with a real mongod',
+            )
 
     def launch_spec(self) -> LaunchSpec:
         store = self.data_dir / "db"
-        argv = [sys.executable, "-c", "from nx_27017.nx_27017 import main; main()",
-                "--data-dir", str(store), "--host", LOCALHOST, "-p", str(self.port),
-                "--log-file", str(self.data_dir / "nx-27017.log"),
-                "--pid-file", str(self.data_dir / "nx-27017.pid")]
+        argv = [
+            sys.executable,
+            "-c",
+            "from nx_27017.nx_27017 import main; main()",
+            "--data-dir",
+            str(store),
+            "--host",
+            LOCALHOST,
+            "-p",
+            str(self.port),
+            "--log-file",
+            str(self.data_dir / "nx-27017.log"),
+            "--pid-file",
+            str(self.data_dir / "nx-27017.pid"),
+        ]
         return self._launch(argv)
 
     def _prepare_folders(self) -> None:
@@ -223,27 +278,35 @@ class MongoLiteKind(MongoBase):
         return self._connection(None, None, STAND_IN_LABEL)
 
     def program_version(self) -> str:
-        return (f"nx-27017 {importlib.metadata.version('nx-27017')} (a {STAND_IN_LABEL})")
+        return f"nx-27017 {importlib.metadata.version('nx-27017')} (a {STAND_IN_LABEL})"
 
     @classmethod
-    def export_hints(cls, name: str, service: MongoLiteService,
-                     course: CourseSpec) -> ExportHints:
+    def export_hints(cls, name: str, service: MongoLiteService, course: CourseSpec) -> ExportHints:
         """Exports as real MongoDB where an official image runs it: the stand-in exists
         only for machines where mongod cannot be installed."""
         database = str(service.database or course.course.name).replace("-", "_")
         official = OfficialImage(
-            image=f"mongo:{MONGO_SERIES}", port=27017,
-            environment={"MONGO_INITDB_DATABASE": database}, healthcheck=_MONGO_HEALTHCHECK,
-            data_path="/data/db", init_path="/docker-entrypoint-initdb.d")
+            image=f"mongo:{MONGO_SERIES}",
+            port=27017,
+            environment={"MONGO_INITDB_DATABASE": database},
+            healthcheck=_MONGO_HEALTHCHECK,
+            data_path="/data/db",
+            init_path="/docker-entrypoint-initdb.d",
+        )
         hints = cls._mongo_export_hints(name, service, course, official, ())
         return replace(
-            hints, runs_as_kind=MongoKind.KIND, apt_packages=_MONGO_APT_NEEDS,
-            install_commands=_MONGO_APT, notes=(
+            hints,
+            runs_as_kind=MongoKind.KIND,
+            apt_packages=_MONGO_APT_NEEDS,
+            install_commands=_MONGO_APT,
+            notes=(
                 f"{cls.KIND!r} is a {STAND_IN_LABEL}: it exports as real MongoDB (compose: "
                 f"mongo:{MONGO_SERIES}; the course image and so Z2JH: MongoDB {MONGO_SERIES} "
                 "from MongoDB's repository, the image's course.toml saying kind = "
                 '"mongodb"); only Binder, which cannot change the repository\'s course.toml, '
-                "keeps the stand-in",))
+                "keeps the stand-in",
+            ),
+        )
 
 
 class MongoKind(MongoBase):
@@ -279,7 +342,8 @@ class MongoKind(MongoBase):
                 f"MongoDB's server program {self.spec.binary!r} was not found",
                 where=f"services.{self.name}.binary",
                 hint="install MongoDB Community Server and put mongod on PATH (or give its "
-                'path), or use kind = "mongodb-lite" for a stand-in')
+                'path), or use kind = "mongodb-lite" for a stand-in',
+            )
         return found
 
     def check_installed(self) -> None:
@@ -290,8 +354,9 @@ class MongoKind(MongoBase):
         return f"{first_output_line([program, '--version'])} at {program}"
 
     @classmethod
-    def expected_memory(cls, service: MongoService | None,
-                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+    def expected_memory(
+        cls, service: MongoService | None, kernels: int = DEFAULT_KERNELS
+    ) -> tuple[int, str]:
         total, basis = super().expected_memory(service, kernels)
         if service is None:
             return total, basis
@@ -313,14 +378,28 @@ class MongoKind(MongoBase):
             with self.data_folder() as folder:
                 if nofollow.read_file(folder, "keyfile") is None:
                     secret = self.context.secrets.get(f"{self.name}.keyfile", 48)
-                    nofollow.write_file(folder, "keyfile", secret.encode(), 0o400,
-                                        account.uid if account else None,
-                                        account.gid if account else None)
+                    nofollow.write_file(
+                        folder,
+                        "keyfile",
+                        secret.encode(),
+                        0o400,
+                        account.uid if account else None,
+                        account.gid if account else None,
+                    )
 
     def _mongod_argv(self, member: int, port: int) -> list[str]:
-        argv = [self.binary(), "--dbpath", str(self.data_dir / f"db{member}"),
-                "--bind_ip", LOCALHOST, "--port", str(port), "--auth",
-                "--wiredTigerCacheSizeGB", f"{self.spec.cache_size_gb:g}"]
+        argv = [
+            self.binary(),
+            "--dbpath",
+            str(self.data_dir / f"db{member}"),
+            "--bind_ip",
+            LOCALHOST,
+            "--port",
+            str(port),
+            "--auth",
+            "--wiredTigerCacheSizeGB",
+            f"{self.spec.cache_size_gb:g}",
+        ]
         if self.spec.replicas > 1:
             argv += ["--replSet", REPLICA_SET, "--keyFile", str(self.data_dir / "keyfile")]
         return argv
@@ -353,15 +432,20 @@ class MongoKind(MongoBase):
                 self._initiate_replica_set(client, report)
             # The localhost exception allows the first user only; later it exists already.
             with contextlib.suppress(pymongo.errors.OperationFailure):
-                client.admin.command("createUser", "admin", pwd=self.admin_password,
-                                     roles=["root"])
+                client.admin.command("createUser", "admin", pwd=self.admin_password, roles=["root"])
         finally:
             client.close()
-        options = {"replicaSet": REPLICA_SET} if self.spec.replicas > 1 else {
-            "directConnection": True}
+        options = (
+            {"replicaSet": REPLICA_SET} if self.spec.replicas > 1 else {"directConnection": True}
+        )
         hosts = ",".join(f"{LOCALHOST}:{port}" for port in self.member_ports())
-        admin = _client(f"mongodb://{hosts}/", username="admin", password=self.admin_password,
-                        authSource="admin", **options)
+        admin = _client(
+            f"mongodb://{hosts}/",
+            username="admin",
+            password=self.admin_password,
+            authSource="admin",
+            **options,
+        )
         try:
             database = admin[self.database]
             roles = [{"role": "readWrite", "db": self.database}]
@@ -379,15 +463,17 @@ class MongoKind(MongoBase):
 
         import pymongo.errors
 
-        members = [{"_id": i, "host": f"{LOCALHOST}:{port}"}
-                   for i, port in enumerate(self.member_ports())]
+        members = [
+            {"_id": i, "host": f"{LOCALHOST}:{port}"} for i, port in enumerate(self.member_ports())
+        ]
         try:
             client.admin.command("replSetInitiate", {"_id": REPLICA_SET, "members": members})
             report("initiating the replica set")
         except pymongo.errors.OperationFailure as error:
             if "already initialized" not in str(error) and error.code not in (13, 23):
-                raise UserError(f"replica set initiation failed: {error}",
-                                where=f"services.{self.name}") from None
+                raise UserError(
+                    f"replica set initiation failed: {error}", where=f"services.{self.name}"
+                ) from None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -396,45 +482,63 @@ class MongoKind(MongoBase):
             except pymongo.errors.PyMongoError:
                 pass
             time.sleep(0.5)
-        raise UserError("the replica set elected no primary within 60 s",
-                        where=f"services.{self.name}", hint="see the service log")
+        raise UserError(
+            "the replica set elected no primary within 60 s",
+            where=f"services.{self.name}",
+            hint="see the service log",
+        )
 
     def connection(self) -> Connection:
         return self._connection(self.spec.user, self.password)
 
     @classmethod
-    def export_hints(cls, name: str, service: MongoService,
-                     course: CourseSpec) -> ExportHints:
+    def export_hints(cls, name: str, service: MongoService, course: CourseSpec) -> ExportHints:
         """The official `mongo` image, with the course user made by an init script."""
         database = str(service.database or course.course.name).replace("-", "_")
         admin_secret, user_secret = f"{name}-admin-password", f"{name}-password"
-        create_user = InitFile("10-course-user.sh", text=(
-            "#!/bin/bash\n# The course's own user (generated by `coursestack export`)\n"
-            "set -euo pipefail\n"
-            f'password="$(cat {SECRETS_DIR}/{user_secret})"\n'
-            'mongosh --quiet --norc --username "$MONGO_INITDB_ROOT_USERNAME" --password '
-            '"$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin '
-            f'--eval "db.getSiblingDB(\'{database}\').createUser({{user: \'{service.user}\', '
-            f"pwd: '$password', roles: [{{role: 'readWrite', db: '{database}'}}]}})\"\n"))
+        create_user = InitFile(
+            "10-course-user.sh",
+            text=(
+                "#!/bin/bash\n# The course's own user (generated by `coursestack export`)\n"
+                "set -euo pipefail\n"
+                f'password="$(cat {SECRETS_DIR}/{user_secret})"\n'
+                'mongosh --quiet --norc --username "$MONGO_INITDB_ROOT_USERNAME" --password '
+                '"$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin '
+                f"--eval \"db.getSiblingDB('{database}').createUser({{user: '{service.user}', "
+                f"pwd: '$password', roles: [{{role: 'readWrite', db: '{database}'}}]}})\"\n"
+            ),
+        )
         official = OfficialImage(
-            image=f"mongo:{MONGO_SERIES}", port=27017,
+            image=f"mongo:{MONGO_SERIES}",
+            port=27017,
             command=("mongod", "--wiredTigerCacheSizeGB", f"{service.cache_size_gb:g}"),
-            environment={"MONGO_INITDB_ROOT_USERNAME": "admin",
-                         "MONGO_INITDB_DATABASE": database},
+            environment={"MONGO_INITDB_ROOT_USERNAME": "admin", "MONGO_INITDB_DATABASE": database},
             secret_environment={"MONGO_INITDB_ROOT_PASSWORD_FILE": admin_secret},
-            healthcheck=_MONGO_HEALTHCHECK, data_path="/data/db",
-            init_path="/docker-entrypoint-initdb.d", init_files=(create_user,))
-        hints = cls._mongo_export_hints(name, service, course, official,
-                                        (admin_secret, user_secret))
+            healthcheck=_MONGO_HEALTHCHECK,
+            data_path="/data/db",
+            init_path="/docker-entrypoint-initdb.d",
+            init_files=(create_user,),
+        )
+        hints = cls._mongo_export_hints(
+            name, service, course, official, (admin_secret, user_secret)
+        )
         differences: tuple[Difference, ...] = ()
         if service.replicas > 1:
-            differences = (Difference(
-                "replicas", f"the official image runs one mongod: a single server, not a "
-                f"{service.replicas}-member replica set (the course image, run by "
-                "coursestack, starts the replica set)"),)
-        return replace(hints, apt_packages=_MONGO_APT_NEEDS, install_commands=_MONGO_APT,
-                       user_install_commands=_MONGO_USER_INSTALL,
-                       official_differences=differences)
+            differences = (
+                Difference(
+                    "replicas",
+                    f"the official image runs one mongod: a single server, not a "
+                    f"{service.replicas}-member replica set (the course image, run by "
+                    "coursestack, starts the replica set)",
+                ),
+            )
+        return replace(
+            hints,
+            apt_packages=_MONGO_APT_NEEDS,
+            install_commands=_MONGO_APT,
+            user_install_commands=_MONGO_USER_INSTALL,
+            official_differences=differences,
+        )
 
 
 #: The official image's MongoDB release, and the same from MongoDB's own repositories.
@@ -451,7 +555,7 @@ _MONGO_APT = (
     "&& rm -rf /var/lib/apt/lists/*",
 )
 _MONGO_USER_INSTALL = (
-    "mkdir -p \"$HOME/.local/bin\" && curl -fsSL "
+    'mkdir -p "$HOME/.local/bin" && curl -fsSL '
     "https://fastdl.mongodb.org/linux/mongodb-linux-x86_64-ubuntu2204-7.0.14.tgz "
     "| tar -xz --strip-components=2 -C \"$HOME/.local/bin\" --wildcards '*/bin/mongod'",
 )
@@ -461,11 +565,12 @@ def _mongoimport_script(seed: str, database: str) -> str:
     """A script the official image runs once: loads one JSON/JSONL seed file."""
     name = Path(seed).name
     array = "--jsonArray " if Path(seed).suffix.lower() == ".json" else ""
-    return (f"#!/bin/bash\n# {name}, loaded as coursestack loads it (generated by "
-            "`coursestack export`)\nset -euo pipefail\nauth=()\n"
-            'if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then\n'
-            '    auth=(--username "$MONGO_INITDB_ROOT_USERNAME" --password '
-            '"$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin)\nfi\n'
-            f'mongoimport "${{auth[@]}}" --quiet --db {database} --collection '
-            f"{Path(seed).stem} {array}--file {SEED_DIR}/{name}\n")
-
+    return (
+        f"#!/bin/bash\n# {name}, loaded as coursestack loads it (generated by "
+        "`coursestack export`)\nset -euo pipefail\nauth=()\n"
+        'if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then\n'
+        '    auth=(--username "$MONGO_INITDB_ROOT_USERNAME" --password '
+        '"$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin)\nfi\n'
+        f'mongoimport "${{auth[@]}}" --quiet --db {database} --collection '
+        f"{Path(seed).stem} {array}--file {SEED_DIR}/{name}\n"
+    )

@@ -26,17 +26,18 @@ _INDEX_OPTIONS = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpres
 def _client(kind: MongoBase) -> Any:
     import pymongo
 
-    return pymongo.MongoClient(kind.url(), serverSelectionTimeoutMS=10_000,
-                               connectTimeoutMS=10_000)
+    return pymongo.MongoClient(kind.url(), serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000)
 
 
 def _failure(kind: MongoBase, what: str, error: Exception) -> UserError:
-    return UserError(f"{what} failed: {error}", where=f"services.{kind.name}",
-                     hint=f"see `coursestack logs {kind.name}`")
+    return UserError(
+        f"{what} failed: {error}",
+        where=f"services.{kind.name}",
+        hint=f"see `coursestack logs {kind.name}`",
+    )
 
 
-def dump(kind: MongoBase, folder: Path
-         ) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+def dump(kind: MongoBase, folder: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
     """Write each collection to `folder/NNNN.jsonl`; the manifest entry and the files."""
     import pymongo.errors
 
@@ -51,15 +52,18 @@ def dump(kind: MongoBase, folder: Path
             member = f"{number:04d}.jsonl"
             count = 0
             with open(folder / member, "w", encoding="utf-8") as out:
-                for document in database[name].find({}, sort=[("_id", 1)],
-                                                    batch_size=_BATCH):
+                for document in database[name].find({}, sort=[("_id", 1)], batch_size=_BATCH):
                     out.write(json_util.dumps(document, json_options=CANONICAL_JSON_OPTIONS))
                     out.write("\n")
                     count += 1
-            indexes = [_index_spec(index) for index in database[name].list_indexes()
-                       if index.get("name") != "_id_"]
-            collections.append({"name": name, "file": member, "documents": count,
-                                "indexes": indexes})
+            indexes = [
+                _index_spec(index)
+                for index in database[name].list_indexes()
+                if index.get("name") != "_id_"
+            ]
+            collections.append(
+                {"name": name, "file": member, "documents": count, "indexes": indexes}
+            )
             files.append((member, folder / member))
     except pymongo.errors.PyMongoError as error:
         raise _failure(kind, "reading the MongoDB database", error) from None
@@ -68,14 +72,20 @@ def dump(kind: MongoBase, folder: Path
     version = str(info.get("version", ""))
     if info.get("process") and info.get("process") != "mongod":
         version += f" ({info['process']})"
-    entry = {"kind": kind.KIND, "version": version, "database": kind.database,
-             "collections": collections}
+    entry = {
+        "kind": kind.KIND,
+        "version": version,
+        "database": kind.database,
+        "collections": collections,
+    }
     return entry, files
 
 
 def _index_spec(index: Any) -> dict[str, Any]:
-    spec = {"key": [[field, direction] for field, direction in dict(index["key"]).items()],
-            "name": str(index.get("name", ""))}
+    spec = {
+        "key": [[field, direction] for field, direction in dict(index["key"]).items()],
+        "name": str(index.get("name", "")),
+    }
     for option in _INDEX_OPTIONS:
         if option in index:
             spec[option] = json.loads(json_util.dumps(index[option]))
@@ -86,11 +96,17 @@ def check_entry(entry: dict[str, Any], members: dict[str, Any], where: str) -> N
     """Refuse (before anything changes) an entry whose collections make no sense."""
     collections = entry.get("collections")
     if not isinstance(collections, list) or any(
-            not isinstance(c, dict) or not isinstance(c.get("name"), str)
-            or str(c.get("file")) not in members for c in collections):
-        raise UserError("the backup archive is damaged: its MongoDB collection list is "
-                        "malformed; nothing was changed", where=where,
-                        hint="use another backup")
+        not isinstance(c, dict)
+        or not isinstance(c.get("name"), str)
+        or str(c.get("file")) not in members
+        for c in collections
+    ):
+        raise UserError(
+            "the backup archive is damaged: its MongoDB collection list is "
+            "malformed; nothing was changed",
+            where=where,
+            hint="use another backup",
+        )
 
 
 def restore(kind: MongoBase, entry: dict[str, Any], folder: Path) -> int:
@@ -122,8 +138,9 @@ def restore(kind: MongoBase, entry: dict[str, Any], folder: Path) -> int:
             if not collection["documents"]:
                 database.create_collection(collection["name"])
             for index in collection.get("indexes", []):
-                options = {k: json_util.loads(json.dumps(index[k]))
-                           for k in _INDEX_OPTIONS if k in index}
+                options = {
+                    k: json_util.loads(json.dumps(index[k])) for k in _INDEX_OPTIONS if k in index
+                }
                 if index.get("name"):
                     options["name"] = index["name"]
                 keys = [(str(k), d) for k, d in index["key"]]

@@ -34,9 +34,11 @@ _USER_INSTALL = (
     'ln -sf "$HOME/.local/opt/openrefine-3.8.7/refine" "$HOME/.local/bin/openrefine"',
 )
 
-INSTALL_HINT = ("install OpenRefine (Debian/Ubuntu: sudo apt-get install openrefine; "
-                "elsewhere: https://openrefine.org/download) or set services.NAME.binary "
-                "to its launcher")
+INSTALL_HINT = (
+    "install OpenRefine (Debian/Ubuntu: sudo apt-get install openrefine; "
+    "elsewhere: https://openrefine.org/download) or set services.NAME.binary "
+    "to its launcher"
+)
 
 
 class OpenRefineKind(Kind[OpenRefineService]):
@@ -60,9 +62,11 @@ class OpenRefineKind(Kind[OpenRefineService]):
     def binary(self) -> str:
         found = shutil.which(self.spec.binary)
         if found is None:
-            raise MissingBinaryError(f"OpenRefine ({self.spec.binary!r}) is not installed",
-                                     where=f"services.{self.name}.binary",
-                                     hint=INSTALL_HINT.replace("NAME", self.name))
+            raise MissingBinaryError(
+                f"OpenRefine ({self.spec.binary!r}) is not installed",
+                where=f"services.{self.name}.binary",
+                hint=INSTALL_HINT.replace("NAME", self.name),
+            )
         return found
 
     def check_installed(self) -> None:
@@ -75,8 +79,9 @@ class OpenRefineKind(Kind[OpenRefineService]):
         return self.workspace
 
     @classmethod
-    def expected_memory(cls, service: OpenRefineService | None,
-                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+    def expected_memory(
+        cls, service: OpenRefineService | None, kernels: int = DEFAULT_KERNELS
+    ) -> tuple[int, str]:
         total, basis = super().expected_memory(service, kernels)
         if service is not None:
             with contextlib.suppress(ValueError):
@@ -93,30 +98,47 @@ class OpenRefineKind(Kind[OpenRefineService]):
         self.make_data_folders(self.workspace.name)
 
     def launch_spec(self) -> LaunchSpec:
-        argv = [self.binary(), "-i", LOCALHOST, "-p", str(self.port), "-d", str(self.workspace),
-                "-m", self.spec.memory, "-x", "refine.headless=true"]
+        argv = [
+            self.binary(),
+            "-i",
+            LOCALHOST,
+            "-p",
+            str(self.port),
+            "-d",
+            str(self.workspace),
+            "-m",
+            self.spec.memory,
+            "-x",
+            "refine.headless=true",
+        ]
         return self._launch(argv)
 
     async def probe(self) -> bool:
         return await http_probe(f"http://{LOCALHOST}:{self.port}/command/core/get-version", 200)
 
     def connection(self) -> Connection:
-        return Connection(self.name, self.KIND, LOCALHOST, self.port,
-                          f"http://{LOCALHOST}:{self.port}/", web=True)
+        return Connection(
+            self.name, self.KIND, LOCALHOST, self.port, f"http://{LOCALHOST}:{self.port}/", web=True
+        )
 
     # -- export ----------------------------------------------------------------------------
 
     @classmethod
-    def export_hints(cls, name: str, service: OpenRefineService,
-                     course: CourseSpec) -> ExportHints:
+    def export_hints(cls, name: str, service: OpenRefineService, course: CourseSpec) -> ExportHints:
         """OpenRefine has no official image: the course image runs Debian's package."""
         port = service.port or cls.default_port or 3333
         workspace = f"{DATA_DIR}/workspace"
-        script = (f"mkdir -p {workspace} && exec openrefine -i {ANY_ADDRESS} -p {port} "
-                  f"-d {workspace} -m {service.memory} -x refine.headless=true")
+        script = (
+            f"mkdir -p {workspace} && exec openrefine -i {ANY_ADDRESS} -p {port} "
+            f"-d {workspace} -m {service.memory} -x refine.headless=true"
+        )
         return replace(
-            super().export_hints(name, service, course), ports=(port,), web=True,
-            apt_packages=("openrefine",), course_image_command=("sh", "-c", script),
+            super().export_hints(name, service, course),
+            ports=(port,),
+            web=True,
+            apt_packages=("openrefine",),
+            course_image_command=("sh", "-c", script),
             user_install_apt_packages=("default-jre-headless", "curl"),
             user_install_commands=_USER_INSTALL,
-            readiness=http_check(port, "/command/core/get-version", 200))
+            readiness=http_check(port, "/command/core/get-version", 200),
+        )

@@ -69,9 +69,10 @@ def system_bin_dir() -> Path | None:
     on_path = shutil.which("postgres")
     if on_path:
         return Path(on_path).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit()
-                        else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
     candidates += glob.glob("/opt/homebrew/opt/postgresql*/bin")
     candidates += glob.glob("/usr/local/opt/postgresql*/bin")
     for candidate in reversed(candidates):
@@ -118,23 +119,31 @@ class PostgresKind(Kind[PostgresService]):
         if choice == "pgserver":
             found = pgserver_bin_dir()
             if found is None:
-                raise MissingBinaryError("the pgserver wheel (PostgreSQL binaries) is missing",
-                                         where=where, hint="pip install pgserver, or set "
-                                         'binaries = "system" to use an installed PostgreSQL')
+                raise MissingBinaryError(
+                    "the pgserver wheel (PostgreSQL binaries) is missing",
+                    where=where,
+                    hint="pip install pgserver, or set "
+                    'binaries = "system" to use an installed PostgreSQL',
+                )
             return found
         if choice == "system":
             found = system_bin_dir()
             if found is None:
-                raise MissingBinaryError("no PostgreSQL installed on this system", where=where,
-                                         hint="install it (Debian: apt-get install postgresql;"
-                                         ' macOS: brew install postgresql), or use binaries = '
-                                         '"pgserver"')
+                raise MissingBinaryError(
+                    "no PostgreSQL installed on this system",
+                    where=where,
+                    hint="install it (Debian: apt-get install postgresql;"
+                    " macOS: brew install postgresql), or use binaries = "
+                    '"pgserver"',
+                )
             return found
         folder = Path(choice).expanduser()
         if not (folder / "postgres").exists():
-            raise MissingBinaryError(f"no `postgres` program in {folder}", where=where,
-                                     hint='point binaries at a PostgreSQL bin folder, or use '
-                                     '"pgserver" or "system"')
+            raise MissingBinaryError(
+                f"no `postgres` program in {folder}",
+                where=where,
+                hint='point binaries at a PostgreSQL bin folder, or use "pgserver" or "system"',
+            )
         return folder
 
     def check_installed(self) -> None:
@@ -158,31 +167,56 @@ class PostgresKind(Kind[PostgresService]):
         with self.data_folder() as folder:
             nofollow.remove(folder, staging.name)
             nofollow.remove(folder, password_file)
-            nofollow.write_file(folder, password_file,
-                                (self.superuser_password + "\n").encode(), 0o600,
-                                account.uid if account else None,
-                                account.gid if account else None)
-        argv = [str(self.bin_dir() / "initdb"), "-D", str(staging), "-U", SUPERUSER,
-                f"--pwfile={self.data_dir / password_file}", "--auth=scram-sha-256",
-                "--encoding=UTF8", "--locale=C", "--no-sync"]
+            nofollow.write_file(
+                folder,
+                password_file,
+                (self.superuser_password + "\n").encode(),
+                0o600,
+                account.uid if account else None,
+                account.gid if account else None,
+            )
+        argv = [
+            str(self.bin_dir() / "initdb"),
+            "-D",
+            str(staging),
+            "-U",
+            SUPERUSER,
+            f"--pwfile={self.data_dir / password_file}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]
         kwargs: dict[str, Any] = {}
         if account is not None:
             kwargs.update(user=account.uid, group=account.gid, extra_groups=[])
         try:
-            result = subprocess.run(argv, capture_output=True, text=True,
-                                    env=self.environment(), cwd=self.data_dir, check=False,
-                                    stdin=subprocess.DEVNULL, **kwargs)
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=self.environment(),
+                cwd=self.data_dir,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                **kwargs,
+            )
         finally:
             with self.data_folder() as folder:
                 nofollow.remove(folder, password_file)
-        with open(os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
-                  "a", encoding="utf-8") as log:
+        with open(
+            os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+            "a",
+            encoding="utf-8",
+        ) as log:
             log.write(result.stdout + result.stderr)
         if result.returncode != 0:
-            raise UserError(f"initdb failed (exit {result.returncode})",
-                            where=f"services.{self.name}",
-                            hint="see the last lines of its log: " +
-                            " | ".join(result.stderr.strip().splitlines()[-3:]))
+            raise UserError(
+                f"initdb failed (exit {result.returncode})",
+                where=f"services.{self.name}",
+                hint="see the last lines of its log: "
+                + " | ".join(result.stderr.strip().splitlines()[-3:]),
+            )
         # initdb --no-sync is fast; one sync of the finished cluster keeps it durable.
         if hasattr(os, "sync"):
             os.sync()
@@ -190,9 +224,19 @@ class PostgresKind(Kind[PostgresService]):
             nofollow.rename(folder, staging.name, self.cluster.name)
 
     def launch_spec(self) -> LaunchSpec:
-        argv = [str(self.bin_dir() / "postgres"), "-D", str(self.cluster),
-                "-p", str(self.port), "-c", f"listen_addresses={LOCALHOST}",
-                "-c", "unix_socket_directories=", "-c", "logging_collector=off"]
+        argv = [
+            str(self.bin_dir() / "postgres"),
+            "-D",
+            str(self.cluster),
+            "-p",
+            str(self.port),
+            "-c",
+            f"listen_addresses={LOCALHOST}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "logging_collector=off",
+        ]
         for key, value in self.spec.settings.items():
             argv += ["-c", f"{key}={value}"]
         return self._launch(argv)
@@ -202,16 +246,25 @@ class PostgresKind(Kind[PostgresService]):
             raise ConnectionLost(f"service {self.name} has no port yet")
         return self.port
 
-    async def superuser_session(self, database: str = "postgres", options: str | None = None,
-                                timeout: float = 3.0) -> WireConnection:
+    async def superuser_session(
+        self, database: str = "postgres", options: str | None = None, timeout: float = 3.0
+    ) -> WireConnection:
         """A session as the cluster's superuser (over our own wire client: no driver)."""
-        return await connect(LOCALHOST, self._bound_port(), SUPERUSER, self.superuser_password,
-                             database, options=options, timeout=timeout)
+        return await connect(
+            LOCALHOST,
+            self._bound_port(),
+            SUPERUSER,
+            self.superuser_password,
+            database,
+            options=options,
+            timeout=timeout,
+        )
 
     async def course_session(self) -> WireConnection:
         """A session as the course role, in the course database."""
-        return await connect(LOCALHOST, self._bound_port(), self.spec.user, self.password,
-                             self.database)
+        return await connect(
+            LOCALHOST, self._bound_port(), self.spec.user, self.password, self.database
+        )
 
     #: The probe's own log line, which the log pump leaves out of the log.
     probe_log_marker = b"coursestack health probe"
@@ -228,14 +281,17 @@ class PostgresKind(Kind[PostgresService]):
         """
         try:
             session = await self.superuser_session(
-                options="-c log_error_verbosity=terse -c statement_timeout=5000")
+                options="-c log_error_verbosity=terse -c statement_timeout=5000"
+            )
         except WireError:
             return False
         try:
             async with session:
-                await session.execute("DO $$BEGIN RAISE LOG "
-                                      + quote_literal(self.probe_log_marker.decode())
-                                      + "; END$$")
+                await session.execute(
+                    "DO $$BEGIN RAISE LOG "
+                    + quote_literal(self.probe_log_marker.decode())
+                    + "; END$$"
+                )
             return True
         except WireError:
             return False
@@ -248,15 +304,20 @@ class PostgresKind(Kind[PostgresService]):
     async def _ensure_course_database(self) -> None:
         async with await self.superuser_session() as admin:
             role = quote_identifier(self.spec.user)
-            exists = await admin.fetch("SELECT 1 FROM pg_roles WHERE rolname = "
-                                       + quote_literal(self.spec.user))
+            exists = await admin.fetch(
+                "SELECT 1 FROM pg_roles WHERE rolname = " + quote_literal(self.spec.user)
+            )
             # The server gets the password's SCRAM verifier, never the password itself.
-            await admin.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {role} LOGIN "
-                                f"PASSWORD {quote_literal(scram_verifier(self.password))}")
-            if not await admin.fetch("SELECT 1 FROM pg_database WHERE datname = "
-                                     + quote_literal(self.database)):
+            await admin.execute(
+                f"{'ALTER' if exists else 'CREATE'} ROLE {role} LOGIN "
+                f"PASSWORD {quote_literal(scram_verifier(self.password))}"
+            )
+            if not await admin.fetch(
+                "SELECT 1 FROM pg_database WHERE datname = " + quote_literal(self.database)
+            ):
                 await admin.execute(
-                    f"CREATE DATABASE {quote_identifier(self.database)} OWNER {role}")
+                    f"CREATE DATABASE {quote_identifier(self.database)} OWNER {role}"
+                )
 
     async def _seed_once(self, report: Callable[[str], None]) -> None:
         files = [self.context.spec.resolve(name) for name in self.spec.seed]
@@ -272,8 +333,10 @@ class PostgresKind(Kind[PostgresService]):
                 ledger.record(str(applied["checksum"]), files)
         if applied:
             if applied["checksum"] != checksum:
-                report("seed files changed since first start; not re-applied "
-                       "(`coursestack reset` starts again from the new seed)")
+                report(
+                    "seed files changed since first start; not re-applied "
+                    "(`coursestack reset` starts again from the new seed)"
+                )
             return
         async with await self.course_session() as session:
             # One transaction for the whole seed: a failure anywhere leaves nothing behind.
@@ -285,7 +348,8 @@ class PostgresKind(Kind[PostgresService]):
                         await load_csv(session, path)
                     else:
                         await session.execute(
-                            await asyncio.to_thread(path.read_text, encoding="utf-8"))
+                            await asyncio.to_thread(path.read_text, encoding="utf-8")
+                        )
                 except ServerError as error:
                     await session.execute("ROLLBACK")
                     raise _seed_error(error, path) from None
@@ -297,18 +361,34 @@ class PostgresKind(Kind[PostgresService]):
                 "CREATE TABLE IF NOT EXISTS coursestack.seed "
                 "(checksum text NOT NULL, applied timestamptz DEFAULT now()); "
                 f"INSERT INTO coursestack.seed (checksum) VALUES ({quote_literal(checksum)}); "
-                "COMMIT")
+                "COMMIT"
+            )
         ledger.record(checksum, files)
 
     def connection(self) -> Connection:
-        url = (f"postgresql://{self.spec.user}:{self.password}@{LOCALHOST}:{self.port}/"
-               f"{self.database}")
-        conventional = {"DATABASE_URL": url, "PGHOST": LOCALHOST, "PGPORT": str(self.port),
-                        "PGUSER": self.spec.user, "PGPASSWORD": self.password,
-                        "PGDATABASE": self.database}
-        return Connection(self.name, self.KIND, LOCALHOST, self.port, url, self.spec.user,
-                          self.password, self.database, conventional_env=conventional,
-                          driver="psycopg")
+        url = (
+            f"postgresql://{self.spec.user}:{self.password}@{LOCALHOST}:{self.port}/{self.database}"
+        )
+        conventional = {
+            "DATABASE_URL": url,
+            "PGHOST": LOCALHOST,
+            "PGPORT": str(self.port),
+            "PGUSER": self.spec.user,
+            "PGPASSWORD": self.password,
+            "PGDATABASE": self.database,
+        }
+        return Connection(
+            self.name,
+            self.KIND,
+            LOCALHOST,
+            self.port,
+            url,
+            self.spec.user,
+            self.password,
+            self.database,
+            conventional_env=conventional,
+            driver="psycopg",
+        )
 
     # -- doctor, plan, backup ------------------------------------------------------------
 
@@ -317,8 +397,9 @@ class PostgresKind(Kind[PostgresService]):
         return f"{first_output_line([str(program), '--version'])} at {program.parent}"
 
     @classmethod
-    def expected_memory(cls, service: PostgresService | None,
-                        kernels: int = DEFAULT_KERNELS) -> tuple[int, str]:
+    def expected_memory(
+        cls, service: PostgresService | None, kernels: int = DEFAULT_KERNELS
+    ) -> tuple[int, str]:
         total, basis = super().expected_memory(service, kernels)
         shared = service.settings.get("shared_buffers") if service is not None else None
         extra = _shared_buffers_extra(shared) if shared else 0
@@ -332,8 +413,7 @@ class PostgresKind(Kind[PostgresService]):
 
         return postgres_backup.dump(self, folder)
 
-    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any],
-                     where: str) -> None:
+    def backup_check(self, entry: dict[str, Any], members: Mapping[str, Any], where: str) -> None:
         from coursestack.kinds import postgres_backup
 
         postgres_backup.check_restorable(self, entry, where)
@@ -345,14 +425,15 @@ class PostgresKind(Kind[PostgresService]):
 
     @classmethod
     def describe_backup(cls, entry: dict[str, Any]) -> str | None:
-        return (f"database {entry.get('database')} with {count(entry.get('tables', 0), 'table')}"
-                f" (PostgreSQL {entry.get('version')})")
+        return (
+            f"database {entry.get('database')} with {count(entry.get('tables', 0), 'table')}"
+            f" (PostgreSQL {entry.get('version')})"
+        )
 
     # -- export ----------------------------------------------------------------------------
 
     @classmethod
-    def export_hints(cls, name: str, service: PostgresService,
-                     course: CourseSpec) -> ExportHints:
+    def export_hints(cls, name: str, service: PostgresService, course: CourseSpec) -> ExportHints:
         """The official `postgres` image runs SQL seeds once; CSV seeds become SQL files
         (the types coursestack infers, or <name>.schema.json) that COPY the CSV in."""
         database = service.database or course.course.name.replace("-", "_")
@@ -363,40 +444,78 @@ class PostgresKind(Kind[PostgresService]):
             path = Path(seed)
             if path.suffix.lower() == ".csv":
                 text = csv_seed_as_sql(course.resolve(seed), f"{SEED_DIR}/{path.name}")
-                init_files.append(InitFile(f"{number:02d}-{path.stem}.sql", text=text,
-                                           reads=(seed,)))
+                init_files.append(
+                    InitFile(f"{number:02d}-{path.stem}.sql", text=text, reads=(seed,))
+                )
             else:
                 init_files.append(InitFile(f"{number:02d}-{path.name}", source=seed))
         command: tuple[str, ...] = ()
         if service.settings:
-            command = ("postgres", *(part for key, value in service.settings.items()
-                                     for part in ("-c", f"{key}={value}")))
+            command = (
+                "postgres",
+                *(
+                    part
+                    for key, value in service.settings.items()
+                    for part in ("-c", f"{key}={value}")
+                ),
+            )
         # The same port inside the container as on the host: placeholders such as
         # {postgres.port} mean one thing everywhere (PGPORT sets the server's port too).
         official = OfficialImage(
-            image=f"postgres:{OFFICIAL_MAJOR}", port=port, command=command,
-            environment={"POSTGRES_USER": service.user, "POSTGRES_DB": database,
-                         "PGPORT": str(port)},
+            image=f"postgres:{OFFICIAL_MAJOR}",
+            port=port,
+            command=command,
+            environment={
+                "POSTGRES_USER": service.user,
+                "POSTGRES_DB": database,
+                "PGPORT": str(port),
+            },
             secret_environment={"POSTGRES_PASSWORD_FILE": secret},
-            healthcheck=("pg_isready", "-h", "127.0.0.1", "-p", str(port), "-U",
-                         service.user, "-d", database),
-            data_path="/var/lib/postgresql/data", init_path="/docker-entrypoint-initdb.d",
-            init_files=tuple(init_files))
+            healthcheck=(
+                "pg_isready",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                service.user,
+                "-d",
+                database,
+            ),
+            data_path="/var/lib/postgresql/data",
+            init_path="/docker-entrypoint-initdb.d",
+            init_files=tuple(init_files),
+        )
         from coursestack.kinds.base import env_prefix
 
         prefix = env_prefix(name)
         url = f"postgresql://{service.user}@{{host}}:{{port}}/{database}"
         return replace(
-            super().export_hints(name, service, course), ports=(port,),
-            seeds=tuple(service.seed), secrets=(secret,), official=official,
-            course_image_command=(), readiness=tcp_check(port),
-            connection_env={f"{prefix}_URL": url, f"{prefix}_HOST": "{host}",
-                            f"{prefix}_PORT": "{port}", "DATABASE_URL": url, "PGHOST": "{host}",
-                            "PGPORT": "{port}", "PGUSER": service.user,
-                            "PGDATABASE": database},
-            official_differences=(Difference(
-                "user", f"the official image makes {service.user!r} the database's "
-                "superuser (coursestack gives it only its own database)"),))
+            super().export_hints(name, service, course),
+            ports=(port,),
+            seeds=tuple(service.seed),
+            secrets=(secret,),
+            official=official,
+            course_image_command=(),
+            readiness=tcp_check(port),
+            connection_env={
+                f"{prefix}_URL": url,
+                f"{prefix}_HOST": "{host}",
+                f"{prefix}_PORT": "{port}",
+                "DATABASE_URL": url,
+                "PGHOST": "{host}",
+                "PGPORT": "{port}",
+                "PGUSER": service.user,
+                "PGDATABASE": database,
+            },
+            official_differences=(
+                Difference(
+                    "user",
+                    f"the official image makes {service.user!r} the database's "
+                    "superuser (coursestack gives it only its own database)",
+                ),
+            ),
+        )
 
 
 async def _applied_in_database(session: WireConnection) -> dict[str, Any] | None:
@@ -404,7 +523,8 @@ async def _applied_in_database(session: WireConnection) -> dict[str, Any] | None
     if not rows or rows[0][0] != "t":
         return None
     found = await session.fetch(
-        "SELECT checksum FROM coursestack.seed ORDER BY applied DESC LIMIT 1")
+        "SELECT checksum FROM coursestack.seed ORDER BY applied DESC LIMIT 1"
+    )
     return {"checksum": found[0][0]} if found else None
 
 
@@ -422,12 +542,12 @@ async def load_csv(session: WireConnection, path: Path) -> int:
     # The types come from the course's own seed (inferred, or its .schema.json).
     columns = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in plan.columns)
     await session.execute(f"CREATE TABLE {table} ({columns})")
-    await session.copy_in(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)",
-                          _blocks(path))
+    await session.copy_in(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)", _blocks(path))
     for number, index in enumerate(plan.indexes):
         await session.execute(
             f"CREATE INDEX {quote_identifier(f'{plan.table}_{number}_idx')} ON {table} "
-            f"({', '.join(quote_identifier(column) for column in index)})")
+            f"({', '.join(quote_identifier(column) for column in index)})"
+        )
     return len(plan.columns)
 
 
@@ -439,10 +559,12 @@ def _seed_error(error: ServerError, path: Path) -> UserError:
             where = f"{path}:{line}"
     elif error.position is not None:
         text = path.read_text(encoding="utf-8", errors="replace")
-        where = f"{path}:{text[:error.position].count(chr(10)) + 1}"
-    return UserError(f"seed failed: {error.message}", where=where,
-                     hint="fix the seed file; nothing of the seed was kept, and the next "
-                     "start tries again")
+        where = f"{path}:{text[: error.position].count(chr(10)) + 1}"
+    return UserError(
+        f"seed failed: {error.message}",
+        where=where,
+        hint="fix the seed file; nothing of the seed was kept, and the next start tries again",
+    )
 
 
 #: PostgreSQL major version of the official image: the pgserver wheel's.
@@ -453,17 +575,19 @@ def csv_seed_as_sql(path: Path, mounted_at: str) -> str:
     """SQL that creates a CSV seed's table, COPYs the file in, then builds its indexes."""
     plan = plan_table(path)
     table = quote_identifier(plan.table)
-    columns = ",\n    ".join(f"{quote_identifier(column)} {kind}"
-                              for column, kind in plan.columns)
-    lines = [f"-- {path.name}, as coursestack loads it (generated by `coursestack export`)",
-             f"CREATE TABLE {table} (\n    {columns}\n);",
-             f"COPY {table} FROM '{mounted_at}' (FORMAT csv, HEADER true);"]
+    columns = ",\n    ".join(f"{quote_identifier(column)} {kind}" for column, kind in plan.columns)
+    lines = [
+        f"-- {path.name}, as coursestack loads it (generated by `coursestack export`)",
+        f"CREATE TABLE {table} (\n    {columns}\n);",
+        f"COPY {table} FROM '{mounted_at}' (FORMAT csv, HEADER true);",
+    ]
     for number, index in enumerate(plan.indexes):
         index_name = quote_identifier(f"{plan.table}_{number}_idx")
-        lines.append(f"CREATE INDEX {index_name} ON {table} "
-                     f"({', '.join(quote_identifier(c) for c in index)});")
+        lines.append(
+            f"CREATE INDEX {index_name} ON {table} "
+            f"({', '.join(quote_identifier(c) for c in index)});"
+        )
     return "\n".join(lines) + "\n"
-
 
 
 #: PostgreSQL's default shared_buffers, which the idle estimate already allows for.

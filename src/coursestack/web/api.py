@@ -37,8 +37,11 @@ SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 EVENT_STREAM = ("text/event-stream",)
 
 #: Every route but /api/health: no credential, no entry.
-NOT_LOGGED_IN: Responses = {401: Answer(Problem, "Not logged in: send the instance token as "
-                                        "`Authorization: Bearer <token>`")}
+NOT_LOGGED_IN: Responses = {
+    401: Answer(
+        Problem, "Not logged in: send the instance token as `Authorization: Bearer <token>`"
+    )
+}
 #: State-changing routes: a cookie session must send its CSRF token.
 NO_CSRF: Responses = {403: Answer(Problem, "A browser session sent no valid `X-CSRF-Token`")}
 #: Routes that name a service.
@@ -77,28 +80,41 @@ async def instance(call: Call) -> InstanceView:
     web = call.web
     daemon = web.daemon
     return InstanceView(
-        name=daemon.name, course=daemon.spec.course.name, title=daemon.spec.course.title,
-        spec=str(daemon.spec.path), state_folder=str(daemon.state.root), url=daemon.url,
-        pid=web.pid, started=daemon.started, version=__version__, services=web.views())
+        name=daemon.name,
+        course=daemon.spec.course.name,
+        title=daemon.spec.course.title,
+        spec=str(daemon.spec.path),
+        state_folder=str(daemon.state.root),
+        url=daemon.url,
+        pid=web.pid,
+        started=daemon.started,
+        version=__version__,
+        services=web.views(),
+    )
 
 
 @router.get("/session", response=SessionView)
 async def session(call: Call) -> SessionView:
     """How this request is logged in; a browser session also gets its CSRF token."""
     principal = call.login
-    return SessionView(via=principal.via,
-                       csrf_token=principal.session.csrf if principal.session else None)
+    return SessionView(
+        via=principal.via, csrf_token=principal.session.csrf if principal.session else None
+    )
 
 
-@router.post("/login-code", response=LoginCode,
-             responses={403: Answer(Problem, "Only for the instance token")})
+@router.post(
+    "/login-code",
+    response=LoginCode,
+    responses={403: Answer(Problem, "Only for the instance token")},
+)
 async def login_code(call: Call) -> LoginCode:
     """A code that logs a browser in once, within a minute, by a POST to `/login/code`
     (the CLI's `up --open` puts it in an owner-only local page, never on a command line)."""
     if call.login.via != "bearer":
         raise HTTPException(403, "only the instance token may ask for a login code")
-    return LoginCode(code=call.web.codes.issue("dashboard", OPEN_LIFETIME),
-                     expires_in=OPEN_LIFETIME)
+    return LoginCode(
+        code=call.web.codes.issue("dashboard", OPEN_LIFETIME), expires_in=OPEN_LIFETIME
+    )
 
 
 @router.get("/services", response=list[ServiceView])
@@ -108,8 +124,11 @@ async def services(call: Call) -> Response:
     Served pre-serialised from a short-lived cache (dropped on every state change), so
     heartbeat, uptime and memory may be up to half a second old.
     """
-    return Response(call.web.services_json(), media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        call.web.services_json(),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get("/services/{name}", response=ServiceView, responses=NO_SUCH_SERVICE)
@@ -120,8 +139,9 @@ async def one_service(call: Call) -> ServiceView:
     return call.web.view(name)
 
 
-@router.post("/services/{name}/start", response=ActionResult,
-             responses={**NO_CSRF, **NO_SUCH_SERVICE})
+@router.post(
+    "/services/{name}/start", response=ActionResult, responses={**NO_CSRF, **NO_SUCH_SERVICE}
+)
 async def start(call: Call) -> ActionResult:
     """Start a service (and what it depends on)."""
     name = call.path("name")
@@ -130,8 +150,9 @@ async def start(call: Call) -> ActionResult:
     return ActionResult(service=name, action="start", state=str(service.status.state))
 
 
-@router.post("/services/{name}/stop", response=ActionResult,
-             responses={**NO_CSRF, **NO_SUCH_SERVICE})
+@router.post(
+    "/services/{name}/stop", response=ActionResult, responses={**NO_CSRF, **NO_SUCH_SERVICE}
+)
 async def stop(call: Call) -> ActionResult:
     """Stop a service (waits until it has stopped)."""
     name = call.path("name")
@@ -140,8 +161,9 @@ async def stop(call: Call) -> ActionResult:
     return ActionResult(service=name, action="stop", state=str(service.status.state))
 
 
-@router.post("/services/{name}/restart", response=ActionResult,
-             responses={**NO_CSRF, **NO_SUCH_SERVICE})
+@router.post(
+    "/services/{name}/restart", response=ActionResult, responses={**NO_CSRF, **NO_SUCH_SERVICE}
+)
 async def restart(call: Call) -> ActionResult:
     """Stop a service, then start it again."""
     name = call.path("name")
@@ -162,9 +184,12 @@ async def restart_stopped(call: Call) -> list[ServiceView]:
     """Start again every service that has stopped or failed (and was meant to run)."""
     web = call.web
     wanted = set(web.daemon.autostart())
-    chosen = [s.name for s in web.supervisor.statuses()
-              if s.state in (State.STOPPED, State.FAILED)
-              and (s.name in wanted or s.started_at is not None)]
+    chosen = [
+        s.name
+        for s in web.supervisor.statuses()
+        if s.state in (State.STOPPED, State.FAILED)
+        and (s.name in wanted or s.started_at is not None)
+    ]
     web.supervisor.start(chosen)
     return web.views()
 
@@ -176,8 +201,7 @@ async def shutdown(call: Call) -> Stopping:
     return Stopping(status="stopping")
 
 
-@router.get("/services/{name}/logs", response=LogView, query=LogQuery,
-            responses=NO_SUCH_SERVICE)
+@router.get("/services/{name}/logs", response=LogView, query=LogQuery, responses=NO_SUCH_SERVICE)
 async def logs(call: Call) -> LogView:
     """The last lines of a service's log."""
     name = call.path("name")
@@ -186,8 +210,12 @@ async def logs(call: Call) -> LogView:
     return LogView(service=name, lines=tail_lines(call.web.daemon.state.log_file(name), lines))
 
 
-@router.get("/services/{name}/logs/stream", media_types=EVENT_STREAM, query=LogStreamQuery,
-            responses=NO_SUCH_SERVICE)
+@router.get(
+    "/services/{name}/logs/stream",
+    media_types=EVENT_STREAM,
+    query=LogStreamQuery,
+    responses=NO_SUCH_SERVICE,
+)
 async def log_stream(call: Call) -> StreamingResponse:
     """A service's log as server-sent events: `lines` events of new lines, as they come."""
     name = call.path("name")
@@ -219,13 +247,24 @@ async def events(call: Call) -> StreamingResponse:
     `state` event per change (the event and the service), and a `tick` every 2 s with
     fresh heartbeats, uptime and memory."""
     assert call.web.broker is not None
-    return StreamingResponse(call.web.broker.stream(), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return StreamingResponse(
+        call.web.broker.stream(), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
-@router.post("/content/update", response=dict[str, Any], query=CheckQuery, responses={
-    **NO_CSRF, 409: Answer(Problem, "The update could not run (no `[content]` source, "
-                           "source unreachable, ...); nothing was changed")})
+@router.post(
+    "/content/update",
+    response=dict[str, Any],
+    query=CheckQuery,
+    responses={
+        **NO_CSRF,
+        409: Answer(
+            Problem,
+            "The update could not run (no `[content]` source, "
+            "source unreachable, ...); nothing was changed",
+        ),
+    },
+)
 async def update_content(call: Call) -> dict[str, Any]:
     """Update the course material (as `coursestack update`): the report, file by file."""
     from coursestack.content.update import run_update

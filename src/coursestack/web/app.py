@@ -49,8 +49,10 @@ MAX_BODY = 64 * 1024
 #: Paths that need no login (the route-enumeration test checks exactly these).
 PUBLIC_PATHS = frozenset({"/api/health", "/login", "/login/code", "/static"})
 
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 class Guard:
@@ -79,26 +81,39 @@ class Guard:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = [(b"x-content-type-options", b"nosniff"),
-                         (b"referrer-policy", b"same-origin"),
-                         (b"x-frame-options", b"DENY"),
-                         (b"content-security-policy", _CSP.encode())]
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", _CSP.encode()),
+                ]
                 present = {key.lower() for key, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *((k, v) for k, v in extra if k not in present)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k, v) for k, v in extra if k not in present),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
-DESCRIPTION = ("Control one coursestack instance: its services, logs and connection info. "
-               "Every route but /api/health needs a login: the instance token as "
-               "`Authorization: Bearer <token>` (see run/daemon.json), or a dashboard session "
-               "cookie plus its `X-CSRF-Token` on POST.")
+DESCRIPTION = (
+    "Control one coursestack instance: its services, logs and connection info. "
+    "Every route but /api/health needs a login: the instance token as "
+    "`Authorization: Bearer <token>` (see run/daemon.json), or a dashboard session "
+    "cookie plus its `X-CSRF-Token` on POST."
+)
 
 #: Every table of routes, in matching order (the first route that matches wins).
-TABLES: tuple[Routes, ...] = (api.public, api.router, dashboard.public, dashboard.pages,
-                              composer.router, composer.pages, front_door.router)
+TABLES: tuple[Routes, ...] = (
+    api.public,
+    api.router,
+    dashboard.public,
+    dashboard.pages,
+    composer.router,
+    composer.pages,
+    front_door.router,
+)
 
 openapi_routes = Routes("/api", in_schema=False)
 
@@ -106,8 +121,11 @@ openapi_routes = Routes("/api", in_schema=False)
 @openapi_routes.get("/openapi.json")
 async def openapi(_call: Call) -> JSONResponse:
     """The OpenAPI document of this API (made on request: nothing kept in memory)."""
-    return JSONResponse(openapi_document(operations(), title="coursestack",
-                                         version=__version__, description=DESCRIPTION))
+    return JSONResponse(
+        openapi_document(
+            operations(), title="coursestack", version=__version__, description=DESCRIPTION
+        )
+    )
 
 
 def operations() -> list[Operation]:
@@ -116,12 +134,18 @@ def operations() -> list[Operation]:
 
 
 async def _not_logged_in(request: Request, _error: Exception) -> Response:
-    wants_page = (request.method == "GET" and not request.url.path.startswith("/api/")
-                  and "text/html" in request.headers.get("accept", ""))
+    wants_page = (
+        request.method == "GET"
+        and not request.url.path.startswith("/api/")
+        and "text/html" in request.headers.get("accept", "")
+    )
     if wants_page:
         return dashboard.login_redirect(request)
-    return JSONResponse({"detail": "log in first: a valid token or session is needed"},
-                        401, headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse(
+        {"detail": "log in first: a valid token or session is needed"},
+        401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 async def _refused(_request: Request, error: Exception) -> Response:
@@ -139,9 +163,14 @@ def create_app(daemon: InstanceHost) -> Starlette:
     settings = daemon.spec.dashboard
     auth_enabled = bool(getattr(settings, "auth", True))
     check_listen_address(settings.host, auth_enabled)
-    web = WebContext(daemon, supervisor, Authenticator(daemon.token, daemon.state, auth_enabled),
-                     Origins(daemon.name, [name for name, unit in daemon.units.items()
-                                           if unit.connection().web]))
+    web = WebContext(
+        daemon,
+        supervisor,
+        Authenticator(daemon.token, daemon.state, auth_enabled),
+        Origins(
+            daemon.name, [name for name, unit in daemon.units.items() if unit.connection().web]
+        ),
+    )
     web.broker = Broker(supervisor, web.snapshot, web.view_dict)
     supervisor.add_listener(web.forget_views)
     # The front door's kept-alive connections to the services (no cookie jar: it serves
@@ -157,13 +186,20 @@ def create_app(daemon: InstanceHost) -> Starlette:
         await proxy_client.aclose()
 
     routes: list[BaseRoute] = [op.route() for op in operations()]
-    routes.append(Mount("/static", StaticFiles(
-        directory=str(resources.files("coursestack.web") / "static")), name="static"))
+    routes.append(
+        Mount(
+            "/static",
+            StaticFiles(directory=str(resources.files("coursestack.web") / "static")),
+            name="static",
+        )
+    )
     app = Starlette(
-        routes=routes, lifespan=lifespan,
+        routes=routes,
+        lifespan=lifespan,
         # Outermost first: service origins never see the rest.
         middleware=[Middleware(ServiceOrigins), Middleware(Guard)],
-        exception_handlers={NotLoggedIn: _not_logged_in, HTTPException: _refused})
+        exception_handlers={NotLoggedIn: _not_logged_in, HTTPException: _refused},
+    )
     app.state.web = web
     app.state.proxy_client = proxy_client
     _watch_shutdown(daemon, web)
@@ -180,8 +216,9 @@ def _watch_shutdown(daemon: InstanceHost, web: WebContext) -> None:
 
     async def watch() -> None:
         await daemon.shutdown_requested.wait()
-        await web.supervisor.wait_settled(web.supervisor.services,
-                                          lambda state: state not in RUNNING_STATES)
+        await web.supervisor.wait_settled(
+            web.supervisor.services, lambda state: state not in RUNNING_STATES
+        )
         if web.broker is not None:
             web.broker.close()
 

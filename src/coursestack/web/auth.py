@@ -89,8 +89,10 @@ def password_file(state: StateFolder) -> Path:
 def hash_password(password: str) -> str:
     """An argon2id hash of `password` (raises UsageError if it is too short)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise UsageError(f"the password is too short: use at least {MIN_PASSWORD_LENGTH} "
-                         "characters", hint="choose a longer password")
+        raise UsageError(
+            f"the password is too short: use at least {MIN_PASSWORD_LENGTH} characters",
+            hint="choose a longer password",
+        )
     return _hasher().hash(password)
 
 
@@ -148,7 +150,8 @@ def check_listen_address(host: str, auth_enabled: bool) -> None:
         f"refusing to listen on {host} with dashboard authentication disabled: anyone who "
         "can reach that address could control every service",
         where="[dashboard] in course.toml",
-        hint='listen on 127.0.0.1, or remove `auth = false` from [dashboard]')
+        hint="listen on 127.0.0.1, or remove `auth = false` from [dashboard]",
+    )
 
 
 # -- throttling ------------------------------------------------------------------------------
@@ -218,8 +221,9 @@ class Revocations:
         record = record if isinstance(record, dict) else {}
         self.not_before = float(record.get("not_before", 0.0) or 0.0)
         revoked = record.get("revoked", {})
-        self.revoked = {str(k): float(v) for k, v in revoked.items()} if isinstance(
-            revoked, dict) else {}
+        self.revoked = (
+            {str(k): float(v) for k, v in revoked.items()} if isinstance(revoked, dict) else {}
+        )
 
     def is_revoked(self, sid: str, issued: float, refresh: bool = True) -> bool:
         if refresh:
@@ -242,8 +246,9 @@ class Revocations:
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, {"not_before": self.not_before, "revoked": self.revoked},
-                          OWNER_ONLY)
+        atomic_write_json(
+            self.path, {"not_before": self.not_before, "revoked": self.revoked}, OWNER_ONLY
+        )
         self._seen = None
 
 
@@ -281,8 +286,9 @@ def _unb64(text: str) -> bytes:
 class Authenticator:
     """Checks tokens, passwords and session cookies of one daemon."""
 
-    def __init__(self, token: str, state: StateFolder, enabled: bool = True,
-                 backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, token: str, state: StateFolder, enabled: bool = True, backoff: Backoff | None = None
+    ) -> None:
         self.token = token
         self.state = state
         self.enabled = enabled
@@ -303,8 +309,7 @@ class Authenticator:
     # tokens and passwords
 
     def token_ok(self, candidate: str) -> bool:
-        return bool(candidate) and secrets.compare_digest(candidate.encode(),
-                                                          self.token.encode())
+        return bool(candidate) and secrets.compare_digest(candidate.encode(), self.token.encode())
 
     async def password_ok(self, candidate: str) -> bool:
         """Check a password in a worker thread, at most PASSWORD_CHECKS at a time."""
@@ -325,8 +330,13 @@ class Authenticator:
 
     def new_device(self) -> str:
         """A device cookie value: this browser logged in once."""
-        payload = json.dumps({"sid": secrets.token_urlsafe(12), "aud": "device",
-                              "exp": time.time() + DEVICE_LIFETIME}).encode()
+        payload = json.dumps(
+            {
+                "sid": secrets.token_urlsafe(12),
+                "aud": "device",
+                "exp": time.time() + DEVICE_LIFETIME,
+            }
+        ).encode()
         return f"{_b64(payload)}.{self._sign(payload)}"
 
     # sessions
@@ -334,14 +344,16 @@ class Authenticator:
     def _sign(self, payload: bytes) -> str:
         return _b64(hmac.new(self._key, payload, hashlib.sha256).digest())
 
-    def new_session(self, audience: str = DASHBOARD, parent: str = "",
-                    lifetime: float = SESSION_LIFETIME) -> tuple[Session, str]:
+    def new_session(
+        self, audience: str = DASHBOARD, parent: str = "", lifetime: float = SESSION_LIFETIME
+    ) -> tuple[Session, str]:
         """A new session and its cookie value."""
         sid = secrets.token_urlsafe(18)
         now = time.time()
         session = Session(sid, now + lifetime, self._csrf_for(sid), audience, now, parent)
-        payload = json.dumps({"sid": sid, "exp": session.expires, "aud": audience,
-                              "iat": now, "parent": parent}).encode()
+        payload = json.dumps(
+            {"sid": sid, "exp": session.expires, "aud": audience, "iat": now, "parent": parent}
+        ).encode()
         return session, f"{_b64(payload)}.{self._sign(payload)}"
 
     def _csrf_for(self, sid: str) -> str:
@@ -366,8 +378,7 @@ class Authenticator:
             return None
         return data
 
-    def session_from_cookie(self, value: str | None,
-                            audience: str = DASHBOARD) -> Session | None:
+    def session_from_cookie(self, value: str | None, audience: str = DASHBOARD) -> Session | None:
         """The live session a cookie value names (None if forged, expired or revoked).
 
         A value seen before is not verified again (its signature cannot change); its
@@ -387,8 +398,9 @@ class Authenticator:
             return None
         self.revocations.refresh()
         if self.revocations.is_revoked(session.sid, session.issued, refresh=False) or (
-                session.parent and self.revocations.is_revoked(session.parent, session.issued,
-                                                               refresh=False)):
+            session.parent
+            and self.revocations.is_revoked(session.parent, session.issued, refresh=False)
+        ):
             return None
         return session
 
@@ -425,14 +437,14 @@ class Authenticator:
             return Principal("open")
         return None
 
-    def identify_for_service(self, connection: HTTPConnection,
-                             service: str) -> Principal | None:
+    def identify_for_service(self, connection: HTTPConnection, service: str) -> Principal | None:
         """Who sent this request to `service`'s own origin: its own session cookie or
         the bearer token; the dashboard's cookie never counts there."""
         if self.bearer_ok(connection):
             return Principal("bearer")
-        session = self.session_from_cookie(connection.cookies.get(self.service_cookie(service)),
-                                           f"service:{service}")
+        session = self.session_from_cookie(
+            connection.cookies.get(self.service_cookie(service)), f"service:{service}"
+        )
         if session is not None:
             return Principal("session", session)
         if not self.enabled:
@@ -446,7 +458,8 @@ class Authenticator:
             return True  # bearer requests carry no ambient credential
         assert principal.session is not None
         return bool(supplied) and secrets.compare_digest(
-            str(supplied).encode(), principal.session.csrf.encode())
+            str(supplied).encode(), principal.session.csrf.encode()
+        )
 
 
 def client_address(connection: HTTPConnection) -> str:

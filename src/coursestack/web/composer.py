@@ -89,9 +89,12 @@ class SpecSave(BaseModel):
     """A new text for the spec file, and the version it replaces."""
 
     text: str
-    version: str = Field(max_length=100, description="Version the edit started from (from "
-                         "GET /api/spec or its ETag); an `If-Match` header, if sent, must "
-                         "name the same.")
+    version: str = Field(
+        max_length=100,
+        description="Version the edit started from (from "
+        "GET /api/spec or its ETag); an `If-Match` header, if sent, must "
+        "name the same.",
+    )
 
 
 class SavedView(BaseModel):
@@ -129,19 +132,23 @@ class Applied(BaseModel):
 
 #: Routes with a JSON body: one that is not JSON, or over the daemon's 64 KiB limit, is
 #: refused before the route runs (a spec's size is bounded by that limit, not the schema).
-BAD_BODY: Responses = {400: Answer(Problem, "The body is not JSON"),
-                       413: Answer(Problem, "The body is over 64 KiB")}
+BAD_BODY: Responses = {
+    400: Answer(Problem, "The body is not JSON"),
+    413: Answer(Problem, "The body is over 64 KiB"),
+}
 SAVE_RESPONSES: Responses = {
-    **NO_CSRF, **BAD_BODY,
-    400: Answer(Refused, "The spec has problems (or the body is not JSON); nothing was "
-                "written"),
-    409: Answer(ConflictView, "The file changed since that version; nothing was written")}
+    **NO_CSRF,
+    **BAD_BODY,
+    400: Answer(Refused, "The spec has problems (or the body is not JSON); nothing was written"),
+    409: Answer(ConflictView, "The file changed since that version; nothing was written"),
+}
 
 
 class IfMatch(BaseModel):
     """The version an edit started from, as a header (must agree with the body's)."""
 
     if_match: str | None = Field(None, max_length=100)
+
 
 #: One spec change applied at a time (each stops and starts services).
 _applying = asyncio.Lock()
@@ -151,17 +158,24 @@ pages = Routes(in_schema=False)
 
 
 def _validation(checked: Checked) -> dict[str, Any]:
-    return {"valid": checked.spec is not None,
-            "problems": [problem.as_dict() for problem in checked.problems],
-            "data": checked.data}
+    return {
+        "valid": checked.spec is not None,
+        "problems": [problem.as_dict() for problem in checked.problems],
+        "data": checked.data,
+    }
 
 
 def _refused(error: SpecError) -> JSONResponse:
     """400: the spec has problems, each with its line and key (a `Refused`)."""
     from coursestack.spec_edit import SpecProblem
 
-    return JSONResponse({"detail": error.message, "problems": [
-        SpecProblem(*problem).as_dict() for problem in error.problems]}, 400)
+    return JSONResponse(
+        {
+            "detail": error.message,
+            "problems": [SpecProblem(*problem).as_dict() for problem in error.problems],
+        },
+        400,
+    )
 
 
 @router.get("/spec", response=SpecDocument)
@@ -174,8 +188,9 @@ async def get_spec(call: Call) -> JSONResponse:
     checked = check_text(text, path)
     body = SpecDocument(path=str(path), text=text, version=version, **_validation(checked))
     # mode="json": a TOML date or an `inf` in the file must not break the answer.
-    return JSONResponse(body.model_dump(mode="json"), headers={"ETag": f'"{version}"',
-                                                    "Cache-Control": "no-store"})
+    return JSONResponse(
+        body.model_dump(mode="json"), headers={"ETag": f'"{version}"', "Cache-Control": "no-store"}
+    )
 
 
 @router.add(("POST", "DELETE", "PATCH", "OPTIONS", "TRACE"), "/spec", in_schema=False)
@@ -185,8 +200,9 @@ async def spec_other_methods(_call: Call) -> Response:
     return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": "GET, PUT"})
 
 
-@router.post("/spec/validate", response=Validation, body=SpecText,
-             responses={**NO_CSRF, **BAD_BODY})
+@router.post(
+    "/spec/validate", response=Validation, body=SpecText, responses={**NO_CSRF, **BAD_BODY}
+)
 async def validate_spec(call: Call) -> Validation:
     """Check a spec text with the real loader: each problem with its line and key."""
     from coursestack.spec_edit import check_text
@@ -195,8 +211,9 @@ async def validate_spec(call: Call) -> Validation:
     return Validation(**_validation(check_text(text, call.web.daemon.spec.path)))
 
 
-@router.post("/spec/compose", response=Composed, body=ComposeRequest,
-             responses={**NO_CSRF, **BAD_BODY})
+@router.post(
+    "/spec/compose", response=Composed, body=ComposeRequest, responses={**NO_CSRF, **BAD_BODY}
+)
 async def compose_spec(call: Call) -> Composed:
     """Write edited data back into a spec text (comments and order kept), and check it.
     A `base` that is not TOML comes back unchanged, with its problem."""
@@ -208,15 +225,19 @@ async def compose_spec(call: Call) -> Composed:
         text = compose(body.base, body.data)
     except Exception as error:  # tomlkit raises many kinds for text or data it cannot take
         checked = check_text(body.base, path)
-        problems = checked.problems or [SpecProblem(1, "", f"cannot write that as TOML: "
-                                                    f"{error}", "")]
-        return Composed(text=body.base, valid=False, data=checked.data,
-                        problems=[SpecProblemView(**p.as_dict()) for p in problems])
+        problems = checked.problems or [
+            SpecProblem(1, "", f"cannot write that as TOML: {error}", "")
+        ]
+        return Composed(
+            text=body.base,
+            valid=False,
+            data=checked.data,
+            problems=[SpecProblemView(**p.as_dict()) for p in problems],
+        )
     return Composed(text=text, **_validation(check_text(text, path)))
 
 
-@router.put("/spec", response=SavedView, body=SpecSave, headers=IfMatch,
-            responses=SAVE_RESPONSES)
+@router.put("/spec", response=SavedView, body=SpecSave, headers=IfMatch, responses=SAVE_RESPONSES)
 async def put_spec(call: Call) -> JSONResponse:
     """Save a new spec text: only a valid spec, only over the version it started from;
     the previous file is kept as `course.toml.bak`."""
@@ -228,22 +249,35 @@ async def put_spec(call: Call) -> JSONResponse:
     try:
         if len(versions) > 1:  # the body and the header disagree: neither can be trusted
             current_text, current_version = await asyncio.to_thread(
-                read_spec_text, web.daemon.spec.path)
+                read_spec_text, web.daemon.spec.path
+            )
             raise SpecConflict(current_text, current_version)
         saved = await asyncio.to_thread(save, web.daemon.spec.path, body.text, body.version)
     except SpecConflict as conflict:
-        return JSONResponse({"detail": conflict.message + ": " + conflict.hint,
-                             "text": conflict.current_text,
-                             "version": conflict.current_version}, 409)
+        return JSONResponse(
+            {
+                "detail": conflict.message + ": " + conflict.hint,
+                "text": conflict.current_text,
+                "version": conflict.current_version,
+            },
+            409,
+        )
     except SpecError as error:
         return _refused(error)
-    view = SavedView(path=str(saved.path), version=saved.version,
-                     backup=str(saved.backup) if saved.backup else None, changed=saved.changed)
+    view = SavedView(
+        path=str(saved.path),
+        version=saved.version,
+        backup=str(saved.backup) if saved.backup else None,
+        changed=saved.changed,
+    )
     return JSONResponse(view.model_dump(), headers={"ETag": f'"{saved.version}"'})
 
 
-@router.post("/spec/apply", response=Applied,
-             responses={**NO_CSRF, 400: Answer(Refused, "The saved spec has problems")})
+@router.post(
+    "/spec/apply",
+    response=Applied,
+    responses={**NO_CSRF, 400: Answer(Refused, "The saved spec has problems")},
+)
 async def apply_spec(call: Call) -> JSONResponse:
     """Run the saved spec on this instance: services it adds are started, those it removes
     stopped, those it changes restarted; nothing else is touched."""
@@ -256,8 +290,10 @@ async def apply_spec(call: Call) -> JSONResponse:
     async with _applying:  # two tabs pressing Run: one change after the other
         changes = await web.daemon.apply_spec(spec)
         # A web service added (or one removed) gets (or loses) its origin at the front door.
-        web.origins = Origins(web.daemon.name, [name for name, unit in web.daemon.units.items()
-                                                if unit.connection().web])
+        web.origins = Origins(
+            web.daemon.name,
+            [name for name, unit in web.daemon.units.items() if unit.connection().web],
+        )
     web.forget_views()
     return JSONResponse(changes.as_dict())
 
@@ -265,10 +301,13 @@ async def apply_spec(call: Call) -> JSONResponse:
 @router.get("/spec/schema", response=dict[str, Any])
 async def spec_schema(_call: Call) -> dict[str, Any]:
     """JSON schema of each kind's settings (the composer builds its forms from them)."""
-    return {"kinds": {kind: model.model_json_schema() for kind, model in
-                      sorted(service_models().items())},
-            "course": CourseInfo.model_json_schema(),
-            "conditions": [str(condition) for condition in DependencyCondition]}
+    return {
+        "kinds": {
+            kind: model.model_json_schema() for kind, model in sorted(service_models().items())
+        },
+        "course": CourseInfo.model_json_schema(),
+        "conditions": [str(condition) for condition in DependencyCondition],
+    }
 
 
 @router.get("/spec/download", media_types=("application/toml", "application/zip"))
@@ -282,23 +321,36 @@ async def download_spec(call: Call) -> Response:
     text, _version = await asyncio.to_thread(read_spec_text, path)
     exports = await asyncio.to_thread(_exports, path)
     if exports is None:
-        return Response(text.encode("utf-8"), media_type="application/toml", headers={
-            "Content-Disposition": 'attachment; filename="course.toml"',
-            "Cache-Control": "no-store"})
+        return Response(
+            text.encode("utf-8"),
+            media_type="application/toml",
+            headers={
+                "Content-Disposition": 'attachment; filename="course.toml"',
+                "Cache-Control": "no-store",
+            },
+        )
     name = re.sub(r"[^a-z0-9-]", "-", web.daemon.spec.course.name)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{name}/course.toml", text)
         for file_name, contents in sorted(exports.items()):
             archive.writestr(f"{name}/exports/{file_name}", contents)
-    return Response(buffer.getvalue(), media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{name}.zip"',
-        "Cache-Control": "no-store"})
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}.zip"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 #: File names of the exports that are one file (the others are folders).
-_ONE_FILE = {"z2jh": "config.yaml", "systemd": "coursestack.service",
-             "launchd": "coursestack.plist"}
+_ONE_FILE = {
+    "z2jh": "config.yaml",
+    "systemd": "coursestack.service",
+    "launchd": "coursestack.plist",
+}
 
 
 def _exports(path: Path) -> dict[str, bytes] | None:
@@ -322,13 +374,19 @@ def _exports(path: Path) -> dict[str, bytes] | None:
             module = target(name)
             where = Path(scratch) / name
             try:
-                module.export(course, Output(where / _ONE_FILE.get(name, ""), False,
-                                             module.IS_FOLDER))
+                module.export(
+                    course, Output(where / _ONE_FILE.get(name, ""), False, module.IS_FOLDER)
+                )
             except UserError as error:
                 notes.append(f"{name}: not exported: {error.render()}")
                 continue
-            files.update({str(file.relative_to(scratch)): file.read_bytes()
-                          for file in sorted(where.rglob("*")) if file.is_file()})
+            files.update(
+                {
+                    str(file.relative_to(scratch)): file.read_bytes()
+                    for file in sorted(where.rglob("*"))
+                    if file.is_file()
+                }
+            )
     notes.extend(warning.render() for warning in course.warnings)
     if notes:
         files["WARNINGS.txt"] = ("\n".join(notes) + "\n").encode()
@@ -350,5 +408,9 @@ async def diagram_svg(call: Call) -> Response:
 @pages.get("/composer")
 async def composer_page(call: Call) -> HTMLResponse:
     """Draw the course: drag kinds in, link services, edit settings, save, run."""
-    return render("composer.html", title="Composer", spec_path=str(call.web.daemon.spec.path),
-                  **_page_values(call.web, call.login, "composer"))
+    return render(
+        "composer.html",
+        title="Composer",
+        spec_path=str(call.web.daemon.spec.path),
+        **_page_values(call.web, call.login, "composer"),
+    )

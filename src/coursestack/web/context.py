@@ -101,8 +101,11 @@ class WebContext:
     def service_or_404(self, name: str) -> Service:
         service = self.supervisor.services.get(name)
         if service is None:
-            raise HTTPException(404, f"no service named {name!r}; services: "
-                                + ", ".join(sorted(self.supervisor.services)))
+            raise HTTPException(
+                404,
+                f"no service named {name!r}; services: "
+                + ", ".join(sorted(self.supervisor.services)),
+            )
         return service
 
     def view(self, name: str) -> ServiceView:
@@ -111,16 +114,27 @@ class WebContext:
         connection = unit.connection()
         running = status.pid is not None
         return ServiceView(
-            name=name, kind=status.kind, state=str(status.state), detail=status.detail,
-            reason=status.reason, pid=status.pid, port=unit.port, since=status.since,
+            name=name,
+            kind=status.kind,
+            state=str(status.state),
+            detail=status.detail,
+            reason=status.reason,
+            pid=status.pid,
+            port=unit.port,
+            since=status.since,
             uptime=(time.time() - status.started_at) if running and status.started_at else None,
-            heartbeat=status.heartbeat, restarts=status.restarts,
+            heartbeat=status.heartbeat,
+            restarts=status.restarts,
             memory=self.memory(status.pid),
-            web=connection.web, url=connection.url,
+            web=connection.web,
+            url=connection.url,
             proxy_path=f"/s/{name}/" if connection.web else "",
             proxy_url=self.proxy_url(name) if connection.web else "",
-            start=str(unit.spec.start), last_log=status.last_log,
-            label=str(connection.extra.get("label", "")), note=status.note)
+            start=str(unit.spec.start),
+            last_log=status.last_log,
+            label=str(connection.extra.get("label", "")),
+            note=status.note,
+        )
 
     def views(self) -> list[ServiceView]:
         return [self.view(s.name) for s in self.supervisor.statuses()]
@@ -147,8 +161,7 @@ def get_context(request: Request) -> WebContext:
 
 async def _form_csrf(request: Request) -> str | None:
     """The `csrf_token` field of an urlencoded form (a plain HTML form has no headers)."""
-    if not request.headers.get("content-type", "").startswith(
-            "application/x-www-form-urlencoded"):
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return None
     body = await request.body()  # kept by the request: the route can still read the form
     if len(body) > MAX_CSRF_FORM:

@@ -50,21 +50,26 @@ def _templates() -> Environment:
 
     return Environment(
         loader=FileSystemLoader(str(resources.files("coursestack.web") / "templates")),
-        autoescape=select_autoescape(["html"]), trim_blocks=False, lstrip_blocks=False)
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
 
 
 def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-    response = HTMLResponse(_templates().get_template(name).render(**values),
-                            status_code=status)
+    response = HTMLResponse(_templates().get_template(name).render(**values), status_code=status)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def _page_values(web: WebContext, principal: Principal, page: str) -> dict[str, Any]:
     spec = web.daemon.spec
-    return {"csrf_token": principal.session.csrf if principal.session else "-",
-            "course_title": spec.course.title or spec.course.name, "page": page,
-            "has_content": spec.content is not None}
+    return {
+        "csrf_token": principal.session.csrf if principal.session else "-",
+        "course_title": spec.course.title or spec.course.name,
+        "page": page,
+        "has_content": spec.content is not None,
+    }
 
 
 def safe_next(target: str | None) -> str:
@@ -77,18 +82,34 @@ def safe_next(target: str | None) -> str:
 # -- login -----------------------------------------------------------------------------------
 
 
-def _login_page(request: Request, error: str = "", status: int = 200,
-                next_url: str = "/") -> HTMLResponse:
+def _login_page(
+    request: Request, error: str = "", status: int = 200, next_url: str = "/"
+) -> HTMLResponse:
     token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
-    response = render("login.html", status, title="Log in", error=error, login_csrf=token,
-                      next=safe_next(next_url), csrf_token="", page="login")
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/login",
-                        secure=request.url.scheme == "https")
+    response = render(
+        "login.html",
+        status,
+        title="Log in",
+        error=error,
+        login_csrf=token,
+        next=safe_next(next_url),
+        csrf_token="",
+        page="login",
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        path="/login",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
-def _logged_in(request: Request, auth: Authenticator, next_url: str,
-               started_elsewhere: bool = False) -> Response:
+def _logged_in(
+    request: Request, auth: Authenticator, next_url: str, started_elsewhere: bool = False
+) -> Response:
     """Set the session cookie (SameSite=Strict) and go on to `next_url`.
 
     `started_elsewhere`: the login came from another site (the local page `up --open`
@@ -99,17 +120,33 @@ def _logged_in(request: Request, auth: Authenticator, next_url: str,
     target = safe_next(next_url)
     response: Response
     if started_elsewhere:
-        response = HTMLResponse(f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
-                                f"content='0;url={escape(target)}'><title>Logged in</title>"
-                                f"<p><a href='{escape(target)}'>Open the dashboard</a></p>")
+        response = HTMLResponse(
+            f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
+            f"content='0;url={escape(target)}'><title>Logged in</title>"
+            f"<p><a href='{escape(target)}'>Open the dashboard</a></p>"
+        )
     else:
         response = RedirectResponse(target, 303)
     secure = request.url.scheme == "https"
-    response.set_cookie(auth.session_cookie, cookie, max_age=int(SESSION_LIFETIME),
-                        httponly=True, samesite="strict", path="/", secure=secure)
+    response.set_cookie(
+        auth.session_cookie,
+        cookie,
+        max_age=int(SESSION_LIFETIME),
+        httponly=True,
+        samesite="strict",
+        path="/",
+        secure=secure,
+    )
     if auth.throttle_key(request) == "anyone":  # remember this browser (see Backoff)
-        response.set_cookie(auth.device_cookie, auth.new_device(), max_age=int(DEVICE_LIFETIME),
-                            httponly=True, samesite="strict", path="/login", secure=secure)
+        response.set_cookie(
+            auth.device_cookie,
+            auth.new_device(),
+            max_age=int(DEVICE_LIFETIME),
+            httponly=True,
+            samesite="strict",
+            path="/login",
+            secure=secure,
+        )
     response.delete_cookie(LOGIN_COOKIE, path="/login")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"  # the token may be in the URL
@@ -117,9 +154,16 @@ def _logged_in(request: Request, auth: Authenticator, next_url: str,
 
 
 def _too_many(wait: float) -> HTMLResponse:
-    response = render("login.html", 429, title="Log in", login_csrf="", next="/", csrf_token="",
-                      error=f"Too many wrong passwords: wait {int(wait) + 1} s and try again "
-                      "(the link `coursestack up` prints always works).")
+    response = render(
+        "login.html",
+        429,
+        title="Log in",
+        login_csrf="",
+        next="/",
+        csrf_token="",
+        error=f"Too many wrong passwords: wait {int(wait) + 1} s and try again "
+        "(the link `coursestack up` prints always works).",
+    )
     response.headers["Retry-After"] = str(int(wait) + 1)
     return response
 
@@ -140,8 +184,12 @@ async def login_page(call: Call) -> Response:
         return _login_page(request, next_url=next)
     if auth.token_ok(token):
         return _logged_in(request, auth, next)
-    return _login_page(request, "That login link is not valid (an old one?). Run "
-                       "`coursestack up` again for a fresh link.", 401, next)
+    return _login_page(
+        request,
+        "That login link is not valid (an old one?). Run `coursestack up` again for a fresh link.",
+        401,
+        next,
+    )
 
 
 @public.post("/login/code")
@@ -150,8 +198,12 @@ async def login_with_code(call: Call) -> Response:
     request, web = call.request, call.web
     form = await read_form(request)
     if web.codes.redeem(form.get("code"), "dashboard") is None:
-        return _login_page(request, "That login page has expired (it works once, within a "
-                           "minute). Run `coursestack up --open` again, or log in here.", 401)
+        return _login_page(
+            request,
+            "That login page has expired (it works once, within a "
+            "minute). Run `coursestack up --open` again, or log in here.",
+            401,
+        )
     return _logged_in(request, web.auth, "/", started_elsewhere=True)
 
 
@@ -222,13 +274,20 @@ async def dashboard(call: Call) -> HTMLResponse:
     rows = []
     for view in web.views():
         row = view.model_dump()
-        row["heartbeat_text"] = (f"{format_duration(time.time() - view.heartbeat)} ago"
-                                 if view.heartbeat and view.pid else NONE)
+        row["heartbeat_text"] = (
+            f"{format_duration(time.time() - view.heartbeat)} ago"
+            if view.heartbeat and view.pid
+            else NONE
+        )
         row["uptime_text"] = format_duration(view.uptime, NONE)
         row["memory_text"] = format_size(view.memory or None, NONE)
         rows.append(row)
-    return render("dashboard.html", title="Services", services=rows,
-                  **_page_values(web, principal, "services"))
+    return render(
+        "dashboard.html",
+        title="Services",
+        services=rows,
+        **_page_values(web, principal, "services"),
+    )
 
 
 @pages.get("/services/{name}/logs")
@@ -236,9 +295,13 @@ async def log_page(call: Call) -> HTMLResponse:
     """A service's log, following new lines."""
     name, web, principal = call.path("name"), call.web, call.login
     web.service_or_404(name)
-    return render("logs.html", title=f"Log of {name}", service=name,
-                  lines=tail_lines(web.daemon.state.log_file(name), 200),
-                  **_page_values(web, principal, "logs"))
+    return render(
+        "logs.html",
+        title=f"Log of {name}",
+        service=name,
+        lines=tail_lines(web.daemon.state.log_file(name), 200),
+        **_page_values(web, principal, "logs"),
+    )
 
 
 @pages.get("/connections")
@@ -247,8 +310,12 @@ async def connections_page(call: Call) -> HTMLResponse:
     web, principal = call.web, call.login
     document = masked(read_json(web.daemon.state.connections_file, {}) or {})
     services = list((document.get("services") or {}).values())
-    return render("connections.html", title="Connections", connections=services,
-                  **_page_values(web, principal, "connections"))
+    return render(
+        "connections.html",
+        title="Connections",
+        connections=services,
+        **_page_values(web, principal, "connections"),
+    )
 
 
 STATUS_TEXT = {"ok": "OK", "warn": "Warning", "fail": "Problem"}
@@ -256,7 +323,7 @@ STATUS_TEXT = {"ok": "OK", "warn": "Warning", "fail": "Problem"}
 
 @pages.get("/doctor")
 async def doctor_page(call: Call) -> HTMLResponse:
-    """"Check my setup": every doctor finding, and the diagnostics bundle to download."""
+    """ "Check my setup": every doctor finding, and the diagnostics bundle to download."""
     web, principal = call.web, call.login
     from coursestack.doctor import run_doctor, summary, worst  # only when asked for
 
@@ -264,14 +331,22 @@ async def doctor_page(call: Call) -> HTMLResponse:
     # Blocking, and it calls this daemon's own API: never on the event loop.
     findings = await asyncio.to_thread(run_doctor, web.daemon.state)
     order = {"fail": 0, "warn": 1, "ok": 2}
-    rows = [{**f.as_dict(), "status_text": STATUS_TEXT[f.status]}
-            for f in sorted(findings, key=lambda f: order[f.status])]
+    rows = [
+        {**f.as_dict(), "status_text": STATUS_TEXT[f.status]}
+        for f in sorted(findings, key=lambda f: order[f.status])
+    ]
     counts = {status: sum(1 for f in findings if f.status == status) for status in order}
-    return render("doctor.html", title="Check my setup", findings=rows, counts=counts,
-                  overall=worst(findings),
-                  summary=summary(findings).replace("worth knowing above", "worth knowing below"),
-                  elapsed=f"{time.monotonic() - started:.1f}",
-                  checked=time.strftime("%H:%M:%S"), **_page_values(web, principal, "doctor"))
+    return render(
+        "doctor.html",
+        title="Check my setup",
+        findings=rows,
+        counts=counts,
+        overall=worst(findings),
+        summary=summary(findings).replace("worth knowing above", "worth knowing below"),
+        elapsed=f"{time.monotonic() - started:.1f}",
+        checked=time.strftime("%H:%M:%S"),
+        **_page_values(web, principal, "doctor"),
+    )
 
 
 def _bundle_bytes(web: WebContext) -> tuple[str, bytes]:
@@ -289,9 +364,14 @@ async def doctor_bundle(call: Call) -> Response:
     session's CSRF token: it runs programs and writes a file."""
     name, data = await asyncio.to_thread(_bundle_bytes, call.web)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    return Response(data, media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{name}"',
-        "Cache-Control": "no-store"})
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 def login_redirect(request: Request) -> RedirectResponse:

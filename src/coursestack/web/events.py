@@ -33,8 +33,9 @@ def sse(event: str, data: Any) -> bytes:
 class Broker:
     """Fans supervisor events out to subscribers."""
 
-    def __init__(self, supervisor: Supervisor, snapshot: Snapshot, view: ServiceView,
-                 tick: float = 2.0) -> None:
+    def __init__(
+        self, supervisor: Supervisor, snapshot: Snapshot, view: ServiceView, tick: float = 2.0
+    ) -> None:
         self._supervisor = supervisor
         self._snapshot = snapshot
         self._view = view
@@ -52,8 +53,9 @@ class Broker:
     def _on_event(self, event: Event) -> None:
         if not self._queues:
             return
-        self._broadcast(sse("state", {"event": event.as_dict(),
-                                      "service": self._view(event.service)}))
+        self._broadcast(
+            sse("state", {"event": event.as_dict(), "service": self._view(event.service)})
+        )
 
     def _broadcast(self, message: bytes | None) -> None:
         """Queue one event for every subscriber (encoded once, however many they are)."""
@@ -102,8 +104,13 @@ class Broker:
             self._queues.discard(queue)
 
 
-async def follow_log(path: Path, closed: asyncio.Event, start_lines: list[str],
-                     interval: float = 0.5, batch: int = 65536) -> AsyncIterator[bytes]:
+async def follow_log(
+    path: Path,
+    closed: asyncio.Event,
+    start_lines: list[str],
+    interval: float = 0.5,
+    batch: int = 65536,
+) -> AsyncIterator[bytes]:
     """An event stream of a log file: its last lines, then each new line as it comes."""
     yield f"retry: {RETRY_MS}\n\n".encode()
     yield sse("lines", start_lines)
@@ -139,4 +146,3 @@ async def follow_log(path: Path, closed: asyncio.Event, start_lines: list[str],
             pending = b""
         if complete:
             yield sse("lines", [line.decode("utf-8", errors="replace") for line in complete])
-

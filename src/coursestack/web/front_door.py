@@ -81,13 +81,16 @@ def _rest_of(raw: str) -> str:
 def _reload_same_site(request: Request) -> Response | None:
     """A link from another site (a service's origin) does not carry the dashboard's
     SameSite=Strict cookie; a page that reloads itself does (the reload starts here)."""
-    if (request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
-            and request.headers.get("sec-fetch-mode") == "navigate"):
-        target = escape(request.url.path + (f"?{request.url.query}" if request.url.query
-                                            else ""))
-        return HTMLResponse(f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
-                            f"content='0;url={target}'><title>Opening…</title>",
-                            headers=_NO_STORE)
+    if (
+        request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
+        and request.headers.get("sec-fetch-mode") == "navigate"
+    ):
+        target = escape(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        return HTMLResponse(
+            f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
+            f"content='0;url={target}'><title>Opening…</title>",
+            headers=_NO_STORE,
+        )
     return None
 
 
@@ -106,7 +109,8 @@ async def open_service(call: Call) -> Response:
     if has_traversal(raw):
         raise HTTPException(400, "path traversal is not allowed")
     target = service_path(unit, _rest_of(raw)) + (
-        f"?{request.url.query}" if request.url.query else "")
+        f"?{request.url.query}" if request.url.query else ""
+    )
     port = request_port(request.headers.get("host"), web.daemon_port())
     origin = web.origins.host_of(name, port).origin
     parent = principal.session.sid if principal.session else ""
@@ -163,18 +167,23 @@ class ServiceOrigins:
                 raise HTTPException(421, "no service of this instance has that name")
             response = await _serve_http(request, web, target)
         except HTTPException as refused:
-            response = JSONResponse({"detail": refused.detail}, refused.status_code,
-                                    headers={"Cache-Control": "no-store"})
+            response = JSONResponse(
+                {"detail": refused.detail},
+                refused.status_code,
+                headers={"Cache-Control": "no-store"},
+            )
         await response(scope, receive, send)
 
 
-def _identify(request: Request | WebSocket, web: WebContext,
-              target: ServiceHost) -> Principal | None:
+def _identify(
+    request: Request | WebSocket, web: WebContext, target: ServiceHost
+) -> Principal | None:
     return web.auth.identify_for_service(request, target.service)
 
 
-async def _serve_http(request: Request, web: WebContext,
-                      target: ServiceHost) -> Response | Forwarding:
+async def _serve_http(
+    request: Request, web: WebContext, target: ServiceHost
+) -> Response | Forwarding:
     if foreign_request(request, target.origin):
         raise HTTPException(403, "refused: sent by a page of another origin")
     unit = web_unit(web, target.service)
@@ -184,10 +193,9 @@ async def _serve_http(request: Request, web: WebContext,
     principal = _identify(request, web, target)
     if principal is None:
         dashboard = _dashboard_of(web, target)
-        wants_page = (request.method == "GET"
-                      and "text/html" in request.headers.get("accept", ""))
+        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
         if wants_page:  # through the dashboard's login and back
-            rest = path[len(home_path(unit)):] if path.startswith(home_path(unit)) else ""
+            rest = path[len(home_path(unit)) :] if path.startswith(home_path(unit)) else ""
             query = f"?{request.url.query}" if request.url.query else ""
             return RedirectResponse(f"{dashboard}s/{target.service}/{rest}{query}", 303)
         raise HTTPException(401, "log in at the dashboard first")
@@ -205,39 +213,52 @@ def _dashboard_of(web: WebContext, target: ServiceHost) -> str:
     return dashboard_address(web, target.port) + "/"
 
 
-async def _hand_off(request: Request, web: WebContext, target: ServiceHost,
-                    dashboard: str) -> Response:
+async def _hand_off(
+    request: Request, web: WebContext, target: ServiceHost, dashboard: str
+) -> Response:
     """Redeem a one-time code: this origin's own session cookie (and the service's own
     login cookie, if it has a login), then on to the page the code was issued for."""
     codes = parse_qs(request.url.query).get("code", [])
     grant = web.codes.redeem(codes[0] if codes else None, f"service:{target.service}")
     if grant is None:
-        body = ("<!doctype html><meta charset=utf-8><title>Link expired</title>"
-                "<p>This link was already used or is too old. "
-                f"<a href='{escape(dashboard)}'>Open the service from the dashboard</a> "
-                "again.</p>")
+        body = (
+            "<!doctype html><meta charset=utf-8><title>Link expired</title>"
+            "<p>This link was already used or is too old. "
+            f"<a href='{escape(dashboard)}'>Open the service from the dashboard</a> "
+            "again.</p>"
+        )
         return HTMLResponse(body, 400, headers=_NO_STORE)
-    _, cookie = web.auth.new_session(f"service:{target.service}", grant.parent,
-                                     SESSION_LIFETIME)
+    _, cookie = web.auth.new_session(f"service:{target.service}", grant.parent, SESSION_LIFETIME)
     # A page that moves on by itself: the next request then starts on this origin, so
     # the SameSite=Strict cookie goes with it (a redirect would still count as started
     # by the dashboard's site).
-    next_path = grant.next_path if grant.next_path.startswith("/") and not \
-        grant.next_path.startswith("//") else "/"
-    response = HTMLResponse(f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
-                            f"content='0;url={escape(next_path)}'><title>Opening…</title>"
-                            f"<p><a href='{escape(next_path)}'>Continue</a></p>",
-                            headers=_NO_STORE)
-    response.set_cookie(web.auth.service_cookie(target.service), cookie,
-                        max_age=int(SESSION_LIFETIME), httponly=True, samesite="strict",
-                        path="/")
+    next_path = (
+        grant.next_path
+        if grant.next_path.startswith("/") and not grant.next_path.startswith("//")
+        else "/"
+    )
+    response = HTMLResponse(
+        f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh "
+        f"content='0;url={escape(next_path)}'><title>Opening…</title>"
+        f"<p><a href='{escape(next_path)}'>Continue</a></p>",
+        headers=_NO_STORE,
+    )
+    response.set_cookie(
+        web.auth.service_cookie(target.service),
+        cookie,
+        max_age=int(SESSION_LIFETIME),
+        httponly=True,
+        samesite="strict",
+        path="/",
+    )
     for value in await _service_login_cookies(request, web, target):
         response.headers.append("set-cookie", value)
     return response
 
 
-async def _service_login_cookies(request: Request, web: WebContext,
-                                 target: ServiceHost) -> list[str]:
+async def _service_login_cookies(
+    request: Request, web: WebContext, target: ServiceHost
+) -> list[str]:
     """The service's own login cookie for this origin (Jupyter's, obtained with its
     token by the front door); [] for services without a login."""
     upstream = resolve(web, target, home_path(web_unit(web, target.service)), "")
@@ -246,9 +267,14 @@ async def _service_login_cookies(request: Request, web: WebContext,
     pool: UpstreamPool = request.app.state.proxy_client
     try:
         answer = await pool.request(
-            b"GET", upstream.port, f"{upstream.path}api/status".encode("latin-1"),
-            [(b"host", upstream.host.encode("latin-1")),
-             (b"authorization", f"token {upstream.token}".encode("latin-1"))])
+            b"GET",
+            upstream.port,
+            f"{upstream.path}api/status".encode("latin-1"),
+            [
+                (b"host", upstream.host.encode("latin-1")),
+                (b"authorization", f"token {upstream.token}".encode("latin-1")),
+            ],
+        )
         await answer.read()
     except UpstreamError as error:
         log.info("front door: no login cookie from %s: %s", target.service, error)
@@ -269,5 +295,6 @@ async def _serve_websocket(websocket: WebSocket, web: WebContext, target: Servic
     except HTTPException as refused:
         await websocket.close(code=4000 + refused.status_code)
         return
-    await forward_websocket(websocket, web, target.service, upstream,
-                            add_token=principal.via == "bearer")
+    await forward_websocket(
+        websocket, web, target.service, upstream, add_token=principal.via == "bearer"
+    )

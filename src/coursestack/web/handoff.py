@@ -41,8 +41,14 @@ class OneTimeCodes:
     def __init__(self) -> None:
         self._pending: dict[str, Grant] = {}
 
-    def issue(self, purpose: str, lifetime: float, next_path: str = "/",
-              parent: str = "", now: float | None = None) -> str:
+    def issue(
+        self,
+        purpose: str,
+        lifetime: float,
+        next_path: str = "/",
+        parent: str = "",
+        now: float | None = None,
+    ) -> str:
         now = time.monotonic() if now is None else now
         self._forget_expired(now)
         while len(self._pending) >= MAX_PENDING:

@@ -93,8 +93,7 @@ class Origins:
         if name != BASE_DOMAIN and not name.endswith(f".{BASE_DOMAIN}"):
             return None
         labels = name.split(".")
-        if (len(labels) == 3 and labels[1] == self.instance
-                and labels[0] in self.services):
+        if len(labels) == 3 and labels[1] == self.instance and labels[0] in self.services:
             return ServiceHost(self.services[labels[0]], self.instance, port)
         if name == BASE_DOMAIN:
             return None  # the dashboard, reached as localhost:<port>

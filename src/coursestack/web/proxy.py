@@ -48,12 +48,32 @@ from coursestack.web.upstream import (
 log = logging.getLogger("coursestack.web.proxy")
 
 #: Headers that belong to one hop only (RFC 9110 7.6.1), never forwarded.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
-                        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
-                        "proxy-connection"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
+)
 #: Headers that claim who the client is or how it came: rebuilt by us, never copied.
-CLAIMS = frozenset({"forwarded", "x-real-ip", "x-client-ip", "true-client-ip",
-                    "cf-connecting-ip", "x-cluster-client-ip", "x-scheme", "via"})
+CLAIMS = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-cluster-client-ip",
+        "x-scheme",
+        "via",
+    }
+)
 MAX_PROXY_BODY = 512 * 1024 * 1024
 #: A request body up to this size is read whole before it is sent (one write, and the
 #: request can be retried on a new connection); a larger one streams.
@@ -61,16 +81,18 @@ SMALL_BODY = 64 * 1024
 WS_MAX_MESSAGE = 64 * 1024 * 1024
 
 _HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
-_NOT_FORWARDED = frozenset(name.encode() for name in (*HOP_BY_HOP, *CLAIMS, "host",
-                                                      "content-length"))
+_NOT_FORWARDED = frozenset(
+    name.encode() for name in (*HOP_BY_HOP, *CLAIMS, "host", "content-length")
+)
 _COOKIE_PREFIX = COOKIE_PREFIX.encode()
 
 
 class Upstream:
     """Where a proxied request goes, and how the service wants it."""
 
-    def __init__(self, port: int, path: str, query: str, host: str,
-                 token: str | None, public_host: str = "") -> None:
+    def __init__(
+        self, port: int, path: str, query: str, host: str, token: str | None, public_host: str = ""
+    ) -> None:
         self.port = port
         self.path = path
         self.query = query
@@ -83,7 +105,8 @@ class Upstream:
 
     def url(self, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{self.path}" + (
-            f"?{self.query}" if self.query else "")
+            f"?{self.query}" if self.query else ""
+        )
 
     def target(self) -> bytes:
         """The request target (path and query) as sent to the service."""
@@ -102,8 +125,9 @@ def has_traversal(raw_path: str) -> bool:
 #: unit -> (port, has a web interface, its token): what the front door asks of a unit's
 #: connection info on every request; `connection()` builds paths, so it is asked again
 #: only when the port moved (a respec replaces the unit itself).
-_facts: weakref.WeakKeyDictionary[Any, tuple[int | None, bool, str | None]] = \
+_facts: weakref.WeakKeyDictionary[Any, tuple[int | None, bool, str | None]] = (
     weakref.WeakKeyDictionary()
+)
 
 
 def _web_facts(unit: Any) -> tuple[bool, str | None]:
@@ -155,8 +179,7 @@ def service_is_up(web: WebContext, name: str) -> bool:
     return True
 
 
-def not_ready_page(web: WebContext, name: str, request: Request,
-                   dashboard: str) -> Response | None:
+def not_ready_page(web: WebContext, name: str, request: Request, dashboard: str) -> Response | None:
     """Start an on-demand service on its first request; while a service is not ready,
     a page that says so (and refreshes itself) instead of a bare error."""
     service = web.daemon.supervisor.services.get(name) if web.daemon.supervisor else None
@@ -172,23 +195,39 @@ def not_ready_page(web: WebContext, name: str, request: Request,
     if state == "failed":
         title, text, refresh = (f"{name} could not start", service.status.reason, False)
     elif state == "stopped" and not on_demand:
-        title, text, refresh = (f"{name} is stopped",
-                                "Start it from the dashboard, then come back.", False)
+        title, text, refresh = (
+            f"{name} is stopped",
+            "Start it from the dashboard, then come back.",
+            False,
+        )
     else:
-        title, text, refresh = (f"Starting {name}…",
-                                "This page reloads by itself when it is ready.", True)
+        title, text, refresh = (
+            f"Starting {name}…",
+            "This page reloads by itself when it is ready.",
+            True,
+        )
     if "text/html" not in request.headers.get("accept", ""):
-        return Response(f"{title}: {text}\n", status_code=503, media_type="text/plain",
-                        headers={"Retry-After": "1"})
+        return Response(
+            f"{title}: {text}\n",
+            status_code=503,
+            media_type="text/plain",
+            headers={"Retry-After": "1"},
+        )
     meta = '<meta http-equiv="refresh" content="1">' if refresh else ""
-    body = (f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
-            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>{escape(title)}</title></head><body style='font-family:sans-serif;"
-            f"max-width:40rem;margin:3rem auto;padding:0 1rem'>"
-            f"<h1 role=status aria-live=polite>{escape(title)}</h1><p>{escape(text)}</p>"
-            f"<p><a href='{escape(dashboard)}'>Back to the dashboard</a></p></body></html>")
-    return Response(body, status_code=503, media_type="text/html",
-                    headers={"Retry-After": "1", "Cache-Control": "no-store"})
+    body = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{escape(title)}</title></head><body style='font-family:sans-serif;"
+        f"max-width:40rem;margin:3rem auto;padding:0 1rem'>"
+        f"<h1 role=status aria-live=polite>{escape(title)}</h1><p>{escape(text)}</p>"
+        f"<p><a href='{escape(dashboard)}'>Back to the dashboard</a></p></body></html>"
+    )
+    return Response(
+        body,
+        status_code=503,
+        media_type="text/html",
+        headers={"Retry-After": "1", "Cache-Control": "no-store"},
+    )
 
 
 def service_cookies(header: str) -> str:
@@ -197,8 +236,9 @@ def service_cookies(header: str) -> str:
     return "; ".join(p for p in parts if not p.split("=", 1)[0].strip().startswith(COOKIE_PREFIX))
 
 
-def upstream_headers(request_headers: list[tuple[bytes, bytes]], upstream: Upstream,
-                     client: str, add_token: bool) -> list[tuple[bytes, bytes]]:
+def upstream_headers(
+    request_headers: list[tuple[bytes, bytes]], upstream: Upstream, client: str, add_token: bool
+) -> list[tuple[bytes, bytes]]:
     """The headers a service gets: the browser's own, minus ours and every claim about
     the client, plus a rebuilt Host and X-Forwarded-* (names lower case)."""
     headers: list[tuple[bytes, bytes]] = []
@@ -215,10 +255,12 @@ def upstream_headers(request_headers: list[tuple[bytes, bytes]], upstream: Upstr
         headers.append((key, value))
     if add_token and upstream.token:
         headers.append((b"authorization", f"token {upstream.token}".encode("latin-1")))
-    headers += [(b"host", upstream.host.encode("latin-1")),
-                (b"x-forwarded-for", client.encode("latin-1")),
-                (b"x-forwarded-proto", b"http"),
-                (b"x-forwarded-host", upstream.public_host.encode("latin-1"))]
+    headers += [
+        (b"host", upstream.host.encode("latin-1")),
+        (b"x-forwarded-for", client.encode("latin-1")),
+        (b"x-forwarded-proto", b"http"),
+        (b"x-forwarded-host", upstream.public_host.encode("latin-1")),
+    ]
     return headers
 
 
@@ -227,8 +269,9 @@ def raw_path(scope: MutableMapping[str, Any]) -> str:
     return raw.decode("latin-1") if raw else str(scope["path"])
 
 
-def response_headers(headers: list[tuple[bytes, bytes]],
-                     upstream: Upstream) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    headers: list[tuple[bytes, bytes]], upstream: Upstream
+) -> list[tuple[bytes, bytes]]:
     """The service's answer headers, minus hop-by-hop ones and any cookie in our name;
     a Location at the service's loopback address made relative."""
     kept: list[tuple[bytes, bytes]] = []
@@ -240,7 +283,7 @@ def response_headers(headers: list[tuple[bytes, bytes]],
         if key == b"set-cookie" and value.lstrip().startswith(_COOKIE_PREFIX):
             continue
         if key == b"location" and value.startswith(loopback):
-            value = value[len(loopback):] or b"/"
+            value = value[len(loopback) :] or b"/"
         kept.append((key, value))
     return kept
 
@@ -248,10 +291,17 @@ def response_headers(headers: list[tuple[bytes, bytes]],
 async def send_error(send: Send, status: int, detail: str) -> None:
     """A JSON error of the front door itself (never cached)."""
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"cache-control", b"no-store")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -298,8 +348,14 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(parts), True
 
 
-async def forward(scope: Scope, receive: Receive, send: Send, pool: UpstreamPool,
-                  upstream: Upstream, add_token: bool) -> None:
+async def forward(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    pool: UpstreamPool,
+    upstream: Upstream,
+    add_token: bool,
+) -> None:
     """Forward one HTTP request to the service and its answer back, streaming both
     bodies (a small answer that came in whole is sent in one piece)."""
     method = str(scope["method"]).encode("latin-1")
@@ -314,8 +370,7 @@ async def forward(scope: Scope, receive: Receive, send: Send, pool: UpstreamPool
         await send_error(send, 413, "request body too large")
         return
     client = scope.get("client")
-    headers = upstream_headers(scope["headers"], upstream, client[0] if client else "",
-                               add_token)
+    headers = upstream_headers(scope["headers"], upstream, client[0] if client else "", add_token)
     body: Body = None
     size: int | None = None
     if method not in (b"GET", b"HEAD") and (length not in (None, b"0") or chunked):
@@ -343,12 +398,18 @@ async def forward(scope: Scope, receive: Receive, send: Send, pool: UpstreamPool
         return
     except UpstreamError as error:
         log.info("front door: %s %s: %s", method.decode(), upstream.port, error)
-        await send_error(send, 502, "the service is not answering; is it running? "
-                         "See the dashboard")
+        await send_error(
+            send, 502, "the service is not answering; is it running? See the dashboard"
+        )
         return
     try:
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": response_headers(response.headers, upstream)})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": response_headers(response.headers, upstream),
+            }
+        )
     except BaseException:
         response.close()
         raise
@@ -397,24 +458,39 @@ async def forward_http(request: Request, upstream: Upstream, add_token: bool) ->
     return Forwarding(upstream, add_token)
 
 
-async def forward_websocket(websocket: WebSocket, web: WebContext, name: str,
-                            upstream: Upstream, add_token: bool) -> None:
+async def forward_websocket(
+    websocket: WebSocket, web: WebContext, name: str, upstream: Upstream, add_token: bool
+) -> None:
     """Bridge a WebSocket (a Jupyter kernel channel) to the service."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream_headers(
-        websocket.scope["headers"], upstream,
-        websocket.client.host if websocket.client else "", add_token)
-               if k not in (b"host", b"origin")]
-    protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
-                 if p.strip()]
+    headers = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in upstream_headers(
+            websocket.scope["headers"],
+            upstream,
+            websocket.client.host if websocket.client else "",
+            add_token,
+        )
+        if k not in (b"host", b"origin")
+    ]
+    protocols = [
+        p.strip()
+        for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
+        if p.strip()
+    ]
     origin = websocket.headers.get("origin")
     try:
         remote = await websockets.connect(
-            f"ws://{upstream.host}{upstream.path}" + (f"?{upstream.query}" if upstream.query
-                                                     else ""),
-            host="127.0.0.1", port=upstream.port, additional_headers=headers,
+            f"ws://{upstream.host}{upstream.path}"
+            + (f"?{upstream.query}" if upstream.query else ""),
+            host="127.0.0.1",
+            port=upstream.port,
+            additional_headers=headers,
             origin=websockets.Origin(origin) if origin else None,
             subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
-            max_size=WS_MAX_MESSAGE, open_timeout=10, compression=None)
+            max_size=WS_MAX_MESSAGE,
+            open_timeout=10,
+            compression=None,
+        )
     except (OSError, InvalidHandshake, TimeoutError, ValueError) as error:
         code = error.response.status_code if isinstance(error, InvalidStatus) else 502
         log.info("front door: websocket to %s refused: %s", name, error)
@@ -451,8 +527,9 @@ async def _bridge(browser: WebSocket, remote: Any, web: WebContext, name: str) -
     for task in pending:
         task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect,
-                                 RuntimeError):
+        with contextlib.suppress(
+            asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError
+        ):
             await task
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await browser.close()

@@ -110,8 +110,9 @@ class Operation:
 
     def route(self) -> Route:
         """The Starlette route that serves this operation."""
-        return Route(self.path, self._endpoint, methods=list(self.methods),
-                     name=self.handler.__name__)
+        return Route(
+            self.path, self._endpoint, methods=list(self.methods), name=self.handler.__name__
+        )
 
     async def _endpoint(self, request: Request) -> Response:
         web = get_context(request)
@@ -120,9 +121,11 @@ class Operation:
         query = _validated(self.query, dict(request.query_params), "query", problems)
         headers = None
         if self.headers is not None:
-            present = {name: request.headers[name.replace("_", "-")]
-                       for name in self.headers.model_fields
-                       if name.replace("_", "-") in request.headers}
+            present = {
+                name: request.headers[name.replace("_", "-")]
+                for name in self.headers.model_fields
+                if name.replace("_", "-") in request.headers
+            }
             headers = _validated(self.headers, present, "header", problems)
         body = await _json_body(self.body, request, problems) if self.body else None
         if problems:
@@ -131,36 +134,52 @@ class Operation:
         return _respond(result, self.response)
 
 
-def _validated(model: type[M] | None, data: dict[str, Any], where: str,
-               problems: list[dict[str, object]]) -> M | None:
+def _validated(
+    model: type[M] | None, data: dict[str, Any], where: str, problems: list[dict[str, object]]
+) -> M | None:
     if model is None:
         return None
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        problems += [{"type": e["type"], "loc": [where, *e["loc"]], "msg": e["msg"]}
-                     for e in error.errors(include_url=False)]
+        problems += [
+            {"type": e["type"], "loc": [where, *e["loc"]], "msg": e["msg"]}
+            for e in error.errors(include_url=False)
+        ]
         return None
 
 
-async def _json_body(model: type[M], request: Request,
-                     problems: list[dict[str, object]]) -> M | None:
+async def _json_body(
+    model: type[M], request: Request, problems: list[dict[str, object]]
+) -> M | None:
     """The request's JSON body as `model` (the daemon's Guard has bounded its size)."""
     raw = await request.body()
     if not raw:
         problems.append({"type": "missing", "loc": ["body"], "msg": "Field required"})
         return None
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not (media == "application/json" or (media.startswith("application/")
-                                            and media.endswith("+json"))):
-        problems.append({"type": "model_attributes_type", "loc": ["body"],
-                         "msg": "a JSON body is needed (Content-Type: application/json)"})
+    if not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        problems.append(
+            {
+                "type": "model_attributes_type",
+                "loc": ["body"],
+                "msg": "a JSON body is needed (Content-Type: application/json)",
+            }
+        )
         return None
     try:
         data = json.loads(raw)
     except ValueError as error:
-        problems.append({"type": "json_invalid", "loc": ["body", getattr(error, "pos", 0)],
-                         "msg": "JSON decode error"})
+        problems.append(
+            {
+                "type": "json_invalid",
+                "loc": ["body", getattr(error, "pos", 0)],
+                "msg": "JSON decode error",
+            }
+        )
         return None
     return _validated(model, data, "body", problems)
 
@@ -183,8 +202,15 @@ def _respond(result: object, kind: Any) -> Response:
 class Routes:
     """A table of operations sharing a prefix, tags, login rule and documented answers."""
 
-    def __init__(self, prefix: str = "", *, tags: Iterable[str] = (), login: bool = True,
-                 responses: Responses | None = None, in_schema: bool = True) -> None:
+    def __init__(
+        self,
+        prefix: str = "",
+        *,
+        tags: Iterable[str] = (),
+        login: bool = True,
+        responses: Responses | None = None,
+        in_schema: bool = True,
+    ) -> None:
         self.prefix = prefix
         self.tags = tuple(tags)
         self.login = login
@@ -192,18 +218,38 @@ class Routes:
         self.in_schema = in_schema
         self.operations: list[Operation] = []
 
-    def add(self, methods: Iterable[str], path: str, *, response: Any = None,
-            media_types: Iterable[str] = (), query: type[BaseModel] | None = None,
-            headers: type[BaseModel] | None = None, body: type[BaseModel] | None = None,
-            responses: Responses | None = None, in_schema: bool | None = None
-            ) -> Callable[[Handler], Handler]:
+    def add(
+        self,
+        methods: Iterable[str],
+        path: str,
+        *,
+        response: Any = None,
+        media_types: Iterable[str] = (),
+        query: type[BaseModel] | None = None,
+        headers: type[BaseModel] | None = None,
+        body: type[BaseModel] | None = None,
+        responses: Responses | None = None,
+        in_schema: bool | None = None,
+    ) -> Callable[[Handler], Handler]:
         """Declare the decorated handler as the operation `methods path`."""
 
         def declare(handler: Handler) -> Handler:
-            self.operations.append(Operation(
-                tuple(methods), self.prefix + path, handler, response, tuple(media_types),
-                query, headers, body, {**self.responses, **(responses or {})}, self.login,
-                self.tags, self.in_schema if in_schema is None else in_schema))
+            self.operations.append(
+                Operation(
+                    tuple(methods),
+                    self.prefix + path,
+                    handler,
+                    response,
+                    tuple(media_types),
+                    query,
+                    headers,
+                    body,
+                    {**self.responses, **(responses or {})},
+                    self.login,
+                    self.tags,
+                    self.in_schema if in_schema is None else in_schema,
+                )
+            )
             return handler
 
         return declare
@@ -225,18 +271,36 @@ class Routes:
 
 _VALIDATION_ERROR = {
     "properties": {
-        "loc": {"items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-                "type": "array", "title": "Location"},
+        "loc": {
+            "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            "type": "array",
+            "title": "Location",
+        },
         "msg": {"type": "string", "title": "Message"},
         "type": {"type": "string", "title": "Error Type"},
-        "input": {"title": "Input"}, "ctx": {"type": "object", "title": "Context"}},
-    "type": "object", "required": ["loc", "msg", "type"], "title": "ValidationError"}
+        "input": {"title": "Input"},
+        "ctx": {"type": "object", "title": "Context"},
+    },
+    "type": "object",
+    "required": ["loc", "msg", "type"],
+    "title": "ValidationError",
+}
 _HTTP_VALIDATION_ERROR = {
-    "properties": {"detail": {"items": {"$ref": REF.format(model="ValidationError")},
-                              "type": "array", "title": "Detail"}},
-    "type": "object", "title": "HTTPValidationError"}
-_BEARER = {"type": "http", "description": "The instance token (run/daemon.json).",
-           "scheme": "bearer"}
+    "properties": {
+        "detail": {
+            "items": {"$ref": REF.format(model="ValidationError")},
+            "type": "array",
+            "title": "Detail",
+        }
+    },
+    "type": "object",
+    "title": "HTTPValidationError",
+}
+_BEARER = {
+    "type": "http",
+    "description": "The instance token (run/daemon.json).",
+    "scheme": "bearer",
+}
 
 
 def _json(schema: object) -> dict[str, object]:
@@ -248,15 +312,25 @@ def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, obj
         return []
     schema = model.model_json_schema(ref_template=REF)
     required = set(schema.get("required", []))
-    return [{"name": name.replace("_", "-") if where == "header" else name, "in": where,
-             "required": name in required,
-             "schema": {**part, "title": part.get("title", name).replace(" ", "-")
-                        if where == "header" else part.get("title", name)}}
-            for name, part in schema.get("properties", {}).items()]
+    return [
+        {
+            "name": name.replace("_", "-") if where == "header" else name,
+            "in": where,
+            "required": name in required,
+            "schema": {
+                **part,
+                "title": part.get("title", name).replace(" ", "-")
+                if where == "header"
+                else part.get("title", name),
+            },
+        }
+        for name, part in schema.get("properties", {}).items()
+    ]
 
 
-def openapi_document(operations: Iterable[Operation], *, title: str, version: str,
-                     description: str) -> dict[str, object]:
+def openapi_document(
+    operations: Iterable[Operation], *, title: str, version: str, description: str
+) -> dict[str, object]:
     """The OpenAPI 3.1 document of `operations` (those in the schema)."""
     chosen = [op for op in operations if op.in_schema]
     # Every type the document names, in one pass: shared models become components.
@@ -275,28 +349,45 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
     for index, op in enumerate(chosen):
         for method in op.methods:
             paths.setdefault(op.path, {})[method.lower()] = _operation(
-                op, method, {key[1]: schema for (key, _mode), schema in schemas.items()
-                             if key[0] == index})
+                op,
+                method,
+                {key[1]: schema for (key, _mode), schema in schemas.items() if key[0] == index},
+            )
     components: dict[str, object] = {
-        "schemas": {**definitions.get("$defs", {}), "ValidationError": _VALIDATION_ERROR,
-                    "HTTPValidationError": _HTTP_VALIDATION_ERROR},
-        "securitySchemes": {"HTTPBearer": _BEARER}}
-    return {"openapi": "3.1.0",
-            "info": {"title": title, "description": description, "version": version},
-            "paths": paths, "components": components}
+        "schemas": {
+            **definitions.get("$defs", {}),
+            "ValidationError": _VALIDATION_ERROR,
+            "HTTPValidationError": _HTTP_VALIDATION_ERROR,
+        },
+        "securitySchemes": {"HTTPBearer": _BEARER},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "description": description, "version": version},
+        "paths": paths,
+        "components": components,
+    }
 
 
 def _operation(op: Operation, method: str, schemas: dict[str, object]) -> dict[str, object]:
     name = op.handler.__name__
     document: dict[str, object] = {
-        "tags": list(op.tags), "summary": name.replace("_", " ").title(),
+        "tags": list(op.tags),
+        "summary": name.replace("_", " ").title(),
         "description": inspect.cleandoc(op.handler.__doc__ or ""),
-        "operationId": re.sub(r"\W", "_", name + op.path) + "_" + method.lower()}
+        "operationId": re.sub(r"\W", "_", name + op.path) + "_" + method.lower(),
+    }
     if op.login:
         document["security"] = [{"HTTPBearer": []}]
-    parameters = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "string", "title": name.title()}}
-                  for name in op.path_parameters]
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "title": name.title()},
+        }
+        for name in op.path_parameters
+    ]
     parameters += _parameters(op.query, "query") + _parameters(op.headers, "header")
     if parameters:
         document["parameters"] = parameters
@@ -309,10 +400,14 @@ def _operation(op: Operation, method: str, schemas: dict[str, object]) -> dict[s
         ok["content"] = _json(schemas.get("200", {}))
     responses: dict[str, object] = {"200": ok}
     for status, answer in op.responses.items():
-        responses[str(status)] = {"description": answer.description, **(
-            {"content": _json(schemas[str(status)])} if answer.model is not None else {})}
+        responses[str(status)] = {
+            "description": answer.description,
+            **({"content": _json(schemas[str(status)])} if answer.model is not None else {}),
+        }
     if parameters or op.body is not None:
-        responses["422"] = {"description": "Validation Error",
-                            "content": _json({"$ref": REF.format(model="HTTPValidationError")})}
+        responses["422"] = {
+            "description": "Validation Error",
+            "content": _json({"$ref": REF.format(model="HTTPValidationError")}),
+        }
     document["responses"] = responses
     return document

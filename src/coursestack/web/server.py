@@ -79,10 +79,16 @@ def websocket_protocol(**options: Any) -> asyncio.Protocol:
 
 def server_for(app: Any, certfile: str | None, keyfile: str | None) -> QuietServer:
     """The server of the daemon's ASGI app (HTTPS when given a certificate)."""
-    config = Config(app, log_config=None, log_level="warning", access_log=False,
-                    ssl_certfile=certfile, ssl_keyfile=keyfile, lifespan="off",
-                    ws=cast(type[asyncio.Protocol], websocket_protocol),
-                    timeout_graceful_shutdown=2,
-                    proxy_headers=False)  # no proxy is trusted: see web/auth.py
+    config = Config(
+        app,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        lifespan="off",
+        ws=cast(type[asyncio.Protocol], websocket_protocol),
+        timeout_graceful_shutdown=2,
+        proxy_headers=False,
+    )  # no proxy is trusted: see web/auth.py
     return QuietServer(config)
-

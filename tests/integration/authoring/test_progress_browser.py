@@ -16,8 +16,14 @@ from coursestack.authoring.progress import progress_report
 from coursestack.authoring.progress_html import render_html
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
@@ -31,22 +37,27 @@ def _course(tmp_path: Path) -> Path:
     (folder / "metadata").write_text(
         "courseCode :: TM351;;\ncourseTitle :: Data management and analysis;;\n"
         "target_words :: 1500;;\ntolerance :: 10;;\ndeadline :: 2030-06-30;;\n"
-        "alert_at :: 50, 90;;\n")
+        "alert_at :: 50, 90;;\n"
+    )
     for n, words in ((1, 1600), (2, 1420), (3, 780), (4, 120), (5, 2100)):
         (folder / f"week{n}.md").write_text(
-            f"---\ntitle: Week {n}\n---\n# Week {n}\n\n{_words(words - 2)}\n")
+            f"---\ntitle: Week {n}\n---\n# Week {n}\n\n{_words(words - 2)}\n"
+        )
     doc = new_docx()
     doc.add_paragraph("Week 6: Review", style="Title")
     doc.add_heading("Review", level=1)
     doc.add_paragraph(_words(299))
     doc.save(str(folder / "week6.docx"))
     (folder / "assessment-plan.md").write_text(
-        "---\ntitle: Assessment plan\ntask: yes\npercent_complete: 40\n---\n# Plan\n\nTBD\n")
+        "---\ntitle: Assessment plan\ntask: yes\npercent_complete: 40\n---\n# Plan\n\nTBD\n"
+    )
     return folder
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which("chromium") is None,
-                    reason="Debian chromium is not installed at /usr/bin/chromium")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or shutil.which("chromium") is None,
+    reason="Debian chromium is not installed at /usr/bin/chromium",
+)
 def test_progress_page_in_chromium(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -63,8 +74,11 @@ def test_progress_page_in_chromium(tmp_path: Path) -> None:
             assert page.locator("tbody tr").count() == 7
 
             def colour(path: str, cls: str) -> str:
-                return str(page.locator(f'tr[data-path="{path}"] .fill.{cls}')
-                           .evaluate("e => getComputedStyle(e).backgroundColor"))
+                return str(
+                    page.locator(f'tr[data-path="{path}"] .fill.{cls}').evaluate(
+                        "e => getComputedStyle(e).backgroundColor"
+                    )
+                )
 
             def share(path: str, cls: str) -> float:
                 bar = page.locator(f'tr[data-path="{path}"] .fill.{cls}').bounding_box()
@@ -83,8 +97,9 @@ def test_progress_page_in_chromium(tmp_path: Path) -> None:
             assert abs(share("week5.md", "extra") - 0.40 / 1.5) < 0.01
             # Alerts raised on this first run are listed on the page.
             assert "week3.md crossed 50%" in page.locator(".alerts").inner_text()
-            assert "task (manual)" in page.locator(
-                'tr[data-path="assessment-plan.md"]').inner_text()
+            assert (
+                "task (manual)" in page.locator('tr[data-path="assessment-plan.md"]').inner_text()
+            )
             DOCS.mkdir(exist_ok=True)
             shot = DOCS / "progress-screenshot.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -18,8 +18,14 @@ from support import cli, open_folder
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def _course(root: Path) -> Path:
@@ -29,7 +35,9 @@ def _course(root: Path) -> Path:
     folder.mkdir()
     (folder / "course.toml").write_text(
         '[course]\nname = "updates"\n\n[content]\nsource = "../upstream"\nupdate = "on-up"\n\n'
-        '[services.jupyter]\nkind = "jupyter"\napp = "server"\n', encoding="utf-8")
+        '[services.jupyter]\nkind = "jupyter"\napp = "server"\n',
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -63,8 +71,7 @@ def test_up_updates_then_the_dashboard_button_updates_a_running_instance() -> No
         assert actions == {"lab.ipynb": "merged", "new.txt": "added"}
         assert report["reload_notebooks"] is True
         assert any("Reload Notebook from Disk" in line for line in report["lines"])
-        assert sources_of((notebooks / "lab.ipynb").read_text()) == ["x = 'mine'", "y = 3",
-                                                                      "z = 4"]
+        assert sources_of((notebooks / "lab.ipynb").read_text()) == ["x = 'mine'", "y = 3", "z = 4"]
         # Written as the account that owns the notebooks folder; when root runs the
         # instance, that folder stays its owner's and the service account reaches it by an
         # ACL entry, which must still let Jupyter save the delivered files.
@@ -74,8 +81,9 @@ def test_up_updates_then_the_dashboard_button_updates_a_running_instance() -> No
         if os.geteuid() == 0:
             account = json.loads((state / "run" / "account.json").read_text())
             for name in ("new.txt", "lab.ipynb"):
-                writable = subprocess.run(["test", "-w", str(notebooks / name)],
-                                          user=int(account["uid"]), check=False)
+                writable = subprocess.run(
+                    ["test", "-w", str(notebooks / name)], user=int(account["uid"]), check=False
+                )
                 assert writable.returncode == 0, f"the service account cannot save {name}"
         _press_the_dashboard_button(daemon["url"], daemon["token"], root)
     finally:
@@ -113,8 +121,7 @@ def _press_the_dashboard_button(url: str, token: str, root: Path) -> None:
             page.goto(f"{url}login?token={token}")
             page.get_by_role("button", name="Update course material").click()
             report = page.locator("#update-report")
-            expect(report).to_contain_text("week2.txt: new from the course, added",
-                                           timeout=60_000)
+            expect(report).to_contain_text("week2.txt: new from the course, added", timeout=60_000)
             expect(report).to_contain_text("1 file changed; none of your work was lost.")
             assert not errors, errors
         finally:

@@ -34,9 +34,18 @@ def test_binder_start_brings_services_up_then_execs_the_command() -> None:
     env = {**os.environ, "COURSESTACK_STATE": str(state)}
     try:
         started = subprocess.run(
-            [str(repository / ".binder" / "start"), sys.executable, "-c",
-             "import os; print('notebook server, state in', os.environ['COURSESTACK_STATE'])"],
-            capture_output=True, text=True, env=env, timeout=300, check=False)
+            [
+                str(repository / ".binder" / "start"),
+                sys.executable,
+                "-c",
+                "import os; print('notebook server, state in', os.environ['COURSESTACK_STATE'])",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
         assert started.returncode == 0, started.stderr
         assert f"notebook server, state in {state}" in started.stdout
         status = json.loads(cli("status", "--state", str(state), "--json").stdout)
@@ -45,8 +54,7 @@ def test_binder_start_brings_services_up_then_execs_the_command() -> None:
         # Binder's own Jupyter replaces the course's; OpenRefine waits for its first request.
         assert states["jupyter"] == "stopped" and states["openrefine"] == "stopped"
 
-        loader = PyFileConfigLoader("jupyter_server_config.py",
-                                    path=str(repository / ".binder"))
+        loader = PyFileConfigLoader("jupyter_server_config.py", path=str(repository / ".binder"))
         os.environ["COURSESTACK_STATE"] = str(state)
         try:
             config: Config = loader.load_config()
@@ -64,8 +72,10 @@ def test_binder_start_brings_services_up_then_execs_the_command() -> None:
             process = make_server_process(name, entry, None)
             assert process.launcher_entry.enabled
         dashboard = servers["coursestack"]
-        answer = httpx.get(f"http://127.0.0.1:{dashboard['port']}/api/services",
-                           headers=dashboard["request_headers_override"])
+        answer = httpx.get(
+            f"http://127.0.0.1:{dashboard['port']}/api/services",
+            headers=dashboard["request_headers_override"],
+        )
         assert answer.status_code == 200
         _through_a_real_jupyter_server(repository, state)
     finally:
@@ -84,15 +94,26 @@ def _through_a_real_jupyter_server(repository: Path, state: Path) -> None:
     port, token = _free_port(), "export-test-token"
     config_dir = open_folder("jupyter-config-")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-         f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={repository}",
-         f"--config={repository / '.binder' / 'jupyter_server_config.py'}"],
-        env={**os.environ, "COURSESTACK_STATE": str(state),
-             "JUPYTER_CONFIG_DIR": str(config_dir)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={repository}",
+            f"--config={repository / '.binder' / 'jupyter_server_config.py'}",
+        ],
+        env={**os.environ, "COURSESTACK_STATE": str(state), "JUPYTER_CONFIG_DIR": str(config_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
+
         def server_up() -> bool:
             try:
                 return httpx.get(f"{base}/api/status?token={token}").status_code == 200
@@ -126,12 +147,25 @@ def test_run_stays_in_the_foreground_and_stops_cleanly_on_sigterm() -> None:
     (folder / "course.toml").write_text(
         '[course]\nname = "run-test"\n\n[services.web]\nkind = "command"\n'
         'command = ["python3", "-m", "http.server", "{port}", "--bind", "{host}"]\n'
-        'port = 8765\nprobe = { type = "http" }\n')
+        'port = 8765\nprobe = { type = "http" }\n'
+    )
     state = open_folder("run-state-")
-    daemon = subprocess.Popen([sys.executable, "-m", "coursestack", "run",
-                               str(folder / "course.toml"), "--state", str(state)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coursestack",
+            "run",
+            str(folder / "course.toml"),
+            "--state",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def web_ready() -> bool:
             result = cli("status", "--state", str(state), "--json", check=False)
             if result.returncode != 0:
@@ -140,13 +174,16 @@ def test_run_stays_in_the_foreground_and_stops_cleanly_on_sigterm() -> None:
             return services[0]["state"] == "ready"
 
         wait_for(web_ready, what="the command service to be ready")
-        service_pid = json.loads(cli("status", "--state", str(state), "--json").stdout)[
-            "services"][0]["pid"]
+        service_pid = json.loads(cli("status", "--state", str(state), "--json").stdout)["services"][
+            0
+        ]["pid"]
         assert daemon.poll() is None  # still in the foreground
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0, daemon.stderr.read() if daemon.stderr else ""
-        assert not psutil.pid_exists(service_pid) or psutil.Process(
-            service_pid).status() == psutil.STATUS_ZOMBIE
+        assert (
+            not psutil.pid_exists(service_pid)
+            or psutil.Process(service_pid).status() == psutil.STATUS_ZOMBIE
+        )
         assert cli("status", "--state", str(state), check=False).returncode == 3
     finally:
         if daemon.poll() is None:

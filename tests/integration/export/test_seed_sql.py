@@ -17,9 +17,11 @@ from coursestack.state import Secrets
 
 CHECK_DATABASE = "export_seed_check"
 
-COLUMNS = ("SELECT column_name, data_type, numeric_precision, numeric_scale, "
-           "character_maximum_length FROM information_schema.columns "
-           "WHERE table_name = 'countries' ORDER BY ordinal_position")
+COLUMNS = (
+    "SELECT column_name, data_type, numeric_precision, numeric_scale, "
+    "character_maximum_length FROM information_schema.columns "
+    "WHERE table_name = 'countries' ORDER BY ordinal_position"
+)
 
 
 def _connect(instance: Instance, database: str, superuser: bool) -> psycopg.Connection[Any]:
@@ -28,8 +30,14 @@ def _connect(instance: Instance, database: str, superuser: bool) -> psycopg.Conn
     user, password = postgres["user"], postgres["password"]
     if superuser:
         user, password = "postgres", Secrets(instance.state).get("postgres.superuser-password")
-    return psycopg.connect(host="127.0.0.1", port=postgres["port"], user=user,
-                           password=password, dbname=database, autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=postgres["port"],
+        user=user,
+        password=password,
+        dbname=database,
+        autocommit=True,
+    )
 
 
 @pytest.mark.slow
@@ -43,24 +51,30 @@ def test_csv_seed_as_sql_loads_what_coursestack_loads(sample_instance: Instance)
     try:
         with _connect(sample_instance, CHECK_DATABASE, superuser=True) as check:
             for init in official.init_files:  # in the order the image runs them
-                text = init.text if init.text is not None else spec.resolve(
-                    init.source or "").read_text(encoding="utf-8")
+                text = (
+                    init.text
+                    if init.text is not None
+                    else spec.resolve(init.source or "").read_text(encoding="utf-8")
+                )
                 for seed in init.reads:  # where compose mounts it -> where it is here
-                    text = text.replace(f"/seed/{seed.rsplit('/', 1)[-1]}",
-                                        str(spec.resolve(seed)))
+                    text = text.replace(f"/seed/{seed.rsplit('/', 1)[-1]}", str(spec.resolve(seed)))
                 check.execute(text.encode())
             exported_columns = check.execute(COLUMNS).fetchall()
             exported_rows = check.execute("SELECT * FROM countries ORDER BY 1").fetchall()
             exported_indexes = check.execute(
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'countries'").fetchall()
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'countries'"
+            ).fetchall()
         with _connect(sample_instance, "teaching", superuser=False) as course:
             assert course.execute(COLUMNS).fetchall() == exported_columns
             assert course.execute("SELECT * FROM countries ORDER BY 1").fetchall() == (
-                exported_rows)
+                exported_rows
+            )
             indexes = course.execute(
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'countries'").fetchall()
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'countries'"
+            ).fetchall()
             assert [i[0].replace(" teaching", "") for i in indexes] == [
-                i[0].replace(f" {CHECK_DATABASE}", "") for i in exported_indexes]
+                i[0].replace(f" {CHECK_DATABASE}", "") for i in exported_indexes
+            ]
     finally:
         with _connect(sample_instance, "postgres", superuser=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {CHECK_DATABASE}")

@@ -39,13 +39,26 @@ class Hub:
     url: str
 
     def up(self, *extra: str) -> None:
-        cli("hub", "up", "--hub-dir", str(self.folder), "--port", self.url.rsplit(":", 1)[1]
-            .strip("/"), "--password", PASSWORD, "--unix-prefix", PREFIX, "--poll-interval",
-            "3", *extra)
+        cli(
+            "hub",
+            "up",
+            "--hub-dir",
+            str(self.folder),
+            "--port",
+            self.url.rsplit(":", 1)[1].strip("/"),
+            "--password",
+            PASSWORD,
+            "--unix-prefix",
+            PREFIX,
+            "--poll-interval",
+            "3",
+            *extra,
+        )
 
     def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(cli("hub", "status", "--json", "--hub-dir",
-                                                str(self.folder)).stdout)
+        result: dict[str, Any] = json.loads(
+            cli("hub", "status", "--json", "--hub-dir", str(self.folder)).stdout
+        )
         return result
 
     def student(self, name: str) -> dict[str, Any]:
@@ -66,15 +79,19 @@ def hub() -> Iterator[Hub]:
         yield started
     finally:
         cli("hub", "down", "--hub-dir", str(folder), check=False)
-        names = json.loads((folder / "users.json").read_text()) if (
-            folder / "users.json").exists() else {}
+        names = (
+            json.loads((folder / "users.json").read_text())
+            if (folder / "users.json").exists()
+            else {}
+        )
         for unix_name in names.values():
             assert unix_name.startswith(PREFIX)
             from coursestack.hub.users import remove_student
 
             remove_student(unix_name)
-        subprocess.run(["nft", "delete", "table", "inet", "coursestack_hub"], check=False,
-                       capture_output=True)
+        subprocess.run(
+            ["nft", "delete", "table", "inet", "coursestack_hub"], check=False, capture_output=True
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -84,13 +101,15 @@ class Student:
     def __init__(self, hub: Hub, name: str) -> None:
         self.hub = hub
         self.name = name
-        self.client = httpx.Client(base_url=hub.url.rstrip("/"), trust_env=False,
-                                   timeout=120, follow_redirects=True)
+        self.client = httpx.Client(
+            base_url=hub.url.rstrip("/"), trust_env=False, timeout=120, follow_redirects=True
+        )
         page = self.client.get("/hub/login")
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert xsrf, page.text[:500]
-        self.last = self.client.post("/hub/login", data={
-            "username": name, "password": PASSWORD, "_xsrf": xsrf.group(1)})
+        self.last = self.client.post(
+            "/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": xsrf.group(1)}
+        )
         self._token = ""
 
     def close(self) -> None:
@@ -103,8 +122,11 @@ class Student:
         def dashboard() -> bool:
             reply = self.client.get(f"/user/{self.name}/")
             answer[:] = [reply]
-            return reply.status_code == 200 and "Services" in reply.text and \
-                str(reply.url).endswith(f"/user/{self.name}/")
+            return (
+                reply.status_code == 200
+                and "Services" in reply.text
+                and str(reply.url).endswith(f"/user/{self.name}/")
+            )
 
         wait_for(dashboard, timeout=240, what=f"{self.name}'s environment")
         return answer[0]
@@ -114,9 +136,11 @@ class Student:
         """A Hub API token of this student (made through their Hub session)."""
         if not self._token:
             xsrf = self.client.cookies.get("_xsrf", path="/hub/")
-            reply = self.client.post(f"/hub/api/users/{self.name}/tokens",
-                                     json={"note": "test", "expires_in": 3600},
-                                     headers={"X-XSRFToken": xsrf or ""})
+            reply = self.client.post(
+                f"/hub/api/users/{self.name}/tokens",
+                json={"note": "test", "expires_in": 3600},
+                headers={"X-XSRFToken": xsrf or ""},
+            )
             assert reply.status_code == 201, reply.text
             self._token = reply.json()["token"]
         return self._token
@@ -124,14 +148,25 @@ class Student:
     def cell(self, code: str) -> str:
         """Run `code` in a kernel of this student's Jupyter, through the Hub's proxy."""
         self.wait_jupyter()
-        return run_cell(f"{self.hub.url}user/{self.name}/s/jupyter/", self.token, code,
-                        timeout=120, origin=self.hub.url.rstrip("/"))
+        return run_cell(
+            f"{self.hub.url}user/{self.name}/s/jupyter/",
+            self.token,
+            code,
+            timeout=120,
+            origin=self.hub.url.rstrip("/"),
+        )
 
     def wait_jupyter(self) -> None:
         def answers() -> bool:
-            return httpx.get(f"{self.hub.url}user/{self.name}/s/jupyter/api/status",
-                             headers={"Authorization": f"token {self.token}"},
-                             trust_env=False, timeout=30).status_code == 200
+            return (
+                httpx.get(
+                    f"{self.hub.url}user/{self.name}/s/jupyter/api/status",
+                    headers={"Authorization": f"token {self.token}"},
+                    trust_env=False,
+                    timeout=30,
+                ).status_code
+                == 200
+            )
 
         wait_for(answers, timeout=240, what=f"{self.name}'s Jupyter")
 
@@ -187,8 +222,9 @@ def students(hub: Hub) -> Iterator[tuple[Student, Student]]:
         bob.close()
 
 
-def test_each_student_has_their_own_unix_user_and_database(students: tuple[Student, Student],
-                                                          hub: Hub) -> None:
+def test_each_student_has_their_own_unix_user_and_database(
+    students: tuple[Student, Student], hub: Hub
+) -> None:
     ann, bob = students
     for student in students:
         info = hub.student(student.name)
@@ -205,19 +241,20 @@ def test_each_student_has_their_own_unix_user_and_database(students: tuple[Stude
 
 
 def test_from_inside_a_kernel_another_students_ports_and_files_are_closed(
-        students: tuple[Student, Student]) -> None:
+    students: tuple[Student, Student],
+) -> None:
     ann, _bob = students
     bob_account = pwd.getpwnam(PREFIX + "bob")
-    found = json.loads(ann.cell(PROBE_OTHER.format(uid=bob_account.pw_uid,
-                                                   home=bob_account.pw_dir)))
+    found = json.loads(
+        ann.cell(PROBE_OTHER.format(uid=bob_account.pw_uid, home=bob_account.pw_dir))
+    )
     # bob's daemon, PostgreSQL, the MongoDB stand-in and Jupyter listen; kernels use ipc.
     assert len(found["ports"]) >= 4, found
     assert found["open"] == [], found
     assert found["files"] == [], found
     # The control: ann reaches her own services (her row came from her PostgreSQL).
     ann_account = pwd.getpwnam(PREFIX + "ann")
-    own = json.loads(ann.cell(PROBE_OTHER.format(uid=ann_account.pw_uid,
-                                                 home=ann_account.pw_dir)))
+    own = json.loads(ann.cell(PROBE_OTHER.format(uid=ann_account.pw_uid, home=ann_account.pw_dir)))
     assert own["ports"] and len(own["open"]) == len(own["ports"]), own
 
 
@@ -229,25 +266,36 @@ def test_another_students_url_is_refused(students: tuple[Student, Student], hub:
     # ann's own server cookie (or her API token) replayed against bob's server.
     ann_cookie = ann.client.cookies.get("jupyterhub-user-ann-token")
     assert ann_cookie
-    forged = httpx.get(f"{hub.url}user/bob/api/services", trust_env=False,
-                       headers={"Cookie": f"jupyterhub-user-bob-token={ann_cookie}"})
+    forged = httpx.get(
+        f"{hub.url}user/bob/api/services",
+        trust_env=False,
+        headers={"Cookie": f"jupyterhub-user-bob-token={ann_cookie}"},
+    )
     assert forged.status_code == 403
-    with_token = httpx.get(f"{hub.url}user/bob/api/services", trust_env=False,
-                           headers={"Authorization": f"token {ann.token}"})
+    with_token = httpx.get(
+        f"{hub.url}user/bob/api/services",
+        trust_env=False,
+        headers={"Authorization": f"token {ann.token}"},
+    )
     assert with_token.status_code == 403
-    made_up = httpx.get(f"{hub.url}user/bob/api/services", trust_env=False,
-                        headers={"Cookie": "jupyterhub-user-bob-token=not-a-token"},
-                        follow_redirects=False)
+    made_up = httpx.get(
+        f"{hub.url}user/bob/api/services",
+        trust_env=False,
+        headers={"Cookie": "jupyterhub-user-bob-token=not-a-token"},
+        follow_redirects=False,
+    )
     assert made_up.status_code in (302, 401, 403)
     assert "Services" not in made_up.text
     # A wrong password: refused, and nothing is started for that name.
-    with httpx.Client(base_url=hub.url.rstrip("/"), trust_env=False,
-                      follow_redirects=True) as intruder:
+    with httpx.Client(
+        base_url=hub.url.rstrip("/"), trust_env=False, follow_redirects=True
+    ) as intruder:
         page = intruder.get("/hub/login")
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert xsrf
-        refused = intruder.post("/hub/login", data={"username": "eve", "password": "wrong",
-                                                    "_xsrf": xsrf.group(1)})
+        refused = intruder.post(
+            "/hub/login", data={"username": "eve", "password": "wrong", "_xsrf": xsrf.group(1)}
+        )
     assert "/hub/login" in str(refused.url) and refused.status_code == 403
     assert all(s["name"] != "eve" for s in hub.status()["students"])
     # And bob still gets in.
@@ -255,13 +303,13 @@ def test_another_students_url_is_refused(students: tuple[Student, Student], hub:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
-def test_a_browser_logs_in_through_the_hub(students: tuple[Student, Student],
-                                           hub: Hub) -> None:
+def test_a_browser_logs_in_through_the_hub(students: tuple[Student, Student], hub: Hub) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=["--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
         try:
             page = browser.new_page()
             page.goto(f"{hub.url}hub/login")
@@ -279,7 +327,8 @@ def test_a_browser_logs_in_through_the_hub(students: tuple[Student, Student],
 
 
 def test_a_memory_runaway_is_stopped_inside_its_own_environment(
-        students: tuple[Student, Student], hub: Hub) -> None:
+    students: tuple[Student, Student], hub: Hub
+) -> None:
     ann, bob = students
     from coursestack.hub.spawner import instance_key
 
@@ -290,8 +339,10 @@ def test_a_memory_runaway_is_stopped_inside_its_own_environment(
     assert limit == 2**30  # the sample course's memory_budget
     with pytest.raises(Exception):  # noqa: B017 (the kernel dies: how it shows varies)
         ann.cell(f"hog = b'x' * {limit + 2**28}")
-    assert "oom_kill 1" in (group / "memory.oom_control").read_text() or int(
-        (group / "memory.failcnt").read_text()) > 0
+    assert (
+        "oom_kill 1" in (group / "memory.oom_control").read_text()
+        or int((group / "memory.failcnt").read_text()) > 0
+    )
     # bob's environment did not notice; ann's environment itself is still up.
     assert bob.cell(OWN_ROW.format(name="bob")).strip() == "bob"
     assert hub.student("ann")["state"] == "running"
@@ -299,21 +350,29 @@ def test_a_memory_runaway_is_stopped_inside_its_own_environment(
 
 
 def test_a_crashed_environment_shows_stopped_and_starts_at_next_login(
-        students: tuple[Student, Student], hub: Hub) -> None:
+    students: tuple[Student, Student], hub: Hub
+) -> None:
     _ann, bob = students
     account = pwd.getpwnam(PREFIX + "bob")
-    daemon = subprocess.run(["pgrep", "-u", str(account.pw_uid), "-f",
-                             "coursestack singleuser"], capture_output=True, text=True)
+    daemon = subprocess.run(
+        ["pgrep", "-u", str(account.pw_uid), "-f", "coursestack singleuser"],
+        capture_output=True,
+        text=True,
+    )
     os.kill(int(daemon.stdout.split()[0]), signal.SIGKILL)
-    wait_for(lambda: hub.student("bob")["state"] == "stopped", timeout=60,
-             what="the Hub to see bob's environment stopped")
+    wait_for(
+        lambda: hub.student("bob")["state"] == "stopped",
+        timeout=60,
+        what="the Hub to see bob's environment stopped",
+    )
     bob.client.get("/hub/spawn")  # what his next login does
     bob.wait_ready()
     assert bob.cell(OWN_ROW.format(name="bob")).strip() == "bob"
 
 
 def test_a_restarted_hub_reattaches_to_running_environments(
-        students: tuple[Student, Student], hub: Hub) -> None:
+    students: tuple[Student, Student], hub: Hub
+) -> None:
     ann, _bob = students
     before = hub.student("ann")
     pid = int((hub.folder / "jupyterhub.pid").read_text())
@@ -327,8 +386,9 @@ def test_a_restarted_hub_reattaches_to_running_environments(
     assert before["unix_user"] == after["unix_user"]
 
 
-def test_culled_environment_restarts_with_its_data(students: tuple[Student, Student],
-                                                   hub: Hub) -> None:
+def test_culled_environment_restarts_with_its_data(
+    students: tuple[Student, Student], hub: Hub
+) -> None:
     ann, _bob = students
     ann.cell("open('kept.txt', 'w').write('still here')")
     cli("hub", "down", "--hub-dir", str(hub.folder))
@@ -337,11 +397,15 @@ def test_culled_environment_restarts_with_its_data(students: tuple[Student, Stud
     again = Student(hub, "ann")
     again.wait_ready()
     again.close()
-    wait_for(lambda: hub.student("ann")["state"] == "stopped", timeout=180,
-             what="the idle culler to stop ann's environment")
+    wait_for(
+        lambda: hub.student("ann")["state"] == "stopped",
+        timeout=180,
+        what="the idle culler to stop ann's environment",
+    )
     account = pwd.getpwnam(PREFIX + "ann")
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and
-                _uid_of(p) == account.pw_uid], "ann's processes outlived the cull"
+    assert not [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _uid_of(p) == account.pw_uid
+    ], "ann's processes outlived the cull"
     third = Student(hub, "ann")
     try:
         third.wait_ready()

@@ -22,7 +22,7 @@ from support import cli, open_folder
 
 pytestmark = pytest.mark.slow
 
-ECHO = '''
+ECHO = """
 import json, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -40,7 +40,7 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ name = "parse"
 
 [services.web]
 kind = "command"
-command = ["python3", "{folder / 'echo.py'}", "{{port}}"]
+command = ["python3", "{folder / "echo.py"}", "{{port}}"]
 web = true
 port = 18471
 probe = {{ type = "http", path = "/" }}
@@ -62,8 +62,7 @@ probe = {{ type = "http", path = "/" }}
     state = folder / "state"
     cli("up", str(spec), "--state", str(state))
     record = json.loads((state / "run" / "daemon.json").read_text())
-    yield {"state": state, "url": record["url"], "token": record["token"],
-           "port": record["port"]}
+    yield {"state": state, "url": record["url"], "token": record["token"], "port": record["port"]}
     cli("down", "--state", str(state), check=False)
 
 
@@ -86,11 +85,21 @@ def _status(answer: bytes) -> int:
 def test_headers_are_rebuilt_and_claims_dropped(echo_course: dict[str, Any]) -> None:
     course = echo_course
     host = f"web.parse.localhost:{course['port']}"
-    with httpx.Client(base_url=course["url"], trust_env=False, timeout=30, headers={
-            "Host": host, "Authorization": f"Bearer {course['token']}",
-            "X-Real-Ip": "6.6.6.6", "Forwarded": "for=6.6.6.6", "X-Forwarded-For": "6.6.6.6",
-            "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https",
-            "Cookie": "coursestack_session_x=1; theirs=kept"}) as client:
+    with httpx.Client(
+        base_url=course["url"],
+        trust_env=False,
+        timeout=30,
+        headers={
+            "Host": host,
+            "Authorization": f"Bearer {course['token']}",
+            "X-Real-Ip": "6.6.6.6",
+            "Forwarded": "for=6.6.6.6",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "https",
+            "Cookie": "coursestack_session_x=1; theirs=kept",
+        },
+    ) as client:
         answer = client.get("/some/path?q=1")
     assert answer.status_code == 200, answer.text
     seen = {key.lower(): value for key, value in answer.json()["headers"]}
@@ -112,23 +121,44 @@ def test_no_input_gives_a_500(echo_course: dict[str, Any]) -> None:
     size = log.stat().st_size
     with httpx.Client(base_url=course["url"], trust_env=False, timeout=30) as client:
         assert client.get(f"/login?token={course['token']}").status_code == 303
-        for path in ("/s/w%65b/x", "/s/web%2Findex.html", "/s/web/%2e%2e/x", "/s/%00/x",
-                     "/s/WEB/", "/s/web/" + "a" * 5000, "/s/nope/", "/s//x"):
+        for path in (
+            "/s/w%65b/x",
+            "/s/web%2Findex.html",
+            "/s/web/%2e%2e/x",
+            "/s/%00/x",
+            "/s/WEB/",
+            "/s/web/" + "a" * 5000,
+            "/s/nope/",
+            "/s//x",
+        ):
             answer = client.get(path)
             assert answer.status_code < 500, (path, answer.status_code)
         redirected = client.get("/s/w%65b/x")
         assert redirected.status_code == 303
         assert redirected.headers["location"].startswith(f"http://web.parse.localhost:{port}/")
-    hosts = [f"web.parse.localhost:{port}", "web.parse.localhost:99999",
-             "web.parse.localhost:abc", "web.other.localhost", "a b", "[::1", "x:y:z",
-             "@evil.example", "web.parse.localhost:8700/../", "", "..localhost",
-             "WEB.PARSE.LOCALHOST", "127.0.0.1:" + "9" * 50]
+    hosts = [
+        f"web.parse.localhost:{port}",
+        "web.parse.localhost:99999",
+        "web.parse.localhost:abc",
+        "web.other.localhost",
+        "a b",
+        "[::1",
+        "x:y:z",
+        "@evil.example",
+        "web.parse.localhost:8700/../",
+        "",
+        "..localhost",
+        "WEB.PARSE.LOCALHOST",
+        "127.0.0.1:" + "9" * 50,
+    ]
     for host in hosts:
         for path in ("/", "/s/web/x"):
-            upgrade = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                       f"Origin: http://{host}\r\n\r\n").encode("latin-1")
+            upgrade = (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Origin: http://{host}\r\n\r\n"
+            ).encode("latin-1")
             status = _status(_raw(port, upgrade))
             assert status != 500 and status != 101, (host, path, status)
             plain = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"

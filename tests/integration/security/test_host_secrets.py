@@ -60,10 +60,13 @@ def test_no_secret_on_a_command_line_or_in_a_world_readable_file() -> None:
             cli("restore", str(archive), "--state", str(state.root))
             secrets = instance_secrets(state)
             leaking_files = [
-                str(path) for path in state.root.rglob("*")
-                if path.is_file() and not path.is_symlink()
+                str(path)
+                for path in state.root.rglob("*")
+                if path.is_file()
+                and not path.is_symlink()
                 and readable_by_others(path, state.root)
-                and any(secret.encode() in path.read_bytes() for secret in secrets)]
+                and any(secret.encode() in path.read_bytes() for secret in secrets)
+            ]
         finally:
             cli("down", "--state", str(state.root), check=False)
     sampler.assert_free_of(secrets)

@@ -27,15 +27,25 @@ from support import cli, open_folder
 
 pytestmark = pytest.mark.slow
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="per-instance accounts exist only when run as root")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="per-instance accounts exist only when run as root"
+)
 
 
 def as_account(account: str, code: str) -> subprocess.CompletedProcess[str]:
     entry = pwd.getpwnam(account)
-    return subprocess.run([sys.executable, "-c", code], user=entry.pw_uid, group=entry.pw_gid,
-                          extra_groups=[], capture_output=True, text=True, check=False,
-                          timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        user=entry.pw_uid,
+        group=entry.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
 
 
 def account_of(state: StateFolder) -> str:
@@ -76,12 +86,15 @@ ATTEMPTS = {
 def test_another_instance_cannot(two: tuple[StateFolder, StateFolder], what: str) -> None:
     first, second = two
     assert account_of(first) != account_of(second)
-    code = ("import os; from pathlib import Path; "
-            f"a = Path({str(first.root)!r}); pid = {service_pids(first)['postgres']}; "
-            + ATTEMPTS[what].format(a="a", pid="{pid}"))
+    code = (
+        "import os; from pathlib import Path; "
+        f"a = Path({str(first.root)!r}); pid = {service_pids(first)['postgres']}; "
+        + ATTEMPTS[what].format(a="a", pid="{pid}")
+    )
     refused = as_account(account_of(second), code)
     assert refused.returncode != 0 and "PermissionError" in refused.stderr, (
-        f"instance B could {what} of instance A: {refused.stdout}{refused.stderr}")
+        f"instance B could {what} of instance A: {refused.stdout}{refused.stderr}"
+    )
     if what not in ("read the secrets", "read a log"):  # root's own files: nobody else's
         allowed = as_account(account_of(first), code)
         assert allowed.returncode == 0, f"A's own account cannot {what}: {allowed.stderr}"
@@ -98,7 +111,8 @@ def test_account_names_are_unique_per_state_folder_and_short() -> None:
 
 @needs_root
 def test_remove_deletes_the_instance_and_its_account_leaving_no_file_to_its_uid(
-        two: tuple[StateFolder, StateFolder]) -> None:
+    two: tuple[StateFolder, StateFolder],
+) -> None:
     first, second = two
     name = account_of(second)
     uid = pwd.getpwnam(name).pw_uid
@@ -115,21 +129,22 @@ def test_remove_deletes_the_instance_and_its_account_leaving_no_file_to_its_uid(
     assert account_of(first) and (first.data / "postgres" / "pgdata").is_dir()
     assert cli("status", "--state", str(first.root)).returncode == 0
     places = [*second.root.parent.rglob("*"), *Path("/tmp").iterdir(), *Path("/dev/shm").iterdir()]
-    owned = [str(p) for p in places
-             if not p.is_symlink() and p.exists() and p.lstat().st_uid == uid]
+    owned = [
+        str(p) for p in places if not p.is_symlink() and p.exists() and p.lstat().st_uid == uid
+    ]
     assert owned == [], f"files left to the freed account {name}: {owned[:5]}"
 
 
-def test_missing_setfacl_is_an_error_that_says_what_to_do(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_missing_setfacl_is_an_error_that_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without setfacl coursestack used to make a closed folder 0701 and log "ACL"."""
     closed = open_folder("closed-") / "inner"
     closed.mkdir(mode=0o700)
     target = closed / "python"
     target.touch()
     real_which = shutil.which
-    monkeypatch.setattr(shutil, "which",
-                        lambda name, *a, **k: None if name == "setfacl" else real_which(name))
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name == "setfacl" else real_which(name)
+    )
     nobody = RunAs("nobody", 65534, 65534)
     with pytest.raises(UserError) as raised:
         ensure_reachable([target], nobody)
@@ -153,23 +168,35 @@ def test_notebooks_folder_access_is_an_acl_given_and_taken_back() -> None:
     try:
         privileges.ensure_reachable([Path(sys.executable), team], account)
         assert privileges.grant_folder(team, account)
-        wrote = as_account(account.name, f"open({str(team / 'mine.ipynb')!r}, 'w').write('x');"
-                           f"open({str(team / 'lesson.ipynb')!r}, 'a').write(' ')")
+        wrote = as_account(
+            account.name,
+            f"open({str(team / 'mine.ipynb')!r}, 'w').write('x');"
+            f"open({str(team / 'lesson.ipynb')!r}, 'a').write(' ')",
+        )
         assert wrote.returncode == 0, wrote.stderr
         # Owner and mode stay (the group bits show the ACL mask, as `ls` does).
         assert os.stat(team).st_uid == 0 and os.stat(team).st_mode & 0o707 == 0o705
         assert (team / "mine.ipynb").stat().st_uid == account.uid
-        last = subprocess.run(["getfacl", "-p", "-c", str(team / "data-449.csv")],
-                              capture_output=True, text=True, check=True).stdout
+        last = subprocess.run(
+            ["getfacl", "-p", "-c", str(team / "data-449.csv")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert f"user:{account.name}:rw-" in last
         privileges.revoke_folder(team, account)
         assert {p.stat().st_uid for p in team.iterdir()} == {0}
-        acl = subprocess.run(["getfacl", "-R", "-p", "-c", str(team)], capture_output=True,
-                             text=True, check=True).stdout
+        acl = subprocess.run(
+            ["getfacl", "-R", "-p", "-c", str(team)], capture_output=True, text=True, check=True
+        ).stdout
         assert account.name not in acl
         privileges.revoke_reachable([Path(sys.executable)], account)
-        above = subprocess.run(["getfacl", "-p", "-c", *map(str, Path(sys.executable).parents)],
-                               capture_output=True, text=True, check=True).stdout
+        above = subprocess.run(
+            ["getfacl", "-p", "-c", *map(str, Path(sys.executable).parents)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert account.name not in above, "a traverse entry outlives the account"
     finally:
         privileges.remove_account(account.name)

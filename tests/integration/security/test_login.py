@@ -44,8 +44,11 @@ probe = {{ type = "http", path = "/" }}
 """
 
 
-def _up(name: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
-        ) -> tuple[Path, Any]:
+def _up(
+    name: str,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[Path, Any]:
     folder = open_folder(f"login-{name}-")
     spec = folder / "course.toml"
     spec.write_text(COURSE.format(name=name))
@@ -74,8 +77,9 @@ def _form(client: httpx.Client) -> dict[str, str]:
 
 
 def _client(state: Path, **headers: str) -> httpx.Client:
-    return httpx.Client(base_url=_record(state)["url"], trust_env=False, timeout=60,
-                        headers=headers)
+    return httpx.Client(
+        base_url=_record(state)["url"], trust_env=False, timeout=60, headers=headers
+    )
 
 
 def test_fifty_wrong_logins_then_the_right_token_works_at_once(instance: Path) -> None:
@@ -85,10 +89,15 @@ def test_fifty_wrong_logins_then_the_right_token_works_at_once(instance: Path) -
         answers = set()
         for attempt in range(50):
             # Each from a "different" address: forwarded headers are not trusted.
-            response = client.post("/login", data={**form, "secret": f"wrong-{attempt}"},
-                                   headers={"X-Forwarded-For": f"10.0.{attempt}.1",
-                                            "X-Real-Ip": f"10.1.{attempt}.1",
-                                            "Forwarded": f"for=10.2.{attempt}.1"})
+            response = client.post(
+                "/login",
+                data={**form, "secret": f"wrong-{attempt}"},
+                headers={
+                    "X-Forwarded-For": f"10.0.{attempt}.1",
+                    "X-Real-Ip": f"10.1.{attempt}.1",
+                    "Forwarded": f"for=10.2.{attempt}.1",
+                },
+            )
             answers.add(response.status_code)
         assert answers == {401, 429}, answers  # backed off, whatever the claimed address
         right = client.post("/login", data={**form, "secret": token})
@@ -99,27 +108,32 @@ def test_fifty_wrong_logins_then_the_right_token_works_at_once(instance: Path) -
         assert link.get("/api/services").status_code == 200
 
 
-def test_wrong_passwords_from_elsewhere_do_not_lock_out_a_known_browser(
-        instance: Path) -> None:
+def test_wrong_passwords_from_elsewhere_do_not_lock_out_a_known_browser(instance: Path) -> None:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", str(instance),
-                    "--stdin"], input="the student's password\n", text=True, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "coursestack", "passwd", "--state", str(instance), "--stdin"],
+        input="the student's password\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     try:
         with _client(instance) as student:
             # The student logged in on this browser before (its device cookie).
             assert student.get(f"/login?token={_record(instance)['token']}").status_code == 303
-            student.post("/logout", data={"csrf_token": student.get(
-                "/api/session").json()["csrf_token"]})
+            student.post(
+                "/logout", data={"csrf_token": student.get("/api/session").json()["csrf_token"]}
+            )
             with _client(instance) as attacker:
                 form = _form(attacker)
                 for attempt in range(30):
                     attacker.post("/login", data={**form, "secret": f"guess-{attempt}"})
                 refused = attacker.post("/login", data={**form, "secret": "guess"})
                 assert refused.status_code == 429
-            back = student.post("/login", data={**_form(student),
-                                                "secret": "the student's password"})
+            back = student.post(
+                "/login", data={**_form(student), "secret": "the student's password"}
+            )
             assert back.status_code == 303
             assert student.get("/api/services").status_code == 200
     finally:
@@ -129,9 +143,13 @@ def test_wrong_passwords_from_elsewhere_do_not_lock_out_a_known_browser(
 def test_eight_threads_of_wrong_passwords_leave_health_answering(instance: Path) -> None:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", str(instance),
-                    "--stdin"], input="a long enough secret\n", text=True, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "coursestack", "passwd", "--state", str(instance), "--stdin"],
+        input="a long enough secret\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     stop = threading.Event()
     sent = [0] * 8
 
@@ -188,9 +206,21 @@ def test_passwd_ends_every_session(instance: Path) -> None:
         assert client.get(f"/login?token={_record(instance)['token']}").status_code == 303
         assert client.get("/api/services").status_code == 200
         try:
-            subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state",
-                            str(instance), "--stdin"], input="a brand new password\n",
-                           text=True, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "coursestack",
+                    "passwd",
+                    "--state",
+                    str(instance),
+                    "--stdin",
+                ],
+                input="a brand new password\n",
+                text=True,
+                check=True,
+                capture_output=True,
+            )
             assert client.get("/api/services").status_code == 401
         finally:
             cli("passwd", "--state", str(instance), "--clear")
@@ -201,8 +231,7 @@ def test_passwd_ends_every_session(instance: Path) -> None:
 def test_two_instances_keep_their_cookies_apart(instance: Path) -> None:
     other, _ = _up("logins")  # the same course name, another state folder
     try:
-        assert session_cookie_name(StateFolder(instance)) != session_cookie_name(
-            StateFolder(other))
+        assert session_cookie_name(StateFolder(instance)) != session_cookie_name(StateFolder(other))
         jar = httpx.Cookies()
         for state in (instance, other):
             with _client(state) as client:
@@ -249,7 +278,7 @@ def test_up_open_puts_no_secret_on_a_command_line() -> None:
     opened = folder / "opened.txt"
     browser = folder / "browser"
     # A stand-in browser: records what it was asked to open.
-    browser.write_text(f"#!/bin/sh\necho \"$@\" >> {opened}\n")
+    browser.write_text(f'#!/bin/sh\necho "$@" >> {opened}\n')
     browser.chmod(0o755)
     stop, seen = threading.Event(), set()
     sampler = threading.Thread(target=_sample_cmdlines, args=(stop, seen))
@@ -270,16 +299,18 @@ def test_up_open_puts_no_secret_on_a_command_line() -> None:
         code = re.search(r'name="code" value="([^"]+)"', text)
         assert code
         secrets = [record["token"], code.group(1)]
-        secrets += [str(v) for v in json.loads((state / "run" / "secrets.json").read_text()
-                                               ).values()]
+        secrets += [
+            str(v) for v in json.loads((state / "run" / "secrets.json").read_text()).values()
+        ]
         lines = [line for line in seen if line]
         assert any("coursestack" in line for line in lines)  # the sampler did see us
         for line in lines:
             for secret in secrets:
                 assert secret not in line, f"a secret on a command line: {line[:200]}"
         with _client(state) as client:
-            logged = client.post("/login/code", data={"code": code.group(1)},
-                                 headers={"Origin": "null"})
+            logged = client.post(
+                "/login/code", data={"code": code.group(1)}, headers={"Origin": "null"}
+            )
             assert logged.status_code == 200 and "refresh" in logged.text
             assert client.get("/api/services").status_code == 200
         with _client(state) as again:

@@ -33,8 +33,14 @@ from support import cli, open_folder, wait_for
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 ATTACK_JS = r"""
 window.attack = async ({dashboards, jupyter, routes, jupyterRoutes, kernel, marker}) => {
@@ -101,8 +107,11 @@ ATTACK_HTML = """<!doctype html><html><head><meta charset=utf-8><title>A friendl
 JUPYTER_EXTRAS: list[tuple[str, str, str | None]] = [
     ("/s/jupyter/files/secret.txt", "GET", None),
     ("/s/jupyter/lab/api/settings", "GET", None),
-    ("/s/jupyter/api/contents/pwned.txt", "PUT",
-     '{"type": "file", "format": "text", "content": "pwned"}'),
+    (
+        "/s/jupyter/api/contents/pwned.txt",
+        "PUT",
+        '{"type": "file", "format": "text", "content": "pwned"}',
+    ),
 ]
 
 
@@ -112,10 +121,17 @@ def _jupyter_routes(kernel: str) -> list[tuple[str, str, str | None]]:
     import jupyter_server
     import yaml
 
-    schema = yaml.safe_load((Path(jupyter_server.__file__).parent / "services" / "api" /
-                             "api.yaml").read_text())
-    values = {"path": "secret.txt", "kernel_id": kernel, "session": "x",
-              "checkpoint_id": "x", "terminal_id": "1", "section_name": "notebook"}
+    schema = yaml.safe_load(
+        (Path(jupyter_server.__file__).parent / "services" / "api" / "api.yaml").read_text()
+    )
+    values = {
+        "path": "secret.txt",
+        "kernel_id": kernel,
+        "session": "x",
+        "checkpoint_id": "x",
+        "terminal_id": "1",
+        "section_name": "notebook",
+    }
     routes = []
     for path, operations in schema["paths"].items():
         concrete = "/s/jupyter" + re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
@@ -162,15 +178,25 @@ probe = {{ type = "http", path = "/attack.html" }}
     cli("up", str(spec), "--state", str(state))
     record = json.loads((state / "run" / "daemon.json").read_text())
     try:
-        yield {"state": state, "url": record["url"], "token": record["token"],
-               "port": record["port"], "notebooks": notebooks, "marker": folder / "pwned"}
+        yield {
+            "state": state,
+            "url": record["url"],
+            "token": record["token"],
+            "port": record["port"],
+            "notebooks": notebooks,
+            "marker": folder / "pwned",
+        }
     finally:
         cli("down", "--state", str(state), check=False)
 
 
 def _bearer(course: dict[str, Any]) -> httpx.Client:
-    return httpx.Client(base_url=course["url"], trust_env=False, timeout=30,
-                        headers={"Authorization": f"Bearer {course['token']}"})
+    return httpx.Client(
+        base_url=course["url"],
+        trust_env=False,
+        timeout=30,
+        headers={"Authorization": f"Bearer {course['token']}"},
+    )
 
 
 def _dashboard_routes(course: dict[str, Any], names: dict[str, str]) -> list[tuple[str, str]]:
@@ -182,8 +208,14 @@ def _dashboard_routes(course: dict[str, Any], names: dict[str, str]) -> list[tup
         concrete = re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), "jupyter"), path)
         routes += [(concrete, method.upper()) for method in operations]
     # The pages and the front door's redirect, which the schema leaves out.
-    routes += [("/", "GET"), ("/connections", "GET"), ("/doctor", "GET"),
-               ("/doctor/bundle", "POST"), ("/logout", "POST"), ("/s/jupyter/", "GET")]
+    routes += [
+        ("/", "GET"),
+        ("/connections", "GET"),
+        ("/doctor", "GET"),
+        ("/doctor/bundle", "POST"),
+        ("/logout", "POST"),
+        ("/s/jupyter/", "GET"),
+    ]
     return routes
 
 
@@ -191,23 +223,27 @@ def _jupyter_state(course: dict[str, Any]) -> dict[str, Any]:
     """What Jupyter holds, asked directly with its token (not through the browser)."""
     with _bearer(course) as client:
         services = {s["name"]: s for s in client.get("/api/services").json()}
-        token = client.get("/api/connections?reveal=true").json()["services"]["jupyter"][
-            "password"]
+        token = client.get("/api/connections?reveal=true").json()["services"]["jupyter"]["password"]
     base = f"http://127.0.0.1:{services['jupyter']['port']}/s/jupyter/api/"
     headers = {"Authorization": f"token {token}"}
     with httpx.Client(trust_env=False, timeout=30, headers=headers) as jupyter:
-        return {"kernels": sorted((k["id"], k["last_activity"], k["execution_state"])
-                                  for k in jupyter.get(base + "kernels").json()),
-                "sessions": jupyter.get(base + "sessions").json(),
-                "terminals": jupyter.get(base + "terminals").json(),
-                "files": sorted(f["name"] for f in jupyter.get(base + "contents").json()[
-                    "content"]),
-                "pids": {name: s["pid"] for name, s in services.items()},
-                "token": token, "base": base}
+        return {
+            "kernels": sorted(
+                (k["id"], k["last_activity"], k["execution_state"])
+                for k in jupyter.get(base + "kernels").json()
+            ),
+            "sessions": jupyter.get(base + "sessions").json(),
+            "terminals": jupyter.get(base + "terminals").json(),
+            "files": sorted(f["name"] for f in jupyter.get(base + "contents").json()["content"]),
+            "pids": {name: s["pid"] for name, s in services.items()},
+            "token": token,
+            "base": base,
+        }
 
 
 def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
-        attacked_course: dict[str, Any]) -> None:
+    attacked_course: dict[str, Any],
+) -> None:
     from playwright.sync_api import sync_playwright
 
     course = attacked_course
@@ -217,22 +253,36 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
     attacker_origin = f"http://attacker.{instance}.localhost:{port}"
     dashboards = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
     before = _jupyter_state(course)
-    with httpx.Client(trust_env=False, timeout=30,
-                      headers={"Authorization": f"token {before['token']}"}) as jupyter:
+    with httpx.Client(
+        trust_env=False, timeout=30, headers={"Authorization": f"token {before['token']}"}
+    ) as jupyter:
         kernel = jupyter.post(before["base"] + "kernels", json={"name": "python3"}).json()["id"]
         # Run one cell, so the kernel is idle and its last activity settles.
         channels = before["base"].replace("http://", "ws://") + f"kernels/{kernel}/channels"
-        with connect(channels, additional_headers={"Authorization": f"token {before['token']}"},
-                     open_timeout=30) as socket:
+        with connect(
+            channels,
+            additional_headers={"Authorization": f"token {before['token']}"},
+            open_timeout=30,
+        ) as socket:
             socket.send(json.dumps(_execute_request("warm", "1 + 1")))
             _collect(socket, "warm", 60)
-        wait_for(lambda: jupyter.get(before["base"] + f"kernels/{kernel}").json()[
-            "execution_state"] == "idle", timeout=60, what="the kernel to be idle")
+        wait_for(
+            lambda: (
+                jupyter.get(before["base"] + f"kernels/{kernel}").json()["execution_state"]
+                == "idle"
+            ),
+            timeout=60,
+            what="the kernel to be idle",
+        )
         time.sleep(1)
     before = _jupyter_state(course)
     with _bearer(course) as client:
-        secrets_seen = [v for s in client.get("/api/connections?reveal=true").json()[
-            "services"].values() for k, v in s.items() if k == "password" and v]
+        secrets_seen = [
+            v
+            for s in client.get("/api/connections?reveal=true").json()["services"].values()
+            for k, v in s.items()
+            if k == "password" and v
+        ]
     secrets_seen += [course["token"]]
 
     with sync_playwright() as playwright:
@@ -254,11 +304,17 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
             page.wait_for_url(f"{attacker_origin}/attack.html")
             page.wait_for_function("typeof window.attack === 'function'")
             names = {"name": "jupyter"}
-            outcome = page.evaluate("args => window.attack(args)", {
-                "dashboards": dashboards, "jupyter": jupyter_origin,
-                "routes": _dashboard_routes(course, names),
-                "jupyterRoutes": _jupyter_routes(kernel),
-                "kernel": kernel, "marker": str(course["marker"])})
+            outcome = page.evaluate(
+                "args => window.attack(args)",
+                {
+                    "dashboards": dashboards,
+                    "jupyter": jupyter_origin,
+                    "routes": _dashboard_routes(course, names),
+                    "jupyterRoutes": _jupyter_routes(kernel),
+                    "kernel": kernel,
+                    "marker": str(course["marker"]),
+                },
+            )
         finally:
             browser.close()
 
@@ -272,8 +328,9 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
     for socket in outcome["sockets"]:
         assert not socket["opened"], f"a kernel WebSocket opened: {socket}"
     after = _jupyter_state(course)
-    assert {k: after[k] for k in ("kernels", "sessions", "terminals", "files", "pids")} == \
-        {k: before[k] for k in ("kernels", "sessions", "terminals", "files", "pids")}
+    assert {k: after[k] for k in ("kernels", "sessions", "terminals", "files", "pids")} == {
+        k: before[k] for k in ("kernels", "sessions", "terminals", "files", "pids")
+    }
     assert not course["marker"].exists(), "code ran in the kernel"
     assert (course["notebooks"] / "secret.txt").read_text() == "the student's own notes\n"
     with _bearer(course) as client:
@@ -281,16 +338,29 @@ def test_a_proxied_page_cannot_act_as_the_dashboard_or_jupyter(
 
 
 def test_the_student_still_opens_jupyter_from_the_dashboard_and_runs_a_cell(
-        attacked_course: dict[str, Any]) -> None:
+    attacked_course: dict[str, Any],
+) -> None:
     from playwright.sync_api import sync_playwright
 
     course = attacked_course
     name = f"origins-{uuid.uuid4().hex[:8]}.ipynb"
-    notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c1",
-                           "metadata": {}, "outputs": [], "source": "print(6 * 7)"}],
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                            "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": "c1",
+                "metadata": {},
+                "outputs": [],
+                "source": "print(6 * 7)",
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path = course["notebooks"] / name
     path.write_text(json.dumps(notebook))
     path.chmod(0o666)
@@ -324,20 +394,28 @@ def test_service_origins_stay_apart(attacked_course: dict[str, Any]) -> None:
         assert location.startswith(f"http://attacker.origins-test.localhost:{port}/")
         dashboard_cookies = dict(dashboard.cookies)
     host = f"attacker.origins-test.localhost:{port}"
-    with httpx.Client(base_url=course["url"], trust_env=False, timeout=30,
-                      headers={"Host": host}) as attacker:
+    with httpx.Client(
+        base_url=course["url"], trust_env=False, timeout=30, headers={"Host": host}
+    ) as attacker:
         handed = attacker.get(location.split(str(port), 1)[1])
         assert handed.status_code == 200
         assert attacker.get("/attack.html").status_code == 200
         again = attacker.get(location.split(str(port), 1)[1])
         assert again.status_code == 400, "a hand-off code works once"
         service_cookies = dict(attacker.cookies)
-    for cookies, host in ((service_cookies, f"jupyter.origins-test.localhost:{port}"),
-                          (service_cookies, f"127.0.0.1:{port}"),
-                          (dashboard_cookies, f"jupyter.origins-test.localhost:{port}"),
-                          (dashboard_cookies, f"attacker.origins-test.localhost:{port}")):
-        with httpx.Client(base_url=course["url"], trust_env=False, timeout=30,
-                          headers={"Host": host}, cookies=cookies) as client:
+    for cookies, host in (
+        (service_cookies, f"jupyter.origins-test.localhost:{port}"),
+        (service_cookies, f"127.0.0.1:{port}"),
+        (dashboard_cookies, f"jupyter.origins-test.localhost:{port}"),
+        (dashboard_cookies, f"attacker.origins-test.localhost:{port}"),
+    ):
+        with httpx.Client(
+            base_url=course["url"],
+            trust_env=False,
+            timeout=30,
+            headers={"Host": host},
+            cookies=cookies,
+        ) as client:
             path = "/api/services" if host.startswith("127.") else "/s/jupyter/api/status"
             if host.startswith("attacker"):
                 path = "/attack.html"
@@ -345,7 +423,8 @@ def test_service_origins_stay_apart(attacked_course: dict[str, Any]) -> None:
 
 
 def test_a_link_from_another_origin_to_a_service_goes_through_the_dashboard(
-        attacked_course: dict[str, Any]) -> None:
+    attacked_course: dict[str, Any],
+) -> None:
     """A service page opened without its own cookie, by a link on another site (where
     the dashboard's SameSite=Strict cookie is not sent), still ends on the service,
     logged in by the hand-off: the dashboard re-requests itself from its own origin."""

@@ -37,16 +37,27 @@ from victims import Victims
 pytestmark = pytest.mark.slow
 
 if os.geteuid() != 0:
-    pytest.skip("services run as another account only when coursestack runs as root",
-                allow_module_level=True)
+    pytest.skip(
+        "services run as another account only when coursestack runs as root",
+        allow_module_level=True,
+    )
 
 
 def as_account(account: str, code: str) -> subprocess.CompletedProcess[str]:
     """Run Python code as the service account (the attacker here)."""
     entry = pwd.getpwnam(account)
-    return subprocess.run([sys.executable, "-c", code], user=entry.pw_uid, group=entry.pw_gid,
-                          extra_groups=[], capture_output=True, text=True, check=False,
-                          timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        user=entry.pw_uid,
+        group=entry.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +93,11 @@ def kill_and_wait_for_restart(instance: Instance, account: str, name: str) -> No
         # (ready) or refused to (failed, backoff).
         for line in instance.state.events_file.read_text().splitlines():
             event = json.loads(line)
-            if (event["service"] == name and event["time"] > killed_at
-                    and event.get("previous") == "starting"):
+            if (
+                event["service"] == name
+                and event["time"] > killed_at
+                and event.get("previous") == "starting"
+            ):
                 return True
         return False
 
@@ -93,12 +107,14 @@ def kill_and_wait_for_restart(instance: Instance, account: str, name: str) -> No
 def repair(instance: Instance, account: str, code: str, name: str) -> None:
     assert as_account(account, code).returncode == 0
     cli("restart", name, "--state", str(instance.state.root))
-    wait_for(lambda: service(instance, name)["state"] == "ready", timeout=120,
-             what=f"{name} ready again")
+    wait_for(
+        lambda: service(instance, name)["state"] == "ready", timeout=120, what=f"{name} ready again"
+    )
 
 
-def test_the_account_cannot_swap_its_data_folder_itself(running: tuple[Instance, str, Victims]
-                                                        ) -> None:
+def test_the_account_cannot_swap_its_data_folder_itself(
+    running: tuple[Instance, str, Victims],
+) -> None:
     instance, account, _ = running
     data = instance.state.data
     moved = as_account(account, f"import os; os.rename('{data}/mongo', '{data}/mongo.away')")
@@ -107,38 +123,50 @@ def test_the_account_cannot_swap_its_data_folder_itself(running: tuple[Instance,
     assert planted.returncode != 0 and "Permission denied" in planted.stderr
 
 
-@pytest.mark.parametrize("inside, target", [
-    ("home", "folder"), ("home/.runtime", "folder"), ("db", "folder"),
-    ("seeded.json", "file")])
-def test_mongo_folders_swapped_for_links(running: tuple[Instance, str, Victims], inside: str,
-                                         target: str) -> None:
+@pytest.mark.parametrize(
+    "inside, target",
+    [("home", "folder"), ("home/.runtime", "folder"), ("db", "folder"), ("seeded.json", "file")],
+)
+def test_mongo_folders_swapped_for_links(
+    running: tuple[Instance, str, Victims], inside: str, target: str
+) -> None:
     instance, account, victims = running
     folder = instance.state.data / "mongo"
     path = folder / inside
     link_to = victims.folder if target == "folder" else victims.file
-    swap = (f"import os, shutil; p = {str(path)!r}\n"
-            f"os.rename(p, p + '.away')\n"
-            f"os.symlink({str(link_to)!r}, p)")
+    swap = (
+        f"import os, shutil; p = {str(path)!r}\n"
+        f"os.rename(p, p + '.away')\n"
+        f"os.symlink({str(link_to)!r}, p)"
+    )
     result = as_account(account, swap)
     assert result.returncode == 0, result.stderr
     kill_and_wait_for_restart(instance, account, "mongo")
     victims.assert_untouched(f"in {path}")
-    repair(instance, account, f"import os; p = {str(path)!r}\nos.unlink(p) if os.path.islink(p) "
-           f"else None\nos.path.exists(p) or os.rename(p + '.away', p)", "mongo")
+    repair(
+        instance,
+        account,
+        f"import os; p = {str(path)!r}\nos.unlink(p) if os.path.islink(p) "
+        f"else None\nos.path.exists(p) or os.rename(p + '.away', p)",
+        "mongo",
+    )
 
 
 def test_postgres_cluster_moved_and_initdb_paths_planted(
-        running: tuple[Instance, str, Victims]) -> None:
+    running: tuple[Instance, str, Victims],
+) -> None:
     """The original attack: pgdata moved away, the initdb password file and staging
     folder made links to root's; root used to write the superuser password through."""
     instance, account, victims = running
     folder = instance.state.data / "postgres"
-    plant = (f"import os; d = {str(folder)!r}\n"
-             f"os.rename(d + '/pgdata', d + '/pgdata.away')\n"
-             f"os.symlink({str(victims.file)!r}, d + '/.initdb-password')\n"
-             f"os.symlink({str(victims.folder)!r}, d + '/pgdata.init')\n"
-             f"os.rename(d + '/seeded.json', d + '/seeded.away')\n"
-             f"os.symlink({str(victims.file)!r}, d + '/seeded.json')")
+    plant = (
+        f"import os; d = {str(folder)!r}\n"
+        f"os.rename(d + '/pgdata', d + '/pgdata.away')\n"
+        f"os.symlink({str(victims.file)!r}, d + '/.initdb-password')\n"
+        f"os.symlink({str(victims.folder)!r}, d + '/pgdata.init')\n"
+        f"os.rename(d + '/seeded.json', d + '/seeded.away')\n"
+        f"os.symlink({str(victims.file)!r}, d + '/seeded.json')"
+    )
     result = as_account(account, plant)
     assert result.returncode == 0, result.stderr
     kill_and_wait_for_restart(instance, account, "postgres")
@@ -148,13 +176,14 @@ def test_postgres_cluster_moved_and_initdb_paths_planted(
     assert (folder / "pgdata" / "PG_VERSION").is_file()
 
 
-def test_notebooks_folder_entries_swapped_for_links(
-        running: tuple[Instance, str, Victims]) -> None:
+def test_notebooks_folder_entries_swapped_for_links(running: tuple[Instance, str, Victims]) -> None:
     instance, account, victims = running
     notebooks = instance.state.course / "notebooks"
-    plant = (f"import os; d = {str(notebooks)!r}\n"
-             f"os.symlink({str(victims.file)!r}, d + '/evil.ipynb')\n"
-             f"os.symlink({str(victims.folder)!r}, d + '/evil-folder')")
+    plant = (
+        f"import os; d = {str(notebooks)!r}\n"
+        f"os.symlink({str(victims.file)!r}, d + '/evil.ipynb')\n"
+        f"os.symlink({str(victims.folder)!r}, d + '/evil-folder')"
+    )
     result = as_account(account, plant)
     assert result.returncode == 0, result.stderr
     # As on a first start: the folder has no ACL yet, so the daemon walks it all.
@@ -162,8 +191,12 @@ def test_notebooks_folder_entries_swapped_for_links(
     kill_and_wait_for_restart(instance, account, "jupyter")
     victims.assert_untouched(f"in {notebooks}")
     entry = pwd.getpwnam(account)
-    acl = subprocess.run(["getfacl", "-p", "-c", str(notebooks / "01-anscombe.ipynb")],
-                         capture_output=True, text=True, check=True).stdout
+    acl = subprocess.run(
+        ["getfacl", "-p", "-c", str(notebooks / "01-anscombe.ipynb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"user:{entry.pw_name}:rw-" in acl, "the walk did give the account its notebooks"
 
 
@@ -175,8 +208,11 @@ def test_moving_from_the_shared_account_follows_no_link() -> None:
     state = StateFolder(base / "state")
     cli("up", "--state", str(state.root))
     cli("down", "--state", str(state.root))
-    subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "coursestack"],
-                   check=False, capture_output=True)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--user-group", "coursestack"],
+        check=False,
+        capture_output=True,
+    )
     legacy = pwd.getpwnam("coursestack")
     for path in [state.data, *state.data.rglob("*")]:
         os.lchown(path, legacy.pw_uid, legacy.pw_gid)

@@ -25,8 +25,12 @@ class Daemon:
         return self.url.rstrip("/")
 
     def bearer(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, trust_env=False, timeout=60,
-                            headers={"Authorization": f"Bearer {self.token}"})
+        return httpx.Client(
+            base_url=self.url,
+            trust_env=False,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
 
     def wait_state(self, name: str, wanted: str, timeout: float = 90.0) -> None:
         with self.bearer() as client:

@@ -17,13 +17,23 @@ import pytest
 from composer_support import TINY_SPEC, Course, running_course
 from coursestack.spec import load_spec
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("/usr/bin/chromium") is None,
-                                 reason="needs Debian's chromium (/usr/bin/chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("/usr/bin/chromium") is None,
+        reason="needs Debian's chromium (/usr/bin/chromium)",
+    ),
+]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
@@ -150,11 +160,13 @@ def test_a_cycle_shows_where_it_is_and_saves_nothing(browser: Any, course: Cours
     expect(problem).to_have_count(1)
     expect(problem).to_contain_text("dependency cycle: command -> hello -> command")
     expect(page.locator('.cnode[data-service="command"]')).to_have_class(
-        re.compile(r"\bhas-problem\b"))
+        re.compile(r"\bhas-problem\b")
+    )
     # Following the problem leads to the field it is about.
     problem.click()
-    expect(page.locator('.field[data-key="services.command.depends_on"] .field-error')
-           ).to_contain_text("dependency cycle")
+    expect(
+        page.locator('.field[data-key="services.command.depends_on"] .field-error')
+    ).to_contain_text("dependency cycle")
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator("#status")).to_contain_text("Not saved: fix the problems first")
     assert course.spec.read_text(encoding="utf-8") == TINY_SPEC
@@ -172,7 +184,8 @@ def test_bad_settings_are_shown_at_their_field(browser: Any, course: Course) -> 
     port.fill("70000")
     settled(page)
     expect(page.locator("#field-services-command-port-error")).to_contain_text(
-        "less than or equal to 65535")
+        "less than or equal to 65535"
+    )
     expect(port).to_have_attribute("aria-invalid", "true")
     port.fill("8200")
     # A duplicate name is refused at the name field, and nothing is renamed.
@@ -201,15 +214,18 @@ def test_a_hand_edited_file_with_mistakes(browser: Any) -> None:
     from playwright.sync_api import expect
 
     with running_course() as course:
-        course.spec.write_text(TINY_SPEC + '\n[services.odd]\nkind = "mongo"\n'
-                               '\n[services.needy]\nkind = "command"\ncommand = "true"\n'
-                               'probe = { type = "none" }\ndepends_on = ["nosuch"]\n',
-                               encoding="utf-8")
+        course.spec.write_text(
+            TINY_SPEC + '\n[services.odd]\nkind = "mongo"\n'
+            '\n[services.needy]\nkind = "command"\ncommand = "true"\n'
+            'probe = { type = "none" }\ndepends_on = ["nosuch"]\n',
+            encoding="utf-8",
+        )
         errors: list[str] = []
         page = open_page(browser, course, "/composer", errors)
         for name in ("odd", "needy"):
             expect(page.locator(f'.cnode[data-service="{name}"]')).to_have_class(
-                re.compile(r"\bhas-problem\b"))
+                re.compile(r"\bhas-problem\b")
+            )
         problems = page.locator("#problems button.problem")
         expect(problems).to_have_count(2)
         problems.filter(has_text="unknown kind").click()
@@ -217,7 +233,8 @@ def test_a_hand_edited_file_with_mistakes(browser: Any) -> None:
         expect(page.locator("#field-kind")).to_be_focused()
         problems.filter(has_text="nosuch").click()
         expect(page.locator("#field-depends_on-error")).to_contain_text(
-            "depends on 'nosuch', which is not a service here")
+            "depends on 'nosuch', which is not a service here"
+        )
         # The line is the one `up` names.
         expect(problems.filter(has_text="nosuch")).to_contain_text("line 20:")
         assert errors == []
@@ -241,16 +258,20 @@ def test_run_brings_the_new_service_to_ready(browser: Any, course: Course) -> No
     dashboard = open_page(browser, course, "/", errors)
     picture = dashboard.locator("#diagram")
     expect(picture.locator('g.node[data-service="command"]')).to_have_class(
-        re.compile(r"\bstate-ready\b"))
+        re.compile(r"\bstate-ready\b")
+    )
     expect(picture.locator('g.node[data-service="hello"] .node-state')).to_have_text("ready")
-    expect(picture.locator('g.edge[data-source="command"][data-target="hello"] text')
-           ).to_have_text("ready")
+    expect(picture.locator('g.edge[data-source="command"][data-target="hello"] text')).to_have_text(
+        "ready"
+    )
     dashboard.get_by_role("button", name="Stop command", exact=True).click()
     expect(picture.locator('g.node[data-service="command"] .node-state')).to_have_text(
-        "stopped", timeout=30_000)
+        "stopped", timeout=30_000
+    )
     dashboard.get_by_role("button", name="Start command", exact=True).click()
     expect(picture.locator('g.node[data-service="command"] .node-state')).to_have_text(
-        "ready", timeout=30_000)
+        "ready", timeout=30_000
+    )
     picture.locator('a.node-link[href="#svc-command"]').click()
     expect(dashboard.get_by_role("button", name="Start command", exact=True)).to_be_focused()
     dashboard.locator("#diagram").scroll_into_view_if_needed()

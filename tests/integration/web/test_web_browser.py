@@ -14,15 +14,31 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 NOTEBOOK = {
-    "cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {},
-               "outputs": [], "source": "print(6 * 7)"}],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "c1",
+            "metadata": {},
+            "outputs": [],
+            "source": "print(6 * 7)",
+        }
+    ],
+    "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
 }
 
 
@@ -60,18 +76,26 @@ def test_log_in_stop_start_and_run_a_cell(daemon: Any, restore_services: None) -
             # Jupyter's own origin; open a notebook there and run its cell.
             name = f"web-test-{uuid.uuid4().hex[:8]}.ipynb"
             with daemon.bearer() as client:
-                jupyter = client.get("/api/connections?reveal=true").json()["services"][
-                    "jupyter"]
+                jupyter = client.get("/api/connections?reveal=true").json()["services"]["jupyter"]
             contents = f"{jupyter['url']}api/contents/{name}"
             token = {"Authorization": f"token {jupyter['password']}"}
-            created = httpx.put(contents, json={"type": "notebook", "content": NOTEBOOK},
-                                headers=token, trust_env=False, timeout=30)
+            created = httpx.put(
+                contents,
+                json={"type": "notebook", "content": NOTEBOOK},
+                headers=token,
+                trust_env=False,
+                timeout=30,
+            )
             assert created.is_success, created.text
             lab = context.new_page()
             lab.set_viewport_size({"width": 1280, "height": 900})
             lab.goto(f"{daemon.url}s/jupyter/lab/tree/{name}")
-            lab.wait_for_url(re.compile(r"http://jupyter\.[a-z0-9-]+\.localhost:\d+/s/jupyter/"
-                                        r"lab/tree/"))
+            lab.wait_for_url(
+                re.compile(
+                    r"http://jupyter\.[a-z0-9-]+\.localhost:\d+/s/jupyter/"
+                    r"lab/tree/"
+                )
+            )
             run_first_cell(lab, "print(6 * 7)", "42")
             assert errors == []
             httpx.delete(contents, headers=token, trust_env=False, timeout=30)

@@ -1,4 +1,4 @@
-""""Check my setup" in the dashboard: the doctor's findings and the diagnostics bundle."""
+""" "Check my setup" in the dashboard: the doctor's findings and the diagnostics bundle."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_doctor_page_lists_every_finding_with_a_text_status(
-        daemon: Any, session: tuple[httpx.Client, str]) -> None:
+    daemon: Any, session: tuple[httpx.Client, str]
+) -> None:
     client, _csrf = session
     # The doctor blocks (programs, the daemon's own API): it must run off the event loop,
     # so the daemon keeps answering while it works.
@@ -44,9 +45,11 @@ def test_the_doctor_page_lists_every_finding_with_a_text_status(
     assert slowest < 0.5, f"the daemon stalled {slowest:.2f} s while the doctor ran"
     html = page.text
     assert '<a href="/doctor" aria-current="page">Check my setup</a>' in html
-    findings = re.findall(r'<li class="finding finding-(ok|warn|fail)">\s*'
-                          r'<p class="finding-head"><span class="badge badge-\1">([^<]+)</span>',
-                          html)
+    findings = re.findall(
+        r'<li class="finding finding-(ok|warn|fail)">\s*'
+        r'<p class="finding-head"><span class="badge badge-\1">([^<]+)</span>',
+        html,
+    )
     assert len(findings) >= 8, html
     words = {"ok": "OK", "warn": "Warning", "fail": "Problem"}
     assert all(words[status] == text for status, text in findings), findings
@@ -56,8 +59,9 @@ def test_the_doctor_page_lists_every_finding_with_a_text_status(
     assert daemon.token not in html
 
 
-def test_the_bundle_downloads_as_a_redacted_zip(daemon: Any,
-                                                session: tuple[httpx.Client, str]) -> None:
+def test_the_bundle_downloads_as_a_redacted_zip(
+    daemon: Any, session: tuple[httpx.Client, str]
+) -> None:
     client, csrf = session
     refused = client.post("/doctor/bundle", data={"csrf_token": "wrong"})
     assert refused.status_code == 403
@@ -66,8 +70,9 @@ def test_the_bundle_downloads_as_a_redacted_zip(daemon: Any,
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"
     disposition = response.headers["content-disposition"]
-    assert re.fullmatch(r'attachment; filename="coursestack-diagnostics-[\w.-]+\.zip"',
-                        disposition), disposition
+    assert re.fullmatch(
+        r'attachment; filename="coursestack-diagnostics-[\w.-]+\.zip"', disposition
+    ), disposition
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         names = archive.namelist()
         assert any(name.endswith("/doctor.txt") for name in names), names
@@ -80,8 +85,14 @@ def test_the_bundle_downloads_as_a_redacted_zip(daemon: Any,
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium")
@@ -101,7 +112,8 @@ def test_check_my_setup_in_a_browser(daemon: Any) -> None:
             findings = page.get_by_role("list", name="Findings").get_by_role("listitem")
             assert findings.count() >= 8
             expect(findings.first.locator(".badge")).to_have_text(
-                re.compile("^(OK|Warning|Problem)$"))
+                re.compile("^(OK|Warning|Problem)$")
+            )
             with page.expect_download() as download_info:
                 page.get_by_role("button", name="Download diagnostics bundle").click()
             download = download_info.value

@@ -45,8 +45,9 @@ def real_services(daemon: Any) -> frozenset[str]:
 @pytest.fixture(scope="module")
 def api_schema(daemon: Any, real_services: frozenset[str]) -> BaseSchema:
     auth = {"Authorization": f"Bearer {daemon.token}"}
-    schema = schemathesis.openapi.from_url(f"{daemon.url}api/openapi.json", headers=auth,
-                                           timeout=30)
+    schema = schemathesis.openapi.from_url(
+        f"{daemon.url}api/openapi.json", headers=auth, timeout=30
+    )
     schema.config.update(headers=auth, request_timeout=30)
 
     @schema.hook
@@ -60,25 +61,34 @@ def api_schema(daemon: Any, real_services: frozenset[str]) -> BaseSchema:
 
 
 # Filters go on the lazy schema: it replaces the fixture's own filters with these.
-lazy_schema = (schemathesis.pytest.from_fixture("api_schema")
-               .exclude(path="/api/shutdown")
-               .exclude(path_regex=r"/(events|logs/stream)$"))
+lazy_schema = (
+    schemathesis.pytest.from_fixture("api_schema")
+    .exclude(path="/api/shutdown")
+    .exclude(path_regex=r"/(events|logs/stream)$")
+)
 
 
 @lazy_schema.parametrize()
 @seed(FUZZ_SEED)
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, print_blob=True,
-          phases=[Phase.explicit, Phase.generate, Phase.shrink],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 def test_api_conforms_to_its_schema(case: Case, real_services: frozenset[str]) -> None:
     if case.path.endswith(STOPPING):
         assert case.path_parameters.get("name") not in real_services, (
-            "the fuzzer must not stop a service of the shared instance")
+            "the fuzzer must not stop a service of the shared instance"
+        )
     try:
         response = case.call()
         assert response.status_code < 500, (
             f"{case.method} {case.formatted_path} answered {response.status_code}: "
-            f"{response.text[:500]}")
+            f"{response.text[:500]}"
+        )
         case.validate_response(response)
     except Exception as error:
         error.add_note(f"fuzz seed {FUZZ_SEED}: replay with COURSESTACK_FUZZ_SEED={FUZZ_SEED}")

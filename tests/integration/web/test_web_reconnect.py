@@ -18,8 +18,14 @@ from support import cli, open_folder
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -32,7 +38,8 @@ def free_port() -> int:
 def write_course(folder: Path, dashboard_port: int) -> Path:
     """A one-service course whose dashboard prefers `dashboard_port` (free now)."""
     spec = folder / "course.toml"
-    spec.write_text(textwrap.dedent(f"""\
+    spec.write_text(
+        textwrap.dedent(f"""\
         [course]
         name = "reconnect"
         title = "Reconnect test"
@@ -45,7 +52,8 @@ def write_course(folder: Path, dashboard_port: int) -> Path:
         port = {free_port()}
         database = "teaching"
         user = "student"
-    """))
+    """)
+    )
     return spec
 
 

@@ -73,11 +73,15 @@ def test_every_route_but_the_public_ones_refuses_strangers(daemon: Any) -> None:
                 continue
             for method in sorted(route.methods):
                 for accept in ("application/json", "text/html"):
-                    response = client.request(method, concrete(route.path),
-                                              headers={"Accept": accept, "Origin": daemon.origin})
+                    response = client.request(
+                        method,
+                        concrete(route.path),
+                        headers={"Accept": accept, "Origin": daemon.origin},
+                    )
                     refused_ok = response.status_code == 401 or (
                         response.status_code == 303
-                        and response.headers["location"].startswith("/login"))
+                        and response.headers["location"].startswith("/login")
+                    )
                     assert refused_ok, (method, route.path, response.status_code)
                     checked += 1
     assert public_seen == PUBLIC_PATHS
@@ -94,8 +98,9 @@ async def _ws_connect(url: str, origin: str) -> None:
         pass
 
 
-def test_cookie_sessions_need_the_csrf_token(daemon: Any,
-                                             session: tuple[httpx.Client, str]) -> None:
+def test_cookie_sessions_need_the_csrf_token(
+    daemon: Any, session: tuple[httpx.Client, str]
+) -> None:
     client, csrf = session
     before = client.get("/api/services/postgres").json()
     assert before["state"] == "ready"
@@ -113,8 +118,9 @@ def test_cookie_sessions_need_the_csrf_token(daemon: Any,
         assert cli_client.post("/api/up").status_code == 200
 
 
-def test_bad_input_is_a_clear_4xx_and_no_crash(daemon: Any,
-                                               session: tuple[httpx.Client, str]) -> None:
+def test_bad_input_is_a_clear_4xx_and_no_crash(
+    daemon: Any, session: tuple[httpx.Client, str]
+) -> None:
     client, csrf = session
     log = daemon_log(daemon)
     size = log.stat().st_size
@@ -135,15 +141,20 @@ def test_bad_input_is_a_clear_4xx_and_no_crash(daemon: Any,
         response = client.request(method, path, headers=headers)
         assert response.status_code == expected, (path, response.status_code, response.text)
         assert "detail" in response.json()
-    big = client.post("/api/services/postgres/start", content=b"x" * (1024 * 1024),
-                      headers=unsafe)
+    big = client.post("/api/services/postgres/start", content=b"x" * (1024 * 1024), headers=unsafe)
     assert big.status_code == 413
-    chunked = client.post("/api/services/postgres/start", headers=unsafe,
-                          content=iter([b"x" * 1000]))
+    chunked = client.post(
+        "/api/services/postgres/start", headers=unsafe, content=iter([b"x" * 1000])
+    )
     assert chunked.status_code == 411
-    assert client.post("/login", content=b"secret=" + b"x" * 100_000,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"}
-                       ).status_code == 413
+    assert (
+        client.post(
+            "/login",
+            content=b"secret=" + b"x" * 100_000,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ).status_code
+        == 413
+    )
     assert client.get("/api/services/postgres").json()["state"] == "ready"
     time.sleep(0.2)
     with open(log, "rb") as handle:
@@ -152,12 +163,15 @@ def test_bad_input_is_a_clear_4xx_and_no_crash(daemon: Any,
     assert "Traceback" not in written and "ERROR" not in written, written
 
 
-def test_a_crash_shows_in_the_event_stream_within_a_second(daemon: Any,
-                                                           restore_services: None) -> None:
+def test_a_crash_shows_in_the_event_stream_within_a_second(
+    daemon: Any, restore_services: None
+) -> None:
     with daemon.bearer() as client:
         pid = client.get("/api/services/postgres").json()["pid"]
-    with daemon.bearer() as client, client.stream(
-            "GET", "/api/events", timeout=httpx.Timeout(30, read=30)) as stream:
+    with (
+        daemon.bearer() as client,
+        client.stream("GET", "/api/events", timeout=httpx.Timeout(30, read=30)) as stream,
+    ):
         lines = stream.iter_lines()
         assert next(lines).startswith("retry:")
         for line in lines:  # the snapshot first
@@ -201,8 +215,7 @@ def test_wrong_passwords_back_off_and_passwords_are_hashed(daemon: Any, tmp_path
             assert "httponly" in cookie and "samesite=strict" in cookie
             client.cookies.clear()
             page = await client.get("/login")
-            form["login_csrf"] = re.search(r'name="login_csrf" value="([^"]+)"',
-                                           page.text).group(1)  # type: ignore[union-attr]
+            form["login_csrf"] = re.search(r'name="login_csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
             no_form_token = await client.post("/login", data={"secret": "x"})
             assert no_form_token.status_code == 403
             for _ in range(5):
@@ -222,23 +235,36 @@ def test_passwd_stores_a_hash_the_dashboard_accepts(daemon: Any) -> None:
     state = daemon.instance.state
     root = str(state.root)
     try:
-        short = subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", root,
-                                "--stdin"], input="short\n", capture_output=True, text=True)
+        short = subprocess.run(
+            [sys.executable, "-m", "coursestack", "passwd", "--state", root, "--stdin"],
+            input="short\n",
+            capture_output=True,
+            text=True,
+        )
         assert short.returncode == 2 and "too short" in short.stderr
-        done = subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", root,
-                               "--stdin"], input="a long enough secret\n", capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "coursestack", "passwd", "--state", root, "--stdin"],
+            input="a long enough secret\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert "password set" in done.stdout
         assert stat.S_IMODE(password_file(state).stat().st_mode) == 0o600
         with httpx.Client(base_url=daemon.url, trust_env=False) as client:
             page = client.get("/login")
             token = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
             assert token
-            response = client.post("/login", data={"login_csrf": token.group(1), "next": "/",
-                                                   "secret": "a long enough secret"})
+            response = client.post(
+                "/login",
+                data={"login_csrf": token.group(1), "next": "/", "secret": "a long enough secret"},
+            )
             assert response.status_code == 303
             assert client.get("/api/services").status_code == 200
     finally:
-        subprocess.run([sys.executable, "-m", "coursestack", "passwd", "--state", root,
-                        "--clear"], capture_output=True, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "coursestack", "passwd", "--state", root, "--clear"],
+            capture_output=True,
+            check=True,
+        )
     assert not password_file(state).exists()

@@ -21,13 +21,21 @@ def make_png(width: int = 4, height: int = 3, rgb: tuple[int, int, int] = (200, 
     """A valid PNG made by hand (no imaging library needed)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def add_styles(doc: object, *names: str) -> None:
@@ -42,8 +50,17 @@ def add_styles(doc: object, *names: str) -> None:
 def build_rich_docx(path: Path, tmp: Path) -> Path:
     """A week's draft with every feature the exporter handles."""
     doc = new_docx()
-    add_styles(doc, "Activity Heading", "Question", "Answer", "Discussion", "Box Heading",
-               "Box", "Code", "Metadata")
+    add_styles(
+        doc,
+        "Activity Heading",
+        "Question",
+        "Answer",
+        "Discussion",
+        "Box Heading",
+        "Box",
+        "Code",
+        "Metadata",
+    )
     doc.add_paragraph("Week 1: Getting started", style="Title")
     doc.add_paragraph("unitTitle :: Getting started with data;;", style="Metadata")
     doc.add_heading("Introduction", level=1)
@@ -89,7 +106,6 @@ def build_rich_docx(path: Path, tmp: Path) -> Path:
     doc.add_paragraph("The end.")
     doc.save(str(path))
     return path
-
 
 
 MARKDOWN = """---

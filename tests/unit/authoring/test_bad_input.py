@@ -136,8 +136,9 @@ def test_unknown_rendering_in_front_matter(tmp_path: Path) -> None:
 
 def test_broken_metadata_file(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    (folder / "metadata").write_text("courseCode :: TM351;;\ncourseTitle :: Data\n"
-                                     "author :: Ann;;\njust some words;;\n")
+    (folder / "metadata").write_text(
+        "courseCode :: TM351;;\ncourseTitle :: Data\nauthor :: Ann;;\njust some words;;\n"
+    )
     (folder / "second.md").write_text("# Two\n\nMore.\n")
     code, output, names = _run(folder)
     assert code == 1
@@ -160,8 +161,11 @@ def test_missing_course_code(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("style", ["Question", "Answer"])
 def test_activity_parts_without_heading_still_valid(
-        tmp_path: Path, style: str, assert_valid: Callable[[bytes], None],
-        docx_styles: Callable[..., None]) -> None:
+    tmp_path: Path,
+    style: str,
+    assert_valid: Callable[[bytes], None],
+    docx_styles: Callable[..., None],
+) -> None:
     folder = _folder(tmp_path)
     (folder / "good.md").unlink()
     doc = new_docx()

@@ -43,20 +43,30 @@ def test_good_document_passes(schema_path: Path) -> None:
     assert _problems(GOOD, schema_path) == []
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), [
-    ('id="XTM351_w1"', 'id="TM351_w1"', "must start with 'X'"),
-    ('id="XTM351_w1"', 'id="X TM351"', "no spaces"),
-    ("<CourseCode>TM351</CourseCode>", "<CourseCode> </CourseCode>", "CourseCode is missing"),
-    ("<ItemTitle>Week 1</ItemTitle>", "<ItemTitle/>", "ItemTitle is missing or empty"),
-    ('src="images/a.png"', 'src=""', "Image has no src"),
-    ("<Title>Two</Title>", "<Title></Title>", "every Session needs a Title"),
-    ("<Summary>", "<Paragraph>stray</Paragraph><Summary>",
-     "<Paragraph> follows a <Section> inside <Session>"),
-    ("</SubSection>", "</SubSection><Paragraph>late</Paragraph>",
-     "<Paragraph> follows a <SubSection> inside <Section>"),
-])
-def test_vle_rules_the_xsd_does_not_check(schema_path: Path, old: str, new: str,
-                                          expected: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('id="XTM351_w1"', 'id="TM351_w1"', "must start with 'X'"),
+        ('id="XTM351_w1"', 'id="X TM351"', "no spaces"),
+        ("<CourseCode>TM351</CourseCode>", "<CourseCode> </CourseCode>", "CourseCode is missing"),
+        ("<ItemTitle>Week 1</ItemTitle>", "<ItemTitle/>", "ItemTitle is missing or empty"),
+        ('src="images/a.png"', 'src=""', "Image has no src"),
+        ("<Title>Two</Title>", "<Title></Title>", "every Session needs a Title"),
+        (
+            "<Summary>",
+            "<Paragraph>stray</Paragraph><Summary>",
+            "<Paragraph> follows a <Section> inside <Session>",
+        ),
+        (
+            "</SubSection>",
+            "</SubSection><Paragraph>late</Paragraph>",
+            "<Paragraph> follows a <SubSection> inside <Section>",
+        ),
+    ],
+)
+def test_vle_rules_the_xsd_does_not_check(
+    schema_path: Path, old: str, new: str, expected: str
+) -> None:
     bad = GOOD.replace(old, new, 1)
     assert bad != GOOD
     # The point of these rules: the schema alone accepts every one of these documents.
@@ -80,8 +90,9 @@ def test_not_well_formed(schema_path: Path) -> None:
 def test_renderings_match_the_schema(schema_path: Path) -> None:
     xsd = etree.parse(str(schema_path))
     ns = {"xsd": "http://www.w3.org/2001/XMLSchema"}
-    values = xsd.xpath("//xsd:simpleType[@name='LastRenderingType']//xsd:enumeration/@value",
-                       namespaces=ns)
+    values = xsd.xpath(
+        "//xsd:simpleType[@name='LastRenderingType']//xsd:enumeration/@value", namespaces=ns
+    )
     assert set(RENDERINGS) == {v for v in values if v}
 
 

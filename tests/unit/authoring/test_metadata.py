@@ -20,7 +20,9 @@ from coursestack.authoring.metadata import (
 def test_records_split_on_double_semicolon_and_first_double_colon() -> None:
     records, problems = parse_records(
         "courseCode :: TM351;;\n  courseTitle :: Data management: and analysis  ;;\n"
-        "url :: https://example.org/a::b;;", "metadata")
+        "url :: https://example.org/a::b;;",
+        "metadata",
+    )
     assert problems == []
     assert [(r.key, r.value, r.line) for r in records] == [
         ("courseCode", "TM351", 1),
@@ -30,15 +32,21 @@ def test_records_split_on_double_semicolon_and_first_double_colon() -> None:
 
 
 def test_keys_match_case_space_and_separator_insensitively() -> None:
-    assert canonical_key("Course code") == canonical_key("course-code") == \
-        canonical_key("courseCode") == canonical_key("COURSE_CODE") == "course_code"
+    assert (
+        canonical_key("Course code")
+        == canonical_key("course-code")
+        == canonical_key("courseCode")
+        == canonical_key("COURSE_CODE")
+        == "course_code"
+    )
     assert canonical_key("Lead author") == canonical_key("byline") == "author"
     assert canonical_key("Something Else") == "somethingelse"
 
 
 def test_comment_lines_are_ignored_and_line_numbers_stay_true() -> None:
-    records, problems = parse_records("# a comment :: not a record;;\n\n"
-                                      "# another\nunitTitle :: Week 1;;\n", "m")
+    records, problems = parse_records(
+        "# a comment :: not a record;;\n\n# another\nunitTitle :: Week 1;;\n", "m"
+    )
     assert problems == []
     assert [(r.key, r.line) for r in records] == [("unitTitle", 4)]
 
@@ -53,12 +61,17 @@ def test_repeated_key_warns_and_last_wins() -> None:
 
 
 def test_broken_records_are_reported_with_line_and_the_rest_kept() -> None:
-    text = "courseCode :: TM351;;\nno separator here;;\n:: empty key;;\n" \
-           "unitTitle :: Week 1\ncourseTitle :: forgot the end;;\nauthor :: Ann;;"
+    text = (
+        "courseCode :: TM351;;\nno separator here;;\n:: empty key;;\n"
+        "unitTitle :: Week 1\ncourseTitle :: forgot the end;;\nauthor :: Ann;;"
+    )
     records, problems = parse_records(text, "folder/metadata")
     assert [r.key for r in records] == ["courseCode", "author"]
     assert [(p.where, p.severity) for p in problems] == [
-        ("line 2", "error"), ("line 3", "error"), ("line 4", "error")]
+        ("line 2", "error"),
+        ("line 3", "error"),
+        ("line 4", "error"),
+    ]
     assert "';;' is probably missing" in problems[2].message
     assert all(p.file == "folder/metadata" for p in problems)
 
@@ -67,10 +80,10 @@ def test_layers_top_folder_down_then_document_then_overrides(tmp_path: Path) -> 
     top = tmp_path / "course"
     week = top / "block1" / "week1"
     week.mkdir(parents=True)
-    (top / "metadata").write_text("courseCode :: TM351;;\ncourseTitle :: Old;;\n"
-                                  "rendering :: OpenLearn;;\nauthor :: Top;;")
-    (top / "block1" / "metadata.txt").write_text("Course Title :: Block title;;\n"
-                                                 "rendering :: ;;")
+    (top / "metadata").write_text(
+        "courseCode :: TM351;;\ncourseTitle :: Old;;\nrendering :: OpenLearn;;\nauthor :: Top;;"
+    )
+    (top / "block1" / "metadata.txt").write_text("Course Title :: Block title;;\nrendering :: ;;")
     (week / "metadata").write_text("author :: Week author;;\nunit title :: From folder;;")
     doc = week / "draft.md"
     doc.write_text("---\nunit title: From document\n---\n# One\n\nText.\n")
@@ -92,8 +105,11 @@ def test_folder_metadata_outside_root_uses_only_own_folder(tmp_path: Path) -> No
 
 
 _keys = st.from_regex(r"[A-Za-z][A-Za-z ]{0,12}[A-Za-z]", fullmatch=True)
-_values = st.text(st.characters(blacklist_characters=";\n\r#", blacklist_categories=("Cs",)),
-                  max_size=30).map(str.strip).filter(lambda v: "::" not in v)
+_values = (
+    st.text(st.characters(blacklist_characters=";\n\r#", blacklist_categories=("Cs",)), max_size=30)
+    .map(str.strip)
+    .filter(lambda v: "::" not in v)
+)
 
 
 @given(st.lists(st.tuples(_keys, _values), min_size=1, max_size=8))

@@ -30,14 +30,14 @@ def _text(el: etree._Element | None) -> str:
 
 
 def test_docx_item_metadata_and_attributes(rich_docx: Path, assert_valid: Validate) -> None:
-    root, _ = _export(rich_docx, courseTitle="Data management", author="A. Author",
-                      rendering="openlearn")
+    root, _ = _export(
+        rich_docx, courseTitle="Data management", author="A. Author", rendering="openlearn"
+    )
     assert root.tag == "Item"
     assert root.get("SchemaVersion") == "2.0" and root.get("TextType") == "CompleteItem"
     assert root.get("id") == "XTM351_week1"
     assert root.get("Rendering") == "OpenLearn"  # normalised to the schema's spelling
-    assert [c.tag for c in root][:5] == ["CourseCode", "CourseTitle", "ItemID", "ItemTitle",
-                                         "Unit"]
+    assert [c.tag for c in root][:5] == ["CourseCode", "CourseTitle", "ItemID", "ItemTitle", "Unit"]
     assert root.findtext("CourseCode") == "TM351"
     assert root.findtext("ItemTitle") == "Week 1: Getting started"  # the Title paragraph
     unit = root.find("Unit")
@@ -138,8 +138,7 @@ def test_markdown_export_structure(course_folder: Path, assert_valid: Validate) 
     assert session is not None and session.findtext("Title") == "Queries"
     link = session.find("Paragraph/a")
     assert link is not None and link.get("href") == "https://example.org/a%20b"
-    assert session.findtext("BulletedList/ListItem/NumberedSubsidiaryList/SubListItem") == \
-        "one-a"
+    assert session.findtext("BulletedList/ListItem/NumberedSubsidiaryList/SubListItem") == "one-a"
     assert session.findtext("Table/TableHead") == "Two columns"
     assert session.find("Figure/Image").get("alt") == "A red square"  # type: ignore[union-attr]
     assert session.findtext("Figure/Caption") == "Figure 2 Red"
@@ -152,8 +151,9 @@ def test_markdown_export_structure(course_folder: Path, assert_valid: Validate) 
     assert_valid(etree.tostring(root))
 
 
-def test_folder_becomes_one_zip_with_predictable_names(course_folder: Path,
-                                                        assert_valid: Validate) -> None:
+def test_folder_becomes_one_zip_with_predictable_names(
+    course_folder: Path, assert_valid: Validate
+) -> None:
     sub = course_folder / "block 2"
     sub.mkdir()
     (sub / "intro.md").write_text("# Hello\n\nWorld.\n")
@@ -176,11 +176,13 @@ def test_folder_becomes_one_zip_with_predictable_names(course_folder: Path,
         assert "week1: ok" in zf.read("export-report.txt").decode()
 
 
-def test_single_document_cli_writes_folder(rich_docx: Path, assert_valid: Validate,
-                                          png: bytes) -> None:
+def test_single_document_cli_writes_folder(
+    rich_docx: Path, assert_valid: Validate, png: bytes
+) -> None:
     out = rich_docx.parent / "export"
-    result = CliRunner().invoke(author_app, ["ouxml", str(rich_docx), "-o", str(out),
-                                             "--meta", "courseCode=TM351"])
+    result = CliRunner().invoke(
+        author_app, ["ouxml", str(rich_docx), "-o", str(out), "--meta", "courseCode=TM351"]
+    )
     assert result.exit_code == 0, result.output
     assert (out / "images" / "week1-fig01.png").read_bytes() == png
     assert_valid((out / "week1.xml").read_bytes())
@@ -189,8 +191,10 @@ def test_single_document_cli_writes_folder(rich_docx: Path, assert_valid: Valida
 
 def test_unsupported_content_is_reported_not_dropped(tmp_path: Path) -> None:
     md = tmp_path / "odd.md"
-    md.write_text("# One\n\nText <span>inline</span>.\n\n---\n\n<div>raw</div>\n\n"
-                  "- a\n  - b\n    - c\n", encoding="utf-8")
+    md.write_text(
+        "# One\n\nText <span>inline</span>.\n\n---\n\n<div>raw</div>\n\n- a\n  - b\n    - c\n",
+        encoding="utf-8",
+    )
     root, problems = _export(md)
     joined = "\n".join(problems)
     assert "line 3" in joined and "inline HTML" in joined
@@ -203,10 +207,13 @@ def test_unsupported_content_is_reported_not_dropped(tmp_path: Path) -> None:
 
 
 def test_text_before_first_heading_and_many_sessions_have_titles(
-        tmp_path: Path, assert_valid: Validate) -> None:
+    tmp_path: Path, assert_valid: Validate
+) -> None:
     md = tmp_path / "pre.md"
-    md.write_text("---\ntitle: Unit A\n---\nOpening words.\n\n# Part 1\n\nOne.\n\n"
-                  "# Part 2\n\n## Empty section\n\n## Full\n\nTwo.\n")
+    md.write_text(
+        "---\ntitle: Unit A\n---\nOpening words.\n\n# Part 1\n\nOne.\n\n"
+        "# Part 2\n\n## Empty section\n\n## Full\n\nTwo.\n"
+    )
     root, problems = _export(md)
     titles = [s.findtext("Title") for s in root.iter("Session")]
     assert titles == ["Unit A", "Part 1", "Part 2"]
@@ -215,8 +222,9 @@ def test_text_before_first_heading_and_many_sessions_have_titles(
     assert_valid(etree.tostring(root))
 
 
-def test_docx_core_properties_hyperlink_and_numbering(tmp_path: Path,
-                                                      assert_valid: Validate) -> None:
+def test_docx_core_properties_hyperlink_and_numbering(
+    tmp_path: Path, assert_valid: Validate
+) -> None:
     from docx import Document as new_docx
     from docx.opc.constants import RELATIONSHIP_TYPE
     from docx.oxml import parse_xml
@@ -229,10 +237,15 @@ def test_docx_core_properties_hyperlink_and_numbering(tmp_path: Path,
     props.comments = "unitTitle :: Unit from comments;; rendering :: Draft PDF;;"
     doc.add_heading("Links", level=1)
     para = doc.add_paragraph("See ")
-    rid = doc.part.relate_to("https://www.open.ac.uk/", RELATIONSHIP_TYPE.HYPERLINK,
-                             is_external=True)
-    para._p.append(parse_xml(f'<w:hyperlink {nsdecls("w", "r")} r:id="{rid}"><w:r><w:rPr>'
-                             '<w:b/></w:rPr><w:t>the OU</w:t></w:r></w:hyperlink>'))
+    rid = doc.part.relate_to(
+        "https://www.open.ac.uk/", RELATIONSHIP_TYPE.HYPERLINK, is_external=True
+    )
+    para._p.append(
+        parse_xml(
+            f'<w:hyperlink {nsdecls("w", "r")} r:id="{rid}"><w:r><w:rPr>'
+            "<w:b/></w:rPr><w:t>the OU</w:t></w:r></w:hyperlink>"
+        )
+    )
     path = tmp_path / "props.docx"
     doc.save(str(path))
     root, _ = _export(path)

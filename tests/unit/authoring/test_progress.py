@@ -62,8 +62,9 @@ def test_pages_and_lines_measures(tmp_path: Path) -> None:
 
 def test_task_uses_manual_percent(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    (folder / "plan.md").write_text("---\ntags: [planning, task]\npercent_complete: 75%\n---\n"
-                                    "# Plan\n\nshort\n")
+    (folder / "plan.md").write_text(
+        "---\ntags: [planning, task]\npercent_complete: 75%\n---\n# Plan\n\nshort\n"
+    )
     item = _by_path(folder, alerts=False)["plan.md"]
     assert item.task and item.percent == 75.0 and item.status == "in progress"
 
@@ -71,11 +72,14 @@ def test_task_uses_manual_percent(tmp_path: Path) -> None:
 def test_alerts_once_per_crossing_with_state_and_command(tmp_path: Path) -> None:
     log = tmp_path / "alerts.log"
     script = tmp_path / "notify.py"
-    script.write_text("import os, sys\nwith open(sys.argv[1], 'a') as f:\n"
-                      "    f.write(os.environ['COURSESTACK_ALERT_THRESHOLD'] + ' ' "
-                      "+ sys.stdin.read())\n")
-    folder = _folder(tmp_path, f"alert_at :: 50, 90;;\nalert_command :: {sys.executable} "
-                               f"{script} {log};;\n")
+    script.write_text(
+        "import os, sys\nwith open(sys.argv[1], 'a') as f:\n"
+        "    f.write(os.environ['COURSESTACK_ALERT_THRESHOLD'] + ' ' "
+        "+ sys.stdin.read())\n"
+    )
+    folder = _folder(
+        tmp_path, f"alert_at :: 50, 90;;\nalert_command :: {sys.executable} {script} {log};;\n"
+    )
     first = progress_report(folder)
     assert sorted(first.alerts) == [
         "half.md crossed 50%: now 50% (50 of 100 words)",
@@ -129,23 +133,48 @@ def test_cli_table_json_and_exit_status(tmp_path: Path) -> None:
     table = runner.invoke(author_app, ["progress", str(folder), "--no-alerts"])
     assert table.exit_code == 0, table.output
     assert "over.md" in table.output and "overrun" in table.output and "130%" in table.output
-    as_json = runner.invoke(author_app, ["progress", str(folder), "--json", "--no-alerts",
-                                         "--by", "pages", "--words-per-page", "25"])
+    as_json = runner.invoke(
+        author_app,
+        [
+            "progress",
+            str(folder),
+            "--json",
+            "--no-alerts",
+            "--by",
+            "pages",
+            "--words-per-page",
+            "25",
+        ],
+    )
     data = json.loads(as_json.output)
     assert {d["path"]: d["value"] for d in data["documents"]} == {
-        "half.md": 2.0, "near.docx": 4.2, "over.md": 5.2}
+        "half.md": 2.0,
+        "near.docx": 4.2,
+        "over.md": 5.2,
+    }
     (folder / "broken.docx").write_bytes(b"garbage")
     failed = runner.invoke(author_app, ["progress", str(folder), "--no-alerts"])
-    assert failed.exit_code == 1 and "broken.docx: error: is not a readable .docx" in \
-        failed.output
+    assert failed.exit_code == 1 and "broken.docx: error: is not a readable .docx" in failed.output
 
 
 def test_watch_refreshes_and_rewrites_html(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     page = tmp_path / "p.html"
-    result = CliRunner().invoke(author_app, [
-        "progress", str(folder), "--watch", "--interval", "0.01", "--iterations", "3",
-        "--no-alerts", "--html", str(page)])
+    result = CliRunner().invoke(
+        author_app,
+        [
+            "progress",
+            str(folder),
+            "--watch",
+            "--interval",
+            "0.01",
+            "--iterations",
+            "3",
+            "--no-alerts",
+            "--html",
+            str(page),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("Draft progress") == 3
     assert 'http-equiv="refresh"' in page.read_text()

@@ -32,8 +32,14 @@ class Side:
 
 
 Edit = tuple[str, int, int]  # (operation, position, tag)
-edits = st.lists(st.tuples(st.sampled_from(["edit", "insert", "delete", "replace"]),
-                           st.integers(0, 20), st.integers(0, 10**6)), max_size=6)
+edits = st.lists(
+    st.tuples(
+        st.sampled_from(["edit", "insert", "delete", "replace"]),
+        st.integers(0, 20),
+        st.integers(0, 10**6),
+    ),
+    max_size=6,
+)
 
 
 def apply_edits(base: list[str], operations: list[Edit], who: str) -> Side:
@@ -56,8 +62,11 @@ def apply_edits(base: list[str], operations: list[Edit], who: str) -> Side:
                 side.deleted.add(origin)
                 side.changed.pop(origin, None)
             continue
-        new_source = (f"{source}\n# {who} note {number}_{tag}" if operation == "edit"
-                      else f"{who}_value_{number}_{tag} = {tag}")
+        new_source = (
+            f"{source}\n# {who} note {number}_{tag}"
+            if operation == "edit"
+            else f"{who}_value_{number}_{tag} = {tag}"
+        )
         side.cells[index] = (origin, new_source)
         if origin is None:
             side.added[side.added.index(source)] = new_source
@@ -82,8 +91,11 @@ def as_notebook(base_book: Any, side: Side) -> bytes:
 
 
 def base_notebook(size: int) -> tuple[list[str], Any]:
-    sources = [f"def step_{index}(data):\n    total_{index} = sum(data) * {index}\n"
-               f"    return total_{index}" for index in range(size)]
+    sources = [
+        f"def step_{index}(data):\n    total_{index} = sum(data) * {index}\n"
+        f"    return total_{index}"
+        for index in range(size)
+    ]
     book = nbformat.v4.new_notebook()
     book.cells = [nbformat.v4.new_code_cell(source) for source in sources]
     return sources, book
@@ -91,8 +103,9 @@ def base_notebook(size: int) -> tuple[list[str], Any]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(size=st.integers(1, 8), student_edits=edits, course_edits=edits)
-def test_random_edits_on_both_sides(size: int, student_edits: list[Edit],
-                                    course_edits: list[Edit]) -> None:
+def test_random_edits_on_both_sides(
+    size: int, student_edits: list[Edit], course_edits: list[Edit]
+) -> None:
     sources, book = base_notebook(size)
     student = apply_edits(sources, student_edits, "student")
     course = apply_edits(sources, course_edits, "course")
@@ -111,8 +124,10 @@ def test_random_edits_on_both_sides(size: int, student_edits: list[Edit],
     if not result.clean:
         assert same_cell_both, result.reason
         # Unclean: the update keeps the student's file as it is, the course's beside it.
-        decision = decide(Sides("lab.ipynb", Path("/x/lab.ipynb"), base_bytes, student_bytes,
-                                course_bytes), lambda path, label: path.with_name("beside"))
+        decision = decide(
+            Sides("lab.ipynb", Path("/x/lab.ipynb"), base_bytes, student_bytes, course_bytes),
+            lambda path, label: path.with_name("beside"),
+        )
         assert decision.action is Action.BESIDE
         assert decision.writes == [(Path("/x/beside"), course_bytes)]
         return

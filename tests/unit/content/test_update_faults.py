@@ -61,8 +61,9 @@ def test_read_only_student_file_is_never_replaced(tmp_path: Path) -> None:
     assert oct((course.notebooks / "answers.txt").stat().st_mode & 0o777) == "0o444"
 
 
-def test_write_failure_rolls_back_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                             ) -> None:
+def test_write_failure_rolls_back_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A failure while writing (disk full, say) puts back every file already written."""
     from coursestack.content import journal
     from coursestack.content.journal import UpdateFailed
@@ -94,9 +95,20 @@ def test_write_failure_rolls_back_every_file(tmp_path: Path, monkeypatch: pytest
 
 def _run_update(course: Course, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "coursestack", "update", str(course.folder / "course.toml"),
-         "--state", str(course.state.root), "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "coursestack",
+            "update",
+            str(course.folder / "course.toml"),
+            "--state",
+            str(course.state.root),
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_update_killed_half_way_completes_next_time(tmp_path: Path) -> None:
@@ -150,18 +162,35 @@ def test_update_killed_half_way_completes_next_time(tmp_path: Path) -> None:
 def test_update_cli_text_and_check(tmp_path: Path) -> None:
     course = Course(tmp_path)
     course.push("lab.txt", "1")
-    base = [sys.executable, "-m", "coursestack", "update", str(course.folder),
-            "--state", str(course.state.root)]
+    base = [
+        sys.executable,
+        "-m",
+        "coursestack",
+        "update",
+        str(course.folder),
+        "--state",
+        str(course.state.root),
+    ]
     checked = subprocess.run([*base, "--check"], capture_output=True, text=True, check=True)
     assert "lab.txt: new from the course, will be added" in checked.stdout
     assert not course.notebooks.exists()
     done = subprocess.run(base, capture_output=True, text=True, check=True)
     assert "lab.txt: new from the course, added" in done.stdout
     assert course.read("lab.txt") == "1"
-    missing = subprocess.run([sys.executable, "-m", "coursestack", "update",
-                              str(course.folder), "--state", str(tmp_path / "s2")],
-                             capture_output=True, text=True,
-                             env={**os.environ, "COURSESTACK_HOME": str(tmp_path / "h")})
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coursestack",
+            "update",
+            str(course.folder),
+            "--state",
+            str(tmp_path / "s2"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COURSESTACK_HOME": str(tmp_path / "h")},
+    )
     assert missing.returncode == 0
     (course.upstream / "lab.txt").unlink()
     course.upstream.rmdir()
@@ -204,5 +233,8 @@ def test_links_are_never_followed(tmp_path: Path) -> None:
     assert sorted(path.name for path in outside.iterdir()) == ["secret.txt"]
     assert (course.notebooks / "notes.txt").is_symlink()
     assert {entry.path: entry.action for entry in report.entries} == {
-        "notes.txt": "skipped", "week1/lab.txt": "skipped", "week1/secret.txt": "skipped"}
+        "notes.txt": "skipped",
+        "week1/lab.txt": "skipped",
+        "week1/secret.txt": "skipped",
+    }
     assert not [name for name in course.files() if "yours" in name or "updated" in name]

@@ -21,11 +21,14 @@ operation = st.tuples(st.sampled_from(["edit", "delete", "create"]), st.sampled_
 
 
 @settings(max_examples=40, deadline=None)
-@given(initial=st.sets(st.sampled_from(NAMES), min_size=1),
-       student_ops=st.lists(operation, max_size=5), course_ops=st.lists(operation, max_size=5))
-def test_random_file_changes_on_both_sides(initial: set[str],
-                                           student_ops: list[tuple[str, str]],
-                                           course_ops: list[tuple[str, str]]) -> None:
+@given(
+    initial=st.sets(st.sampled_from(NAMES), min_size=1),
+    student_ops=st.lists(operation, max_size=5),
+    course_ops=st.lists(operation, max_size=5),
+)
+def test_random_file_changes_on_both_sides(
+    initial: set[str], student_ops: list[tuple[str, str]], course_ops: list[tuple[str, str]]
+) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         course = Course(Path(scratch))
         for name in initial:
@@ -55,8 +58,11 @@ def test_random_file_changes_on_both_sides(initial: set[str],
         contents = {course.read(name) for name in course.files()}
         for name, text in student_wrote.items():
             assert text in contents, f"the student's {name} was lost"
-        delivered = {path.relative_to(course.upstream).as_posix(): path.read_text()
-                     for path in course.upstream.rglob("*") if path.is_file()}
+        delivered = {
+            path.relative_to(course.upstream).as_posix(): path.read_text()
+            for path in course.upstream.rglob("*")
+            if path.is_file()
+        }
         for name, text in course_changed.items():
             assert text in contents, f"the course's change to {name} did not arrive"
         for name, text in delivered.items():

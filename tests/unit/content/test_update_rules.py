@@ -225,8 +225,15 @@ def test_student_edits_cell_2_course_edits_cell_5_and_adds_a_cell(tmp_path: Path
     report = course.update()
     assert action_of(report, "lab.ipynb") == "merged"
     merged = sources_of(course.read("lab.ipynb"))
-    assert merged == ["x1 = 1", "x2 = 'the student'", "x3 = 3", "x4 = 4",
-                      "x5 = 'the course'", "x6 = 6", "x7 = 'new from the course'"]
+    assert merged == [
+        "x1 = 1",
+        "x2 = 'the student'",
+        "x3 = 3",
+        "x4 = 4",
+        "x5 = 'the course'",
+        "x6 = 6",
+        "x7 = 'new from the course'",
+    ]
     assert report.notebooks_changed
     assert any("Reload Notebook from Disk" in line for line in report.lines())
 
@@ -251,8 +258,9 @@ def test_conflicting_outputs_are_dropped(tmp_path: Path) -> None:
     course = Course(tmp_path)
     course.push("lab.ipynb", notebook("a = 1", "print(a)"))
     course.update()
-    course.write("lab.ipynb", notebook("a = 1", "print(a)", "mine = 3",
-                                       outputs={1: "student run\n"}))
+    course.write(
+        "lab.ipynb", notebook("a = 1", "print(a)", "mine = 3", outputs={1: "student run\n"})
+    )
     course.push("lab.ipynb", notebook("a = 1", "print(a)", outputs={1: "course run\n"}))
     report = course.update()
     assert action_of(report, "lab.ipynb") == "merged"
@@ -299,7 +307,8 @@ def test_course_folder_release_delivers_spec_and_seed(tmp_path: Path) -> None:
     assert (course.folder / "seed" / "people.sql").exists()
     assert course.exists("lab.ipynb")
     new_spec = spec_text.replace('kind = "jupyter"\n', 'kind = "jupyter"\n') + (
-        '\n[services.db]\nkind = "postgres"\nseed = ["seed/people.sql"]\n')
+        '\n[services.db]\nkind = "postgres"\nseed = ["seed/people.sql"]\n'
+    )
     course.push("course.toml", new_spec)
     course.push("seed/people.sql", "create table people (name text, age int);")
     report = course.update()
@@ -361,8 +370,9 @@ def test_on_up_update_returns_the_spec_this_start_uses(tmp_path: Path) -> None:
     old_spec = (course.folder / "course.toml").read_text()
     course.push("course.toml", old_spec)
     course.update()
-    course.push("course.toml", old_spec.replace('name = "demo"',
-                                                'name = "demo"\ntitle = "Week 2 edition"'))
+    course.push(
+        "course.toml", old_spec.replace('name = "demo"', 'name = "demo"\ntitle = "Week 2 edition"')
+    )
     course.push("notebooks/lab.ipynb", notebook("x = 1"))
     output = io.StringIO()
     spec = update_before_start(course.spec, course.state, Console(file=output, width=200))

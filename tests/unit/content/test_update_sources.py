@@ -33,8 +33,12 @@ def commit(repo_path: Path, files: dict[str, str], message: str = "change") -> s
         path.write_text(text)
     with Repo(str(repo_path)) as repo:
         porcelain.add(repo, [str(repo_path / name) for name in files])
-        sha = porcelain.commit(repo, message=message.encode(), author=b"Course <c@example.org>",
-                               committer=b"Course <c@example.org>")
+        sha = porcelain.commit(
+            repo,
+            message=message.encode(),
+            author=b"Course <c@example.org>",
+            committer=b"Course <c@example.org>",
+        )
     return bytes(sha).decode()
 
 
@@ -63,8 +67,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_zip_file_with_a_top_folder(tmp_path: Path) -> None:
     course = Course(tmp_path, source="../course.zip")
-    (tmp_path / "course.zip").write_bytes(make_zip({"lab.txt": "1", "data/a.csv": "x"},
-                                                   top="course-main/"))
+    (tmp_path / "course.zip").write_bytes(
+        make_zip({"lab.txt": "1", "data/a.csv": "x"}, top="course-main/")
+    )
     course.update()
     assert course.read("lab.txt") == "1"
     assert course.read("data/a.csv") == "x"

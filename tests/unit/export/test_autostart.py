@@ -10,8 +10,7 @@ from support import cli
 
 def test_autostart_systemd_enable_status_disable(tmp_path: Path) -> None:
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
-    assert cli("autostart", "status", "--platform", "systemd", env=env,
-               check=False).returncode == 3
+    assert cli("autostart", "status", "--platform", "systemd", env=env, check=False).returncode == 3
     enabled = cli("autostart", "enable", "--platform", "systemd", env=env)
     unit = tmp_path / "config" / "systemd" / "user" / "coursestack-sample.service"
     link = unit.parent / "default.target.wants" / unit.name
@@ -21,8 +20,7 @@ def test_autostart_systemd_enable_status_disable(tmp_path: Path) -> None:
     assert cli("autostart", "status", "--platform", "systemd", env=env).returncode == 0
     cli("autostart", "disable", "--platform", "systemd", env=env)
     assert not unit.exists() and not link.is_symlink()
-    assert cli("autostart", "status", "--platform", "systemd", env=env,
-               check=False).returncode == 3
+    assert cli("autostart", "status", "--platform", "systemd", env=env, check=False).returncode == 3
 
 
 def test_autostart_launchd_enable_status_disable(tmp_path: Path) -> None:
@@ -34,8 +32,12 @@ def test_autostart_launchd_enable_status_disable(tmp_path: Path) -> None:
     agent = plistlib.loads(agent_file.read_bytes())
     assert agent["Label"] == "org.coursestack.lab-tools"
     assert str(COURSES["lab-tools"]) in agent["ProgramArguments"]
-    assert cli("autostart", "status", "--instance", "lab-tools", "--platform", "launchd",
-               env=env).returncode == 0
+    assert (
+        cli(
+            "autostart", "status", "--instance", "lab-tools", "--platform", "launchd", env=env
+        ).returncode
+        == 0
+    )
     cli("autostart", "disable", "--instance", "lab-tools", "--platform", "launchd", env=env)
     assert not agent_file.exists()
 

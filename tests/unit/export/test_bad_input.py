@@ -12,8 +12,10 @@ SAMPLE = COURSES["sample"]
 
 def test_a_setting_compose_cannot_express_is_named_with_what_was_done(tmp_path: Path) -> None:
     result = cli("export", "compose", str(SAMPLE), "-o", str(tmp_path / "out"))
-    assert ("warning: services.openrefine.start: compose has no on-demand start: it starts "
-            "with `docker compose up`") in " ".join(result.stderr.split())
+    assert (
+        "warning: services.openrefine.start: compose has no on-demand start: it starts "
+        "with `docker compose up`"
+    ) in " ".join(result.stderr.split())
     assert "idle_stop = 900 does not apply" in " ".join(result.stderr.split())
 
 
@@ -28,14 +30,17 @@ def test_the_stand_in_exports_as_real_mongodb_and_says_so(tmp_path: Path) -> Non
 def test_a_replica_set_compose_cannot_run_is_reported(tmp_path: Path) -> None:
     result = cli("export", "compose", str(COURSES["replica"]), "-o", str(tmp_path / "out"))
     assert "services.mongo.replicas: the official image runs one mongod" in " ".join(
-        result.stderr.split())
+        result.stderr.split()
+    )
 
 
 def test_a_program_only_the_course_team_has_is_reported_not_dropped(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = cli("export", "compose", str(COURSES["lab-tools"]), "-o", str(out))
-    assert ("services.grader.command: /opt/grading/bin/grader exists only on this machine"
-            in " ".join(result.stderr.split()))
+    assert (
+        "services.grader.command: /opt/grading/bin/grader exists only on this machine"
+        in " ".join(result.stderr.split())
+    )
     assert "/opt/grading/bin/grader" in (out / "compose.yaml").read_text()
 
 
@@ -59,8 +64,7 @@ def test_an_existing_folder_is_not_written_into_without_force(tmp_path: Path) ->
 
 
 def test_a_folder_where_a_file_goes_is_refused_even_with_force(tmp_path: Path) -> None:
-    refused = cli("export", "systemd", str(SAMPLE), "-o", str(tmp_path), "--force",
-                  check=False)
+    refused = cli("export", "systemd", str(SAMPLE), "-o", str(tmp_path), "--force", check=False)
     assert refused.returncode == 2 and "is a folder" in refused.stderr
     assert "Traceback" not in refused.stderr
 
@@ -68,9 +72,11 @@ def test_a_folder_where_a_file_goes_is_refused_even_with_force(tmp_path: Path) -
 def test_a_spec_error_reads_exactly_as_up_reports_it(tmp_path: Path) -> None:
     folder = open_folder("bad-spec-")
     spec = folder / "course.toml"
-    spec.write_text('[course]\nname = "bad"\n\n[services.db]\nkind = "postgress"\n'
-                    'port = "five"\n\n[services.web]\nkind = "jupyter"\n'
-                    'depends_on = ["nowhere"]\n')
+    spec.write_text(
+        '[course]\nname = "bad"\n\n[services.db]\nkind = "postgress"\n'
+        'port = "five"\n\n[services.web]\nkind = "jupyter"\n'
+        'depends_on = ["nowhere"]\n'
+    )
     up = cli("up", str(spec), "--state", str(open_folder("bad-state-")), check=False)
     exported = cli("export", "compose", str(spec), "-o", str(tmp_path / "out"), check=False)
     assert up.returncode == exported.returncode == 2
@@ -81,8 +87,10 @@ def test_a_spec_error_reads_exactly_as_up_reports_it(tmp_path: Path) -> None:
 
 def test_a_missing_seed_file_is_named(tmp_path: Path) -> None:
     spec = tmp_path / "course.toml"
-    spec.write_text('[course]\nname = "seedless"\n\n[services.db]\nkind = "postgres"\n'
-                    'seed = ["seed/gone.csv"]\n')
+    spec.write_text(
+        '[course]\nname = "seedless"\n\n[services.db]\nkind = "postgres"\n'
+        'seed = ["seed/gone.csv"]\n'
+    )
     result = cli("export", "compose", str(spec), "-o", str(tmp_path / "out"), check=False)
     assert result.returncode == 1
     assert f"{tmp_path / 'seed' / 'gone.csv'}: cannot read seed file" in result.stderr

@@ -47,8 +47,7 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300,
-                          **kwargs)
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300, **kwargs)
 
 
 def _course_with_binder(spec: Path, tmp_path: Path) -> Path:
@@ -59,6 +58,7 @@ def _course_with_binder(spec: Path, tmp_path: Path) -> Path:
 
 
 # -- image ------------------------------------------------------------------------------
+
 
 def test_image_lints_clean_and_runs_the_same_course(course_spec: Path, tmp_path: Path) -> None:
     out = tmp_path / "image"
@@ -78,12 +78,20 @@ def test_image_lints_clean_and_runs_the_same_course(course_spec: Path, tmp_path:
 
 # -- compose ----------------------------------------------------------------------------
 
-def test_compose_passes_the_compose_schema_and_our_checks(course_spec: Path,
-                                                          tmp_path: Path) -> None:
+
+def test_compose_passes_the_compose_schema_and_our_checks(
+    course_spec: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "compose"
     export_course("compose", course_spec, out, force=False)
-    check = _run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                  str(out / "compose.yaml")])
+    check = _run(
+        [
+            _tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(out / "compose.yaml"),
+        ]
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert compose_problems(out) == []
 
@@ -107,9 +115,12 @@ def test_compose_seed_scripts_are_mounted_where_images_run_them(tmp_path: Path) 
     out = tmp_path / "compose"
     export_course("compose", DATA / "export" / "replica" / "course.toml", out, force=False)
     document = yaml.safe_load((out / "compose.yaml").read_text(encoding="utf-8"))
-    mounts = {volume["target"]: volume["source"]
-              for service in document["services"].values()
-              for volume in service["volumes"] if isinstance(volume, dict)}
+    mounts = {
+        volume["target"]: volume["source"]
+        for service in document["services"].values()
+        for volume in service["volumes"]
+        if isinstance(volume, dict)
+    }
     csv_as_sql = (out / mounts["/docker-entrypoint-initdb.d/01-authors.sql"]).read_text()
     assert "COPY \"authors\" FROM '/seed/authors.csv'" in csv_as_sql
     assert mounts["/seed/authors.csv"].endswith("course/seed/authors.csv")
@@ -122,6 +133,7 @@ def test_compose_seed_scripts_are_mounted_where_images_run_them(tmp_path: Path) 
 
 
 # -- z2jh -------------------------------------------------------------------------------
+
 
 def _deep_merge(base: Any, override: Any) -> Any:
     if isinstance(base, dict) and isinstance(override, dict):
@@ -140,7 +152,8 @@ def _chart_yaml(name: str) -> Any:
 
 
 async def test_z2jh_config_passes_the_chart_schema_and_the_pod_validates(
-        course_spec: Path, tmp_path: Path) -> None:
+    course_spec: Path, tmp_path: Path
+) -> None:
     import jsonschema
     from kubernetes_asyncio.client import ApiClient
     from kubespawner.objects import make_pod
@@ -161,14 +174,19 @@ async def test_z2jh_config_passes_the_chart_schema_and_the_pod_validates(
     # The student's pod, as KubeSpawner would build it from these settings.
     home = user["storage"]["homeMountPath"]
     pod = make_pod(
-        name="jupyter-student", cmd=user["cmd"], port=8888,
+        name="jupyter-student",
+        cmd=user["cmd"],
+        port=8888,
         image=f"{user['image']['name']}:{user['image']['tag']}",
-        uid=user["uid"], gid=user["uid"], fs_gid=user["fsGid"],
+        uid=user["uid"],
+        gid=user["uid"],
+        fs_gid=user["fsGid"],
         env={**user["extraEnv"], "JUPYTERHUB_API_TOKEN": "test"},
         mem_limit=parse_size(user["memory"]["limit"]),
         volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "claim-student"}}],
         volume_mounts=[{"name": "home", "mountPath": home}],
-        labels={"component": "singleuser-server"})
+        labels={"component": "singleuser-server"},
+    )
     async with ApiClient() as client:  # its serialiser needs an event loop
         manifest = client.sanitize_for_serialization(pod)
     # The pod runs the course image: its course-start starts the course's services.
@@ -188,8 +206,8 @@ async def test_z2jh_config_passes_the_chart_schema_and_the_pod_validates(
 
 # -- binder -----------------------------------------------------------------------------
 
-def test_binder_renders_with_repo2docker_and_reads_back(course_spec: Path,
-                                                        tmp_path: Path) -> None:
+
+def test_binder_renders_with_repo2docker_and_reads_back(course_spec: Path, tmp_path: Path) -> None:
     repository = _course_with_binder(course_spec, tmp_path)
     out = repository / ".binder"
     export_course("binder", repository / course_spec.name, out, force=False)
@@ -203,21 +221,29 @@ def test_binder_renders_with_repo2docker_and_reads_back(course_spec: Path,
     found = read_binder(out)
     spec = load_spec(course_spec)
     assert read_spec_facts(found["spec"]) == expected(spec)
-    notebook_servers = {name for name, service in spec.services.items()
-                        if service.kind == "jupyter"}
+    notebook_servers = {
+        name for name, service in spec.services.items() if service.kind == "jupyter"
+    }
     assert set(found["only"]) == _started_without_notebook_server(spec)
-    web = {name for name, service in spec.services.items()
-           if type(service).WEB or getattr(service, "web", False)}
+    web = {
+        name
+        for name, service in spec.services.items()
+        if type(service).WEB or getattr(service, "web", False)
+    }
     assert found["web"] == web - notebook_servers
 
 
 def _started_without_notebook_server(spec: Any) -> set[str]:
     """What a hub's or Binder's start script starts: `up`'s services but Jupyter."""
-    return {name for name, service in spec.services.items()
-            if service.start == "always" and service.kind != "jupyter"}
+    return {
+        name
+        for name, service in spec.services.items()
+        if service.start == "always" and service.kind != "jupyter"
+    }
 
 
 # -- systemd and launchd ----------------------------------------------------------------
+
 
 def test_systemd_unit_verifies_and_scores_low(course_spec: Path, tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
@@ -257,8 +283,10 @@ def test_launchd_agent_round_trips(course_spec: Path, tmp_path: Path) -> None:
 
 # -- a kind the exporters have never heard of -------------------------------------------
 
+
 def test_a_new_kind_exports_without_touching_the_exporters(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typing import ClassVar
 
     from coursestack import kinds, spec
@@ -274,8 +302,10 @@ def test_a_new_kind_exports_without_touching_the_exporters(
     monkeypatch.setitem(spec.SERVICE_MODELS, "redis", RedisService)
     monkeypatch.setitem(kinds.KINDS, "redis", RedisKind)
     course = tmp_path / "course.toml"
-    course.write_text('[course]\nname = "cache"\n\n[services.cache]\nkind = "redis"\n'
-                      'env = { MAXMEMORY = "64mb" }\n')
+    course.write_text(
+        '[course]\nname = "cache"\n\n[services.cache]\nkind = "redis"\n'
+        'env = { MAXMEMORY = "64mb" }\n'
+    )
     for target in ("image", "compose", "binder", "z2jh", "systemd", "launchd"):
         out = tmp_path / target
         export_course(target, course, out, force=False)
@@ -284,14 +314,19 @@ def test_a_new_kind_exports_without_touching_the_exporters(
     assert "MAXMEMORY" in found["cache"].env_names
     document = yaml.safe_load((tmp_path / "compose" / "compose.yaml").read_text())
     assert document["services"]["cache"]["command"][:4] == [
-        "coursestack", "run", "/course/course.toml", "--only"]
+        "coursestack",
+        "run",
+        "/course/course.toml",
+        "--only",
+    ]
 
 
-def test_the_stand_in_becomes_real_mongodb_in_the_image_whatever_the_layout(
-        tmp_path: Path) -> None:
+def test_the_stand_in_becomes_real_mongodb_in_the_image_whatever_the_layout(tmp_path: Path) -> None:
     course = tmp_path / "course.toml"
-    course.write_text('# kind = "mongodb-lite" in a comment stays\n[course]\nname = "inline"\n'
-                      '\n[services]\ndocs = { port = 27019, kind = "mongodb-lite" }\n')
+    course.write_text(
+        '# kind = "mongodb-lite" in a comment stays\n[course]\nname = "inline"\n'
+        '\n[services]\ndocs = { port = 27019, kind = "mongodb-lite" }\n'
+    )
     export_course("image", course, tmp_path / "image", force=False)
     copied = (tmp_path / "image" / "course" / "course.toml").read_text()
     assert copied.startswith('# kind = "mongodb-lite" in a comment stays\n')

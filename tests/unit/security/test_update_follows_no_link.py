@@ -38,17 +38,27 @@ ACCOUNT = "nobody"
 def as_account(script: str) -> None:
     """Run a shell script as the unprivileged account (the attacker)."""
     entry = pwd.getpwnam(ACCOUNT)
-    result = subprocess.run(["/bin/sh", "-ec", script], user=entry.pw_uid,
-                            group=entry.pw_gid, extra_groups=[], capture_output=True,
-                            text=True, check=False, timeout=60, cwd="/",
-                            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    result = subprocess.run(
+        ["/bin/sh", "-ec", script],
+        user=entry.pw_uid,
+        group=entry.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
     assert result.returncode == 0, result.stderr
 
 
 def swap_for_link(path: Path, target: Path) -> str:
     """A script replacing `path` (a file, a folder tree or nothing) by a link."""
-    return f"rm -rf {shlex.quote(str(path))}; ln -s {shlex.quote(str(target))} " \
-           f"{shlex.quote(str(path))}\n"
+    return (
+        f"rm -rf {shlex.quote(str(path))}; ln -s {shlex.quote(str(target))} "
+        f"{shlex.quote(str(path))}\n"
+    )
 
 
 class Setup:
@@ -60,7 +70,9 @@ class Setup:
         self.course.mkdir()
         (self.course / "course.toml").write_text(
             '[course]\nname = "links"\n\n[content]\nsource = "../upstream"\n'
-            'update = "manual"\n\n[services.jupyter]\nkind = "jupyter"\n', encoding="utf-8")
+            'update = "manual"\n\n[services.jupyter]\nkind = "jupyter"\n',
+            encoding="utf-8",
+        )
         self.notebooks = self.course / "notebooks"
         self.notebooks.mkdir()
         entry = pwd.getpwnam(ACCOUNT)
@@ -98,22 +110,29 @@ def test_links_planted_before_the_update_are_refused() -> None:
     assert (setup.notebooks / "week1" / "lab.txt").stat().st_uid == owner
 
     victims, notebooks = setup.victims, setup.notebooks
-    as_account(swap_for_link(notebooks / "notes.txt", victims.file)
-               + swap_for_link(notebooks / "week1", victims.folder)
-               + swap_for_link(notebooks / "week5", victims.folder)
-               + swap_for_link(notebooks / "theirs.txt", victims.file))
+    as_account(
+        swap_for_link(notebooks / "notes.txt", victims.file)
+        + swap_for_link(notebooks / "week1", victims.folder)
+        + swap_for_link(notebooks / "week5", victims.folder)
+        + swap_for_link(notebooks / "theirs.txt", victims.file)
+    )
     for name in ("notes.txt", "week1/lab.txt", "week2/lab.txt"):
         setup.push(name, "v2\n")
     setup.push("week1/inside.txt", "overwritten?\n")  # the root-only folder's file
-    setup.push("week5/new.txt", "new\n")              # a new subfolder to make
-    setup.push("theirs.txt", "course's\n")            # collides with the student's name
+    setup.push("week5/new.txt", "new\n")  # a new subfolder to make
+    setup.push("theirs.txt", "course's\n")  # collides with the student's name
     report = setup.update()
 
     victims.assert_untouched("before the update")
     assert actions(report) == {
-        "notes.txt": "skipped", "week1/lab.txt": "skipped", "week1/inside.txt": "skipped",
-        "week5/new.txt": "skipped", "theirs.txt": "skipped", "week2/lab.txt": "updated",
-        "mine.txt": "unchanged"}
+        "notes.txt": "skipped",
+        "week1/lab.txt": "skipped",
+        "week1/inside.txt": "skipped",
+        "week5/new.txt": "skipped",
+        "theirs.txt": "skipped",
+        "week2/lab.txt": "updated",
+        "mine.txt": "unchanged",
+    }
     lines = "\n".join(report["lines"])
     assert "notes.txt: not delivered (a link or special file of yours has this name)" in lines
     assert "week1/lab.txt: not delivered" in lines
@@ -136,9 +155,12 @@ def test_links_swapped_in_while_the_update_runs_are_refused() -> None:
         setup.push(name, "v2\n")
     setup.push("week6/new.txt", "new\n")
 
-    process = subprocess.Popen([sys.executable, "-m", "coursestack", *setup.command()],
-                               env={**os.environ, PAUSE_VARIABLE: "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coursestack", *setup.command()],
+        env={**os.environ, PAUSE_VARIABLE: "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     marker = setup.state / "content" / "journal.paused"
     deadline = time.monotonic() + 120
     while not marker.exists():
@@ -146,9 +168,11 @@ def test_links_swapped_in_while_the_update_runs_are_refused() -> None:
         assert time.monotonic() < deadline, "the update never reached its pause"
         time.sleep(0.05)
     victims, notebooks = setup.victims, setup.notebooks
-    as_account(swap_for_link(notebooks / "week2", victims.folder)
-               + swap_for_link(notebooks / "week3" / "lab.txt", victims.file)
-               + swap_for_link(notebooks / "week6", victims.folder))
+    as_account(
+        swap_for_link(notebooks / "week2", victims.folder)
+        + swap_for_link(notebooks / "week3" / "lab.txt", victims.file)
+        + swap_for_link(notebooks / "week6", victims.folder)
+    )
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
     marker.unlink()
@@ -161,8 +185,11 @@ def test_links_swapped_in_while_the_update_runs_are_refused() -> None:
         assert f"{name} (interrupted update): refused" in notes, notes
     assert (notebooks / "a.txt").read_text() == "v2\n"
     assert {name: action for name, action in actions(report).items()} == {
-        "a.txt": "unchanged", "week2/lab.txt": "skipped", "week3/lab.txt": "skipped",
-        "week6/new.txt": "skipped"}
+        "a.txt": "unchanged",
+        "week2/lab.txt": "skipped",
+        "week3/lab.txt": "skipped",
+        "week6/new.txt": "skipped",
+    }
     for name in ("week2", "week3/lab.txt", "week6"):
         assert (notebooks / name).is_symlink()
     setup.assert_no_secret_copied(report)
