@@ -182,6 +182,7 @@ def run_up(prepared: PreparedUp, started: StartedDaemon | None) -> int:
 def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str], timeout: float) -> Outcome:
     """Progress until the named services are ready or one failed: read from the daemon's
     readiness pipe, or from its API where there is no pipe (or it was lost)."""
+    from coursestack.instances import until_daemon_listens
     from coursestack.readiness import (
         PipeLost,
         Verdict,
@@ -203,44 +204,10 @@ def _wait_for_up(chosen: Any, started: StartedDaemon, names: list[str], timeout:
                     return outcome
             except PipeLost:
                 pass
-        _until_daemon_listens(chosen, started, deadline)
+        until_daemon_listens(chosen, started.pid, started.exit_code, deadline)
         return wait_until_ready(
             polled_services(chosen.client(), max(0.0, deadline - time.monotonic())), names, show
         )
-
-
-def _until_daemon_listens(chosen: Any, started: StartedDaemon, deadline: float) -> None:
-    """Wait until the daemon's API answers; DaemonError saying why if it ended."""
-    from coursestack.errors import DaemonError
-
-    while True:
-        record = chosen.state.daemon()
-        if record and record.get("pid") == started.pid and chosen.daemon_alive():
-            return
-        code = started.exit_code()
-        if code is not None:
-            from coursestack.logs import tail_lines
-
-            log_path = chosen.state.daemon_log
-            if code == 3:
-                raise DaemonError(
-                    "another daemon already runs this instance",
-                    where=str(chosen.state.root),
-                    hint="see `coursestack status`",
-                )
-            tail = "\n".join(tail_lines(log_path, 8))
-            raise DaemonError(
-                f"the daemon stopped at once (exit {code}):\n{tail}",
-                where=str(log_path),
-                hint="fix what it says, then run up again",
-            )
-        if time.monotonic() > deadline:
-            raise DaemonError(
-                "the daemon did not start in time",
-                where=str(chosen.state.daemon_log),
-                hint="look at its log",
-            )
-        time.sleep(0.05)
 
 
 def _typed(views: list[dict[str, Any]]) -> list[ServiceView]:

@@ -179,26 +179,7 @@ def name_process(title: str) -> None:
 
 def spawn_daemon(state_root: Path, log_path: Path) -> StartedDaemon:
     """Start `python -m coursestack daemon` in the background with the readiness pipe."""
-    command = [sys.executable, "-m", "coursestack", "daemon", "--state", str(state_root)]
-    read_fd: int | None = None
-    pass_fds: tuple[int, ...] = ()
-    if os.name == "posix":
-        read_fd, write_fd = os.pipe()
-        command += ["--notify-fd", str(write_fd)]
-        pass_fds = (write_fd,)
-    try:
-        with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
-            # `-m coursestack daemon` skips the CLI's libraries (see coursestack/__main__.py).
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=pass_fds,
-            )
-    finally:
-        for fd in pass_fds:
-            os.close(fd)
+    from coursestack.instances import launch_daemon_process
+
+    process, read_fd = launch_daemon_process(state_root, log_path, notify=True)
     return StartedDaemon(process.pid, "spawn", read_fd, process)

@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -155,47 +156,76 @@ def set_up_instance(
     return Instance(name, folder), spec
 
 
-def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
-    """Start the instance's daemon in the background; return its daemon record."""
-    log_path = instance.state.daemon_log
+def launch_daemon_process(
+    state_root: Path, log_path: Path, notify: bool
+) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start `python -m coursestack daemon` in the background, output on `log_path`; with
+    `notify` (where the OS passes descriptors) it gets the write end of a readiness pipe,
+    whose read end is returned."""
+    # `-m coursestack daemon` skips the CLI's libraries (see coursestack/__main__.py).
+    command = [sys.executable, "-m", "coursestack", "daemon", "--state", str(state_root)]
+    read_fd: int | None = None
+    pass_fds: tuple[int, ...] = ()
+    if notify and os.name == "posix":
+        read_fd, write_fd = os.pipe()
+        command += ["--notify-fd", str(write_fd)]
+        pass_fds = (write_fd,)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
-        process = subprocess.Popen(
-            # `-m coursestack daemon` skips the CLI's libraries (see coursestack/__main__.py).
-            [sys.executable, "-m", "coursestack", "daemon", "--state", str(instance.state.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = instance.state.daemon()
-        if record and record.get("pid") == process.pid:
-            return record
-        code = process.poll()
-        if code is not None:
-            from coursestack.logs import tail_lines
+    try:
+        with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=pass_fds,
+            )
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+    return process, read_fd
 
-            tail = "\n".join(tail_lines(log_path, 8))
+
+def until_daemon_listens(
+    instance: Instance, pid: int, exit_code: Callable[[], int | None], deadline: float
+) -> dict[str, Any]:
+    """Wait until daemon `pid` has published its record and holds the instance's lock;
+    return the record. DaemonError saying why if it ended first or `deadline` (a
+    time.monotonic() value) passed."""
+    log_path = instance.state.daemon_log
+    while True:
+        record = instance.state.daemon()
+        if record and record.get("pid") == pid and instance.daemon_alive():
+            return record
+        code = exit_code()
+        if code is not None:
             if code == 3:
                 raise DaemonError(
                     "another daemon already runs this instance",
                     where=str(instance.state.root),
                     hint="see `coursestack status`",
                 )
+            from coursestack.logs import tail_lines
+
+            tail = "\n".join(tail_lines(log_path, 8))
             raise DaemonError(
                 f"the daemon stopped at once (exit {code}):\n{tail}",
                 where=str(log_path),
                 hint="fix what it says, then run up again",
             )
+        if time.monotonic() > deadline:
+            raise DaemonError(
+                "the daemon did not start in time", where=str(log_path), hint="look at its log"
+            )
         time.sleep(0.05)
-    raise DaemonError(
-        f"the daemon did not start within {timeout:g} s",
-        where=str(log_path),
-        hint="look at its log",
-    )
+
+
+def start_daemon(instance: Instance, timeout: float = 60.0) -> dict[str, Any]:
+    """Start the instance's daemon in the background; return its daemon record."""
+    process, _ = launch_daemon_process(instance.state.root, instance.state.daemon_log, False)
+    return until_daemon_listens(instance, process.pid, process.poll, time.monotonic() + timeout)
 
 
 class DaemonClient:
