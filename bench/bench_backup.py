@@ -31,20 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from bench_seed import cli
 
 from coursestack.backup import create_backup, restore_backup
 from coursestack.instances import resolve_instance
 from coursestack.kinds.postgres import pgserver_bin_dir
-
-
-def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coursestack", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COURSESTACK_HOME": str(home)},
-    )
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_seed import cli, make_csv
 
 PROBE = r"""
 import asyncio, json, resource, sys, time
@@ -79,32 +80,6 @@ print(json.dumps(asyncio.run(main())))
 """
 
 VARIANTS = ("wire", "psycopg")
-
-
-def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coursestack", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COURSESTACK_HOME": str(home)},
-    )
-
-
-def make_csv(path: Path, rows: int) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "station", "reading", "taken", "ok"])
-        for number in range(rows):
-            writer.writerow(
-                [
-                    number,
-                    f"st-{number % 977}",
-                    (number * 7919) % 6000 / 100 - 20,
-                    f"2024-{1 + number % 12:02d}-{1 + number % 28:02d}",
-                    "true" if number % 3 else "false",
-                ]
-            )
 
 
 async def load_over_wire(info: dict[str, Any], data: Path) -> float:
