@@ -11,7 +11,7 @@ Paths inside containers are fixed here, once, so every kind and exporter agrees 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Where the course folder lives inside the course image.
 COURSE_DIR = "/course"
@@ -133,3 +133,33 @@ class Difference:
 
     key: str
     instead: str
+
+
+def run_by_official_image(
+    hints: ExportHints,
+    official: OfficialImage,
+    *,
+    port: int,
+    url: str,
+    conventional_env: Mapping[str, str],
+    secrets: tuple[str, ...],
+    seeds: tuple[str, ...],
+) -> ExportHints:
+    """`hints` (a kind's generic ones) for a service an official image runs in exports:
+    on `port`, ready once it accepts connections there, reached at `url` (the kind's
+    `<NAME>_URL`; `_HOST` and `_PORT` stay as the generic hints have them) and by the
+    variables its own clients read (`conventional_env`)."""
+    from coursestack.kinds.base import env_prefix
+    from coursestack.kinds.probe_commands import tcp_check
+
+    name_url = f"{env_prefix(hints.service)}_URL"
+    return replace(
+        hints,
+        ports=(port,),
+        seeds=seeds,
+        secrets=secrets,
+        official=official,
+        course_image_command=(),
+        readiness=tcp_check(port),
+        connection_env={**hints.connection_env, name_url: url, **conventional_env},
+    )

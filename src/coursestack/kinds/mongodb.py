@@ -27,8 +27,8 @@ from coursestack.kinds.export_hints import (
     ExportHints,
     InitFile,
     OfficialImage,
+    run_by_official_image,
 )
-from coursestack.kinds.probe_commands import tcp_check
 from coursestack.plan import DEFAULT_KERNELS, KindEstimate
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, read_documents, seed_checksum
@@ -177,9 +177,6 @@ class MongoBase(Kind[Any]):
     ) -> ExportHints:
         port = service.port or cls.default_port or 27017
         database = str(service.database or course.course.name).replace("-", "_")
-        from coursestack.kinds.base import env_prefix
-
-        prefix = env_prefix(name)
         url = f"mongodb://{{host}}:{{port}}/{database}"
         seeds = tuple(
             InitFile(
@@ -197,24 +194,20 @@ class MongoBase(Kind[Any]):
             command=(*(official.command or ("mongod",)), "--port", str(port)),
             healthcheck=(*official.healthcheck, "--port", str(port)),
         )
-        return replace(
+        return run_by_official_image(
             super().export_hints(name, service, course),
-            ports=(port,),
-            seeds=tuple(service.seed),
-            secrets=secrets,
-            official=official,
-            course_image_command=(),
-            readiness=tcp_check(port),
-            connection_env={
-                f"{prefix}_URL": url,
-                f"{prefix}_HOST": "{host}",
-                f"{prefix}_PORT": "{port}",
+            official,
+            port=port,
+            url=url,
+            conventional_env={
                 "MONGO_URL": url,
                 "MONGODB_URI": url,
                 "MONGO_HOST": "{host}",
                 "MONGO_PORT": "{port}",
                 "MONGO_DB": database,
             },
+            secrets=secrets,
+            seeds=tuple(service.seed),
         )
 
 

@@ -32,6 +32,7 @@ from coursestack.kinds.export_hints import (
     ExportHints,
     InitFile,
     OfficialImage,
+    run_by_official_image,
 )
 from coursestack.kinds.postgres_wire import (
     Connection as WireConnection,
@@ -45,7 +46,6 @@ from coursestack.kinds.postgres_wire import (
     quote_literal,
     scram_verifier,
 )
-from coursestack.kinds.probe_commands import tcp_check
 from coursestack.plan import DEFAULT_KERNELS, KindEstimate
 from coursestack.procs import LaunchSpec
 from coursestack.seeding import SeedLedger, copy_error_line, plan_table, seed_checksum
@@ -486,28 +486,24 @@ class PostgresKind(Kind[PostgresService]):
             init_path="/docker-entrypoint-initdb.d",
             init_files=tuple(init_files),
         )
-        from coursestack.kinds.base import env_prefix
-
-        prefix = env_prefix(name)
         url = f"postgresql://{service.user}@{{host}}:{{port}}/{database}"
-        return replace(
+        hints = run_by_official_image(
             super().export_hints(name, service, course),
-            ports=(port,),
-            seeds=tuple(service.seed),
-            secrets=(secret,),
-            official=official,
-            course_image_command=(),
-            readiness=tcp_check(port),
-            connection_env={
-                f"{prefix}_URL": url,
-                f"{prefix}_HOST": "{host}",
-                f"{prefix}_PORT": "{port}",
+            official,
+            port=port,
+            url=url,
+            conventional_env={
                 "DATABASE_URL": url,
                 "PGHOST": "{host}",
                 "PGPORT": "{port}",
                 "PGUSER": service.user,
                 "PGDATABASE": database,
             },
+            secrets=(secret,),
+            seeds=tuple(service.seed),
+        )
+        return replace(
+            hints,
             official_differences=(
                 Difference(
                     "user",
